@@ -1,0 +1,132 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import SwitchboardCore
+
+/// How an agent runs: where it listens, where it keeps data, and how much it remembers.
+public struct AgentConfiguration: Sendable {
+    /// Where the catalog is kept.
+    public enum Storage: Sendable, Equatable {
+        /// SQLite in this directory (the default: `./.switchboard`).
+        case sqlite(directory: String)
+        /// Nothing survives the process (`--dev`, tests).
+        case memory
+    }
+
+    public var httpHost: String
+    /// 0 picks a free port; the bound one is passed to `onServerRunning`.
+    public var httpPort: Int
+    public var storage: Storage
+    public var sqlite: SQLiteCatalogStore.Configuration
+    public var catalog: Catalog.Configuration
+
+    public init(
+        httpHost: String = "127.0.0.1",
+        httpPort: Int = 7500,
+        storage: Storage = .sqlite(directory: ".switchboard"),
+        sqlite: SQLiteCatalogStore.Configuration = .init(),
+        catalog: Catalog.Configuration = .init()
+    ) {
+        self.httpHost = httpHost
+        self.httpPort = httpPort
+        self.storage = storage
+        self.sqlite = sqlite
+        self.catalog = catalog
+    }
+}
+
+/// The registry server: opens the store, loads the catalog and serves the HTTP API until shut down.
+///
+/// An `Agent` is a swift-service-lifecycle `Service`: run it in a `ServiceGroup` and it stops gracefully on the
+/// group's shutdown (the HTTP server stops taking requests first, then the catalog writer commits what is queued).
+///
+/// ```swift
+/// let agent = Agent(configuration: AgentConfiguration(), logger: logger)
+/// let group = ServiceGroup(services: [agent], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+/// try await group.run()
+/// ```
+public struct Agent: Service {
+    public let configuration: AgentConfiguration
+    let logger: Logger
+    let onServerRunning: @Sendable (SocketAddress?) async -> Void
+
+    /// Creates an agent; `onServerRunning` is told the bound address once the HTTP server listens.
+    public init(
+        configuration: AgentConfiguration,
+        logger: Logger,
+        onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.onServerRunning = onServerRunning
+    }
+
+    public func run() async throws {
+        let (store, description) = try openStore()
+        let catalog = try await Catalog.load(from: store, configuration: configuration.catalog)
+        logger.info(
+            "catalog loaded",
+            metadata: [
+                "store": "\(description)", "index": "\(catalog.index)", "instances": "\(catalog.summary().instances)",
+            ]
+        )
+        let application = Self.makeApplication(
+            catalog: catalog,
+            storeDescription: description,
+            configuration: configuration,
+            logger: logger,
+            onServerRunning: onServerRunning
+        )
+        try await application.run()
+    }
+
+    private func openStore() throws -> (any CatalogStore, String) {
+        switch configuration.storage {
+        case .memory:
+            return (InMemoryCatalogStore(), "memory")
+        case .sqlite(let directory):
+            let store = try SQLiteCatalogStore(directory: directory, configuration: configuration.sqlite)
+            let path = URL(fileURLWithPath: directory).standardizedFileURL.path
+            return (store, "sqlite:\(path)/\(SQLiteCatalogStore.databaseFileName)")
+        }
+    }
+
+    /// The HTTP application over `catalog`, with the catalog writer as one of its services.
+    ///
+    /// Exposed so tests can serve a catalog they built (for example on an in-memory store) exactly as the agent does.
+    public static func makeApplication(
+        catalog: Catalog,
+        storeDescription: String,
+        configuration: AgentConfiguration,
+        logger: Logger,
+        onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        let api = AgentHTTPAPI(catalog: catalog, storeDescription: storeDescription)
+        return Application(
+            router: api.makeRouter(),
+            configuration: ApplicationConfiguration(
+                address: .hostname(configuration.httpHost, port: configuration.httpPort),
+                serverName: "switchboard/\(SwitchboardVersion.current)"
+            ),
+            services: [CatalogWriterService(catalog: catalog)],
+            onServerRunning: { channel in
+                logger.info("agent listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+                await onServerRunning(channel.localAddress)
+            },
+            logger: logger
+        )
+    }
+}
+
+/// Runs the catalog's writer for as long as the application runs; stops it on graceful shutdown.
+struct CatalogWriterService: Service {
+    let catalog: Catalog
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await catalog.runWriter()
+        }
+    }
+}

@@ -1,0 +1,331 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import SwitchboardCore
+
+/// The native HTTP API v1: routes, request decoding and response encoding over the ``Catalog``.
+///
+/// Every route is added through ``add(_:_:to:handler:)``, which records it in ``routes``: the test that keeps the
+/// OpenAPI document honest compares the two lists, so a route cannot be added without being documented.
+public struct AgentHTTPAPI: Sendable {
+    /// One route: a method and a path in OpenAPI form (`/v1/services/{service}`).
+    public struct Route: Hashable, Sendable {
+        public var method: HTTPRequest.Method
+        public var path: String
+    }
+
+    /// The largest request body accepted (`413` beyond).
+    public static let maximumBodySize = 64 * 1024
+    /// The header every response carries.
+    public static let indexHeader = HTTPField.Name("X-Switchboard-Index")!
+
+    let catalog: Catalog
+    let startedAt: Date
+    let storeDescription: String
+
+    /// An API over `catalog`; `storeDescription` (such as `sqlite:/path`) is reported by `GET /v1/agent`.
+    public init(catalog: Catalog, storeDescription: String, startedAt: Date = Date()) {
+        self.catalog = catalog
+        self.storeDescription = storeDescription
+        self.startedAt = startedAt
+    }
+
+    /// The routes this API serves, in the order they are added.
+    public static let routes: [Route] = [
+        Route(method: .get, path: "/v1/agent"),
+        Route(method: .get, path: "/v1/services"),
+        Route(method: .get, path: "/v1/services/{service}"),
+        Route(method: .get, path: "/v1/services/{service}/instances/{id}"),
+        Route(method: .put, path: "/v1/services/{service}/instances/{id}"),
+        Route(method: .delete, path: "/v1/services/{service}/instances/{id}"),
+        Route(method: .put, path: "/v1/services/{service}/instances/{id}/maintenance"),
+        Route(method: .get, path: "/v1/events"),
+        Route(method: .get, path: "/v1/openapi.yaml"),
+    ]
+
+    /// A router serving the API, with JSON errors and the index header on every response (unknown routes included).
+    public func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: APIResponseMiddleware(catalog: catalog))
+        for route in Self.routes {
+            let handler = self.handler(for: route)
+            let hummingbirdPath = route.path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(
+                of: "}", with: "")
+            router.on(RouterPath(hummingbirdPath), method: route.method) { request, context in
+                try await handler(request, context)
+            }
+        }
+        return router
+    }
+
+    private typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
+
+    private func handler(for route: Route) -> Handler {
+        switch (route.method, route.path) {
+        case (.get, "/v1/agent"): agentInfo
+        case (.get, "/v1/services"): listServices
+        case (.get, "/v1/services/{service}"): lookupService
+        case (.get, "/v1/services/{service}/instances/{id}"): readInstance
+        case (.put, "/v1/services/{service}/instances/{id}"): registerInstance
+        case (.delete, "/v1/services/{service}/instances/{id}"): deregisterInstance
+        case (.put, "/v1/services/{service}/instances/{id}/maintenance"): setMaintenance
+        case (.get, "/v1/events"): listEvents
+        case (.get, "/v1/openapi.yaml"): openAPIDocument
+        default: preconditionFailure("route \(route.method) \(route.path) has no handler")
+        }
+    }
+
+    // MARK: Handlers
+
+    @Sendable private func agentInfo(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let summary = catalog.summary()
+        let info = AgentInfo(
+            version: SwitchboardVersion.current,
+            startedAt: startedAt,
+            uptimeSeconds: max(0, Date().timeIntervalSince(startedAt)),
+            index: summary.index,
+            services: summary.services,
+            instances: summary.instances,
+            counts: summary.counts,
+            store: storeDescription
+        )
+        return try json(info, index: summary.index, request: request)
+    }
+
+    @Sendable private func listServices(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let list = catalog.services()
+        return try json(list, index: list.index, request: request)
+    }
+
+    @Sendable private func lookupService(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let service = try serviceName(context)
+        let query = try instanceQuery(request)
+        let lookup = catalog.instances(of: service, matching: query)
+        return try json(lookup, index: lookup.index, request: request)
+    }
+
+    @Sendable private func readInstance(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let service = try serviceName(context)
+        let id = try instanceID(context)
+        let (index, instance) = catalog.instance(service: service, id: id)
+        guard let instance else { throw CatalogError.instanceNotFound(service: service, id: id) }
+        return try json(instance, index: index, request: request)
+    }
+
+    @Sendable private func registerInstance(_ request: Request, _ context: BasicRequestContext) async throws -> Response
+    {
+        let service = try serviceName(context)
+        let id = try instanceID(context)
+        var cas: UInt64?
+        if let text = request.uri.queryParameters["cas"] {
+            guard let value = UInt64(text) else {
+                throw APIError.badParameter(
+                    ValidationError(field: "cas", message: "cas must be a modify index (0 or more)"))
+            }
+            cas = value
+        }
+        let body = try await decodeBody(RegistrationRequest.self, from: request, context: context)
+        let definition = try body.validated(service: service, id: id)
+        let outcome = try await catalog.register(definition, cas: cas)
+        let status: HTTPResponse.Status = outcome.event?.kind == .added ? .created : .ok
+        return try json(outcome.instance, status: status, index: outcome.index, request: request)
+    }
+
+    @Sendable private func deregisterInstance(
+        _ request: Request, _ context: BasicRequestContext
+    ) async throws -> Response {
+        let outcome = try await catalog.deregister(service: try serviceName(context), id: try instanceID(context))
+        return try json(outcome.instance, index: outcome.index, request: request)
+    }
+
+    @Sendable private func setMaintenance(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let service = try serviceName(context)
+        let id = try instanceID(context)
+        let body = try await decodeBody(MaintenanceRequest.self, from: request, context: context)
+        let change = try body.validated()
+        let outcome = try await catalog.setMaintenance(
+            service: service, id: id, enabled: change.enabled, reason: change.reason)
+        return try json(outcome.instance, index: outcome.index, request: request)
+    }
+
+    @Sendable private func listEvents(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let since = try integerParameter(request, "since", default: 0, range: 0...UInt64.max)
+        let limit = try integerParameter(request, "limit", default: 1000, range: 1...10_000)
+        let page = try await catalog.events(since: since, limit: Int(limit))
+        return try json(page, index: page.index, request: request)
+    }
+
+    @Sendable private func openAPIDocument(_ request: Request, _ context: BasicRequestContext) async throws -> Response
+    {
+        Response(
+            status: .ok,
+            headers: [.contentType: "application/yaml"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_yaml))
+        )
+    }
+
+    // MARK: Decoding
+
+    private func serviceName(_ context: BasicRequestContext) throws -> ServiceName {
+        let raw = context.parameters.get("service") ?? ""
+        do {
+            return try ServiceName(raw, field: "service")
+        } catch {
+            throw APIError.badParameter(error)
+        }
+    }
+
+    private func instanceID(_ context: BasicRequestContext) throws -> InstanceID {
+        let raw = context.parameters.get("id") ?? ""
+        do {
+            return try InstanceID(raw, field: "id")
+        } catch {
+            throw APIError.badParameter(error)
+        }
+    }
+
+    private func instanceQuery(_ request: Request) throws -> InstanceQuery {
+        let parameters = request.uri.queryParameters
+        do throws(ValidationError) {
+            var query = InstanceQuery()
+            if let status = parameters["status"] {
+                query.status = try InstanceQuery.StatusFilter(parsing: String(status))
+            }
+            query.tags = parameters.getAll("tag").map { String($0) }
+            for condition in parameters.getAll("meta") {
+                query.meta.append(try InstanceQuery.MetaCondition(parsing: String(condition)))
+            }
+            return query
+        } catch {
+            throw APIError.badParameter(error)
+        }
+    }
+
+    private func integerParameter(
+        _ request: Request, _ name: String, default value: UInt64, range: ClosedRange<UInt64>
+    )
+        throws -> UInt64
+    {
+        guard let text = request.uri.queryParameters[Substring(name)] else { return value }
+        guard let number = UInt64(text), range.contains(number) else {
+            let message = "\(name) must be a whole number in \(range.lowerBound)...\(range.upperBound)"
+            throw APIError.badParameter(ValidationError(field: name, message: message))
+        }
+        return number
+    }
+
+    private func decodeBody<Body: Decodable>(
+        _ type: Body.Type, from request: Request, context: BasicRequestContext
+    )
+        async throws -> Body
+    {
+        if let contentType = request.headers[.contentType] {
+            let mediaType =
+                contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+                ?? ""
+            guard mediaType == "application/json" || mediaType.hasSuffix("+json") else {
+                throw APIError(
+                    .unsupportedMediaType,
+                    .unsupportedMediaType,
+                    "the body must be JSON: send Content-Type: application/json, not \(contentType)"
+                )
+            }
+        }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maximumBodySize {
+            throw NIOTooManyBytesError(maxBytes: Self.maximumBodySize)
+        }
+        let buffer = try await request.body.collect(upTo: Self.maximumBodySize)
+        guard buffer.readableBytes > 0 else {
+            throw APIError(.badRequest, .malformedJSON, "a JSON object body is required")
+        }
+        return try SwitchboardJSON.decoder().decode(Body.self, from: Data(buffer.readableBytesView))
+    }
+
+    // MARK: Encoding
+
+    private func json(
+        _ value: some Encodable, status: HTTPResponse.Status = .ok, index: UInt64, request: Request
+    ) throws
+        -> Response
+    {
+        let pretty = request.uri.queryParameters["pretty"] != nil
+        var buffer = ByteBuffer()
+        buffer.writeBytes(try SwitchboardJSON.encoder(pretty: pretty).encode(value))
+        buffer.writeString("\n")
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json", Self.indexHeader: String(index)],
+            body: ResponseBody(byteBuffer: buffer)
+        )
+    }
+}
+
+/// `GET /v1/agent`.
+public struct AgentInfo: Codable, Sendable {
+    public var version: String
+    public var startedAt: Date
+    public var uptimeSeconds: Double
+    public var index: UInt64
+    public var services: Int
+    public var instances: Int
+    public var counts: StatusCounts
+    /// Where the catalog is kept: `sqlite:<path>` or `memory`.
+    public var store: String
+}
+
+/// The body of `PUT .../maintenance`.
+public struct MaintenanceRequest: Decodable, Sendable, StrictlyDecodable {
+    public static let knownKeys: Set<String> = ["enabled", "reason"]
+
+    public var enabled: Bool?
+    public var reason: String?
+
+    public init(from decoder: any Decoder) throws {
+        try Self.rejectUnknownKeys(in: decoder)
+        let container = try decoder.container(keyedBy: AnyCodingKey.self)
+        enabled = try container.decodeIfPresent(Bool.self, forKey: AnyCodingKey(stringValue: "enabled"))
+        reason = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "reason"))
+    }
+
+    func validated() throws(ValidationError) -> (enabled: Bool, reason: String) {
+        guard let enabled else {
+            throw ValidationError(field: "enabled", message: "enabled is required: true or false")
+        }
+        let reason = reason ?? ""
+        guard reason.utf8.count <= 512,
+            !reason.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+        else {
+            throw ValidationError(
+                field: "reason", message: "reason must be at most 512 characters without control characters")
+        }
+        return (enabled, reason)
+    }
+}
+
+/// Turns every thrown error into its JSON form and stamps the catalog index on every response.
+struct APIResponseMiddleware<Context: RequestContext>: RouterMiddleware {
+    let catalog: Catalog
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws
+        -> Response
+    {
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            let apiError = APIError(converting: error)
+            if apiError.status == .internalServerError {
+                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            }
+            response = try apiError.response(from: request, context: context)
+        }
+        if response.headers[AgentHTTPAPI.indexHeader] == nil {
+            response.headers[AgentHTTPAPI.indexHeader] = String(catalog.index)
+        }
+        return response
+    }
+}

@@ -1,0 +1,191 @@
+import Foundation
+import GRDB
+import SwitchboardCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The default durable store: one SQLite database (through GRDB, in WAL mode) in the agent's data directory.
+///
+/// Each ``commit(_:)`` is one transaction holding a batch of events, the instance rows they leave and the new index;
+/// it returns only once SQLite has committed, so an acknowledged write survives a `kill -9` of the agent. With
+/// ``Configuration/Synchronous/full`` it also survives a power loss, at the price of an fsync per batch.
+///
+/// The data directory is locked (`flock`) while the store is open, so two agents cannot share one by mistake.
+public final class SQLiteCatalogStore: CatalogStore {
+    /// Tunables with production defaults.
+    public struct Configuration: Sendable {
+        /// How hard SQLite works to keep a commit through a crash.
+        public enum Synchronous: String, Sendable {
+            /// Survives a crash or `kill -9` of the process (WAL is written before commit returns); a power loss can
+            /// lose the latest commits.
+            case normal = "NORMAL"
+            /// Also survives a power loss: fsync at every commit.
+            case full = "FULL"
+        }
+
+        public var synchronous: Synchronous
+        /// How many events the log keeps before pruning the oldest.
+        public var eventRetention: Int
+        /// How many of the latest events ``load()`` returns to refill the in-memory ring.
+        public var recentEventsOnLoad: Int
+
+        public init(synchronous: Synchronous = .normal, eventRetention: Int = 100_000, recentEventsOnLoad: Int = 4096) {
+            self.synchronous = synchronous
+            self.eventRetention = eventRetention
+            self.recentEventsOnLoad = recentEventsOnLoad
+        }
+    }
+
+    /// The database file's name inside the data directory.
+    public static let databaseFileName = "catalog.sqlite"
+
+    private let database: DatabasePool
+    private let configuration: Configuration
+    private let lockDescriptor: Int32
+
+    /// Opens (creating if needed) the store in `directory`.
+    public init(directory: String, configuration: Configuration = Configuration()) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        lockDescriptor = try Self.lockDirectory(directory)
+        var options = GRDB.Configuration()
+        let synchronous = configuration.synchronous.rawValue
+        options.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+        }
+        do {
+            database = try DatabasePool(path: "\(directory)/\(Self.databaseFileName)", configuration: options)
+            try Self.migrator.migrate(database)
+        } catch {
+            close(lockDescriptor)
+            throw error
+        }
+        self.configuration = configuration
+    }
+
+    deinit {
+        close(lockDescriptor)
+    }
+
+    private static func lockDirectory(_ directory: String) throws -> Int32 {
+        let path = "\(directory)/LOCK"
+        let descriptor = open(path, O_CREAT | O_RDWR, 0o644)
+        guard descriptor >= 0 else {
+            throw StoreError("cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(descriptor)
+            throw StoreError(
+                "data directory \(directory) is in use by another switchboard agent; stop it or pick another --data-dir"
+            )
+        }
+        return descriptor
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE instances (
+                        service TEXT NOT NULL,
+                        id TEXT NOT NULL,
+                        record BLOB NOT NULL,
+                        PRIMARY KEY (service, id)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE events (idx INTEGER PRIMARY KEY, record BLOB NOT NULL);
+                    CREATE TABLE catalog_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+                    INSERT INTO catalog_meta (key, value) VALUES ('index', 0);
+                    """
+            )
+        }
+        return migrator
+    }
+
+    public func load() async throws -> StoredCatalog {
+        let limit = configuration.recentEventsOnLoad
+        let (instanceRecords, index, eventRecords) = try await database.read { db in
+            let instances = try Data.fetchAll(db, sql: "SELECT record FROM instances")
+            let index = try Int64.fetchOne(db, sql: "SELECT value FROM catalog_meta WHERE key = 'index'") ?? 0
+            let events = try Data.fetchAll(
+                db,
+                sql: "SELECT record FROM (SELECT idx, record FROM events ORDER BY idx DESC LIMIT ?) ORDER BY idx",
+                arguments: [limit]
+            )
+            return (instances, index, events)
+        }
+        let decoder = SwitchboardJSON.decoder()
+        return StoredCatalog(
+            instances: try instanceRecords.map { try decoder.decode(Instance.self, from: $0) },
+            index: UInt64(index),
+            recentEvents: try eventRecords.map { try decoder.decode(ChangeEvent.self, from: $0) }
+        )
+    }
+
+    public func commit(_ events: [ChangeEvent]) async throws {
+        guard let last = events.last else { return }
+        let encoder = SwitchboardJSON.encoder()
+        struct Row: Sendable {
+            var service: String
+            var id: String
+            var instance: Data?
+            var index: Int64
+            var event: Data
+        }
+        let rows = try events.map { event in
+            Row(
+                service: event.service.rawValue,
+                id: event.id.rawValue,
+                instance: event.kind == .removed ? nil : try encoder.encode(event.instance),
+                index: Int64(event.index),
+                event: try encoder.encode(event)
+            )
+        }
+        let pruneThrough = Int64(last.index) - Int64(configuration.eventRetention)
+        try await database.write { db in
+            for row in rows {
+                if let instance = row.instance {
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO instances (service, id, record) VALUES (?, ?, ?)",
+                        arguments: [row.service, row.id, instance]
+                    )
+                } else {
+                    try db.execute(
+                        sql: "DELETE FROM instances WHERE service = ? AND id = ?",
+                        arguments: [row.service, row.id]
+                    )
+                }
+                try db.execute(
+                    sql: "INSERT INTO events (idx, record) VALUES (?, ?)", arguments: [row.index, row.event])
+            }
+            try db.execute(sql: "UPDATE catalog_meta SET value = ? WHERE key = 'index'", arguments: [Int64(last.index)])
+            if pruneThrough > 0 {
+                try db.execute(sql: "DELETE FROM events WHERE idx <= ?", arguments: [pruneThrough])
+            }
+        }
+    }
+
+    public func events(after index: UInt64, limit: Int) async throws -> [ChangeEvent] {
+        let records = try await database.read { db in
+            try Data.fetchAll(
+                db,
+                sql: "SELECT record FROM events WHERE idx > ? ORDER BY idx LIMIT ?",
+                arguments: [Int64(clamping: index), limit]
+            )
+        }
+        let decoder = SwitchboardJSON.decoder()
+        return try records.map { try decoder.decode(ChangeEvent.self, from: $0) }
+    }
+}
+
+/// A store that could not be opened or used, with the reason in words.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+
+    init(_ description: String) {
+        self.description = description
+    }
+}

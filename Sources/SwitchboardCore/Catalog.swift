@@ -1,0 +1,295 @@
+import Synchronization
+
+import struct Foundation.Date
+
+/// The live catalog: safe to read from any task at any time, written through one committing writer.
+///
+/// Reads take a lock only long enough to grab the one service they need (dictionaries are copy-on-write, so that
+/// is a reference, not a copy), then filter outside the lock: a lookup costs the size of its service, never the
+/// size of the catalog.
+///
+/// Writes are queued and committed by ``runWriter()`` in batches (group commit): each batch is planned against the
+/// current state, made durable by the ``CatalogStore`` in one transaction, applied in memory, and only then
+/// acknowledged. Readers therefore never see a change that a crash could take back.
+///
+/// ```swift
+/// let catalog = try await Catalog.load(from: InMemoryCatalogStore())
+/// async let writer: Void = catalog.runWriter()
+/// _ = try await catalog.register(definition)
+/// ```
+public final class Catalog: Sendable {
+    /// Tunables, with defaults that suit a single agent.
+    public struct Configuration: Sendable {
+        /// How many recent events stay in memory for `GET /v1/events` and watch resumption.
+        public var eventCapacity: Int
+        /// The most writes committed in one store transaction.
+        public var maximumBatch: Int
+
+        public init(eventCapacity: Int = 4096, maximumBatch: Int = 512) {
+            self.eventCapacity = eventCapacity
+            self.maximumBatch = maximumBatch
+        }
+    }
+
+    /// What a successful write returns.
+    public struct WriteOutcome: Sendable {
+        /// The instance after the change (for a deregistration, as it was when removed).
+        public var instance: Instance
+        /// The change, or `nil` when the write changed nothing.
+        public var event: ChangeEvent?
+        /// The catalog index once the write is applied.
+        public var index: UInt64
+    }
+
+    private struct PendingWrite {
+        var mutation: CatalogMutation
+        var continuation: CheckedContinuation<WriteOutcome, any Error>
+    }
+
+    private struct WriteQueue {
+        var pending: [PendingWrite] = []
+        var closed = false
+    }
+
+    private let state: Mutex<CatalogState>
+    private let queue = Mutex(WriteQueue())
+    private let wakeups: AsyncStream<Void>
+    private let wakeupSignal: AsyncStream<Void>.Continuation
+    private let store: any CatalogStore
+    private let configuration: Configuration
+
+    private init(state: CatalogState, store: any CatalogStore, configuration: Configuration) {
+        self.state = Mutex(state)
+        self.store = store
+        self.configuration = configuration
+        (wakeups, wakeupSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Loads the catalog from `store`.
+    public static func load(
+        from store: any CatalogStore, configuration: Configuration = Configuration()
+    ) async throws
+        -> Catalog
+    {
+        let stored = try await store.load()
+        return Catalog(
+            state: CatalogState(restoring: stored, eventCapacity: configuration.eventCapacity),
+            store: store,
+            configuration: configuration
+        )
+    }
+
+    // MARK: Writes
+
+    /// Registers or updates an instance; with `cas`, only if its modify index still equals `cas` (0: only create).
+    public func register(_ definition: InstanceDefinition, cas: UInt64? = nil) async throws -> WriteOutcome {
+        try await submit(.register(definition, cas: cas))
+    }
+
+    /// Removes an instance; throws ``CatalogError/instanceNotFound(service:id:)`` when it is not registered.
+    public func deregister(service: ServiceName, id: InstanceID) async throws -> WriteOutcome {
+        try await submit(.deregister(service: service, id: id))
+    }
+
+    /// Turns maintenance (drain) on or off for an instance.
+    public func setMaintenance(
+        service: ServiceName, id: InstanceID, enabled: Bool, reason: String = ""
+    ) async throws
+        -> WriteOutcome
+    {
+        try await submit(.maintenance(service: service, id: id, enabled: enabled, reason: reason))
+    }
+
+    /// Queues `mutation` for the writer and waits until it is durable and applied (or refused).
+    public func submit(_ mutation: CatalogMutation) async throws -> WriteOutcome {
+        try await withCheckedThrowingContinuation { continuation in
+            let accepted = queue.withLock { queue in
+                guard !queue.closed else { return false }
+                queue.pending.append(PendingWrite(mutation: mutation, continuation: continuation))
+                return true
+            }
+            if accepted {
+                wakeupSignal.yield()
+            } else {
+                continuation.resume(throwing: CatalogError.unavailable)
+            }
+        }
+    }
+
+    /// Commits queued writes until the calling task is cancelled, then refuses further writes.
+    ///
+    /// Run it exactly once, for as long as the catalog takes writes (the agent runs it as a service). On
+    /// cancellation it finishes the batch in progress and fails any write still queued with
+    /// ``CatalogError/unavailable``, so no caller waits forever.
+    public func runWriter() async {
+        for await _ in wakeups {
+            while await commitNextBatch() {}
+        }
+        let leftover = queue.withLock { queue in
+            queue.closed = true
+            defer { queue.pending = [] }
+            return queue.pending
+        }
+        for write in leftover {
+            write.continuation.resume(throwing: CatalogError.unavailable)
+        }
+    }
+
+    /// Commits one batch; returns `false` when the queue was empty.
+    private func commitNextBatch() async -> Bool {
+        let batch = queue.withLock { queue in
+            let count = min(queue.pending.count, configuration.maximumBatch)
+            defer { queue.pending.removeFirst(count) }
+            return Array(queue.pending.prefix(count))
+        }
+        guard !batch.isEmpty else { return false }
+
+        let now = Date()
+        // Writes in one batch may touch the same instance; later ones are planned against earlier ones' results.
+        var planned: [InstanceKey: Instance?] = [:]
+        var events: [ChangeEvent] = []
+        var outcomes: [Result<(Instance, ChangeEvent?), CatalogError>] = []
+        let current = state.withLock { state in
+            (index: state.index, instances: batch.map { state.instance($0.mutation.key) })
+        }
+        for (position, write) in batch.enumerated() {
+            let key = write.mutation.key
+            let before = planned[key] ?? current.instances[position]
+            let index = current.index + UInt64(events.count) + 1
+            do {
+                if let event = try CatalogState.plan(write.mutation, current: before, index: index, at: now) {
+                    events.append(event)
+                    planned[key] = .some(event.kind == .removed ? nil : event.instance)
+                    outcomes.append(.success((event.instance, event)))
+                } else if let before {
+                    outcomes.append(.success((before, nil)))
+                }
+            } catch {
+                outcomes.append(.failure(error))
+            }
+        }
+
+        var storeError: CatalogError?
+        if !events.isEmpty {
+            do {
+                try await store.commit(events)
+            } catch {
+                storeError = CatalogError.storeFailed(String(describing: error))
+            }
+        }
+        let index = state.withLock { state in
+            if storeError == nil {
+                for event in events { state.apply(event) }
+            }
+            return state.index
+        }
+        for (write, outcome) in zip(batch, outcomes) {
+            switch outcome {
+            case .success((let instance, let event)):
+                if let storeError, event != nil {
+                    write.continuation.resume(throwing: storeError)
+                } else {
+                    write.continuation.resume(returning: WriteOutcome(instance: instance, event: event, index: index))
+                }
+            case .failure(let error):
+                write.continuation.resume(throwing: error)
+            }
+        }
+        return true
+    }
+
+    // MARK: Reads
+
+    /// The index of the latest change.
+    public var index: UInt64 { state.withLock { $0.index } }
+
+    /// The instances of `service` that pass `query`, sorted by id, with the service's own index.
+    public func instances(of service: ServiceName, matching query: InstanceQuery = InstanceQuery()) -> ServiceLookup {
+        let entry = state.withLock { $0.services[service] }
+        guard let entry else { return ServiceLookup(service: service, index: 0, instances: []) }
+        let instances = entry.instances.values.filter(query.matches).sorted { $0.id < $1.id }
+        return ServiceLookup(service: service, index: entry.index, instances: instances)
+    }
+
+    /// One instance, with its service's index; `nil` when not registered.
+    public func instance(service: ServiceName, id: InstanceID) -> (index: UInt64, instance: Instance?) {
+        let entry = state.withLock { $0.services[service] }
+        return (entry?.index ?? 0, entry?.instances[id])
+    }
+
+    /// Every service with at least one instance: names, tags and counts by status.
+    public func services() -> ServiceList {
+        let (index, services) = state.withLock { ($0.index, $0.services) }
+        let summaries = services.compactMap { name, entry -> ServiceSummary? in
+            guard entry.counts.total > 0 else { return nil }
+            return ServiceSummary(
+                name: name, index: entry.index, tags: entry.tagCounts.keys.sorted(), counts: entry.counts)
+        }
+        return ServiceList(index: index, services: summaries.sorted { $0.name < $1.name })
+    }
+
+    /// Totals for `GET /v1/agent`.
+    public func summary() -> CatalogSummary {
+        state.withLock { state in
+            CatalogSummary(
+                index: state.index,
+                services: state.services.values.count { $0.counts.total > 0 },
+                instances: state.instanceCount,
+                counts: state.counts
+            )
+        }
+    }
+
+    /// Changes after `since`, from memory when the ring still holds them, else from the store's log.
+    public func events(since: UInt64, limit: Int) async throws -> EventPage {
+        let (index, recent) = state.withLock { ($0.index, $0.recentEvents(after: since, limit: limit)) }
+        let events: [ChangeEvent]
+        if let recent {
+            events = recent
+        } else {
+            events = try await store.events(after: since, limit: limit)
+        }
+        // A gap between `since` and the first event held means older events were pruned from every log.
+        let truncated = since < index && (events.first.map { $0.index > since + 1 } ?? true)
+        return EventPage(index: index, events: events, truncated: truncated)
+    }
+}
+
+/// The answer to a service lookup.
+public struct ServiceLookup: Sendable, Codable {
+    public var service: ServiceName
+    /// The index of the service's latest change (what a blocking query on it waits past).
+    public var index: UInt64
+    public var instances: [Instance]
+}
+
+/// One row of `GET /v1/services`.
+public struct ServiceSummary: Sendable, Codable, Hashable {
+    public var name: ServiceName
+    public var index: UInt64
+    public var tags: [String]
+    public var counts: StatusCounts
+}
+
+/// The answer of `GET /v1/services`.
+public struct ServiceList: Sendable, Codable {
+    public var index: UInt64
+    public var services: [ServiceSummary]
+}
+
+/// Catalog totals.
+public struct CatalogSummary: Sendable, Codable {
+    public var index: UInt64
+    public var services: Int
+    public var instances: Int
+    public var counts: StatusCounts
+}
+
+/// A page of the change log.
+public struct EventPage: Sendable, Codable {
+    /// The catalog's index now.
+    public var index: UInt64
+    public var events: [ChangeEvent]
+    /// `true` when events after the requested index are gone from every log: re-read the catalog instead.
+    public var truncated: Bool
+}

@@ -1,0 +1,60 @@
+/// Why the catalog refused or could not carry out a change.
+///
+/// A struct wrapping a private code (the swift-service-lifecycle pattern), so new reasons can be added without
+/// breaking code that switches on the public static values.
+public struct CatalogError: Error, Hashable, Sendable, CustomStringConvertible {
+    private enum Code: Hashable, Sendable {
+        case instanceNotFound
+        case conflict
+        case invalid
+        case unavailable
+        case storeFailed
+    }
+
+    private let code: Code
+    /// A sentence a user can act on.
+    public let message: String
+    /// The request field at fault, when there is one.
+    public let field: String?
+
+    private init(_ code: Code, _ message: String, field: String? = nil) {
+        self.code = code
+        self.message = message
+        self.field = field
+    }
+
+    /// No instance `id` of `service` is registered.
+    public static func instanceNotFound(service: ServiceName, id: InstanceID) -> CatalogError {
+        CatalogError(.instanceNotFound, "instance '\(id)' of service '\(service)' is not registered")
+    }
+
+    /// A compare-and-set write found a different modify index than the caller expected.
+    public static func conflict(expected: UInt64, actual: UInt64) -> CatalogError {
+        CatalogError(
+            .conflict,
+            "the instance's modifyIndex is \(actual), not \(expected) as the cas parameter expected; read it again",
+            field: "cas"
+        )
+    }
+
+    /// The change itself is invalid.
+    public static func invalid(_ error: ValidationError) -> CatalogError {
+        CatalogError(.invalid, error.message, field: error.field)
+    }
+
+    /// The catalog is shutting down and takes no more writes.
+    public static let unavailable = CatalogError(.unavailable, "the agent is shutting down; retry on another agent")
+
+    /// The durable store could not commit the change; nothing was applied.
+    public static func storeFailed(_ reason: String) -> CatalogError {
+        CatalogError(.storeFailed, "the change could not be stored, nothing was applied: \(reason)")
+    }
+
+    public var isInstanceNotFound: Bool { code == .instanceNotFound }
+    public var isConflict: Bool { code == .conflict }
+    public var isInvalid: Bool { code == .invalid }
+    public var isUnavailable: Bool { code == .unavailable }
+    public var isStoreFailure: Bool { code == .storeFailed }
+
+    public var description: String { message }
+}

@@ -1,0 +1,179 @@
+import DequeModule
+
+import struct Foundation.Date
+
+/// A change a client asks of the catalog.
+public enum CatalogMutation: Sendable, Hashable {
+    /// Register or update an instance. With `cas`, only if the instance's modify index equals it (0: only create).
+    case register(InstanceDefinition, cas: UInt64?)
+    /// Remove an instance.
+    case deregister(service: ServiceName, id: InstanceID)
+    /// Drain an instance (or bring it back): out of every lookup, still registered.
+    case maintenance(service: ServiceName, id: InstanceID, enabled: Bool, reason: String)
+
+    /// The instance this mutation is about.
+    public var key: InstanceKey {
+        switch self {
+        case .register(let definition, _): InstanceKey(service: definition.service, id: definition.id)
+        case .deregister(let service, let id): InstanceKey(service: service, id: id)
+        case .maintenance(let service, let id, _, _): InstanceKey(service: service, id: id)
+        }
+    }
+}
+
+/// Service plus instance id: what identifies an instance in the whole catalog.
+public struct InstanceKey: Hashable, Sendable {
+    public var service: ServiceName
+    public var id: InstanceID
+
+    public init(service: ServiceName, id: InstanceID) {
+        self.service = service
+        self.id = id
+    }
+}
+
+/// One service's instances, with the aggregates that `GET /v1/services` needs kept up to date as changes arrive.
+public struct ServiceEntry: Sendable {
+    /// The catalog index of the latest change to this service.
+    public internal(set) var index: UInt64 = 0
+    public internal(set) var instances: [InstanceID: Instance] = [:]
+    /// How many instances carry each tag.
+    public internal(set) var tagCounts: [String: Int] = [:]
+    public internal(set) var counts = StatusCounts()
+}
+
+/// The catalog as a plain value: services, instances, the change index and the recent-event ring.
+///
+/// All catalog logic lives here, free of locks, clocks and I/O, so it is tested as a value. Changes happen in two
+/// steps: ``plan(_:current:index:at:)`` decides what a mutation does (or refuses it) without touching the state,
+/// then ``apply(_:)`` applies the resulting event once the store has committed it. The state is therefore never
+/// ahead of what is durable.
+public struct CatalogState: Sendable {
+    /// The index of the latest change (0 for an empty, new catalog).
+    public private(set) var index: UInt64 = 0
+    public private(set) var services: [ServiceName: ServiceEntry] = [:]
+    /// Instances per status across the catalog.
+    public private(set) var counts = StatusCounts()
+    /// The latest changes, oldest first, at most `eventCapacity` of them.
+    public private(set) var recentEvents: Deque<ChangeEvent> = []
+    /// How many events the ring keeps.
+    public let eventCapacity: Int
+
+    /// An empty catalog.
+    public init(eventCapacity: Int = 4096) {
+        self.eventCapacity = max(0, eventCapacity)
+    }
+
+    /// A catalog rebuilt from what a store holds; checks restart in their initial status.
+    public init(restoring stored: StoredCatalog, eventCapacity: Int = 4096) {
+        self.init(eventCapacity: eventCapacity)
+        for instance in stored.instances {
+            let fresh = Instance(
+                definition: instance.definition,
+                createIndex: instance.createIndex,
+                modifyIndex: instance.modifyIndex,
+                maintenance: instance.maintenance
+            )
+            insert(fresh, index: fresh.modifyIndex)
+        }
+        for event in stored.recentEvents.suffix(self.eventCapacity) {
+            recentEvents.append(event)
+        }
+        index = max(index, stored.index, recentEvents.last?.index ?? 0)
+    }
+
+    /// The instance `key`, if registered.
+    public func instance(_ key: InstanceKey) -> Instance? {
+        services[key.service]?.instances[key.id]
+    }
+
+    /// The number of registered instances.
+    public var instanceCount: Int { counts.total }
+
+    /// Decides what `mutation` does to `current` (the instance it names, as it stands), numbered `index`.
+    ///
+    /// Returns `nil` when the mutation changes nothing (an identical re-registration, maintenance already in the
+    /// asked state): such writes succeed without bumping the index, so periodic re-registration wakes no watcher.
+    public static func plan(
+        _ mutation: CatalogMutation, current: Instance?, index: UInt64, at: Date
+    ) throws(CatalogError)
+        -> ChangeEvent?
+    {
+        switch mutation {
+        case .register(let definition, let cas):
+            if let cas, cas != (current?.modifyIndex ?? 0) {
+                throw CatalogError.conflict(expected: cas, actual: current?.modifyIndex ?? 0)
+            }
+            guard let current else {
+                let instance = Instance(definition: definition, createIndex: index, modifyIndex: index)
+                return ChangeEvent(index: index, kind: .added, at: at, instance: instance)
+            }
+            if current.definition == definition { return nil }
+            return ChangeEvent(
+                index: index, kind: .updated, at: at, instance: current.reregistered(as: definition, index: index))
+        case .deregister(let service, let id):
+            guard var current else { throw CatalogError.instanceNotFound(service: service, id: id) }
+            current.modifyIndex = index
+            return ChangeEvent(index: index, kind: .removed, at: at, instance: current)
+        case .maintenance(let service, let id, let enabled, let reason):
+            guard var current else { throw CatalogError.instanceNotFound(service: service, id: id) }
+            if enabled {
+                if current.maintenance?.reason == reason { return nil }
+                current.maintenance = Maintenance(reason: reason, since: current.maintenance?.since ?? at)
+            } else {
+                if current.maintenance == nil { return nil }
+                current.maintenance = nil
+            }
+            current.modifyIndex = index
+            return ChangeEvent(index: index, kind: .status, at: at, instance: current)
+        }
+    }
+
+    /// Applies a planned (and, where the catalog is durable, committed) change.
+    public mutating func apply(_ event: ChangeEvent) {
+        let key = InstanceKey(service: event.service, id: event.id)
+        remove(key)
+        if event.kind != .removed {
+            insert(event.instance, index: event.index)
+        }
+        services[event.service, default: ServiceEntry()].index = event.index
+        index = max(index, event.index)
+        if eventCapacity > 0 {
+            if recentEvents.count == eventCapacity { recentEvents.removeFirst() }
+            recentEvents.append(event)
+        }
+    }
+
+    /// Events with an index above `since`, at most `limit`; `nil` when the ring no longer holds all of them.
+    public func recentEvents(after since: UInt64, limit: Int) -> [ChangeEvent]? {
+        if since >= index { return [] }
+        guard let oldest = recentEvents.first?.index, oldest <= since + 1 else { return nil }
+        // Indexes in the ring are consecutive, so the first wanted event's position is known without a search.
+        let start = Int(since + 1 - oldest)
+        guard start < recentEvents.count else { return [] }
+        return Array(recentEvents[start..<min(recentEvents.count, start + limit)])
+    }
+
+    private mutating func insert(_ instance: Instance, index: UInt64) {
+        let status = instance.status
+        services[instance.service, default: ServiceEntry()].instances[instance.id] = instance
+        services[instance.service]!.index = max(services[instance.service]!.index, index)
+        services[instance.service]!.counts.add(status)
+        for tag in instance.definition.tags {
+            services[instance.service]!.tagCounts[tag, default: 0] += 1
+        }
+        counts.add(status)
+        self.index = max(self.index, index)
+    }
+
+    private mutating func remove(_ key: InstanceKey) {
+        guard let old = services[key.service]?.instances.removeValue(forKey: key.id) else { return }
+        let status = old.status
+        services[key.service]!.counts.add(status, -1)
+        for tag in old.definition.tags {
+            let remaining = services[key.service]!.tagCounts[tag, default: 1] - 1
+            services[key.service]!.tagCounts[tag] = remaining > 0 ? remaining : nil
+        }
+        counts.add(status, -1)
+    }
+}

@@ -1,0 +1,80 @@
+import Synchronization
+
+/// Where the catalog keeps what must survive a restart: instance definitions, maintenance flags, the index and the
+/// event log.
+///
+/// The catalog calls a store from one writer at a time, with batches of events in index order. A store must make a
+/// batch durable (all of it or none of it) before `commit` returns, because the catalog acknowledges the writes as
+/// soon as it does. Health results are never passed here per probe or heartbeat.
+public protocol CatalogStore: Sendable {
+    /// Everything needed to rebuild the catalog at start-up.
+    func load() async throws -> StoredCatalog
+    /// Durably records `events` (in index order) and the instance state they leave, atomically.
+    func commit(_ events: [ChangeEvent]) async throws
+    /// Logged events with an index above `index`, oldest first, at most `limit`.
+    func events(after index: UInt64, limit: Int) async throws -> [ChangeEvent]
+}
+
+/// What a store hands back at start-up.
+public struct StoredCatalog: Sendable {
+    public var instances: [Instance]
+    /// The index of the latest committed change.
+    public var index: UInt64
+    /// The latest logged events, oldest first (enough to refill the in-memory ring).
+    public var recentEvents: [ChangeEvent]
+
+    public init(instances: [Instance] = [], index: UInt64 = 0, recentEvents: [ChangeEvent] = []) {
+        self.instances = instances
+        self.index = index
+        self.recentEvents = recentEvents
+    }
+}
+
+/// A store that keeps nothing beyond the process: for `--dev` and for tests.
+///
+/// It still keeps an event log (bounded) so that `GET /v1/events` behaves as it does with a durable store.
+public final class InMemoryCatalogStore: CatalogStore {
+    private struct Contents {
+        var instances: [InstanceKey: Instance] = [:]
+        var events: [ChangeEvent] = []
+        var index: UInt64 = 0
+    }
+
+    private let contents = Mutex(Contents())
+    private let eventRetention: Int
+
+    /// A store that keeps at most `eventRetention` events.
+    public init(eventRetention: Int = 10_000) {
+        self.eventRetention = eventRetention
+    }
+
+    public func load() async throws -> StoredCatalog {
+        contents.withLock { contents in
+            StoredCatalog(
+                instances: Array(contents.instances.values),
+                index: contents.index,
+                recentEvents: contents.events
+            )
+        }
+    }
+
+    public func commit(_ events: [ChangeEvent]) async throws {
+        contents.withLock { contents in
+            for event in events {
+                let key = InstanceKey(service: event.service, id: event.id)
+                contents.instances[key] = event.kind == .removed ? nil : event.instance
+                contents.index = max(contents.index, event.index)
+            }
+            contents.events.append(contentsOf: events)
+            if contents.events.count > eventRetention {
+                contents.events.removeFirst(contents.events.count - eventRetention)
+            }
+        }
+    }
+
+    public func events(after index: UInt64, limit: Int) async throws -> [ChangeEvent] {
+        contents.withLock { contents in
+            Array(contents.events.lazy.filter { $0.index > index }.prefix(limit))
+        }
+    }
+}

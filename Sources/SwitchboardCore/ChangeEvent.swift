@@ -1,0 +1,38 @@
+import struct Foundation.Date
+
+/// One change to the catalog, numbered by the catalog index it produced.
+///
+/// Events are the catalog's single source of change: the store persists them, the in-memory state applies them,
+/// watchers receive them, and `GET /v1/events` lists them. Each carries the instance as it is after the change
+/// (or as it was, for a removal), so a consumer never has to read the catalog again to follow along.
+public struct ChangeEvent: Hashable, Sendable, Codable {
+    /// What happened to the instance.
+    public enum Kind: String, Codable, Sendable, Hashable {
+        /// A new instance was registered.
+        case added
+        /// A registered instance's definition changed.
+        case updated
+        /// The instance's status changed (health, or maintenance on/off).
+        case status
+        /// The instance was deregistered.
+        case removed
+    }
+
+    /// The catalog index this change produced.
+    public var index: UInt64
+    public var kind: Kind
+    public var at: Date
+    public var service: ServiceName
+    public var id: InstanceID
+    /// After the change; for `removed`, the instance as it was.
+    public var instance: Instance
+
+    public init(index: UInt64, kind: Kind, at: Date, instance: Instance) {
+        self.index = index
+        self.kind = kind
+        self.at = at
+        self.service = instance.service
+        self.id = instance.id
+        self.instance = instance
+    }
+}

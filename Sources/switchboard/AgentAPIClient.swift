@@ -1,0 +1,83 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+
+/// The CLI's connection to an agent's HTTP API: one request, a deadline, and errors in words.
+///
+/// The CLI commands are thin clients of the API (as Consul's are), so everything they print comes from here.
+struct AgentAPIClient {
+    let baseURL: String
+    var timeout: TimeAmount = .seconds(10)
+
+    /// A refusal or failure, printed as one line by the command.
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Sends a request and returns the body of a 2xx answer; throws a ``Failure`` with the agent's message otherwise.
+    func send(_ method: HTTPMethod, _ path: String, body: Data? = nil) async throws -> Data {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response: HTTPClientResponse
+        var bytes: ByteBuffer
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            bytes = try await response.body.collect(upTo: 64 * 1024 * 1024)
+        } catch {
+            throw Failure(
+                description:
+                    "cannot reach the agent at \(baseURL): \(Self.describe(error)); is `switchboard agent` running?")
+        }
+        let data = Data(bytes.readBytes(length: bytes.readableBytes) ?? [])
+        guard (200..<300).contains(response.status.code) else {
+            if let apiError = try? JSONDecoder().decode(ErrorBody.self, from: data) {
+                let field = apiError.field.map { " (field: \($0))" } ?? ""
+                throw Failure(
+                    description:
+                        "the agent refused: \(apiError.message)\(field) [\(response.status.code) \(apiError.error)]")
+            }
+            throw Failure(description: "the agent answered \(response.status.code) \(response.status.reasonPhrase)")
+        }
+        return data
+    }
+
+    /// Sends and decodes a JSON answer.
+    func send<Answer: Decodable>(
+        _ method: HTTPMethod, _ path: String, body: Data? = nil, as type: Answer.Type
+    ) async throws
+        -> Answer
+    {
+        let data = try await send(method, path, body: body)
+        do {
+            return try SwitchboardJSON.decoder().decode(Answer.self, from: data)
+        } catch {
+            throw Failure(description: "the agent's answer could not be read: \(error)")
+        }
+    }
+
+    private struct ErrorBody: Decodable {
+        var error: String
+        var message: String
+        var field: String?
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        let text = String(describing: error)
+        if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
+        if text.contains("deadlineExceeded") || text.contains("timeout") { return "no answer in time" }
+        return text
+    }
+
+    /// Percent-encodes one path segment or query value.
+    static func escape(_ text: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~:")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+}

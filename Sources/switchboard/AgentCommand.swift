@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import SwitchboardAgent
+import UnixSignals
+
+/// `switchboard agent`: runs the registry until SIGINT or SIGTERM.
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run the Switchboard agent (the registry).",
+        discussion: """
+            Every option can also be set with an environment variable: SWITCHBOARD_HTTP_ADDR, SWITCHBOARD_DATA_DIR, \
+            SWITCHBOARD_DEV, SWITCHBOARD_LOG_LEVEL, SWITCHBOARD_LOG_FORMAT. A flag wins over its variable.
+            """
+    )
+
+    @Option(
+        name: .customLong("http-addr"),
+        help: "Address of the HTTP API, host:port; port 0 picks a free one. (default: 127.0.0.1:7500)")
+    var httpAddress: String?
+
+    @Option(name: .customLong("data-dir"), help: "Directory of the durable catalog. (default: ./.switchboard)")
+    var dataDirectory: String?
+
+    @Flag(help: "Development mode: keep the catalog in memory only; nothing survives a restart.")
+    var dev = false
+
+    @Option(
+        name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. (default: info)")
+    var logLevel: String?
+
+    @Option(name: .customLong("log-format"), help: "text or json. (default: text)")
+    var logFormat: String?
+
+    func validate() throws {
+        _ = try resolvedAddress()
+        _ = try resolvedLogLevel()
+        _ = try resolvedLogFormat()
+    }
+
+    func run() async throws {
+        let format = try resolvedLogFormat()
+        let level = try resolvedLogLevel()
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler =
+                format == .json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "switchboard.agent")
+        let address = try resolvedAddress()
+        let dev = dev || Environment.flag("SWITCHBOARD_DEV")
+        let configuration = AgentConfiguration(
+            httpHost: address.host,
+            httpPort: address.port,
+            storage: dev
+                ? .memory
+                : .sqlite(directory: dataDirectory ?? Environment.value("SWITCHBOARD_DATA_DIR") ?? ".switchboard")
+        )
+        let agent = Agent(configuration: configuration, logger: logger)
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [agent],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        do {
+            try await group.run()
+        } catch {
+            FileHandle.standardError.write(Data("switchboard agent: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    private func resolvedAddress() throws -> HostAndPort {
+        let text = httpAddress ?? Environment.value("SWITCHBOARD_HTTP_ADDR") ?? "127.0.0.1:7500"
+        guard let address = HostAndPort(text) else {
+            throw ValidationError("--http-addr must be host:port with a port of 0..65535, got '\(text)'")
+        }
+        return address
+    }
+
+    private func resolvedLogLevel() throws -> Logger.Level {
+        let text = logLevel ?? Environment.value("SWITCHBOARD_LOG_LEVEL") ?? "info"
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            throw ValidationError(
+                "--log-level must be trace, debug, info, notice, warning, error or critical, got '\(text)'")
+        }
+        return level
+    }
+
+    private func resolvedLogFormat() throws -> LogFormat {
+        let text = logFormat ?? Environment.value("SWITCHBOARD_LOG_FORMAT") ?? "text"
+        guard let format = LogFormat(rawValue: text.lowercased()) else {
+            throw ValidationError("--log-format must be text or json, got '\(text)'")
+        }
+        return format
+    }
+}
+
+enum LogFormat: String {
+    case text
+    case json
+}
