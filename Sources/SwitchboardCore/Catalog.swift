@@ -144,7 +144,7 @@ public final class Catalog: Sendable {
         }
         guard !batch.isEmpty else { return false }
 
-        let now = Date()
+        let now = SwitchboardJSON.millisecondPrecision(Date())
         // Writes in one batch may touch the same instance; later ones are planned against earlier ones' results.
         var planned: [InstanceKey: Instance?] = [:]
         var events: [ChangeEvent] = []

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SwitchboardCore
 
 /// Writes one JSON object per log line to standard error, for log shippers (`--log-format json`).
 struct JSONLogHandler: LogHandler {
@@ -23,7 +24,7 @@ struct JSONLogHandler: LogHandler {
         for (key, value) in merged {
             fields[key] = "\(value)"
         }
-        fields["time"] = Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+        fields["time"] = SwitchboardJSON.timestamp(Date())
         fields["level"] = event.level.rawValue
         fields["label"] = label
         fields["message"] = "\(event.message)"
