@@ -112,12 +112,20 @@ public struct Agent: Service {
             ),
             services: [CatalogWriterService(catalog: catalog)],
             onServerRunning: { channel in
-                logger.info("agent listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+                let address = channel.localAddress.map(describe) ?? "unknown"
+                logger.info("agent listening", metadata: ["address": "\(address)"])
                 await onServerRunning(channel.localAddress)
             },
             logger: logger
         )
     }
+}
+
+/// `127.0.0.1:7500` or `[::1]:7500`, as users write addresses.
+func describe(_ address: SocketAddress) -> String {
+    let host = address.ipAddress ?? "?"
+    let port = address.port.map(String.init) ?? "?"
+    return address.protocol == .inet6 ? "[\(host)]:\(port)" : "\(host):\(port)"
 }
 
 /// Runs the catalog's writer for as long as the application runs; stops it on graceful shutdown.

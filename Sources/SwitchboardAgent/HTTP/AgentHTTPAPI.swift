@@ -240,7 +240,43 @@ public struct AgentHTTPAPI: Sendable {
         guard buffer.readableBytes > 0 else {
             throw APIError(.badRequest, .malformedJSON, "a JSON object body is required")
         }
-        return try SwitchboardJSON.decoder().decode(Body.self, from: Data(buffer.readableBytesView))
+        let data = Data(buffer.readableBytesView)
+        do {
+            return try SwitchboardJSON.decoder().decode(Body.self, from: data)
+        } catch DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty {
+            // Foundation reports a number that does not fit its field (80.5 or 1e30 for a port) as invalid JSON
+            // without a path; find the number so the user learns which field it was.
+            if let parsed = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]),
+                let field = Self.firstUnrepresentableNumber(in: parsed, path: [])
+            {
+                throw APIError(.badRequest, .malformedJSON, "\(field) must be a whole number", field: field)
+            }
+            throw APIError(.badRequest, .malformedJSON, "the body is not valid JSON")
+        }
+    }
+
+    /// The path of the first number in a parsed JSON value that is not a whole number within 64-bit range.
+    private static func firstUnrepresentableNumber(in value: Any, path: [any CodingKey]) -> String? {
+        switch value {
+        case let object as [String: Any]:
+            for key in object.keys.sorted() {
+                if let found = firstUnrepresentableNumber(in: object[key]!, path: path + [AnyCodingKey(stringValue: key)]) {
+                    return found
+                }
+            }
+        case let array as [Any]:
+            for (position, element) in array.enumerated() {
+                if let found = firstUnrepresentableNumber(in: element, path: path + [AnyCodingKey(intValue: position)]) {
+                    return found
+                }
+            }
+        case let number as NSNumber:
+            let double = number.doubleValue
+            if double != double.rounded() || abs(double) >= 9.2e18 { return JSONPath.render(path) }
+        default:
+            break
+        }
+        return nil
     }
 
     // MARK: Encoding
