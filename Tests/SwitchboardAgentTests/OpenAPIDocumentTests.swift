@@ -1,0 +1,56 @@
+import Foundation
+import HTTPTypes
+import NIOHTTP1
+import SwitchboardAgent
+import Testing
+import Yams
+
+@Suite("The OpenAPI document matches the server")
+struct OpenAPIDocumentTests {
+    /// The (method, path) pairs the served document declares.
+    func documentedOperations(_ yaml: String) throws -> Set<String> {
+        let document = try #require(try Yams.load(yaml: yaml) as? [String: Any])
+        #expect(document["openapi"] as? String == "3.1.0")
+        let paths = try #require(document["paths"] as? [String: Any])
+        var operations = Set<String>()
+        for (path, item) in paths {
+            let item = try #require(item as? [String: Any])
+            for method in ["get", "put", "post", "delete", "patch", "head", "options"] where item[method] != nil {
+                operations.insert("\(method.uppercased()) \(path)")
+            }
+        }
+        return operations
+    }
+
+    @Test func everyRouteIsDocumentedAndEveryDocumentedPathIsServed() async throws {
+        try await withLiveAgent { agent in
+            let served = try await http(.GET, "\(agent.baseURL)/v1/openapi.yaml")
+            #expect(served.status == 200)
+            #expect(served.headers.first(name: "Content-Type") == "application/yaml")
+            let documented = try documentedOperations(served.text)
+            let routes = Set(AgentHTTPAPI.routes.map { "\($0.method.rawValue) \($0.path)" })
+            #expect(documented == routes, "documented but not routed: \(documented.subtracting(routes)); routed but not documented: \(routes.subtracting(documented))")
+
+            // Every documented operation reaches a handler: whatever it answers, it is not the unknown-route 404.
+            _ = try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/p1", json: #"{"address": "10.0.0.1", "port": 1}"#)
+            // Deletion last, so the instance the other operations read is still there.
+            for operation in documented.sorted { ($0.hasPrefix("DELETE") ? "1" : "0") + $0 < ($1.hasPrefix("DELETE") ? "1" : "0") + $1 } {
+                let parts = operation.split(separator: " ", maxSplits: 1)
+                let path = parts[1].replacingOccurrences(of: "{service}", with: "payment").replacingOccurrences(of: "{id}", with: "p1")
+                let body = parts[0] == "PUT" ? (path.hasSuffix("maintenance") ? #"{"enabled": false}"# : #"{"address": "10.0.0.1", "port": 1}"#) : nil
+                let answer = try await http(.init(rawValue: String(parts[0])), agent.baseURL + path, json: body)
+                #expect((200..<300).contains(answer.status), "\(operation) answered \(answer.status): \(answer.text)")
+            }
+        }
+    }
+
+    @Test func theDocumentInTheRepositoryIsTheOneServed() async throws {
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Sources/SwitchboardAgent/Resources/openapi.yaml")
+        let onDisk = try String(contentsOf: source, encoding: .utf8)
+        let served = try await withLiveAgent { agent in
+            try await http(.GET, "\(agent.baseURL)/v1/openapi.yaml").text
+        }
+        #expect(served == onDisk)
+    }
+}
