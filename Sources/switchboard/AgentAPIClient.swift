@@ -24,12 +24,20 @@ struct AgentAPIClient {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))
         }
+        // A command makes one request: fail at once when the agent is down instead of retrying connects until the
+        // deadline, as a long-lived client would.
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.connect = .seconds(3)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let response: HTTPClientResponse
         var bytes: ByteBuffer
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            response = try await client.execute(request, timeout: timeout)
             bytes = try await response.body.collect(upTo: 64 * 1024 * 1024)
+            try? await client.shutdown()
         } catch {
+            try? await client.shutdown()
             throw Failure(
                 description:
                     "cannot reach the agent at \(baseURL): \(Self.describe(error)); is `switchboard agent` running?")

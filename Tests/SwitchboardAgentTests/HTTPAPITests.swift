@@ -6,7 +6,8 @@ import Testing
 
 @Suite("The HTTP API against a live agent")
 struct HTTPAPITests {
-    let registration = #"{"address": "10.0.1.5", "port": 8080, "tags": ["v2", "public"], "meta": {"zone": "a"}, "weight": 10}"#
+    let registration =
+        #"{"address": "10.0.1.5", "port": 8080, "tags": ["v2", "public"], "meta": {"zone": "a"}, "weight": 10}"#
 
     @Test func registeringThenLookingUpReturnsTheInstanceWithTheIndexHeader() async throws {
         try await withLiveAgent { agent in
@@ -46,8 +47,12 @@ struct HTTPAPITests {
     @Test func lookupsFilterByStatusTagAndMeta() async throws {
         try await withLiveAgent { agent in
             let base = "\(agent.baseURL)/v1/services/payment"
-            _ = try await http(.PUT, "\(base)/instances/a", json: #"{"address": "10.0.0.1", "port": 1, "tags": ["v1"], "meta": {"zone": "a"}}"#)
-            _ = try await http(.PUT, "\(base)/instances/b", json: #"{"address": "10.0.0.2", "port": 1, "tags": ["v2"], "meta": {"zone": "b"}}"#)
+            _ = try await http(
+                .PUT, "\(base)/instances/a",
+                json: #"{"address": "10.0.0.1", "port": 1, "tags": ["v1"], "meta": {"zone": "a"}}"#)
+            _ = try await http(
+                .PUT, "\(base)/instances/b",
+                json: #"{"address": "10.0.0.2", "port": 1, "tags": ["v2"], "meta": {"zone": "b"}}"#)
             _ = try await http(
                 .PUT,
                 "\(base)/instances/c",
@@ -93,13 +98,16 @@ struct HTTPAPITests {
             let on = try await http(.PUT, "\(url)/maintenance", json: #"{"enabled": true, "reason": "deploy"}"#)
             #expect(on.status == 200)
             #expect(try on.decode(Instance.self).status == .maintenance)
-            #expect(try await http(.GET, "\(agent.baseURL)/v1/services/payment").decode(ServiceLookup.self).instances.isEmpty)
+            #expect(
+                try await http(.GET, "\(agent.baseURL)/v1/services/payment").decode(ServiceLookup.self).instances
+                    .isEmpty)
             #expect(try await http(.GET, url).status == 200)
             let off = try await http(.PUT, "\(url)/maintenance", json: #"{"enabled": false}"#)
             #expect(try off.decode(Instance.self).status == .passing)
             let missing = try await http(.PUT, "\(url)/maintenance", json: #"{"reason": "x"}"#)
             #expect(missing.status == 422 && missing.errorField == "enabled")
-            let unknown = try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/zz/maintenance", json: #"{"enabled": true}"#)
+            let unknown = try await http(
+                .PUT, "\(agent.baseURL)/v1/services/payment/instances/zz/maintenance", json: #"{"enabled": true}"#)
             #expect(unknown.status == 404)
         }
     }
@@ -182,7 +190,9 @@ struct BadInputTests {
     func badServiceNamesAreRejected(name: String) async throws {
         try await withLiveAgent { agent in
             try await expectRejected(agent, status: 400, code: "invalid_argument", field: "service") {
-                try await http(.PUT, "\(agent.baseURL)/v1/services/\(name)/instances/p1", json: #"{"address": "10.0.0.1", "port": 1}"#)
+                try await http(
+                    .PUT, "\(agent.baseURL)/v1/services/\(name)/instances/p1",
+                    json: #"{"address": "10.0.0.1", "port": 1}"#)
             }
         }
     }
@@ -190,14 +200,18 @@ struct BadInputTests {
     @Test func portZeroIsRejected() async throws {
         try await withLiveAgent { agent in
             try await expectRejected(agent, status: 422, code: "invalid_argument", field: "port") {
-                try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/p1", json: #"{"address": "10.0.0.1", "port": 0}"#)
+                try await http(
+                    .PUT, "\(agent.baseURL)/v1/services/payment/instances/p1",
+                    json: #"{"address": "10.0.0.1", "port": 0}"#)
             }
         }
     }
 
     @Test func aTwoMebibyteBodyIsRejectedAs413() async throws {
         try await withLiveAgent { agent in
-            let huge = Data(#"{"address": "10.0.0.1", "port": 1, "meta": {"k": ""#.utf8) + Data(repeating: 0x61, count: 2 << 20)
+            let huge =
+                Data(#"{"address": "10.0.0.1", "port": 1, "meta": {"k": ""#.utf8)
+                + Data(repeating: 0x61, count: 2 << 20)
                 + Data(#""}}"#.utf8)
             try await expectRejected(agent, status: 413, code: "payload_too_large") {
                 try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/p1", body: huge)
@@ -212,8 +226,10 @@ struct BadInputTests {
         (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "ttl", "ttl": 10}]}"#, "checks[0].ttl"),
         (#"{"address": "10.0.0.1", "port": 80.5}"#, "port"),
         (#"{"address": "10.0.0.1", "port": 1e30}"#, "port"),
-        (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "ttl", "ttl": "1s", "failuresBeforeCritical": 1.5}]}"#,
-         "checks[0].failuresBeforeCritical"),
+        (
+            #"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "ttl", "ttl": "1s", "failuresBeforeCritical": 1.5}]}"#,
+            "checks[0].failuresBeforeCritical"
+        ),
         (#"[1, 2]"#, ""),
     ])
     func wrongJSONTypesAreRejectedNamingTheField(json: String, field: String) async throws {
@@ -249,12 +265,16 @@ struct BadInputTests {
     @Test func unknownFieldsAreRejected() async throws {
         try await withLiveAgent { agent in
             try await expectRejected(agent, status: 422, code: "invalid_argument", field: "adress") {
-                try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/p1", json: #"{"adress": "10.0.0.1", "port": 1}"#)
+                try await http(
+                    .PUT, "\(agent.baseURL)/v1/services/payment/instances/p1",
+                    json: #"{"adress": "10.0.0.1", "port": 1}"#)
             }
         }
     }
 
-    @Test(arguments: ["/nope", "/v1/service", "/v1/services/payment/instances", "/v1/services/payment/instances/p1/nope"])
+    @Test(arguments: [
+        "/nope", "/v1/service", "/v1/services/payment/instances", "/v1/services/payment/instances/p1/nope",
+    ])
     func unknownRoutesGetAJSON404(path: String) async throws {
         try await withLiveAgent { agent in
             try await expectRejected(agent, status: 404, code: "not_found") {
@@ -266,19 +286,24 @@ struct BadInputTests {
     @Test func manyBadRequestsInParallelLeaveTheAgentServing() async throws {
         try await withLiveAgent { agent in
             let bodies = [
-                #"{"address": "10.0.0.1", "port": 0}"#, "nope", #"{"port": "x"}"#, "", #"{"address": "::::", "port": 1}"#,
+                #"{"address": "10.0.0.1", "port": 0}"#, "nope", #"{"port": "x"}"#, "",
+                #"{"address": "::::", "port": 1}"#,
                 String(repeating: "[", count: 10_000), #"{"address": "\u0000", "port": 1}"#,
             ]
             try await withThrowingTaskGroup(of: Int.self) { group in
                 for round in 0..<70 {
                     group.addTask {
-                        try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/p\(round)", json: bodies[round % bodies.count]).status
+                        try await http(
+                            .PUT, "\(agent.baseURL)/v1/services/payment/instances/p\(round)",
+                            json: bodies[round % bodies.count]
+                        ).status
                     }
                 }
                 for try await status in group { #expect((400..<500).contains(status)) }
             }
             #expect(agent.catalog.summary().instances == 0)
-            let good = try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/ok", json: #"{"address": "10.0.0.1", "port": 1}"#)
+            let good = try await http(
+                .PUT, "\(agent.baseURL)/v1/services/payment/instances/ok", json: #"{"address": "10.0.0.1", "port": 1}"#)
             #expect(good.status == 201)
         }
     }

@@ -29,15 +29,25 @@ struct OpenAPIDocumentTests {
             #expect(served.headers.first(name: "Content-Type") == "application/yaml")
             let documented = try documentedOperations(served.text)
             let routes = Set(AgentHTTPAPI.routes.map { "\($0.method.rawValue) \($0.path)" })
-            #expect(documented == routes, "documented but not routed: \(documented.subtracting(routes)); routed but not documented: \(routes.subtracting(documented))")
+            #expect(
+                documented == routes,
+                "documented but not routed: \(documented.subtracting(routes)); routed but not documented: \(routes.subtracting(documented))"
+            )
 
             // Every documented operation reaches a handler: whatever it answers, it is not the unknown-route 404.
-            _ = try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/p1", json: #"{"address": "10.0.0.1", "port": 1}"#)
+            _ = try await http(
+                .PUT, "\(agent.baseURL)/v1/services/payment/instances/p1", json: #"{"address": "10.0.0.1", "port": 1}"#)
             // Deletion last, so the instance the other operations read is still there.
-            for operation in documented.sorted { ($0.hasPrefix("DELETE") ? "1" : "0") + $0 < ($1.hasPrefix("DELETE") ? "1" : "0") + $1 } {
+            for operation in documented.sorted {
+                ($0.hasPrefix("DELETE") ? "1" : "0") + $0 < ($1.hasPrefix("DELETE") ? "1" : "0") + $1
+            } {
                 let parts = operation.split(separator: " ", maxSplits: 1)
-                let path = parts[1].replacingOccurrences(of: "{service}", with: "payment").replacingOccurrences(of: "{id}", with: "p1")
-                let body = parts[0] == "PUT" ? (path.hasSuffix("maintenance") ? #"{"enabled": false}"# : #"{"address": "10.0.0.1", "port": 1}"#) : nil
+                let path = parts[1].replacingOccurrences(of: "{service}", with: "payment").replacingOccurrences(
+                    of: "{id}", with: "p1")
+                let body =
+                    parts[0] == "PUT"
+                    ? (path.hasSuffix("maintenance") ? #"{"enabled": false}"# : #"{"address": "10.0.0.1", "port": 1}"#)
+                    : nil
                 let answer = try await http(.init(rawValue: String(parts[0])), agent.baseURL + path, json: body)
                 #expect((200..<300).contains(answer.status), "\(operation) answered \(answer.status): \(answer.text)")
             }

@@ -27,7 +27,8 @@ struct SQLiteCatalogStoreTests {
                 _ = try await catalog.register(definition("p2"))
                 _ = try await catalog.register(definition("p3"))
                 _ = try await catalog.deregister(service: try ServiceName("payment"), id: try InstanceID("p3"))
-                _ = try await catalog.setMaintenance(service: try ServiceName("payment"), id: try InstanceID("p2"), enabled: true, reason: "deploy")
+                _ = try await catalog.setMaintenance(
+                    service: try ServiceName("payment"), id: try InstanceID("p2"), enabled: true, reason: "deploy")
                 group.cancelAll()
             }
         }

@@ -87,7 +87,9 @@ struct CatalogStateTests {
         #expect(state.instanceCount == 0)
         #expect(state.services[try ServiceName("payment")]?.tagCounts.isEmpty == true)
         #expect(state.services[try ServiceName("payment")]?.index == 2)
-        #expect { try apply(.deregister(service: try ServiceName("payment"), id: try InstanceID("p1")), to: &state) } throws: {
+        #expect {
+            try apply(.deregister(service: try ServiceName("payment"), id: try InstanceID("p1")), to: &state)
+        } throws: {
             ($0 as? CatalogError)?.isInstanceNotFound == true
         }
     }
@@ -120,7 +122,8 @@ struct CatalogStateTests {
     }
 
     @Test func queriesFilterByStatusTagAndMeta() throws {
-        let healthy = Instance(definition: makeDefinition(tags: ["v2", "public"], meta: ["zone": "a"]), createIndex: 1, modifyIndex: 1)
+        let healthy = Instance(
+            definition: makeDefinition(tags: ["v2", "public"], meta: ["zone": "a"]), createIndex: 1, modifyIndex: 1)
         let critical = Instance(
             definition: makeDefinition(checks: [CheckDefinition(type: .ttl, ttl: .seconds(1))]),
             createIndex: 2,
@@ -158,11 +161,16 @@ struct CatalogStateTests {
             definition: makeDefinition(
                 tags: ["a"],
                 meta: ["k": "v"],
-                checks: [CheckDefinition(type: .http, url: "http://x/health", method: "GET", interval: .seconds(1), timeout: .seconds(1))]
+                checks: [
+                    CheckDefinition(
+                        type: .http, url: "http://x/health", method: "GET", interval: .seconds(1), timeout: .seconds(1))
+                ]
             ),
             createIndex: 1,
             modifyIndex: 2,
-            maintenance: Maintenance(reason: "r", since: SwitchboardJSON.millisecondPrecision(Date(timeIntervalSince1970: 1_800_000_000.123)))
+            maintenance: Maintenance(
+                reason: "r", since: SwitchboardJSON.millisecondPrecision(Date(timeIntervalSince1970: 1_800_000_000.123))
+            )
         )
         let data = try SwitchboardJSON.encoder().encode(instance)
         let text = String(decoding: data, as: UTF8.self)

@@ -122,7 +122,8 @@ struct CatalogTests {
         try await withCatalog(store: store) { catalog in
             _ = try await catalog.register(makeDefinition("payment", "p1", tags: ["v1"]))
             _ = try await catalog.register(makeDefinition("payment", "p2"))
-            _ = try await catalog.setMaintenance(service: try ServiceName("payment"), id: try InstanceID("p2"), enabled: true, reason: "x")
+            _ = try await catalog.setMaintenance(
+                service: try ServiceName("payment"), id: try InstanceID("p2"), enabled: true, reason: "x")
         }
         let reloaded = try await Catalog.load(from: store)
         #expect(reloaded.index == 3)

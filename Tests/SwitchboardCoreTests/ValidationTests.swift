@@ -122,16 +122,34 @@ struct RegistrationValidationTests {
         (#"{"address": "10.0.0.1", "port": 80, "id": "p2"}"#, "id", "does not match"),
         (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "ttl"}]}"#, "checks[0].ttl", "required"),
         (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "dns"}]}"#, "checks[0].type", "ttl, http, tcp"),
-        (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "tcp", "target": "x:1", "url": "http://x"}]}"#,
-         "checks[0].url", "does not apply"),
-        (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "http", "url": "ftp://x"}]}"#, "checks[0].url", "http://"),
-        (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "tcp", "target": "x:0"}]}"#, "checks[0].target", "1..65535"),
-        (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "tcp", "target": "x:1", "interval": "1s", "timeout": "2s"}]}"#,
-         "checks[0].timeout", "not be longer than interval"),
-        (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "ttl", "ttl": "10ms"}]}"#, "checks[0].ttl", "100ms and 24h"),
-        (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "ttl", "ttl": "1s", "bogus": 1}]}"#, "checks[0].bogus", "unknown field"),
-        (#"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "ttl", "ttl": "1s", "failuresBeforeCritical": 0}]}"#,
-         "checks[0].failuresBeforeCritical", "1..100"),
+        (
+            #"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "tcp", "target": "x:1", "url": "http://x"}]}"#,
+            "checks[0].url", "does not apply"
+        ),
+        (
+            #"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "http", "url": "ftp://x"}]}"#, "checks[0].url",
+            "http://"
+        ),
+        (
+            #"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "tcp", "target": "x:0"}]}"#, "checks[0].target",
+            "1..65535"
+        ),
+        (
+            #"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "tcp", "target": "x:1", "interval": "1s", "timeout": "2s"}]}"#,
+            "checks[0].timeout", "not be longer than interval"
+        ),
+        (
+            #"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "ttl", "ttl": "10ms"}]}"#, "checks[0].ttl",
+            "100ms and 24h"
+        ),
+        (
+            #"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "ttl", "ttl": "1s", "bogus": 1}]}"#,
+            "checks[0].bogus", "unknown field"
+        ),
+        (
+            #"{"address": "10.0.0.1", "port": 80, "checks": [{"type": "ttl", "ttl": "1s", "failuresBeforeCritical": 0}]}"#,
+            "checks[0].failuresBeforeCritical", "1..100"
+        ),
     ])
     func invalidRegistrationsNameTheFieldAndTheRule(json: String, field: String, rule: String) {
         let error = rejection(json)

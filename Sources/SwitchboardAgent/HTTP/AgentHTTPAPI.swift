@@ -260,13 +260,16 @@ public struct AgentHTTPAPI: Sendable {
         switch value {
         case let object as [String: Any]:
             for key in object.keys.sorted() {
-                if let found = firstUnrepresentableNumber(in: object[key]!, path: path + [AnyCodingKey(stringValue: key)]) {
+                if let found = firstUnrepresentableNumber(
+                    in: object[key]!, path: path + [AnyCodingKey(stringValue: key)])
+                {
                     return found
                 }
             }
         case let array as [Any]:
             for (position, element) in array.enumerated() {
-                if let found = firstUnrepresentableNumber(in: element, path: path + [AnyCodingKey(intValue: position)]) {
+                if let found = firstUnrepresentableNumber(in: element, path: path + [AnyCodingKey(intValue: position)])
+                {
                     return found
                 }
             }

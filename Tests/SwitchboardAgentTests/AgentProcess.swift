@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The built `switchboard` executable, run as a separate process the way users run it.
+///
+/// Found next to the test bundle (SwiftPM puts both in the same build folder) unless `SWITCHBOARD_BINARY` names it.
+enum SwitchboardBinary {
+    static var path: String {
+        if let path = ProcessInfo.processInfo.environment["SWITCHBOARD_BINARY"] { return path }
+        let testBundle = URL(fileURLWithPath: CommandLine.arguments[0])
+        var directory = testBundle.deletingLastPathComponent()
+        // On some platforms the runner is inside the bundle (…/x.xctest/Contents/MacOS/x).
+        while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("switchboard").path),
+            directory.path != "/"
+        {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent("switchboard").path
+    }
+
+    /// Runs a client command to completion and returns its exit status and output.
+    static func run(
+        _ arguments: [String], environment: [String: String] = [:]
+    ) async throws -> (
+        status: Int32, stdout: String, stderr: String
+    ) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Read both pipes before waiting, so a chatty child never blocks on a full pipe.
+        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
+        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+        let (outData, errData) = await (stdout, stderr)
+        process.waitUntilExit()
+        return (
+            process.terminationStatus, String(decoding: outData, as: UTF8.self),
+            String(decoding: errData, as: UTF8.self)
+        )
+    }
+}
+
+/// A `switchboard agent` child process; stopped (SIGKILL) when the test is done with it, whatever happened.
+final class AgentProcess: @unchecked Sendable {
+    let process = Process()
+    let logPath: String
+    private(set) var baseURL = ""
+
+    /// Starts the agent on a free port with `dataDirectory` and waits until it listens.
+    init(dataDirectory: String?, extraArguments: [String] = []) async throws {
+        logPath = FileManager.default.temporaryDirectory.appendingPathComponent("agent-\(UUID().uuidString).log").path
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: SwitchboardBinary.path)
+        var arguments = ["agent", "--http-addr", "127.0.0.1:0", "--log-format", "json"]
+        if let dataDirectory {
+            arguments += ["--data-dir", dataDirectory]
+        } else {
+            arguments.append("--dev")
+        }
+        process.arguments = arguments + extraArguments
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        try process.run()
+        baseURL = "http://\(try await waitForListeningAddress())"
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: logPath)
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    private func waitForListeningAddress() async throws -> String {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            for line in log.split(separator: "\n") {
+                guard let data = line.data(using: .utf8),
+                    let entry = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                    entry["message"] as? String == "agent listening",
+                    let address = entry["address"] as? String
+                else { continue }
+                return address
+            }
+            guard process.isRunning else { throw TestFailure("the agent exited early: \(log)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestFailure("the agent did not start listening within 60 s: \(log)")
+    }
+
+    /// Sends `signal` and waits for the process to end; returns its termination status.
+    @discardableResult
+    func stop(with signal: Int32) async -> Int32 {
+        kill(process.processIdentifier, signal)
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+        return process.terminationStatus
+    }
+}

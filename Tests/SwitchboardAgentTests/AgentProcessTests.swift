@@ -1,0 +1,170 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SwitchboardAgent
+import SwitchboardCore
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Shared mutable state for the concurrent clients of a test.
+final class Box<Value: Sendable>: Sendable {
+    let value: Mutex<Value>
+    init(_ value: Value) { self.value = Mutex(value) }
+}
+
+@Suite("The agent as a separate process", .serialized)
+struct AgentProcessTests {
+    @Test func killNineLosesNoAcknowledgedRegistration() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let agent = try await AgentProcess(dataDirectory: directory)
+        let acknowledged = Box<[String]>([])
+        let next = Box(0)
+        let killed = Box(false)
+        let total = 1000
+        let killAfter = 400
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // 32 clients register 1,000 instances; the agent is killed once 400 have been acknowledged.
+            for _ in 0..<32 {
+                group.addTask {
+                    while true {
+                        let number = next.value.withLock { value -> Int in
+                            defer { value += 1 }
+                            return value
+                        }
+                        guard number < total, !killed.value.withLock({ $0 }) else { return }
+                        let id = "i\(number)"
+                        let body =
+                            #"{"address": "10.1.\#(number / 256).\#(number % 256)", "port": 8080, "tags": ["t\#(number % 5)"]}"#
+                        guard
+                            let answer = try? await http(
+                                .PUT, "\(agent.baseURL)/v1/services/durable/instances/\(id)", json: body,
+                                timeout: .seconds(5)),
+                            (200..<300).contains(answer.status)
+                        else { continue }
+                        let count = acknowledged.value.withLock { ids in
+                            ids.append(id)
+                            return ids.count
+                        }
+                        if count == killAfter {
+                            killed.value.withLock { $0 = true }
+                            kill(agent.process.processIdentifier, SIGKILL)
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        await agent.stop(with: SIGKILL)
+        let acked = acknowledged.value.withLock { $0 }
+        #expect(acked.count >= killAfter)
+        #expect(acked.count < total, "the kill must land in the middle of the writes")
+
+        let restarted = try await AgentProcess(dataDirectory: directory)
+        let lookup = try await http(.GET, "\(restarted.baseURL)/v1/services/durable?status=any").decode(
+            ServiceLookup.self)
+        let stored = Set(lookup.instances.map(\.id.rawValue))
+        let lost = Set(acked).subtracting(stored)
+        #expect(lost.isEmpty, "acknowledged but lost after kill -9: \(lost.sorted().prefix(20))")
+        // The events and the index came back consistently too.
+        let info = try await http(.GET, "\(restarted.baseURL)/v1/agent").decode(AgentInfo.self)
+        #expect(info.instances == stored.count)
+        #expect(info.index >= UInt64(stored.count))
+        await restarted.stop(with: SIGTERM)
+    }
+
+    @Test func registrationsSurviveAGracefulRestartAndSIGTERMExitsCleanly() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let agent = try await AgentProcess(dataDirectory: directory)
+        let put = try await http(
+            .PUT, "\(agent.baseURL)/v1/services/web/instances/w1", json: #"{"address": "web.internal", "port": 443}"#)
+        #expect(put.status == 201)
+        #expect(await agent.stop(with: SIGTERM) == 0)
+
+        let again = try await AgentProcess(dataDirectory: directory)
+        let instance = try await http(.GET, "\(again.baseURL)/v1/services/web/instances/w1").decode(Instance.self)
+        #expect(instance.definition.address.kind == .hostname)
+        #expect(await again.stop(with: SIGINT) == 0)
+    }
+
+    @Test func twoAgentsCannotShareADataDirectory() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try await AgentProcess(dataDirectory: directory)
+        let second = try await SwitchboardBinary.run(["agent", "--http-addr", "127.0.0.1:0", "--data-dir", directory])
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("in use by another switchboard agent"))
+        await first.stop(with: SIGTERM)
+    }
+}
+
+@Suite("The command-line clients", .serialized)
+struct CLITests {
+    @Test func registerListAndDeregisterThroughTheCLI() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil)
+        let env = ["SWITCHBOARD_AGENT": agent.baseURL]
+        let register = try await SwitchboardBinary.run(
+            ["register", "payment", "--address", "10.0.0.7", "--port", "9000", "--tag", "v2", "--meta", "zone=a"],
+            environment: env
+        )
+        #expect(register.status == 0, "\(register.stderr)")
+        #expect(register.stdout.contains("registered payment/payment-10.0.0.7-9000"))
+
+        let services = try await SwitchboardBinary.run(["services"], environment: env)
+        #expect(services.stdout.split(separator: "\n").first?.hasPrefix("SERVICE") == true)
+        #expect(services.stdout.contains("payment"))
+
+        let instances = try await SwitchboardBinary.run(["instances", "payment", "--json"], environment: env)
+        let lookup = try SwitchboardJSON.decoder().decode(ServiceLookup.self, from: Data(instances.stdout.utf8))
+        #expect(lookup.instances.first?.definition.meta == ["zone": "a"])
+
+        let drain = try await SwitchboardBinary.run(
+            [
+                "maintenance", "payment", "payment-10.0.0.7-9000", "--enable", "--reason", "deploy", "--agent",
+                agent.baseURL,
+            ]
+        )
+        #expect(drain.stdout.contains("maintenance"))
+
+        let deregister = try await SwitchboardBinary.run(
+            ["deregister", "payment", "payment-10.0.0.7-9000"], environment: env)
+        #expect(deregister.status == 0)
+        let missing = try await SwitchboardBinary.run(
+            ["deregister", "payment", "payment-10.0.0.7-9000"], environment: env)
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("is not registered"))
+        await agent.stop(with: SIGTERM)
+    }
+
+    @Test func refusalsAndAnUnreachableAgentGiveOneLineAndANonZeroExit() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil)
+        let refused = try await SwitchboardBinary.run([
+            "register", "payment", "--address", "10.0.0.1", "--port", "1", "--id", "x", "--ttl", "5x", "--agent",
+            agent.baseURL,
+        ])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("checks[0].ttl"))
+        #expect(refused.stderr.split(separator: "\n").count == 1)
+        await agent.stop(with: SIGTERM)
+
+        let unreachable = try await SwitchboardBinary.run(["services", "--agent", agent.baseURL])
+        #expect(unreachable.status == 1)
+        #expect(unreachable.stderr.contains("cannot reach the agent"))
+        #expect(unreachable.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test func agentFlagsFallBackToEnvironmentVariables() async throws {
+        let badAddress = try await SwitchboardBinary.run(["agent"], environment: ["SWITCHBOARD_HTTP_ADDR": "nonsense"])
+        #expect(badAddress.status != 0)
+        #expect(badAddress.stderr.contains("--http-addr must be host:port"))
+        let badFormat = try await SwitchboardBinary.run(
+            ["agent", "--dev"], environment: ["SWITCHBOARD_LOG_FORMAT": "xml"])
+        #expect(badFormat.stderr.contains("--log-format must be text or json"))
+    }
+}
