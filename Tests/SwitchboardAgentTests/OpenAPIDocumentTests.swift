@@ -38,9 +38,10 @@ struct OpenAPIDocumentTests {
             _ = try await http(
                 .PUT, "\(agent.baseURL)/v1/services/payment/instances/p1", json: #"{"address": "10.0.0.1", "port": 1}"#)
             // Deletion last, so the instance the other operations read is still there.
-            for operation in documented.sorted {
+            let ordered = documented.sorted {
                 ($0.hasPrefix("DELETE") ? "1" : "0") + $0 < ($1.hasPrefix("DELETE") ? "1" : "0") + $1
-            } {
+            }
+            for operation in ordered {
                 let parts = operation.split(separator: " ", maxSplits: 1)
                 let path = parts[1].replacingOccurrences(of: "{service}", with: "payment").replacingOccurrences(
                     of: "{id}", with: "p1")
