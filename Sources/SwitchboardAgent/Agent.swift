@@ -80,6 +80,7 @@ public struct Agent: Service {
             onServerRunning: onServerRunning
         )
         try await application.run()
+        logger.info("agent stopped", metadata: ["index": "\(catalog.index)"])
     }
 
     private func openStore() throws -> (any CatalogStore, String) {
