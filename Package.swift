@@ -31,7 +31,8 @@ let package = Package(
         .target(
             name: "SwitchboardCore",
             dependencies: [
-                .product(name: "DequeModule", package: "swift-collections")
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HashTreeCollections", package: "swift-collections"),
             ]
         ),
         .target(

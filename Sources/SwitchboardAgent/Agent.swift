@@ -134,8 +134,12 @@ struct CatalogWriterService: Service {
     let catalog: Catalog
 
     func run() async throws {
-        await cancelWhenGracefulShutdown {
+        // Graceful shutdown stops new writes and lets the writer commit what is queued; only a hard cancellation
+        // fails queued writes.
+        await withGracefulShutdownHandler {
             await catalog.runWriter()
+        } onGracefulShutdown: {
+            catalog.finishWrites()
         }
     }
 }

@@ -1,3 +1,4 @@
+import HashTreeCollections
 import Synchronization
 
 import struct Foundation.Date
@@ -39,6 +40,8 @@ public final class Catalog: Sendable {
         public var event: ChangeEvent?
         /// The catalog index once the write is applied.
         public var index: UInt64
+        /// The instance as JSON when the write changed it (encoded once, by the writer).
+        public var instanceJSON: [UInt8]?
     }
 
     private struct PendingWrite {
@@ -116,15 +119,34 @@ public final class Catalog: Sendable {
         }
     }
 
-    /// Commits queued writes until the calling task is cancelled, then refuses further writes.
+    /// Commits queued writes until ``finishWrites()`` is called or the calling task is cancelled.
     ///
-    /// Run it exactly once, for as long as the catalog takes writes (the agent runs it as a service). On
-    /// cancellation it finishes the batch in progress and fails any write still queued with
-    /// ``CatalogError/unavailable``, so no caller waits forever.
+    /// Run it exactly once, for as long as the catalog takes writes (the agent runs it as a service). After
+    /// ``finishWrites()`` it commits what was already queued, then returns; on cancellation it fails the writes
+    /// still queued with ``CatalogError/unavailable``. Either way no caller waits forever.
     public func runWriter() async {
-        for await _ in wakeups {
-            while await commitNextBatch() {}
+        await withTaskCancellationHandler {
+            for await _ in wakeups {
+                while await commitNextBatch() {}
+            }
+        } onCancel: {
+            finishWrites()
         }
+        failQueuedWrites()
+    }
+
+    /// Stops taking writes: later ones fail with ``CatalogError/unavailable``; queued ones are still committed.
+    ///
+    /// The graceful way to stop ``runWriter()``: call it once the HTTP server no longer takes requests.
+    public func finishWrites() {
+        queue.withLock { $0.closed = true }
+        wakeupSignal.finish()
+    }
+
+    /// The number of writes waiting for the writer (a gauge of write pressure).
+    public var queuedWrites: Int { queue.withLock { $0.pending.count } }
+
+    private func failQueuedWrites() {
         let leftover = queue.withLock { queue in
             queue.closed = true
             defer { queue.pending = [] }
@@ -135,8 +157,10 @@ public final class Catalog: Sendable {
         }
     }
 
-    /// Commits one batch; returns `false` when the queue was empty.
+    /// Commits one batch; returns `false` when the queue was empty or the writer was cancelled.
     private func commitNextBatch() async -> Bool {
+        // A cancelled writer commits nothing more: the store would refuse it anyway, and the callers learn at once.
+        guard !Task.isCancelled else { return false }
         let batch = queue.withLock { queue in
             let count = min(queue.pending.count, configuration.maximumBatch)
             defer { queue.pending.removeFirst(count) }
@@ -145,24 +169,32 @@ public final class Catalog: Sendable {
         guard !batch.isEmpty else { return false }
 
         let now = SwitchboardJSON.millisecondPrecision(Date())
-        // Writes in one batch may touch the same instance; later ones are planned against earlier ones' results.
+        // Writes in one batch may touch the same instance; later ones are planned against earlier ones' results,
+        // which are not durable yet: if the commit fails, every write to a key the batch changed fails with it.
         var planned: [InstanceKey: Instance?] = [:]
-        var events: [ChangeEvent] = []
-        var outcomes: [Result<(Instance, ChangeEvent?), CatalogError>] = []
+        var changes: [CommittedChange] = []
+        var outcomes: [Result<WriteOutcome, CatalogError>] = []
         let current = state.withLock { state in
             (index: state.index, instances: batch.map { state.instance($0.mutation.key) })
         }
         for (position, write) in batch.enumerated() {
             let key = write.mutation.key
             let before = planned[key] ?? current.instances[position]
-            let index = current.index + UInt64(events.count) + 1
+            let index = current.index + UInt64(changes.count) + 1
             do {
                 if let event = try CatalogState.plan(write.mutation, current: before, index: index, at: now) {
-                    events.append(event)
+                    let change = CommittedChange(event: event)
+                    changes.append(change)
                     planned[key] = .some(event.kind == .removed ? nil : event.instance)
-                    outcomes.append(.success((event.instance, event)))
+                    outcomes.append(
+                        .success(
+                            WriteOutcome(
+                                instance: event.instance, event: event, index: 0, instanceJSON: change.instanceJSON))
+                    )
                 } else if let before {
-                    outcomes.append(.success((before, nil)))
+                    outcomes.append(.success(WriteOutcome(instance: before, event: nil, index: 0, instanceJSON: nil)))
+                } else {
+                    outcomes.append(.failure(.storeFailed("a write planned no change for a missing instance")))
                 }
             } catch {
                 outcomes.append(.failure(error))
@@ -170,27 +202,28 @@ public final class Catalog: Sendable {
         }
 
         var storeError: CatalogError?
-        if !events.isEmpty {
+        if !changes.isEmpty {
             do {
-                try await store.commit(events)
+                try await store.commit(changes)
             } catch {
-                storeError = CatalogError.storeFailed(String(describing: error))
+                storeError = error is CancellationError ? .unavailable : .storeFailed(String(describing: error))
             }
         }
         let index = state.withLock { state in
             if storeError == nil {
-                for event in events { state.apply(event) }
+                for change in changes { state.apply(change) }
             }
             return state.index
         }
         for (write, outcome) in zip(batch, outcomes) {
+            if let storeError, planned[write.mutation.key] != nil {
+                write.continuation.resume(throwing: storeError)
+                continue
+            }
             switch outcome {
-            case .success((let instance, let event)):
-                if let storeError, event != nil {
-                    write.continuation.resume(throwing: storeError)
-                } else {
-                    write.continuation.resume(returning: WriteOutcome(instance: instance, event: event, index: index))
-                }
+            case .success(var result):
+                result.index = index
+                write.continuation.resume(returning: result)
             case .failure(let error):
                 write.continuation.resume(throwing: error)
             }
@@ -209,6 +242,55 @@ public final class Catalog: Sendable {
         guard let entry else { return ServiceLookup(service: service, index: 0, instances: []) }
         let instances = entry.instances.values.filter(query.matches).sorted { $0.id < $1.id }
         return ServiceLookup(service: service, index: entry.index, instances: instances)
+    }
+
+    /// The same answer as ``instances(of:matching:)`` as JSON, built from each instance's cached encoding.
+    ///
+    /// The hot path of the API: no instance is encoded again, so a lookup costs a filter, a sort and a copy.
+    public func instancesJSON(
+        of service: ServiceName, matching query: InstanceQuery = InstanceQuery()
+    ) -> (
+        index: UInt64, body: [UInt8]
+    ) {
+        let entry = state.withLock { $0.services[service] }
+        var json = JSONText()
+        json.append(#"{"index":\#(entry?.index ?? 0),"instances":["#)
+        if let entry {
+            let matching = entry.instances.values.filter(query.matches).sorted { $0.id < $1.id }
+            for (position, instance) in matching.enumerated() {
+                if position > 0 { json.append(",") }
+                json.bytes += entry.encodedInstances[instance.id] ?? CommittedChange.encode(instance)
+            }
+        }
+        json.append(#"],"service":"\#(service.rawValue)"}"#)
+        return (entry?.index ?? 0, json.bytes)
+    }
+
+    /// One instance as JSON (its cached encoding), with its service's index; `nil` when not registered.
+    public func instanceJSON(service: ServiceName, id: InstanceID) -> (index: UInt64, body: [UInt8]?) {
+        let entry = state.withLock { $0.services[service] }
+        return (entry?.index ?? 0, entry?.encodedInstances[id])
+    }
+
+    /// The same answer as ``services()`` as JSON, written by hand (the generic encoder is the cost of this call).
+    public func servicesJSON() -> (index: UInt64, body: [UInt8]) {
+        let list = services()
+        var json = JSONText()
+        json.append(#"{"index":\#(list.index),"services":["#)
+        for (position, service) in list.services.enumerated() {
+            if position > 0 { json.append(",") }
+            let counts = service.counts
+            json.append(#"{"counts":{"critical":\#(counts.critical),"maintenance":\#(counts.maintenance),"#)
+            json.append(#""passing":\#(counts.passing),"warning":\#(counts.warning)},"index":\#(service.index),"#)
+            json.append(#""name":"\#(service.name.rawValue)","tags":["#)
+            for (tagPosition, tag) in service.tags.enumerated() {
+                if tagPosition > 0 { json.append(",") }
+                json.appendString(tag)
+            }
+            json.append("]}")
+        }
+        json.append("]}")
+        return (list.index, json.bytes)
     }
 
     /// One instance, with its service's index; `nil` when not registered.

@@ -1,4 +1,5 @@
 import DequeModule
+import HashTreeCollections
 
 import struct Foundation.Date
 
@@ -33,10 +34,17 @@ public struct InstanceKey: Hashable, Sendable {
 }
 
 /// One service's instances, with the aggregates that `GET /v1/services` needs kept up to date as changes arrive.
+///
+/// The entry outlives its last instance, so the service's index never goes back (a watcher waiting on an emptied
+/// service still sees the removal's index).
 public struct ServiceEntry: Sendable {
     /// The catalog index of the latest change to this service.
     public internal(set) var index: UInt64 = 0
-    public internal(set) var instances: [InstanceID: Instance] = [:]
+    /// A persistent (structure-sharing) dictionary: a reader's snapshot costs nothing, and the writer's next change
+    /// copies only the path it touches instead of the whole service.
+    public internal(set) var instances: TreeDictionary<InstanceID, Instance> = [:]
+    /// Each instance's JSON, encoded once per change (see ``CommittedChange``).
+    public internal(set) var encodedInstances: TreeDictionary<InstanceID, [UInt8]> = [:]
     /// How many instances carry each tag.
     public internal(set) var tagCounts: [String: Int] = [:]
     public internal(set) var counts = StatusCounts()
@@ -51,7 +59,8 @@ public struct ServiceEntry: Sendable {
 public struct CatalogState: Sendable {
     /// The index of the latest change (0 for an empty, new catalog).
     public private(set) var index: UInt64 = 0
-    public private(set) var services: [ServiceName: ServiceEntry] = [:]
+    /// Persistent, like ``ServiceEntry/instances``, so `GET /v1/services` can snapshot it under the lock for free.
+    public private(set) var services: TreeDictionary<ServiceName, ServiceEntry> = [:]
     /// Instances per status across the catalog.
     public private(set) var counts = StatusCounts()
     /// The latest changes, oldest first, at most `eventCapacity` of them.
@@ -65,6 +74,9 @@ public struct CatalogState: Sendable {
     }
 
     /// A catalog rebuilt from what a store holds; checks restart in their initial status.
+    ///
+    /// Every change must reach the state through ``apply(_:)`` on the catalog's single writer, health results
+    /// included, so that plans made by the writer are never invalidated behind its back.
     public init(restoring stored: StoredCatalog, eventCapacity: Int = 4096) {
         self.init(eventCapacity: eventCapacity)
         for instance in stored.instances {
@@ -74,12 +86,21 @@ public struct CatalogState: Sendable {
                 modifyIndex: instance.modifyIndex,
                 maintenance: instance.maintenance
             )
-            insert(fresh, index: fresh.modifyIndex)
+            insert(fresh, encoded: CommittedChange.encode(fresh), index: fresh.modifyIndex)
+        }
+        for (service, index) in stored.serviceIndexes {
+            services[service, default: ServiceEntry()].index = max(services[service]?.index ?? 0, index)
+            self.index = max(self.index, index)
         }
         for event in stored.recentEvents.suffix(self.eventCapacity) {
             recentEvents.append(event)
         }
         index = max(index, stored.index, recentEvents.last?.index ?? 0)
+    }
+
+    /// The entry of `service`: its instances, index and aggregates.
+    public func entry(for service: ServiceName) -> ServiceEntry? {
+        services[service]
     }
 
     /// The instance `key`, if registered.
@@ -129,12 +150,18 @@ public struct CatalogState: Sendable {
         }
     }
 
-    /// Applies a planned (and, where the catalog is durable, committed) change.
+    /// Applies a planned change, encoding it first.
     public mutating func apply(_ event: ChangeEvent) {
+        apply(CommittedChange(event: event))
+    }
+
+    /// Applies a planned (and, where the catalog is durable, committed) change.
+    public mutating func apply(_ change: CommittedChange) {
+        let event = change.event
         let key = InstanceKey(service: event.service, id: event.id)
         remove(key)
         if event.kind != .removed {
-            insert(event.instance, index: event.index)
+            insert(event.instance, encoded: change.instanceJSON, index: event.index)
         }
         services[event.service, default: ServiceEntry()].index = event.index
         index = max(index, event.index)
@@ -154,9 +181,10 @@ public struct CatalogState: Sendable {
         return Array(recentEvents[start..<min(recentEvents.count, start + limit)])
     }
 
-    private mutating func insert(_ instance: Instance, index: UInt64) {
+    private mutating func insert(_ instance: Instance, encoded: [UInt8], index: UInt64) {
         let status = instance.status
         services[instance.service, default: ServiceEntry()].instances[instance.id] = instance
+        services[instance.service]!.encodedInstances[instance.id] = encoded
         services[instance.service]!.index = max(services[instance.service]!.index, index)
         services[instance.service]!.counts.add(status)
         for tag in instance.definition.tags {
@@ -168,6 +196,7 @@ public struct CatalogState: Sendable {
 
     private mutating func remove(_ key: InstanceKey) {
         guard let old = services[key.service]?.instances.removeValue(forKey: key.id) else { return }
+        services[key.service]!.encodedInstances[key.id] = nil
         let status = old.status
         services[key.service]!.counts.add(status, -1)
         for tag in old.definition.tags {

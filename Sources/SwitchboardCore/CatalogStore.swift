@@ -9,8 +9,8 @@ import Synchronization
 public protocol CatalogStore: Sendable {
     /// Everything needed to rebuild the catalog at start-up.
     func load() async throws -> StoredCatalog
-    /// Durably records `events` (in index order) and the instance state they leave, atomically.
-    func commit(_ events: [ChangeEvent]) async throws
+    /// Durably records `changes` (in index order) and the instance state they leave, atomically.
+    func commit(_ changes: [CommittedChange]) async throws
     /// Logged events with an index above `index`, oldest first, at most `limit`.
     func events(after index: UInt64, limit: Int) async throws -> [ChangeEvent]
 }
@@ -22,11 +22,20 @@ public struct StoredCatalog: Sendable {
     public var index: UInt64
     /// The latest logged events, oldest first (enough to refill the in-memory ring).
     public var recentEvents: [ChangeEvent]
+    /// The index of each service's latest change, also for services whose last instance is gone, so a service's
+    /// index never goes back across a restart.
+    public var serviceIndexes: [ServiceName: UInt64]
 
-    public init(instances: [Instance] = [], index: UInt64 = 0, recentEvents: [ChangeEvent] = []) {
+    public init(
+        instances: [Instance] = [],
+        index: UInt64 = 0,
+        recentEvents: [ChangeEvent] = [],
+        serviceIndexes: [ServiceName: UInt64] = [:]
+    ) {
         self.instances = instances
         self.index = index
         self.recentEvents = recentEvents
+        self.serviceIndexes = serviceIndexes
     }
 }
 
@@ -38,6 +47,7 @@ public final class InMemoryCatalogStore: CatalogStore {
         var instances: [InstanceKey: Instance] = [:]
         var events: [ChangeEvent] = []
         var index: UInt64 = 0
+        var serviceIndexes: [ServiceName: UInt64] = [:]
     }
 
     private let contents = Mutex(Contents())
@@ -53,17 +63,20 @@ public final class InMemoryCatalogStore: CatalogStore {
             StoredCatalog(
                 instances: Array(contents.instances.values),
                 index: contents.index,
-                recentEvents: contents.events
+                recentEvents: contents.events,
+                serviceIndexes: contents.serviceIndexes
             )
         }
     }
 
-    public func commit(_ events: [ChangeEvent]) async throws {
+    public func commit(_ changes: [CommittedChange]) async throws {
+        let events = changes.map(\.event)
         contents.withLock { contents in
             for event in events {
                 let key = InstanceKey(service: event.service, id: event.id)
                 contents.instances[key] = event.kind == .removed ? nil : event.instance
                 contents.index = max(contents.index, event.index)
+                contents.serviceIndexes[event.service] = event.index
             }
             contents.events.append(contentsOf: events)
             if contents.events.count > eventRetention {

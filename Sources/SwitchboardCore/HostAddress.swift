@@ -28,6 +28,10 @@ public struct HostAddress: Hashable, Sendable, CustomStringConvertible, Codable 
         guard !text.isEmpty else {
             throw ValidationError(field: field, message: "address must not be empty")
         }
+        // Printable ASCII only: a NUL would end the C string inet_pton reads and let trailing junk through.
+        guard text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw ValidationError(field: field, message: "address must be printable ASCII without spaces")
+        }
         if Self.parses(text, family: AF_INET) {
             self.rawValue = text
             self.kind = .ipv4

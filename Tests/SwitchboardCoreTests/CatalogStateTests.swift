@@ -45,8 +45,8 @@ struct CatalogStateTests {
         #expect(first?.kind == .added && first?.index == 1)
         #expect(second?.index == 2)
         #expect(state.index == 2)
-        #expect(state.services[try ServiceName("payment")]?.index == 1)
-        #expect(state.services[try ServiceName("order")]?.index == 2)
+        #expect(state.entry(for: try ServiceName("payment"))?.index == 1)
+        #expect(state.entry(for: try ServiceName("order"))?.index == 2)
         #expect(state.recentEvents.map(\.index) == [1, 2])
     }
 
@@ -85,8 +85,8 @@ struct CatalogStateTests {
         let removed = try apply(.deregister(service: try ServiceName("payment"), id: try InstanceID("p1")), to: &state)
         #expect(removed?.kind == .removed)
         #expect(state.instanceCount == 0)
-        #expect(state.services[try ServiceName("payment")]?.tagCounts.isEmpty == true)
-        #expect(state.services[try ServiceName("payment")]?.index == 2)
+        #expect(state.entry(for: try ServiceName("payment"))?.tagCounts.isEmpty == true)
+        #expect(state.entry(for: try ServiceName("payment"))?.index == 2)
         #expect {
             try apply(.deregister(service: try ServiceName("payment"), id: try InstanceID("p1")), to: &state)
         } throws: {
@@ -152,8 +152,8 @@ struct CatalogStateTests {
         let state = CatalogState(restoring: StoredCatalog(instances: [instance], index: 9))
         #expect(state.index == 9)
         #expect(state.counts.critical == 1)
-        #expect(state.services[try ServiceName("payment")]?.index == 7)
-        #expect(state.services[try ServiceName("payment")]?.tagCounts == ["v1": 1])
+        #expect(state.entry(for: try ServiceName("payment"))?.index == 7)
+        #expect(state.entry(for: try ServiceName("payment"))?.tagCounts == ["v1": 1])
     }
 
     @Test func instancesRoundTripThroughTheirJSONForm() throws {

@@ -20,7 +20,7 @@ func withCatalog<T: Sendable>(
 final class FailingStore: CatalogStore {
     struct DiskFull: Error {}
     func load() async throws -> StoredCatalog { StoredCatalog() }
-    func commit(_ events: [ChangeEvent]) async throws { throw DiskFull() }
+    func commit(_ changes: [CommittedChange]) async throws { throw DiskFull() }
     func events(after index: UInt64, limit: Int) async throws -> [ChangeEvent] { [] }
 }
 

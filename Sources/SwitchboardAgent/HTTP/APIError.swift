@@ -86,15 +86,18 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     }
 
     private static func converting(_ error: DecodingError) -> APIError {
+        func subject(_ field: String) -> String { field.isEmpty ? "the body" : field }
         switch error {
         case .typeMismatch(let type, let context):
             let field = JSONPath.render(context.codingPath)
             return APIError(
-                .badRequest, .malformedJSON, "\(field.isEmpty ? "the body" : field) must be \(describe(type))",
-                field: field)
+                .badRequest, .malformedJSON, "\(subject(field)) must be \(describe(type))",
+                field: field.isEmpty ? nil : field)
         case .valueNotFound(let type, let context):
             let field = JSONPath.render(context.codingPath)
-            return APIError(.badRequest, .malformedJSON, "\(field) must be \(describe(type)), not null", field: field)
+            return APIError(
+                .badRequest, .malformedJSON, "\(subject(field)) must be \(describe(type)), not null",
+                field: field.isEmpty ? nil : field)
         case .keyNotFound(let key, let context):
             let field = JSONPath.render(context.codingPath + [key])
             return APIError(.badRequest, .malformedJSON, "\(field) is required", field: field)

@@ -95,23 +95,36 @@ public struct AgentHTTPAPI: Sendable {
     }
 
     @Sendable private func listServices(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        let list = catalog.services()
-        return try json(list, index: list.index, request: request)
+        guard !isPretty(request) else {
+            let list = catalog.services()
+            return try json(list, index: list.index, request: request)
+        }
+        let (index, body) = catalog.servicesJSON()
+        return rawJSON(body, index: index)
     }
 
     @Sendable private func lookupService(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let service = try serviceName(context)
         let query = try instanceQuery(request)
-        let lookup = catalog.instances(of: service, matching: query)
-        return try json(lookup, index: lookup.index, request: request)
+        guard !isPretty(request) else {
+            let lookup = catalog.instances(of: service, matching: query)
+            return try json(lookup, index: lookup.index, request: request)
+        }
+        let (index, body) = catalog.instancesJSON(of: service, matching: query)
+        return rawJSON(body, index: index)
     }
 
     @Sendable private func readInstance(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let service = try serviceName(context)
         let id = try instanceID(context)
-        let (index, instance) = catalog.instance(service: service, id: id)
-        guard let instance else { throw CatalogError.instanceNotFound(service: service, id: id) }
-        return try json(instance, index: index, request: request)
+        guard !isPretty(request) else {
+            let (index, instance) = catalog.instance(service: service, id: id)
+            guard let instance else { throw CatalogError.instanceNotFound(service: service, id: id) }
+            return try json(instance, index: index, request: request)
+        }
+        let (index, body) = catalog.instanceJSON(service: service, id: id)
+        guard let body else { throw CatalogError.instanceNotFound(service: service, id: id) }
+        return rawJSON(body, index: index)
     }
 
     @Sendable private func registerInstance(_ request: Request, _ context: BasicRequestContext) async throws -> Response
@@ -130,14 +143,14 @@ public struct AgentHTTPAPI: Sendable {
         let definition = try body.validated(service: service, id: id)
         let outcome = try await catalog.register(definition, cas: cas)
         let status: HTTPResponse.Status = outcome.event?.kind == .added ? .created : .ok
-        return try json(outcome.instance, status: status, index: outcome.index, request: request)
+        return try json(outcome, status: status, request: request)
     }
 
     @Sendable private func deregisterInstance(
         _ request: Request, _ context: BasicRequestContext
     ) async throws -> Response {
         let outcome = try await catalog.deregister(service: try serviceName(context), id: try instanceID(context))
-        return try json(outcome.instance, index: outcome.index, request: request)
+        return try json(outcome, request: request)
     }
 
     @Sendable private func setMaintenance(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -147,7 +160,7 @@ public struct AgentHTTPAPI: Sendable {
         let change = try body.validated()
         let outcome = try await catalog.setMaintenance(
             service: service, id: id, enabled: change.enabled, reason: change.reason)
-        return try json(outcome.instance, index: outcome.index, request: request)
+        return try json(outcome, request: request)
     }
 
     @Sendable private func listEvents(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -284,12 +297,41 @@ public struct AgentHTTPAPI: Sendable {
 
     // MARK: Encoding
 
+    private func isPretty(_ request: Request) -> Bool {
+        request.uri.queryParameters["pretty"] != nil
+    }
+
+    /// The instance a write leaves, from the writer's encoding when there is one.
+    private func json(
+        _ outcome: Catalog.WriteOutcome, status: HTTPResponse.Status = .ok, request: Request
+    ) throws
+        -> Response
+    {
+        if let body = outcome.instanceJSON, !isPretty(request) {
+            return rawJSON(body, status: status, index: outcome.index)
+        }
+        return try json(outcome.instance, status: status, index: outcome.index, request: request)
+    }
+
+    /// A response carrying JSON that is already encoded.
+    private func rawJSON(_ body: [UInt8], status: HTTPResponse.Status = .ok, index: UInt64) -> Response {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(body.count + 1)
+        buffer.writeBytes(body)
+        buffer.writeString("\n")
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json", Self.indexHeader: String(index)],
+            body: ResponseBody(byteBuffer: buffer)
+        )
+    }
+
     private func json(
         _ value: some Encodable, status: HTTPResponse.Status = .ok, index: UInt64, request: Request
     ) throws
         -> Response
     {
-        let pretty = request.uri.queryParameters["pretty"] != nil
+        let pretty = isPretty(request)
         var buffer = ByteBuffer()
         buffer.writeBytes(try SwitchboardJSON.encoder(pretty: pretty).encode(value))
         buffer.writeString("\n")

@@ -12,7 +12,8 @@ import Darwin
 ///
 /// Each ``commit(_:)`` is one transaction holding a batch of events, the instance rows they leave and the new index;
 /// it returns only once SQLite has committed, so an acknowledged write survives a `kill -9` of the agent. With
-/// ``Configuration/Synchronous/full`` it also survives a power loss, at the price of an fsync per batch.
+/// ``Configuration/Synchronous/full`` (the default) it also survives a power loss, at the price of an fsync per
+/// batch; group commit in the ``Catalog`` shares that fsync among all writes that arrive meanwhile.
 ///
 /// The data directory is locked (`flock`) while the store is open, so two agents cannot share one by mistake.
 public final class SQLiteCatalogStore: CatalogStore {
@@ -33,7 +34,7 @@ public final class SQLiteCatalogStore: CatalogStore {
         /// How many of the latest events ``load()`` returns to refill the in-memory ring.
         public var recentEventsOnLoad: Int
 
-        public init(synchronous: Synchronous = .normal, eventRetention: Int = 100_000, recentEventsOnLoad: Int = 4096) {
+        public init(synchronous: Synchronous = .full, eventRetention: Int = 100_000, recentEventsOnLoad: Int = 4096) {
             self.synchronous = synchronous
             self.eventRetention = eventRetention
             self.recentEventsOnLoad = recentEventsOnLoad
@@ -102,12 +103,22 @@ public final class SQLiteCatalogStore: CatalogStore {
                     """
             )
         }
+        migrator.registerMigration("v2: service indexes") { db in
+            // The index of each service's latest change, kept even when its last instance is gone.
+            try db.execute(
+                sql: """
+                    CREATE TABLE services (name TEXT PRIMARY KEY NOT NULL, idx INTEGER NOT NULL) WITHOUT ROWID;
+                    INSERT INTO services (name, idx)
+                        SELECT service, MAX(json_extract(record, '$.modifyIndex')) FROM instances GROUP BY service;
+                    """
+            )
+        }
         return migrator
     }
 
     public func load() async throws -> StoredCatalog {
         let limit = configuration.recentEventsOnLoad
-        let (instanceRecords, index, eventRecords) = try await database.read { db in
+        let (instanceRecords, index, eventRecords, serviceRows) = try await database.read { db in
             let instances = try Data.fetchAll(db, sql: "SELECT record FROM instances")
             let index = try Int64.fetchOne(db, sql: "SELECT value FROM catalog_meta WHERE key = 'index'") ?? 0
             let events = try Data.fetchAll(
@@ -115,53 +126,52 @@ public final class SQLiteCatalogStore: CatalogStore {
                 sql: "SELECT record FROM (SELECT idx, record FROM events ORDER BY idx DESC LIMIT ?) ORDER BY idx",
                 arguments: [limit]
             )
-            return (instances, index, events)
+            let services = try Row.fetchAll(db, sql: "SELECT name, idx FROM services").map {
+                (name: $0["name"] as String, index: $0["idx"] as Int64)
+            }
+            return (instances, index, events, services)
         }
         let decoder = SwitchboardJSON.decoder()
+        var serviceIndexes: [ServiceName: UInt64] = [:]
+        for row in serviceRows {
+            serviceIndexes[try ServiceName(row.name)] = UInt64(row.index)
+        }
         return StoredCatalog(
             instances: try instanceRecords.map { try decoder.decode(Instance.self, from: $0) },
             index: UInt64(index),
-            recentEvents: try eventRecords.map { try decoder.decode(ChangeEvent.self, from: $0) }
+            recentEvents: try eventRecords.map { try decoder.decode(ChangeEvent.self, from: $0) },
+            serviceIndexes: serviceIndexes
         )
     }
 
-    public func commit(_ events: [ChangeEvent]) async throws {
-        guard let last = events.last else { return }
-        let encoder = SwitchboardJSON.encoder()
-        struct Row: Sendable {
-            var service: String
-            var id: String
-            var instance: Data?
-            var index: Int64
-            var event: Data
-        }
-        let rows = try events.map { event in
-            Row(
-                service: event.service.rawValue,
-                id: event.id.rawValue,
-                instance: event.kind == .removed ? nil : try encoder.encode(event.instance),
-                index: Int64(event.index),
-                event: try encoder.encode(event)
-            )
-        }
-        let pruneThrough = Int64(last.index) - Int64(configuration.eventRetention)
+    public func commit(_ changes: [CommittedChange]) async throws {
+        guard let last = changes.last else { return }
+        let pruneThrough = Int64(last.event.index) - Int64(configuration.eventRetention)
         try await database.write { db in
-            for row in rows {
-                if let instance = row.instance {
+            for change in changes {
+                let event = change.event
+                if event.kind == .removed {
                     try db.execute(
-                        sql: "INSERT OR REPLACE INTO instances (service, id, record) VALUES (?, ?, ?)",
-                        arguments: [row.service, row.id, instance]
+                        sql: "DELETE FROM instances WHERE service = ? AND id = ?",
+                        arguments: [event.service.rawValue, event.id.rawValue]
                     )
                 } else {
                     try db.execute(
-                        sql: "DELETE FROM instances WHERE service = ? AND id = ?",
-                        arguments: [row.service, row.id]
+                        sql: "INSERT OR REPLACE INTO instances (service, id, record) VALUES (?, ?, ?)",
+                        arguments: [event.service.rawValue, event.id.rawValue, Data(change.instanceJSON)]
                     )
                 }
                 try db.execute(
-                    sql: "INSERT INTO events (idx, record) VALUES (?, ?)", arguments: [row.index, row.event])
+                    sql: "INSERT INTO events (idx, record) VALUES (?, ?)",
+                    arguments: [Int64(event.index), Data(change.eventJSON)]
+                )
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO services (name, idx) VALUES (?, ?)",
+                    arguments: [event.service.rawValue, Int64(event.index)]
+                )
             }
-            try db.execute(sql: "UPDATE catalog_meta SET value = ? WHERE key = 'index'", arguments: [Int64(last.index)])
+            try db.execute(
+                sql: "UPDATE catalog_meta SET value = ? WHERE key = 'index'", arguments: [Int64(last.event.index)])
             if pruneThrough > 0 {
                 try db.execute(sql: "DELETE FROM events WHERE idx <= ?", arguments: [pruneThrough])
             }
