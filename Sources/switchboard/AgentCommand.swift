@@ -12,7 +12,8 @@ struct AgentCommand: AsyncParsableCommand {
         abstract: "Run the Switchboard agent (the registry).",
         discussion: """
             Every option can also be set with an environment variable: SWITCHBOARD_HTTP_ADDR, SWITCHBOARD_DATA_DIR, \
-            SWITCHBOARD_DEV, SWITCHBOARD_LOG_LEVEL, SWITCHBOARD_LOG_FORMAT. A flag wins over its variable.
+            SWITCHBOARD_DEV, SWITCHBOARD_LOG_LEVEL, SWITCHBOARD_LOG_FORMAT, SWITCHBOARD_SQLITE_SYNC. A flag wins \
+            over its variable.
             """
     )
 
@@ -34,10 +35,18 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-format"), help: "text or json. (default: text)")
     var logFormat: String?
 
+    @Option(
+        name: .customLong("sqlite-sync"),
+        help:
+            "full: a write survives a power loss (fsync per commit); normal: it survives a crash of the agent. (default: full)"
+    )
+    var sqliteSync: String?
+
     func validate() throws {
         _ = try resolvedAddress()
         _ = try resolvedLogLevel()
         _ = try resolvedLogFormat()
+        _ = try resolvedSynchronous()
     }
 
     func run() async throws {
@@ -57,7 +66,8 @@ struct AgentCommand: AsyncParsableCommand {
             httpPort: address.port,
             storage: dev
                 ? .memory
-                : .sqlite(directory: dataDirectory ?? Environment.value("SWITCHBOARD_DATA_DIR") ?? ".switchboard")
+                : .sqlite(directory: dataDirectory ?? Environment.value("SWITCHBOARD_DATA_DIR") ?? ".switchboard"),
+            sqlite: SQLiteCatalogStore.Configuration(synchronous: try resolvedSynchronous())
         )
         let agent = Agent(configuration: configuration, logger: logger)
         let group = ServiceGroup(
@@ -90,6 +100,14 @@ struct AgentCommand: AsyncParsableCommand {
                 "--log-level must be trace, debug, info, notice, warning, error or critical, got '\(text)'")
         }
         return level
+    }
+
+    private func resolvedSynchronous() throws -> SQLiteCatalogStore.Configuration.Synchronous {
+        let text = sqliteSync ?? Environment.value("SWITCHBOARD_SQLITE_SYNC") ?? "full"
+        guard let value = SQLiteCatalogStore.Configuration.Synchronous(rawValue: text.uppercased()) else {
+            throw ValidationError("--sqlite-sync must be full or normal, got '\(text)'")
+        }
+        return value
     }
 
     private func resolvedLogFormat() throws -> LogFormat {

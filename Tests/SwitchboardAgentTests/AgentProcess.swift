@@ -23,11 +23,12 @@ enum SwitchboardBinary {
     }
 
     /// Runs a client command to completion and returns its exit status and output.
+    /// A command still running after `timeout` is killed, so a test can fail but never hang.
     static func run(
-        _ arguments: [String], environment: [String: String] = [:]
-    ) async throws -> (
-        status: Int32, stdout: String, stderr: String
-    ) {
+        _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(60)
+    )
+        async throws -> (status: Int32, stdout: String, stderr: String)
+    {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -37,6 +38,11 @@ enum SwitchboardBinary {
         process.standardOutput = out
         process.standardError = err
         try process.run()
+        let watchdog = Task {
+            try await Task.sleep(for: timeout)
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        defer { watchdog.cancel() }
         // Read both pipes before waiting, so a chatty child never blocks on a full pipe.
         async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
         async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value

@@ -160,11 +160,18 @@ struct CLITests {
     }
 
     @Test func agentFlagsFallBackToEnvironmentVariables() async throws {
-        let badAddress = try await SwitchboardBinary.run(["agent"], environment: ["SWITCHBOARD_HTTP_ADDR": "nonsense"])
+        let badAddress = try await SwitchboardBinary.run(
+            ["agent", "--dev"], environment: ["SWITCHBOARD_HTTP_ADDR": "nonsense"], timeout: .seconds(20))
         #expect(badAddress.status != 0)
         #expect(badAddress.stderr.contains("--http-addr must be host:port"))
         let badFormat = try await SwitchboardBinary.run(
-            ["agent", "--dev"], environment: ["SWITCHBOARD_LOG_FORMAT": "xml"])
+            ["agent", "--dev", "--http-addr", "127.0.0.1:0"], environment: ["SWITCHBOARD_LOG_FORMAT": "xml"],
+            timeout: .seconds(20))
+        #expect(badFormat.status != 0)
+        let badSync = try await SwitchboardBinary.run(
+            ["agent", "--dev", "--http-addr", "127.0.0.1:0"], environment: ["SWITCHBOARD_SQLITE_SYNC": "sometimes"],
+            timeout: .seconds(20))
+        #expect(badSync.stderr.contains("--sqlite-sync must be full or normal"))
         #expect(badFormat.stderr.contains("--log-format must be text or json"))
     }
 }

@@ -1,4 +1,6 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import NIOHTTP1
 import SwitchboardAgent
 import SwitchboardCore
@@ -215,6 +217,31 @@ struct BadInputTests {
                 + Data(#""}}"#.utf8)
             try await expectRejected(agent, status: 413, code: "payload_too_large") {
                 try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/p1", body: huge)
+            }
+        }
+    }
+
+    @Test func aTwoMebibyteChunkedBodyIsRejectedAs413() async throws {
+        try await withLiveAgent { agent in
+            try await expectRejected(agent, status: 413, code: "payload_too_large") {
+                // No Content-Length: the limit must hold while the body streams in.
+                let chunks = AsyncStream<ByteBuffer> { continuation in
+                    continuation.yield(ByteBuffer(string: #"{"address": "10.0.0.1", "port": 1, "meta": {"k": ""#))
+                    for _ in 0..<32 { continuation.yield(ByteBuffer(repeating: 0x61, count: 64 * 1024)) }
+                    continuation.yield(ByteBuffer(string: #""}}"#))
+                    continuation.finish()
+                }
+                var request = HTTPClientRequest(url: "\(agent.baseURL)/v1/services/payment/instances/p1")
+                request.method = .PUT
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .stream(chunks, length: .unknown)
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                var body = try await response.body.collect(upTo: 1 << 20)
+                return HTTPAnswer(
+                    status: Int(response.status.code),
+                    headers: response.headers,
+                    body: Data(body.readBytes(length: body.readableBytes) ?? [])
+                )
             }
         }
     }

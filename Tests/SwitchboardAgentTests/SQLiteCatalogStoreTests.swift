@@ -43,6 +43,27 @@ struct SQLiteCatalogStoreTests {
         #expect(events.events.map(\.kind) == [.added, .added, .added, .removed, .status])
     }
 
+    @Test func aServiceIndexNeverGoesBackAcrossARestart() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let payment = try ServiceName("payment")
+        do {
+            let catalog = try await Catalog.load(from: try SQLiteCatalogStore(directory: directory))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await catalog.runWriter() }
+                _ = try await catalog.register(definition("p1"))
+                _ = try await catalog.register(definition("p2"))
+                _ = try await catalog.deregister(service: payment, id: try InstanceID("p2"))
+                _ = try await catalog.deregister(service: payment, id: try InstanceID("p1"))
+                #expect(catalog.instances(of: payment).index == 4)
+                group.cancelAll()
+            }
+        }
+        let reopened = try await Catalog.load(from: try SQLiteCatalogStore(directory: directory))
+        #expect(reopened.instances(of: payment).index == 4, "a watcher that saw index 4 must not see it go back")
+        #expect(reopened.services().services.isEmpty)
+    }
+
     @Test func theEventLogIsPrunedToItsRetention() async throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -61,12 +61,31 @@ struct CatalogStateTests {
     @Test func anUpdateKeepsCreateIndexAndTheLiveStateOfUnchangedChecks() throws {
         var state = CatalogState()
         let ttl = CheckDefinition(type: .ttl, ttl: .seconds(10))
-        try apply(.register(makeDefinition(checks: [ttl]), cas: nil), to: &state)
-        let updated = try apply(.register(makeDefinition(port: 9090, checks: [ttl]), cas: nil), to: &state)
-        #expect(updated?.kind == .updated)
-        #expect(updated?.instance.createIndex == 1)
-        #expect(updated?.instance.modifyIndex == 2)
-        #expect(updated?.instance.checks.first?.status == .critical)
+        let http = CheckDefinition(
+            type: .http, url: "http://x/health", method: "GET", interval: .seconds(1), timeout: .seconds(1))
+        let added = try #require(try apply(.register(makeDefinition(checks: [ttl, http]), cas: nil), to: &state))
+        // Both checks have results (as the health checker will report them): passing, with output and history.
+        var checked = added.instance
+        for position in checked.checks.indices {
+            checked.checks[position].status = .passing
+            checked.checks[position].output = "ok"
+            checked.checks[position].history = [CheckTransition(at: now, from: .critical, to: .passing, output: "ok")]
+        }
+        state.apply(ChangeEvent(index: 2, kind: .status, at: now, instance: checked))
+
+        // The port changes and the HTTP check's interval changes; the TTL check is the same.
+        let slower = CheckDefinition(
+            type: .http, url: "http://x/health", method: "GET", interval: .seconds(5), timeout: .seconds(1))
+        let updated = try #require(
+            try apply(.register(makeDefinition(port: 9090, checks: [ttl, slower]), cas: nil), to: &state))
+        #expect(updated.kind == .updated)
+        #expect(updated.instance.createIndex == 1)
+        #expect(updated.instance.modifyIndex == 3)
+        #expect(updated.instance.checks[0].status == .passing)
+        #expect(updated.instance.checks[0].output == "ok")
+        #expect(updated.instance.checks[0].history.count == 1)
+        #expect(updated.instance.checks[1].status == .critical, "a changed check starts over")
+        #expect(updated.instance.checks[1].history.isEmpty)
         #expect(state.instanceCount == 1)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import SwitchboardCore
+import Synchronization
 import Testing
 
 /// Runs `body` against a catalog on `store` whose writer runs for the duration, then stops the writer.
@@ -42,19 +43,6 @@ struct CatalogTests {
             #expect(catalog.index == 500)
             #expect(catalog.summary().instances == 500)
             #expect(catalog.services().services.count == 7)
-        }
-    }
-
-    @Test func writesToTheSameInstanceInOneBatchSeeEachOther() async throws {
-        try await withCatalog { catalog in
-            async let first = catalog.register(makeDefinition(port: 1))
-            async let second = catalog.deregister(service: try ServiceName("payment"), id: try InstanceID("p1"))
-            async let third = catalog.register(makeDefinition(port: 3))
-            _ = try await first
-            _ = try? await second
-            _ = try await third
-            let lookup = catalog.instances(of: try ServiceName("payment"))
-            #expect(lookup.instances.map(\.definition.port) == [3])
         }
     }
 
@@ -130,5 +118,127 @@ struct CatalogTests {
         let all = reloaded.instances(of: try ServiceName("payment"), matching: InstanceQuery(status: .any))
         #expect(all.instances.map(\.status) == [.passing, .maintenance])
         #expect(try await reloaded.events(since: 0, limit: 10).events.count == 3)
+    }
+}
+
+/// An in-memory store whose first commit waits until the test opens the gate, and whose commits can be made to
+/// fail by number: it lets a test line writes up into one batch deterministically.
+final class GatedStore: CatalogStore {
+    private let inner = InMemoryCatalogStore()
+    private let gate: AsyncStream<Void>
+    private let opener: AsyncStream<Void>.Continuation
+    private let commitCount = Mutex(0)
+    private let failingCommit: Int?
+
+    init(failingCommit: Int? = nil) {
+        (gate, opener) = AsyncStream.makeStream(of: Void.self)
+        self.failingCommit = failingCommit
+    }
+
+    /// Lets the first commit (and every later one) through.
+    func open() { opener.finish() }
+
+    var commits: Int { commitCount.withLock { $0 } }
+
+    func load() async throws -> StoredCatalog { try await inner.load() }
+
+    func commit(_ changes: [CommittedChange]) async throws {
+        let number = commitCount.withLock { count -> Int in
+            count += 1
+            return count
+        }
+        if number == 1 {
+            for await _ in gate {}
+        }
+        if number == failingCommit { throw FailingStore.DiskFull() }
+        try await inner.commit(changes)
+    }
+
+    func events(after index: UInt64, limit: Int) async throws -> [ChangeEvent] {
+        try await inner.events(after: index, limit: limit)
+    }
+}
+
+/// Waits (without a fixed sleep) until `condition` holds, for at most 10 s.
+func eventually(_ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while !condition() {
+        guard ContinuousClock.now < deadline else { throw CancellationError() }
+        try await Task.sleep(for: .milliseconds(2))
+    }
+}
+
+@Suite("Group commit")
+struct GroupCommitTests {
+    @Test func writesToOneInstanceInOneBatchArePlannedInOrder() async throws {
+        let store = GatedStore()
+        try await withCatalog(store: store) { catalog in
+            let payment = try ServiceName("payment")
+            async let first = catalog.register(makeDefinition("order", "other"))
+            try await eventually { store.commits == 1 }
+            // The writer is stuck committing `first`; these three queue up and form the next batch, in this order.
+            async let register = catalog.register(makeDefinition(port: 1))
+            try await eventually { catalog.queuedWrites == 1 }
+            async let deregister = catalog.deregister(service: payment, id: try InstanceID("p1"))
+            try await eventually { catalog.queuedWrites == 2 }
+            async let reregister = catalog.register(makeDefinition(port: 3))
+            try await eventually { catalog.queuedWrites == 3 }
+            store.open()
+
+            #expect(try await first.event?.index == 1)
+            #expect(try await register.event?.kind == .added)
+            let removed = try await deregister
+            #expect(removed.event?.kind == .removed && removed.instance.definition.port == 1)
+            let last = try await reregister
+            #expect(last.event?.kind == .added && last.event?.index == 4)
+            #expect(catalog.instances(of: payment).instances.map(\.definition.port) == [3])
+            #expect(store.commits == 2, "the three writes shared one commit")
+        }
+    }
+
+    @Test func aFailedBatchAlsoFailsTheWritesPlannedAgainstIt() async throws {
+        let store = GatedStore(failingCommit: 2)
+        try await withCatalog(store: store) { catalog in
+            async let first = catalog.register(makeDefinition("order", "other"))
+            try await eventually { store.commits == 1 }
+            async let created = catalog.register(makeDefinition())
+            try await eventually { catalog.queuedWrites == 1 }
+            // Identical to the one before it: planned as a no-op against a registration that never became durable.
+            async let repeated = catalog.register(makeDefinition())
+            try await eventually { catalog.queuedWrites == 2 }
+            store.open()
+
+            _ = try await first
+            var failures: [CatalogError] = []
+            do { _ = try await created } catch let error as CatalogError { failures.append(error) }
+            do { _ = try await repeated } catch let error as CatalogError { failures.append(error) }
+            #expect(failures.count == 2, "neither write of the failed batch may be acknowledged")
+            #expect(failures.allSatisfy { $0.isStoreFailure })
+            #expect(catalog.instances(of: try ServiceName("payment")).instances.isEmpty)
+            #expect(catalog.index == 1)
+        }
+    }
+
+    @Test func finishingWritesCommitsWhatIsQueuedThenRefusesMore() async throws {
+        let store = GatedStore()
+        let catalog = try await Catalog.load(from: store)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await catalog.runWriter() }
+            async let first = catalog.register(makeDefinition("payment", "a"))
+            try await eventually { store.commits == 1 }
+            async let queued = catalog.register(makeDefinition("payment", "b"))
+            try await eventually { catalog.queuedWrites == 1 }
+            catalog.finishWrites()
+            await #expect {
+                try await catalog.register(makeDefinition("payment", "c"))
+            } throws: { error in
+                (error as? CatalogError)?.isUnavailable == true
+            }
+            store.open()
+            #expect(try await first.event != nil)
+            #expect(try await queued.event != nil, "a write queued before the shutdown is still committed")
+            try await group.waitForAll()
+        }
+        #expect(catalog.summary().instances == 2)
     }
 }

@@ -39,7 +39,10 @@ struct NameAndAddressValidationTests {
         #expect(try HostAddress(text).kind == kind)
     }
 
-    @Test(arguments: ["256.1.1.1", "10.0.0", "01.2.3.4", "a..b", "-a.com", "a-.com", ":::", "1::2::3", "host name", ""])
+    @Test(arguments: [
+        "256.1.1.1", "10.0.0", "01.2.3.4", "a..b", "-a.com", "a-.com", ":::", "1::2::3", "host name", "",
+        "10.0.0.1\u{0}evil", "::1\u{0}x", "10.0.0.1\n",
+    ])
     func malformedAddressesAreRejected(text: String) {
         #expect {
             try HostAddress(text)
