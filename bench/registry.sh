@@ -79,7 +79,15 @@ wait_for "$etcd_base/v3/kv/range" POST
 
 rows=()
 # 1. Writes: each request registers a new instance (durable before the answer, SQLite WAL).
-rows+=("$(wrk_run "register (PUT, new instance)" "$base" -s bench/wrk/register.lua)")
+rows+=("$(wrk_run "register (PUT, new instance), fsync per commit (default)" "$base" -s bench/wrk/register.lua)")
+"$binary" agent --http-addr "127.0.0.1:$((AGENT_PORT + 1))" --data-dir "$work/agent-normal" --sqlite-sync normal \
+    --log-level warning &
+normal=$!
+pids+=("$normal")
+wait_for "http://127.0.0.1:$((AGENT_PORT + 1))/v1/agent"
+rows+=("$(wrk_run "register, --sqlite-sync normal (no fsync)" "http://127.0.0.1:$((AGENT_PORT + 1))" -s bench/wrk/register.lua)")
+kill "$normal"
+wait "$normal" 2>/dev/null || true
 rows+=("$(wrk_run "etcd put (same JSON value)" "$etcd_base" -s bench/wrk/etcd-put.lua)")
 
 # 2. Reads of one service of 10 instances.
@@ -104,11 +112,21 @@ agent=$!
 pids+=("$agent")
 wait_for "$base/v1/agent"
 rss_fresh=$(rss_kib "$agent")
-per_thread=$(( INSTANCES / THREADS ))
+# wrk calls request() once before the first send, so each thread registers QUOTA - 1 distinct instances; it stops
+# sending once its quota is answered, but only exits at its duration, so it is stopped when the catalog is full.
+per_thread=$(( INSTANCES / THREADS + 1 ))
 start=$(date +%s.%N)
-QUOTA=$per_thread SERVICES=1000 wrk -t"$THREADS" -c"$CONNECTIONS" -d600s -s bench/wrk/register.lua "$base" >/dev/null
+QUOTA=$per_thread SERVICES=1000 wrk -t"$THREADS" -c"$CONNECTIONS" -d600s -s bench/wrk/register.lua "$base" >/dev/null &
+populate=$!
+pids+=("$populate")
+registered=0
+while [ "$registered" -lt "$INSTANCES" ] && kill -0 "$populate" 2>/dev/null; do
+    sleep 0.2
+    registered=$(curl -s "$base/v1/agent" | sed -E 's/.*"instances":([0-9]+).*/\1/')
+done
 elapsed=$(echo "$(date +%s.%N) - $start" | bc)
-registered=$(curl -s "$base/v1/agent" | sed -E 's/.*"instances":([0-9]+).*/\1/')
+kill "$populate" 2>/dev/null || true
+wait "$populate" 2>/dev/null || true
 sleep 1
 rss_full=$(rss_kib "$agent")
 rows+=("$(wrk_run "lookup at ${registered} instances, service of $((INSTANCES / 1000))" "$base/v1/services/svc-42")")
@@ -136,6 +154,6 @@ report="bench/out/registry-$(date -u +%Y%m%dT%H%M%SZ).md"
     echo "| memory | RSS |"
     echo "|---|---|"
     echo "| agent, empty catalog | $((rss_empty / 1024)) MiB |"
-    echo "| agent after registering ${registered} instances ($(printf '%.0f' "$(echo "$registered / $elapsed" | bc -l)") registrations/s over ${elapsed%.*} s) | $((rss_full / 1024)) MiB |"
+    echo "| agent after registering ${registered} instances ($(printf '%.0f' "$(echo "$registered / $elapsed" | bc -l)") registrations/s over $(printf '%.1f' "$elapsed") s) | $((rss_full / 1024)) MiB |"
     echo "| agent restarted on that data (ready in $(printf '%.2f' "$restart_s") s) | $((rss_reloaded / 1024)) MiB |"
 } | tee "$report"
