@@ -5,9 +5,10 @@ import struct Foundation.Date
 
 /// The live catalog: safe to read from any task at any time, written through one committing writer.
 ///
-/// Reads take a lock only long enough to grab the one service they need (dictionaries are copy-on-write, so that
-/// is a reference, not a copy), then filter outside the lock: a lookup costs the size of its service, never the
-/// size of the catalog.
+/// Reads take a lock only long enough to grab the one service they need (the catalog's dictionaries are
+/// persistent, so that is a reference, not a copy, and the writer's next change copies only the path it touches),
+/// then filter outside the lock: a lookup costs the size of its service, never the size of the catalog. Hot reads
+/// answer from each instance's JSON, encoded once per change.
 ///
 /// Writes are queued and committed by ``runWriter()`` in batches (group commit): each batch is planned against the
 /// current state, made durable by the ``CatalogStore`` in one transaction, applied in memory, and only then
@@ -129,6 +130,8 @@ public final class Catalog: Sendable {
             for await _ in wakeups {
                 while await commitNextBatch() {}
             }
+            // A write queued just before finishWrites() may have lost its wake-up to the finished stream.
+            while await commitNextBatch() {}
         } onCancel: {
             finishWrites()
         }

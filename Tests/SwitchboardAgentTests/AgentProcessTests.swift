@@ -171,6 +171,7 @@ struct CLITests {
         let badSync = try await SwitchboardBinary.run(
             ["agent", "--dev", "--http-addr", "127.0.0.1:0"], environment: ["SWITCHBOARD_SQLITE_SYNC": "sometimes"],
             timeout: .seconds(20))
+        #expect(badSync.status != 0)
         #expect(badSync.stderr.contains("--sqlite-sync must be full or normal"))
         #expect(badFormat.stderr.contains("--log-format must be text or json"))
     }

@@ -148,7 +148,13 @@ final class GatedStore: CatalogStore {
             return count
         }
         if number == 1 {
-            for await _ in gate {}
+            // Opens by itself after 15 s, so a test that fails before opening it fails instead of hanging.
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { for await _ in self.gate {} }
+                group.addTask { try? await Task.sleep(for: .seconds(15)) }
+                await group.next()
+                group.cancelAll()
+            }
         }
         if number == failingCommit { throw FailingStore.DiskFull() }
         try await inner.commit(changes)
@@ -240,5 +246,51 @@ struct GroupCommitTests {
             try await group.waitForAll()
         }
         #expect(catalog.summary().instances == 2)
+    }
+}
+
+@Suite("The hand-built JSON of the hot paths")
+struct EncodedJSONTests {
+    @Test func lookupsServiceListsInstancesAndEventsMatchTheEncoderByteForByte() async throws {
+        try await withCatalog { catalog in
+            let payment = try ServiceName("payment")
+            let tags = [#"q"uote"#, #"back\slash"#, "a/b", "caf\u{e9}", "\u{1F680}"]
+            _ = try await catalog.register(makeDefinition("payment", "p1", tags: tags, meta: ["k": "v\"/\u{e9}"]))
+            _ = try await catalog.register(
+                makeDefinition("payment", "p2", checks: [CheckDefinition(type: .ttl, ttl: .seconds(10))]))
+            let drained = try await catalog.setMaintenance(
+                service: payment, id: try InstanceID("p1"), enabled: true, reason: "r\"")
+            _ = try await catalog.register(makeDefinition("order", "o1", tags: ["x"]))
+            let encoder = SwitchboardJSON.encoder()
+
+            for query in [InstanceQuery(status: .any), InstanceQuery(), InstanceQuery(tags: ["a/b"])] {
+                let expected = try encoder.encode(catalog.instances(of: payment, matching: query))
+                #expect(
+                    String(decoding: catalog.instancesJSON(of: payment, matching: query).body, as: UTF8.self)
+                        == String(decoding: expected, as: UTF8.self))
+            }
+            #expect(
+                catalog.instancesJSON(of: try ServiceName("nobody")).body
+                    == Array(try encoder.encode(catalog.instances(of: try ServiceName("nobody")))))
+            #expect(
+                String(decoding: catalog.servicesJSON().body, as: UTF8.self)
+                    == String(decoding: try encoder.encode(catalog.services()), as: UTF8.self))
+            let one = try #require(catalog.instance(service: payment, id: try InstanceID("p1")).instance)
+            #expect(
+                catalog.instanceJSON(service: payment, id: try InstanceID("p1")).body == Array(try encoder.encode(one)))
+            let event = try #require(drained.event)
+            #expect(
+                String(decoding: CommittedChange(event: event).eventJSON, as: UTF8.self)
+                    == String(decoding: try encoder.encode(event), as: UTF8.self))
+        }
+    }
+
+    @Test func stringsAreEscapedAsTheEncoderEscapesThem() throws {
+        let text = "a\"b\\c/d\u{8}\u{c}\n\r\t\u{1}\u{1f}\u{e9}"
+        var json = JSONText()
+        json.appendString(text)
+        #expect(
+            String(decoding: json.bytes, as: UTF8.self)
+                == String(decoding: try SwitchboardJSON.encoder().encode(text), as: UTF8.self))
     }
 }

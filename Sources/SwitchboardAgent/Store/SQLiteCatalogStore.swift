@@ -109,7 +109,11 @@ public final class SQLiteCatalogStore: CatalogStore {
                 sql: """
                     CREATE TABLE services (name TEXT PRIMARY KEY NOT NULL, idx INTEGER NOT NULL) WITHOUT ROWID;
                     INSERT INTO services (name, idx)
-                        SELECT service, MAX(json_extract(record, '$.modifyIndex')) FROM instances GROUP BY service;
+                        SELECT name, MAX(idx) FROM (
+                            SELECT service AS name, json_extract(record, '$.modifyIndex') AS idx FROM instances
+                            UNION ALL
+                            SELECT json_extract(record, '$.service'), idx FROM events
+                        ) GROUP BY name;
                     """
             )
         }
