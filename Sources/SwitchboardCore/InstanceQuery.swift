@@ -49,11 +49,13 @@ public struct InstanceQuery: Hashable, Sendable {
 
         /// Parses `key:value` (the value may itself contain ':').
         public init(parsing text: String, field: String = "meta") throws(ValidationError) {
-            guard let colon = text.firstIndex(of: ":"), colon != text.startIndex else {
+            // Split on the first ':' byte, not Character: a combining mark after the ':' would hide it otherwise.
+            let bytes = text.utf8
+            guard let colon = bytes.firstIndex(of: 0x3A), colon != bytes.startIndex else {
                 throw ValidationError(field: field, message: "meta filter must be key:value, got '\(text)'")
             }
-            self.key = String(text[..<colon])
-            self.value = String(text[text.index(after: colon)...])
+            self.key = String(decoding: bytes[..<colon], as: UTF8.self)
+            self.value = String(decoding: bytes[bytes.index(after: colon)...], as: UTF8.self)
         }
     }
 

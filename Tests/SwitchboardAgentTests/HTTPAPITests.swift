@@ -129,6 +129,26 @@ struct HTTPAPITests {
         }
     }
 
+    @Test func percentEncodedPathParametersAreDecoded() async throws {
+        try await withLiveAgent { agent in
+            let put = try await http(
+                .PUT, "\(agent.baseURL)/v1/services/order/instances/order-%3A%3A1-9000", json: registration)
+            #expect(put.status == 201)
+            #expect(try put.decode(Instance.self).id.rawValue == "order-::1-9000")
+            #expect(try await http(.GET, "\(agent.baseURL)/v1/services/order/instances/order-::1-9000").status == 200)
+        }
+    }
+
+    @Test func aKnownPathWithAnUnservedMethodAnswers405WithAllow() async throws {
+        try await withLiveAgent { agent in
+            let answer = try await http(.POST, "\(agent.baseURL)/v1/services/payment/instances/p1", json: registration)
+            #expect(answer.status == 405)
+            #expect(answer.errorCode == "method_not_allowed")
+            #expect(answer.headers.first(name: "Allow") == "GET, PUT, DELETE")
+            #expect(try await http(.PATCH, "\(agent.baseURL)/v1/agent").headers.first(name: "Allow") == "GET")
+        }
+    }
+
     @Test func compareAndSetConflictsAnswer409() async throws {
         try await withLiveAgent { agent in
             let url = "\(agent.baseURL)/v1/services/payment/instances/p1"

@@ -157,6 +157,9 @@ struct CatalogStateTests {
         #expect(InstanceQuery(meta: [.init(key: "zone", value: "a")]).matches(healthy))
         #expect(!InstanceQuery(meta: [.init(key: "zone", value: "b")]).matches(healthy))
         #expect(try InstanceQuery.MetaCondition(parsing: "url:http://x").value == "http://x")
+        // U+1F3FB combines with the ':' before it into one Character; the split must still find the ':'.
+        let combined = try InstanceQuery.MetaCondition(parsing: "k:\u{1F3FB}v")
+        #expect(combined.key == "k" && combined.value == "\u{1F3FB}v")
         #expect(throws: SwitchboardCore.ValidationError.self) { try InstanceQuery.MetaCondition(parsing: "novalue") }
         #expect(throws: SwitchboardCore.ValidationError.self) { try InstanceQuery.StatusFilter(parsing: "dead") }
     }

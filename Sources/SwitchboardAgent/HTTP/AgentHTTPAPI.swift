@@ -182,7 +182,8 @@ public struct AgentHTTPAPI: Sendable {
     // MARK: Decoding
 
     private func serviceName(_ context: BasicRequestContext) throws -> ServiceName {
-        let raw = context.parameters.get("service") ?? ""
+        // Path parameters arrive as sent; a client may percent-encode any character (':' in an id, say).
+        let raw = context.parameters.get("service").map(Self.percentDecoded) ?? ""
         do {
             return try ServiceName(raw, field: "service")
         } catch {
@@ -191,12 +192,30 @@ public struct AgentHTTPAPI: Sendable {
     }
 
     private func instanceID(_ context: BasicRequestContext) throws -> InstanceID {
-        let raw = context.parameters.get("id") ?? ""
+        let raw = context.parameters.get("id").map(Self.percentDecoded) ?? ""
         do {
             return try InstanceID(raw, field: "id")
         } catch {
             throw APIError.badParameter(error)
         }
+    }
+
+    /// `text` with percent-escapes decoded; left as it is when it is not valid percent-encoding (validation then
+    /// rejects the '%').
+    static func percentDecoded(_ text: String) -> String {
+        text.contains("%") ? (text.removingPercentEncoding ?? text) : text
+    }
+
+    /// The methods served on a path that matched no route, for a `405` instead of a `404`.
+    static func allowedMethods(forPath path: String) -> [HTTPRequest.Method] {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        return routes.filter { route in
+            let pattern = route.path.split(separator: "/", omittingEmptySubsequences: false)
+            return pattern.count == segments.count
+                && zip(pattern, segments).allSatisfy { expected, actual in
+                    expected.hasPrefix("{") ? !actual.isEmpty : expected == actual
+                }
+        }.map(\.method)
     }
 
     private func instanceQuery(_ request: Request) throws -> InstanceQuery {
@@ -398,11 +417,23 @@ struct APIResponseMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch {
-            let apiError = APIError(converting: error)
+            var apiError = APIError(converting: error)
+            var allowed: [HTTPRequest.Method] = []
+            if apiError.body.error == .notFound, (error as? HTTPError)?.status == .notFound {
+                allowed = AgentHTTPAPI.allowedMethods(forPath: request.uri.path)
+                if !allowed.isEmpty {
+                    let names = allowed.map(\.rawValue).joined(separator: ", ")
+                    apiError = APIError(
+                        .methodNotAllowed, .methodNotAllowed, "\(request.method) is not served here; use \(names)")
+                }
+            }
             if apiError.status == .internalServerError {
                 context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             }
             response = try apiError.response(from: request, context: context)
+            if !allowed.isEmpty {
+                response.headers[.allow] = allowed.map(\.rawValue).joined(separator: ", ")
+            }
         }
         if response.headers[AgentHTTPAPI.indexHeader] == nil {
             response.headers[AgentHTTPAPI.indexHeader] = String(catalog.index)
