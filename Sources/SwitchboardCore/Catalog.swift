@@ -277,23 +277,17 @@ public final class Catalog: Sendable {
 
     /// The same answer as ``services()`` as JSON, written by hand (the generic encoder is the cost of this call).
     public func servicesJSON() -> (index: UInt64, body: [UInt8]) {
-        let list = services()
+        let (index, services) = state.withLock { ($0.index, $0.services) }
+        // Each service's summary is encoded when the service changes; a request only sorts and joins them.
+        let listed = services.filter { $0.value.counts.total > 0 }.sorted { $0.key < $1.key }
         var json = JSONText()
-        json.append(#"{"index":\#(list.index),"services":["#)
-        for (position, service) in list.services.enumerated() {
+        json.append(#"{"index":\#(index),"services":["#)
+        for (position, service) in listed.enumerated() {
             if position > 0 { json.append(",") }
-            let counts = service.counts
-            json.append(#"{"counts":{"critical":\#(counts.critical),"maintenance":\#(counts.maintenance),"#)
-            json.append(#""passing":\#(counts.passing),"warning":\#(counts.warning)},"index":\#(service.index),"#)
-            json.append(#""name":"\#(service.name.rawValue)","tags":["#)
-            for (tagPosition, tag) in service.tags.enumerated() {
-                if tagPosition > 0 { json.append(",") }
-                json.appendString(tag)
-            }
-            json.append("]}")
+            json.bytes += service.value.encodedSummary
         }
         json.append("]}")
-        return (list.index, json.bytes)
+        return (index, json.bytes)
     }
 
     /// One instance, with its service's index; `nil` when not registered.

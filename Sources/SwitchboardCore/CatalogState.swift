@@ -48,6 +48,22 @@ public struct ServiceEntry: Sendable {
     /// How many instances carry each tag.
     public internal(set) var tagCounts: [String: Int] = [:]
     public internal(set) var counts = StatusCounts()
+    /// This service's row of `GET /v1/services` as JSON, re-encoded whenever the service changes.
+    public internal(set) var encodedSummary: [UInt8] = []
+
+    /// Re-encodes ``encodedSummary`` for the service `name` (keys sorted, as the generic encoder writes them).
+    mutating func refreshSummary(name: ServiceName) {
+        var json = JSONText()
+        json.append(#"{"counts":{"critical":\#(counts.critical),"maintenance":\#(counts.maintenance),"#)
+        json.append(#""passing":\#(counts.passing),"warning":\#(counts.warning)},"index":\#(index),"#)
+        json.append(#""name":"\#(name.rawValue)","tags":["#)
+        for (position, tag) in tagCounts.keys.sorted().enumerated() {
+            if position > 0 { json.append(",") }
+            json.appendString(tag)
+        }
+        json.append("]}")
+        encodedSummary = json.bytes
+    }
 }
 
 /// The catalog as a plain value: services, instances, the change index and the recent-event ring.
@@ -91,6 +107,9 @@ public struct CatalogState: Sendable {
         for (service, index) in stored.serviceIndexes {
             services[service, default: ServiceEntry()].index = max(services[service]?.index ?? 0, index)
             self.index = max(self.index, index)
+        }
+        for name in services.keys {
+            services[name]!.refreshSummary(name: name)
         }
         for event in stored.recentEvents.suffix(self.eventCapacity) {
             recentEvents.append(event)
@@ -164,6 +183,7 @@ public struct CatalogState: Sendable {
             insert(event.instance, encoded: change.instanceJSON, index: event.index)
         }
         services[event.service, default: ServiceEntry()].index = event.index
+        services[event.service]!.refreshSummary(name: event.service)
         index = max(index, event.index)
         if eventCapacity > 0 {
             if recentEvents.count == eventCapacity { recentEvents.removeFirst() }

@@ -251,6 +251,20 @@ struct GroupCommitTests {
 
 @Suite("The hand-built JSON of the hot paths")
 struct EncodedJSONTests {
+    @Test func theServiceListOfAReloadedCatalogMatchesTheEncoder() async throws {
+        let store = InMemoryCatalogStore()
+        try await withCatalog(store: store) { catalog in
+            _ = try await catalog.register(makeDefinition("payment", "p1", tags: ["v1", #"q"t"#]))
+            _ = try await catalog.register(makeDefinition("order", "o1"))
+            _ = try await catalog.deregister(service: try ServiceName("order"), id: try InstanceID("o1"))
+        }
+        let reloaded = try await Catalog.load(from: store)
+        let expected = try SwitchboardJSON.encoder().encode(reloaded.services())
+        #expect(
+            String(decoding: reloaded.servicesJSON().body, as: UTF8.self) == String(decoding: expected, as: UTF8.self))
+        #expect(reloaded.services().services.map(\.name.rawValue) == ["payment"])
+    }
+
     @Test func lookupsServiceListsInstancesAndEventsMatchTheEncoderByteForByte() async throws {
         try await withCatalog { catalog in
             let payment = try ServiceName("payment")
