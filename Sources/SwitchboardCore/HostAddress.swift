@@ -10,7 +10,7 @@ import Darwin
 ///
 /// The kind matters downstream (DNS answers an A, an AAAA or a CNAME record for it), so it is decided once here,
 /// at registration, rather than guessed by every reader.
-public struct HostAddress: Hashable, Sendable, CustomStringConvertible, Codable {
+public struct HostAddress: Hashable, Sendable, CustomStringConvertible, ValidatedString {
     /// Which of the three address forms this is.
     public enum Kind: String, Sendable, Hashable {
         case ipv4
@@ -80,18 +80,7 @@ public struct HostAddress: Hashable, Sendable, CustomStringConvertible, Codable 
         }
     }
 
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        let raw = try container.decode(String.self)
-        do {
-            try self.init(raw)
-        } catch {
-            throw DecodingError.dataCorruptedError(in: container, debugDescription: error.message)
-        }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(rawValue)
+    public init(validating text: String) throws(ValidationError) {
+        try self.init(text)
     }
 }

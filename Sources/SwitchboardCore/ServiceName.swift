@@ -2,7 +2,7 @@
 ///
 /// Names must work unchanged in DNS (`payment.service.switchboard`), URLs and metric labels, so they follow the
 /// DNS label rules: 1 to 63 characters of lowercase `a-z`, `0-9` and `-`, neither starting nor ending with `-`.
-public struct ServiceName: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
+public struct ServiceName: Hashable, Comparable, Sendable, CustomStringConvertible, ValidatedString {
     /// The longest name a DNS label allows.
     public static let maximumLength = 63
 
@@ -33,19 +33,8 @@ public struct ServiceName: Hashable, Comparable, Sendable, CustomStringConvertib
 
     public static func < (lhs: ServiceName, rhs: ServiceName) -> Bool { lhs.rawValue < rhs.rawValue }
 
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        let raw = try container.decode(String.self)
-        do {
-            try self.init(raw)
-        } catch {
-            throw DecodingError.dataCorruptedError(in: container, debugDescription: error.message)
-        }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(rawValue)
+    public init(validating text: String) throws(ValidationError) {
+        try self.init(text)
     }
 }
 
@@ -53,7 +42,7 @@ public struct ServiceName: Hashable, Comparable, Sendable, CustomStringConvertib
 ///
 /// Ids appear in URL paths and log lines, so they are limited to 1 to 128 characters of ASCII letters, digits,
 /// `-`, `_`, `.` and `:` (the colon lets the default id `<service>-<address>-<port>` hold an IPv6 address).
-public struct InstanceID: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
+public struct InstanceID: Hashable, Comparable, Sendable, CustomStringConvertible, ValidatedString {
     /// The longest id accepted.
     public static let maximumLength = 128
 
@@ -92,11 +81,28 @@ public struct InstanceID: Hashable, Comparable, Sendable, CustomStringConvertibl
 
     public static func < (lhs: InstanceID, rhs: InstanceID) -> Bool { lhs.rawValue < rhs.rawValue }
 
+    public init(validating text: String) throws(ValidationError) {
+        try self.init(text)
+    }
+}
+
+/// A string type whose every value passed validation, so decoding one validates it as creating one does.
+///
+/// Service names, instance ids and addresses travel as plain JSON strings; conforming gives them the same Codable
+/// behaviour: a string that breaks the rule fails to decode with the rule as the message.
+public protocol ValidatedString: Codable {
+    /// The validated text.
+    var rawValue: String { get }
+    /// Validates `text`, throwing the rule it breaks.
+    init(validating text: String) throws(ValidationError)
+}
+
+extension ValidatedString {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         let raw = try container.decode(String.self)
         do {
-            try self.init(raw)
+            try self.init(validating: raw)
         } catch {
             throw DecodingError.dataCorruptedError(in: container, debugDescription: error.message)
         }
