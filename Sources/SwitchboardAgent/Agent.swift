@@ -113,7 +113,7 @@ public struct Agent: Service {
             ),
             services: [CatalogWriterService(catalog: catalog)],
             onServerRunning: { channel in
-                let address = channel.localAddress.map(describe) ?? "unknown"
+                let address = channel.localAddress.map(hostAndPort) ?? "unknown"
                 logger.info("agent listening", metadata: ["address": "\(address)"])
                 await onServerRunning(channel.localAddress)
             },
@@ -123,7 +123,7 @@ public struct Agent: Service {
 }
 
 /// `127.0.0.1:7500` or `[::1]:7500`, as users write addresses.
-func describe(_ address: SocketAddress) -> String {
+func hostAndPort(_ address: SocketAddress) -> String {
     let host = address.ipAddress ?? "?"
     let port = address.port.map(String.init) ?? "?"
     return address.protocol == .inet6 ? "[\(host)]:\(port)" : "\(host):\(port)"

@@ -418,11 +418,13 @@ struct APIResponseMiddleware<Context: RequestContext>: RouterMiddleware {
             response = try await next(request, context)
         } catch {
             var apiError = APIError(converting: error)
-            var allowed: [HTTPRequest.Method] = []
-            if apiError.body.error == .notFound, (error as? HTTPError)?.status == .notFound {
-                allowed = AgentHTTPAPI.allowedMethods(forPath: request.uri.path)
+            // An unmatched route whose path is served under other methods is a 405, not a 404.
+            var allow: String?
+            if (error as? HTTPError)?.status == .notFound {
+                let allowed = AgentHTTPAPI.allowedMethods(forPath: request.uri.path)
                 if !allowed.isEmpty {
                     let names = allowed.map(\.rawValue).joined(separator: ", ")
+                    allow = names
                     apiError = APIError(
                         .methodNotAllowed, .methodNotAllowed, "\(request.method) is not served here; use \(names)")
                 }
@@ -431,9 +433,7 @@ struct APIResponseMiddleware<Context: RequestContext>: RouterMiddleware {
                 context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             }
             response = try apiError.response(from: request, context: context)
-            if !allowed.isEmpty {
-                response.headers[.allow] = allowed.map(\.rawValue).joined(separator: ", ")
-            }
+            if let allow { response.headers[.allow] = allow }
         }
         if response.headers[AgentHTTPAPI.indexHeader] == nil {
             response.headers[AgentHTTPAPI.indexHeader] = String(catalog.index)
