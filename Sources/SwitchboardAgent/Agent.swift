@@ -21,19 +21,22 @@ public struct AgentConfiguration: Sendable {
     public var storage: Storage
     public var sqlite: SQLiteCatalogStore.Configuration
     public var catalog: Catalog.Configuration
+    public var health: HealthConfiguration
 
     public init(
         httpHost: String = "127.0.0.1",
         httpPort: Int = 7500,
         storage: Storage = .sqlite(directory: ".switchboard"),
         sqlite: SQLiteCatalogStore.Configuration = .init(),
-        catalog: Catalog.Configuration = .init()
+        catalog: Catalog.Configuration = .init(),
+        health: HealthConfiguration = .init()
     ) {
         self.httpHost = httpHost
         self.httpPort = httpPort
         self.storage = storage
         self.sqlite = sqlite
         self.catalog = catalog
+        self.health = health
     }
 }
 
@@ -94,7 +97,7 @@ public struct Agent: Service {
         }
     }
 
-    /// The HTTP application over `catalog`, with the catalog writer as one of its services.
+    /// The HTTP application over `catalog`, with the catalog writer and the health checker as its services.
     ///
     /// Exposed so tests can serve a catalog they built (for example on an in-memory store) exactly as the agent does.
     public static func makeApplication(
@@ -104,14 +107,19 @@ public struct Agent: Service {
         logger: Logger,
         onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
-        let api = AgentHTTPAPI(catalog: catalog, storeDescription: storeDescription)
+        let metrics = AgentMetrics()
+        let health = HealthChecker(
+            catalog: catalog, configuration: configuration.health, metrics: metrics, logger: logger)
+        let api = AgentHTTPAPI(catalog: catalog, health: health, metrics: metrics, storeDescription: storeDescription)
         return Application(
             router: api.makeRouter(),
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.httpHost, port: configuration.httpPort),
                 serverName: "switchboard/\(SwitchboardVersion.current)"
             ),
-            services: [CatalogWriterService(catalog: catalog)],
+            // Shut down in reverse: the server stops taking requests, then health checking stops, then the writer
+            // commits what is queued.
+            services: [CatalogWriterService(catalog: catalog), health],
             onServerRunning: { channel in
                 let address = channel.localAddress.map(hostAndPort) ?? "unknown"
                 logger.info("agent listening", metadata: ["address": "\(address)"])

@@ -55,7 +55,11 @@ public final class Catalog: Sendable {
         var closed = false
     }
 
+    /// Called with each applied batch's events before its writes are acknowledged.
+    public typealias ChangeObserver = @Sendable ([ChangeEvent]) -> Void
+
     private let state: Mutex<CatalogState>
+    private let observers = Mutex<[ChangeObserver]>([])
     private let queue = Mutex(WriteQueue())
     private let wakeups: AsyncStream<Void>
     private let wakeupSignal: AsyncStream<Void>.Continuation
@@ -102,6 +106,40 @@ public final class Catalog: Sendable {
         -> WriteOutcome
     {
         try await submit(.maintenance(service: service, id: id, enabled: enabled, reason: reason))
+    }
+
+    /// Records a check's new status (the health checker's verdict after its thresholds) as a change event.
+    public func recordCheckStatus(_ update: CheckStatusUpdate) async throws -> WriteOutcome {
+        try await submit(.checkStatus(update))
+    }
+
+    /// Replaces the output of check `checkID` of instance `key` while its status stays `status`, in memory and
+    /// without a new index (see ``CatalogState/replaceOutput(of:with:encoded:)``).
+    ///
+    /// Returns `false` when the check is gone, was redefined or has another status: the result is stale.
+    @discardableResult
+    public func replaceCheckOutput(
+        _ key: InstanceKey, checkID: String, definition: CheckDefinition, status: HealthStatus, output: String
+    ) -> Bool {
+        guard let current = state.withLock({ $0.instance(key) }),
+            let position = current.checks.firstIndex(where: { $0.id == checkID }),
+            current.checks[position].definition == definition, current.checks[position].status == status
+        else { return false }
+        let capped = CheckState.capped(output)
+        if current.checks[position].output == capped { return true }
+        var updated = current
+        updated.checks[position].output = capped
+        // Encoded outside the lock; the swap below refuses it if the writer changed the instance meanwhile.
+        let encoded = CommittedChange.encode(updated)
+        return state.withLock { $0.replaceOutput(of: current, with: updated, encoded: encoded) }
+    }
+
+    /// Registers `observer` to be told of every applied change, before the writes that made it are acknowledged.
+    ///
+    /// So a component that mirrors the catalog (the health checker's heartbeat table, say) is never behind a
+    /// client that saw its write acknowledged. The observer runs on the writer: it must be quick and must not wait.
+    public func addChangeObserver(_ observer: @escaping ChangeObserver) {
+        observers.withLock { $0.append(observer) }
     }
 
     /// Queues `mutation` for the writer and waits until it is durable and applied (or refused).
@@ -218,6 +256,10 @@ public final class Catalog: Sendable {
             }
             return state.index
         }
+        if storeError == nil, !changes.isEmpty {
+            let events = changes.map(\.event)
+            for observer in observers.withLock({ $0 }) { observer(events) }
+        }
         for (write, outcome) in zip(batch, outcomes) {
             if let storeError, planned[write.mutation.key] != nil {
                 write.continuation.resume(throwing: storeError)
@@ -305,6 +347,12 @@ public final class Catalog: Sendable {
                 name: name, index: entry.index, tags: entry.tagCounts.keys.sorted(), counts: entry.counts)
         }
         return ServiceList(index: index, services: summaries.sorted { $0.name < $1.name })
+    }
+
+    /// Every registered instance, with the catalog index they are current at.
+    public func allInstances() -> (index: UInt64, instances: [Instance]) {
+        let (index, services) = state.withLock { ($0.index, $0.services) }
+        return (index, services.values.flatMap { $0.instances.values })
     }
 
     /// Totals for `GET /v1/agent`.

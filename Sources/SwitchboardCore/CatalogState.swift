@@ -11,6 +11,11 @@ public enum CatalogMutation: Sendable, Hashable {
     case deregister(service: ServiceName, id: InstanceID)
     /// Drain an instance (or bring it back): out of every lookup, still registered.
     case maintenance(service: ServiceName, id: InstanceID, enabled: Bool, reason: String)
+    /// Record a check's new status, decided by the health checker after its thresholds.
+    case checkStatus(CheckStatusUpdate)
+    /// Remove an instance whose check `checkID` has been critical longer than its `deregisterAfterCritical`, unless
+    /// it recovered (or was re-registered) meanwhile.
+    case expire(service: ServiceName, id: InstanceID, checkID: String)
 
     /// The instance this mutation is about.
     public var key: InstanceKey {
@@ -18,6 +23,8 @@ public enum CatalogMutation: Sendable, Hashable {
         case .register(let definition, _): InstanceKey(service: definition.service, id: definition.id)
         case .deregister(let service, let id): InstanceKey(service: service, id: id)
         case .maintenance(let service, let id, _, _): InstanceKey(service: service, id: id)
+        case .checkStatus(let update): update.key
+        case .expire(let service, let id, _): InstanceKey(service: service, id: id)
         }
     }
 }
@@ -30,6 +37,27 @@ public struct InstanceKey: Hashable, Sendable {
     public init(service: ServiceName, id: InstanceID) {
         self.service = service
         self.id = id
+    }
+}
+
+/// A check's new status, as the health checker reports it to the catalog.
+///
+/// It names the check by id and by the definition that produced the result, so that a result computed for a check
+/// that was re-registered with another definition meanwhile changes nothing.
+public struct CheckStatusUpdate: Sendable, Hashable {
+    public var key: InstanceKey
+    public var checkID: String
+    public var definition: CheckDefinition
+    public var status: HealthStatus
+    /// What the probe or heartbeat said (capped to ``CheckState/outputLimit``).
+    public var output: String
+
+    public init(key: InstanceKey, checkID: String, definition: CheckDefinition, status: HealthStatus, output: String) {
+        self.key = key
+        self.checkID = checkID
+        self.definition = definition
+        self.status = status
+        self.output = CheckState.capped(output)
     }
 }
 
@@ -89,20 +117,16 @@ public struct CatalogState: Sendable {
         self.eventCapacity = max(0, eventCapacity)
     }
 
-    /// A catalog rebuilt from what a store holds; checks restart in their initial status.
+    /// A catalog rebuilt from what a store holds, with each check in the status it last had.
     ///
-    /// Every change must reach the state through ``apply(_:)`` on the catalog's single writer, health results
-    /// included, so that plans made by the writer are never invalidated behind its back.
+    /// Keeping the stored status is what makes a restart quiet: a passing instance stays in the answers while its
+    /// TTL check gets one TTL of grace and its active checks run again, instead of every instance turning critical
+    /// until it is probed. Status changes reach the state only through ``apply(_:)`` on the catalog's single
+    /// writer, so plans made by the writer are never invalidated behind its back.
     public init(restoring stored: StoredCatalog, eventCapacity: Int = 4096) {
         self.init(eventCapacity: eventCapacity)
         for instance in stored.instances {
-            let fresh = Instance(
-                definition: instance.definition,
-                createIndex: instance.createIndex,
-                modifyIndex: instance.modifyIndex,
-                maintenance: instance.maintenance
-            )
-            insert(fresh, encoded: CommittedChange.encode(fresh), index: fresh.modifyIndex)
+            insert(instance, encoded: CommittedChange.encode(instance), index: instance.modifyIndex)
         }
         for (service, index) in stored.serviceIndexes {
             services[service, default: ServiceEntry()].index = max(services[service]?.index ?? 0, index)
@@ -166,7 +190,38 @@ public struct CatalogState: Sendable {
             }
             current.modifyIndex = index
             return ChangeEvent(index: index, kind: .status, at: at, instance: current)
+        case .checkStatus(let update):
+            guard var current else {
+                throw CatalogError.instanceNotFound(service: update.key.service, id: update.key.id)
+            }
+            guard let position = current.checks.firstIndex(where: { $0.id == update.checkID }),
+                current.checks[position].definition == update.definition,
+                current.checks[position].status != update.status
+            else { return nil }
+            current.checks[position].record(update.status, output: update.output, at: at)
+            current.modifyIndex = index
+            return ChangeEvent(index: index, kind: .status, at: at, instance: current)
+        case .expire(let service, let id, let checkID):
+            guard var current else { throw CatalogError.instanceNotFound(service: service, id: id) }
+            guard current.checks.contains(where: { $0.id == checkID && $0.status == .critical }) else { return nil }
+            current.modifyIndex = index
+            return ChangeEvent(index: index, kind: .removed, at: at, instance: current)
         }
+    }
+
+    /// Puts `updated` (an instance whose checks' output changed, nothing else) in place of `expected`, without a
+    /// change event or a new index: output that changes while the status does not (a timestamp in a health page,
+    /// say) must not wake every watcher.
+    ///
+    /// Returns `false`, changing nothing, when the instance changed since `expected` was read; the caller drops the
+    /// output, since the change that beat it carries a newer one.
+    public mutating func replaceOutput(of expected: Instance, with updated: Instance, encoded: [UInt8]) -> Bool {
+        let key = InstanceKey(service: expected.service, id: expected.id)
+        guard instance(key) == expected, updated.status == expected.status, updated.modifyIndex == expected.modifyIndex
+        else { return false }
+        services[key.service]!.instances[key.id] = updated
+        services[key.service]!.encodedInstances[key.id] = encoded
+        return true
     }
 
     /// Applies a planned change, encoding it first.

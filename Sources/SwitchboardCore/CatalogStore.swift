@@ -5,7 +5,8 @@ import Synchronization
 ///
 /// The catalog calls a store from one writer at a time, with batches of events in index order. A store must make a
 /// batch durable (all of it or none of it) before `commit` returns, because the catalog acknowledges the writes as
-/// soon as it does. Health results are never passed here per probe or heartbeat.
+/// soon as it does. Health reaches a store only as status changes (events like any other, so the status an instance
+/// had survives a restart); probe results and heartbeats that change no status never do.
 public protocol CatalogStore: Sendable {
     /// Everything needed to rebuild the catalog at start-up.
     func load() async throws -> StoredCatalog

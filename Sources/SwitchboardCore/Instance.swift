@@ -114,6 +114,11 @@ public struct CheckState: Hashable, Sendable, Codable {
     /// The latest status transitions, newest last, so flapping is visible.
     public var history: [CheckTransition]
 
+    /// How many transitions ``history`` keeps.
+    public static let historyLimit = 32
+    /// The most bytes of output kept per check.
+    public static let outputLimit = 4096
+
     public init(
         id: String, definition: CheckDefinition, status: HealthStatus, output: String, history: [CheckTransition]
     ) {
@@ -122,6 +127,27 @@ public struct CheckState: Hashable, Sendable, Codable {
         self.status = status
         self.output = output
         self.history = history
+    }
+
+    /// Moves the check to `status`, remembering the transition (the latest ``historyLimit`` of them).
+    public mutating func record(_ status: HealthStatus, output: String, at: Date) {
+        let output = Self.capped(output)
+        if status != self.status {
+            history.append(CheckTransition(at: at, from: self.status, to: status, output: output))
+            if history.count > Self.historyLimit { history.removeFirst(history.count - Self.historyLimit) }
+        }
+        self.status = status
+        self.output = output
+    }
+
+    /// `output` cut to at most ``outputLimit`` bytes, never inside a UTF-8 sequence.
+    public static func capped(_ output: String) -> String {
+        guard output.utf8.count > outputLimit else { return output }
+        let bytes = Array(output.utf8.prefix(outputLimit + 1))
+        var end = outputLimit
+        // Step back over continuation bytes (10xxxxxx) to the start of the sequence that would be cut.
+        while end > 0, bytes[end] & 0xC0 == 0x80 { end -= 1 }
+        return String(decoding: bytes[..<end], as: UTF8.self)
     }
 
     private enum Key: String, CodingKey {

@@ -35,8 +35,8 @@ struct OpenAPIDocumentTests {
             )
 
             // Every documented operation reaches a handler: whatever it answers, it is not the unknown-route 404.
-            _ = try await http(
-                .PUT, "\(agent.baseURL)/v1/services/payment/instances/p1", json: #"{"address": "10.0.0.1", "port": 1}"#)
+            let registration = #"{"address": "10.0.0.1", "port": 1, "checks": [{"type": "ttl", "ttl": "10s"}]}"#
+            _ = try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/p1", json: registration)
             // Deletion last, so the instance the other operations read is still there.
             let ordered = documented.sorted {
                 ($0.hasPrefix("DELETE") ? "1" : "0") + $0 < ($1.hasPrefix("DELETE") ? "1" : "0") + $1
@@ -45,10 +45,13 @@ struct OpenAPIDocumentTests {
                 let parts = operation.split(separator: " ", maxSplits: 1)
                 let path = parts[1].replacingOccurrences(of: "{service}", with: "payment").replacingOccurrences(
                     of: "{id}", with: "p1")
-                let body =
-                    parts[0] == "PUT"
-                    ? (path.hasSuffix("maintenance") ? #"{"enabled": false}"# : #"{"address": "10.0.0.1", "port": 1}"#)
-                    : nil
+                let body: String? =
+                    switch (parts[0], path.split(separator: "/").last ?? "") {
+                    case ("PUT", "maintenance"): #"{"enabled": false}"#
+                    case ("PUT", "heartbeat"): #"{"status": "passing"}"#
+                    case ("PUT", _): registration
+                    default: nil
+                    }
                 let answer = try await http(.init(rawValue: String(parts[0])), agent.baseURL + path, json: body)
                 #expect((200..<300).contains(answer.status), "\(operation) answered \(answer.status): \(answer.text)")
             }

@@ -18,6 +18,7 @@ struct LiveAgent: Sendable {
 /// application down gracefully.
 func withLiveAgent<T: Sendable>(
     store: any CatalogStore = InMemoryCatalogStore(),
+    configuration: AgentConfiguration = AgentConfiguration(httpPort: 0, storage: .memory),
     _ body: @Sendable (LiveAgent) async throws -> T
 ) async throws -> T {
     var logger = Logger(label: "test.agent")
@@ -27,7 +28,7 @@ func withLiveAgent<T: Sendable>(
     let application = Agent.makeApplication(
         catalog: catalog,
         storeDescription: "memory",
-        configuration: AgentConfiguration(httpPort: 0, storage: .memory),
+        configuration: configuration,
         logger: logger,
         onServerRunning: { address in portSink.yield(address?.port ?? 0) }
     )

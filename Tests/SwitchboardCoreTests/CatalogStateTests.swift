@@ -164,7 +164,7 @@ struct CatalogStateTests {
         #expect(throws: SwitchboardCore.ValidationError.self) { try InstanceQuery.StatusFilter(parsing: "dead") }
     }
 
-    @Test func restoringFromAStoreRebuildsCountsAndResetsChecksToTheirInitialStatus() throws {
+    @Test func restoringFromAStoreRebuildsCountsAndKeepsEachChecksLastStatus() throws {
         var instance = Instance(
             definition: makeDefinition(tags: ["v1"], checks: [CheckDefinition(type: .ttl, ttl: .seconds(5))]),
             createIndex: 4,
@@ -173,7 +173,8 @@ struct CatalogStateTests {
         instance.checks[0].status = .passing
         let state = CatalogState(restoring: StoredCatalog(instances: [instance], index: 9))
         #expect(state.index == 9)
-        #expect(state.counts.critical == 1)
+        #expect(state.counts.passing == 1)
+        #expect(state.instance(InstanceKey(service: instance.service, id: instance.id)) == instance)
         #expect(state.entry(for: try ServiceName("payment"))?.index == 7)
         #expect(state.entry(for: try ServiceName("payment"))?.tagCounts == ["v1": 1])
     }

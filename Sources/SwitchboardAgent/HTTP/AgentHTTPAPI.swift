@@ -22,12 +22,20 @@ public struct AgentHTTPAPI: Sendable {
     public static let indexHeader = HTTPField.Name("X-Switchboard-Index")!
 
     let catalog: Catalog
+    let health: HealthChecker
+    let metrics: AgentMetrics
     let startedAt: Date
     let storeDescription: String
 
-    /// An API over `catalog`; `storeDescription` (such as `sqlite:/path`) is reported by `GET /v1/agent`.
-    public init(catalog: Catalog, storeDescription: String, startedAt: Date = Date()) {
+    /// An API over `catalog` and its `health` checker; `storeDescription` (such as `sqlite:/path`) is reported by
+    /// `GET /v1/agent`.
+    public init(
+        catalog: Catalog, health: HealthChecker, metrics: AgentMetrics, storeDescription: String,
+        startedAt: Date = Date()
+    ) {
         self.catalog = catalog
+        self.health = health
+        self.metrics = metrics
         self.storeDescription = storeDescription
         self.startedAt = startedAt
     }
@@ -41,8 +49,10 @@ public struct AgentHTTPAPI: Sendable {
         Route(method: .put, path: "/v1/services/{service}/instances/{id}"),
         Route(method: .delete, path: "/v1/services/{service}/instances/{id}"),
         Route(method: .put, path: "/v1/services/{service}/instances/{id}/maintenance"),
+        Route(method: .put, path: "/v1/services/{service}/instances/{id}/heartbeat"),
         Route(method: .get, path: "/v1/events"),
         Route(method: .get, path: "/v1/openapi.yaml"),
+        Route(method: .get, path: "/metrics"),
     ]
 
     /// A router serving the API, with JSON errors and the index header on every response (unknown routes included).
@@ -71,8 +81,10 @@ public struct AgentHTTPAPI: Sendable {
         case (.put, "/v1/services/{service}/instances/{id}"): registerInstance
         case (.delete, "/v1/services/{service}/instances/{id}"): deregisterInstance
         case (.put, "/v1/services/{service}/instances/{id}/maintenance"): setMaintenance
+        case (.put, "/v1/services/{service}/instances/{id}/heartbeat"): heartbeat
         case (.get, "/v1/events"): listEvents
         case (.get, "/v1/openapi.yaml"): openAPIDocument
+        case (.get, "/metrics"): prometheusMetrics
         default: preconditionFailure("route \(route.method) \(route.path) has no handler")
         }
     }
@@ -89,7 +101,8 @@ public struct AgentHTTPAPI: Sendable {
             services: summary.services,
             instances: summary.instances,
             counts: summary.counts,
-            store: storeDescription
+            store: storeDescription,
+            health: health.report()
         )
         return try json(info, index: summary.index, request: request)
     }
@@ -161,6 +174,51 @@ public struct AgentHTTPAPI: Sendable {
         let outcome = try await catalog.setMaintenance(
             service: service, id: id, enabled: change.enabled, reason: change.reason)
         return try json(outcome, request: request)
+    }
+
+    @Sendable private func heartbeat(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let service = try serviceName(context)
+        let id = try instanceID(context)
+        var status = HealthStatus.passing
+        var output = ""
+        // The body is optional: a bare PUT is the cheapest heartbeat, and the common one.
+        if request.headers[.contentLength] != "0" {
+            let buffer = try await request.body.collect(upTo: Self.maximumBodySize)
+            if buffer.readableBytes > 0 {
+                let body = try decodeJSON(HeartbeatRequest.self, from: buffer, request: request)
+                (status, output) = try body.validated()
+            }
+        }
+        switch await health.heartbeat(InstanceKey(service: service, id: id), status: status, output: output) {
+        case .unknownInstance:
+            throw APIError(
+                .notFound, .notFound,
+                "instance '\(id)' of service '\(service)' is not registered (it was removed, or the agent lost it):"
+                    + " register it again with PUT /v1/services/\(service)/instances/\(id), then resume heartbeats"
+            )
+        case .noTTLCheck:
+            throw APIError(
+                .conflict, .conflict,
+                "instance '\(id)' of service '\(service)' has no ttl check to heartbeat; register it with a check"
+                    + " such as {\"type\": \"ttl\", \"ttl\": \"10s\"}",
+                field: "checks"
+            )
+        case .recorded(let current):
+            var json = JSONText()
+            json.append(#"{"id":"\#(id.rawValue)","service":"\#(service.rawValue)","status":"\#(current.rawValue)"}"#)
+            return rawJSON(json.bytes, index: catalog.instance(service: service, id: id).index)
+        }
+    }
+
+    @Sendable private func prometheusMetrics(
+        _ request: Request, _ context: BasicRequestContext
+    ) async throws -> Response {
+        let body = metrics.exposition(catalog: catalog.summary(), health: health.report())
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: body))
+        )
     }
 
     @Sendable private func listEvents(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -253,6 +311,20 @@ public struct AgentHTTPAPI: Sendable {
     )
         async throws -> Body
     {
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maximumBodySize {
+            throw NIOTooManyBytesError(maxBytes: Self.maximumBodySize)
+        }
+        let buffer = try await request.body.collect(upTo: Self.maximumBodySize)
+        guard buffer.readableBytes > 0 else {
+            throw APIError(.badRequest, .malformedJSON, "a JSON object body is required")
+        }
+        return try decodeJSON(type, from: buffer, request: request)
+    }
+
+    /// Decodes a collected body, after checking that it says it is JSON.
+    private func decodeJSON<Body: Decodable>(
+        _ type: Body.Type, from buffer: ByteBuffer, request: Request
+    ) throws -> Body {
         if let contentType = request.headers[.contentType] {
             let mediaType =
                 contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
@@ -264,13 +336,6 @@ public struct AgentHTTPAPI: Sendable {
                     "the body must be JSON: send Content-Type: application/json, not \(contentType)"
                 )
             }
-        }
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maximumBodySize {
-            throw NIOTooManyBytesError(maxBytes: Self.maximumBodySize)
-        }
-        let buffer = try await request.body.collect(upTo: Self.maximumBodySize)
-        guard buffer.readableBytes > 0 else {
-            throw APIError(.badRequest, .malformedJSON, "a JSON object body is required")
         }
         let data = Data(buffer.readableBytesView)
         do {
@@ -373,6 +438,38 @@ public struct AgentInfo: Codable, Sendable {
     public var counts: StatusCounts
     /// Where the catalog is kept: `sqlite:<path>` or `memory`.
     public var store: String
+    /// Checks watched, probe lateness and self-preservation.
+    public var health: HealthReport
+}
+
+/// The optional body of `PUT .../heartbeat`.
+public struct HeartbeatRequest: Decodable, Sendable, StrictlyDecodable {
+    public static let knownKeys: Set<String> = ["status", "output"]
+
+    public var status: String?
+    public var output: String?
+
+    public init(from decoder: any Decoder) throws {
+        try Self.rejectUnknownKeys(in: decoder)
+        let container = try decoder.container(keyedBy: AnyCodingKey.self)
+        status = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "status"))
+        output = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "output"))
+    }
+
+    func validated() throws(ValidationError) -> (HealthStatus, String) {
+        var status = HealthStatus.passing
+        if let text = self.status {
+            guard let parsed = HealthStatus(rawValue: text), parsed != .maintenance else {
+                throw ValidationError(field: "status", message: "status must be one of passing, warning, critical")
+            }
+            status = parsed
+        }
+        let output = output ?? ""
+        guard output.utf8.count <= CheckState.outputLimit else {
+            throw ValidationError(field: "output", message: "output must be at most \(CheckState.outputLimit) bytes")
+        }
+        return (status, output)
+    }
 }
 
 /// The body of `PUT .../maintenance`.

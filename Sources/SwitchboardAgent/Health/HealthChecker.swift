@@ -1,0 +1,321 @@
+import AsyncHTTPClient
+import Logging
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+import SwitchboardCore
+import Synchronization
+
+import struct Foundation.Date
+
+/// How the agent checks health: self-preservation, probe concurrency and scheduling.
+public struct HealthConfiguration: Sendable {
+    /// When an unusually large share of TTL instances misses heartbeats at once, the fault is most likely the
+    /// agent's own network, so it stops expiring TTL checks until heartbeats come back (Eureka's rule).
+    public struct SelfPreservation: Sendable, Hashable {
+        public var enabled: Bool
+        /// More than this share (0 to 1) of TTL instances missing within `window` pauses expiry.
+        public var share: Double
+        public var window: Duration
+        /// Below this many TTL instances it never engages: a small fleet losing most instances is an outage.
+        public var minimumInstances: Int
+
+        public init(
+            enabled: Bool = true, share: Double = 0.5, window: Duration = .seconds(10), minimumInstances: Int = 10
+        ) {
+            self.enabled = enabled
+            self.share = share
+            self.window = window
+            self.minimumInstances = minimumInstances
+        }
+    }
+
+    public var selfPreservation: SelfPreservation
+    /// The most probes in flight at once; further due probes wait (and count as lateness).
+    public var maximumConcurrentProbes: Int
+    /// Active checks start within this long of being registered or restored, at random, to spread the load.
+    public var maximumStartJitter: Duration
+    /// HTTP connections kept per checked host.
+    public var maximumConnectionsPerHost: Int
+
+    public init(
+        selfPreservation: SelfPreservation = SelfPreservation(),
+        maximumConcurrentProbes: Int = 1024,
+        maximumStartJitter: Duration = .seconds(1),
+        maximumConnectionsPerHost: Int = 32
+    ) {
+        self.selfPreservation = selfPreservation
+        self.maximumConcurrentProbes = maximumConcurrentProbes
+        self.maximumStartJitter = maximumStartJitter
+        self.maximumConnectionsPerHost = maximumConnectionsPerHost
+    }
+}
+
+/// The agent's health checking: takes heartbeats, runs HTTP and TCP probes on schedule, applies thresholds, expires
+/// missed TTLs, removes long-critical instances and guards against mass expiry, writing every status change to the
+/// catalog as a change event.
+///
+/// A swift-service-lifecycle `Service`: ``run()`` schedules and runs probes until graceful shutdown. Heartbeats
+/// (``heartbeat(_:status:output:)``) touch memory only, unless they change a status. The timing rules live in
+/// ``HealthTable``; this type carries out what the table decides.
+public final class HealthChecker: Service, Sendable {
+    private let catalog: Catalog
+    private let configuration: HealthConfiguration
+    private let logger: Logger
+    private let metrics: AgentMetrics
+    private let table: Mutex<HealthTable>
+    private let probesInFlight = Atomic<Int>(0)
+    private let lateness = Mutex(LatenessSamples(capacity: 10_000))
+    private let selfPreservationSince = Mutex<Date?>(nil)
+
+    /// A checker for `catalog`'s checks; it starts following the catalog at once (call before writes start).
+    public init(catalog: Catalog, configuration: HealthConfiguration, metrics: AgentMetrics, logger: Logger) {
+        self.catalog = catalog
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+        let policy = HealthTable.SelfPreservationPolicy(
+            enabled: configuration.selfPreservation.enabled,
+            share: configuration.selfPreservation.share,
+            window: configuration.selfPreservation.window,
+            minimumInstances: configuration.selfPreservation.minimumInstances
+        )
+        self.table = Mutex(HealthTable(policy: policy, maximumStartJitter: configuration.maximumStartJitter))
+        // Observe first, then seed under the table's lock: a change applied meanwhile is either in the snapshot
+        // (and re-applied, harmlessly) or reaches the table after the seed, in order.
+        catalog.addChangeObserver { [weak self] events in
+            self?.table.withLock { $0.apply(events, now: .now) }
+        }
+        table.withLock { table in
+            let now = ContinuousClock.now
+            for instance in catalog.allInstances().instances { table.track(instance, now: now) }
+        }
+    }
+
+    /// The outcome of a heartbeat, for the API.
+    public enum HeartbeatResult: Sendable {
+        /// Recorded; the instance's status as the catalog now holds it.
+        case recorded(status: HealthStatus)
+        /// No such instance (the client must register again).
+        case unknownInstance
+        /// The instance has no TTL check.
+        case noTTLCheck
+    }
+
+    /// Records a heartbeat for every TTL check of `instance`; waits only if it changes a status.
+    public func heartbeat(
+        _ instance: InstanceKey, status: HealthStatus = .passing, output: String = ""
+    ) async -> HeartbeatResult {
+        metrics.heartbeats.increment()
+        let outcome = table.withLock { $0.heartbeat(instance, status: status, output: output, now: .now) }
+        switch outcome {
+        case .unknownInstance: return .unknownInstance
+        case .noTTLCheck: return .noTTLCheck
+        case .recorded(let effects):
+            for effect in effects { await perform(effect) }
+            return .recorded(
+                status: catalog.instance(service: instance.service, id: instance.id).instance?.status ?? status)
+        }
+    }
+
+    /// Runs the scheduler until graceful shutdown or cancellation; probes in flight finish (within their timeouts).
+    public func run() async throws {
+        let httpClient = HTTPClient(
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+            configuration: Prober.httpClientConfiguration(
+                maximumConnectionsPerHost: configuration.maximumConnectionsPerHost)
+        )
+        let prober = Prober(httpClient: httpClient, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        // Graceful shutdown cancels the loop and the probes in flight; results of cancelled probes are dropped.
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                await self.schedule(prober: prober, group: &group)
+            }
+        }
+        try await httpClient.shutdown()
+    }
+
+    /// The scheduler loop: wakes when the table has work (at most `tick` apart), starts due probes as child tasks
+    /// and carries out TTL expiry, self-preservation and removals.
+    private func schedule(prober: Prober, group: inout DiscardingTaskGroup) async {
+        let tick = Duration.milliseconds(10)
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            let room = configuration.maximumConcurrentProbes - probesInFlight.load(ordering: .relaxed)
+            let (orders, effects, wake) = table.withLock { table in
+                (table.dueProbes(now: now, limit: max(0, room)), table.tick(now: now), table.nextWake(after: now))
+            }
+            for effect in effects {
+                group.addTask { await self.perform(effect) }
+            }
+            for order in orders {
+                probesInFlight.add(1, ordering: .relaxed)
+                let late = ContinuousClock.now - order.scheduledAt
+                lateness.withLock { $0.append(late) }
+                metrics.probeLateness.record(late)
+                group.addTask {
+                    let (status, output) = await prober.probe(order.definition)
+                    guard !Task.isCancelled else { return }
+                    self.metrics.probes(order.definition.type, status).increment()
+                    let effects = self.table.withLock {
+                        $0.recordProbe(order, status: status, output: output, now: .now)
+                    }
+                    self.probesInFlight.add(-1, ordering: .relaxed)
+                    for effect in effects { await self.perform(effect) }
+                }
+            }
+            let target = min(wake ?? now + tick, now + tick)
+            if target > ContinuousClock.now {
+                try? await Task.sleep(until: target, clock: .continuous)
+            }
+        }
+    }
+
+    /// Carries out one decision of the table.
+    private func perform(_ effect: HealthEffect) async {
+        switch effect {
+        case .status(let update):
+            do {
+                let outcome = try await catalog.recordCheckStatus(update)
+                if outcome.event != nil {
+                    metrics.transitions(update.status).increment()
+                    logger.info(
+                        "check status changed",
+                        metadata: [
+                            "service": "\(update.key.service)", "instance": "\(update.key.id)",
+                            "check": "\(update.checkID)", "status": "\(update.status.rawValue)",
+                            "output": "\(update.output.prefix(200))",
+                        ]
+                    )
+                }
+            } catch {
+                // The instance went away, or the agent is stopping; the next result retries what still applies.
+                logger.debug("check status not written", metadata: ["check": "\(update.checkID)", "error": "\(error)"])
+            }
+        case .output(let update):
+            catalog.replaceCheckOutput(
+                update.key, checkID: update.checkID, definition: update.definition, status: update.status,
+                output: update.output)
+        case .expire(let key, let checkID):
+            do {
+                let outcome = try await catalog.submit(.expire(service: key.service, id: key.id, checkID: checkID))
+                if outcome.event != nil {
+                    logger.info(
+                        "instance removed after being critical longer than deregisterAfterCritical",
+                        metadata: ["service": "\(key.service)", "instance": "\(key.id)", "check": "\(checkID)"]
+                    )
+                }
+            } catch {
+                logger.debug("expiry not written", metadata: ["instance": "\(key.id)", "error": "\(error)"])
+            }
+        case .selfPreservation(let active, let missing, let population):
+            metrics.selfPreservation.set(to: active ? 1.0 : 0.0)
+            selfPreservationSince.withLock { $0 = active ? Date() : nil }
+            if active {
+                logger.warning(
+                    """
+                    self-preservation on: too many TTL instances missed their heartbeat at once; TTL expiry paused \
+                    until heartbeats recover (the agent's own network is the likely fault)
+                    """,
+                    metadata: ["missing": "\(missing)", "instances": "\(population)"]
+                )
+            } else {
+                logger.warning(
+                    "self-preservation off: heartbeats recovered; TTL expiry resumed",
+                    metadata: ["overdue": "\(missing)", "instances": "\(population)"]
+                )
+            }
+        }
+    }
+
+    /// What `GET /v1/agent` reports about health checking.
+    public func report() -> HealthReport {
+        let (counts, state, skipped) = table.withLock { ($0.checkCounts, $0.selfPreservation, $0.skippedProbes) }
+        let policy = configuration.selfPreservation
+        return HealthReport(
+            checks: HealthReport.CheckCounts(
+                ttl: counts[.ttl] ?? 0, http: counts[.http] ?? 0, tcp: counts[.tcp] ?? 0),
+            probesInFlight: probesInFlight.load(ordering: .relaxed),
+            skippedProbes: skipped,
+            probeLateness: lateness.withLock { $0.summary() },
+            selfPreservation: HealthReport.SelfPreservation(
+                enabled: policy.enabled,
+                active: state.active,
+                since: state.active ? selfPreservationSince.withLock { $0 } : nil,
+                share: policy.share,
+                missing: state.missing,
+                instances: state.population
+            )
+        )
+    }
+}
+
+/// Health checking as `GET /v1/agent` reports it.
+public struct HealthReport: Sendable, Codable, Hashable {
+    public struct CheckCounts: Sendable, Codable, Hashable {
+        public var ttl: Int
+        public var http: Int
+        public var tcp: Int
+    }
+
+    public struct SelfPreservation: Sendable, Codable, Hashable {
+        public var enabled: Bool
+        /// Whether TTL expiry is paused now.
+        public var active: Bool
+        public var since: Date?
+        /// The share of TTL instances that must miss at once to engage it.
+        public var share: Double
+        /// TTL instances overdue or missed within the window.
+        public var missing: Int
+        /// TTL instances watched.
+        public var instances: Int
+    }
+
+    public var checks: CheckCounts
+    public var probesInFlight: Int
+    /// Probes skipped because the previous one of the same check was still running.
+    public var skippedProbes: Int
+    /// How late probes started against their schedule, over the latest probes.
+    public var probeLateness: LatenessSummary
+    public var selfPreservation: SelfPreservation
+}
+
+/// Percentiles of probe lateness, in milliseconds.
+public struct LatenessSummary: Sendable, Codable, Hashable {
+    public var samples: Int
+    public var p50Ms: Double
+    public var p99Ms: Double
+    public var maxMs: Double
+}
+
+/// The latest lateness samples, in a ring, for percentiles on demand.
+struct LatenessSamples: Sendable {
+    private var samples: [Double] = []
+    private var next = 0
+    let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        samples.reserveCapacity(capacity)
+    }
+
+    mutating func append(_ lateness: Duration) {
+        let milliseconds = Double(lateness.components.seconds) * 1000 + Double(lateness.components.attoseconds) / 1e15
+        if samples.count < capacity {
+            samples.append(milliseconds)
+        } else {
+            samples[next] = milliseconds
+        }
+        next = (next + 1) % capacity
+    }
+
+    func summary() -> LatenessSummary {
+        guard !samples.isEmpty else { return LatenessSummary(samples: 0, p50Ms: 0, p99Ms: 0, maxMs: 0) }
+        let sorted = samples.sorted()
+        func percentile(_ p: Double) -> Double {
+            sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
+        }
+        return LatenessSummary(
+            samples: sorted.count, p50Ms: percentile(0.5), p99Ms: percentile(0.99), maxMs: sorted.last ?? 0)
+    }
+}

@@ -1,0 +1,92 @@
+import Prometheus
+import SwitchboardCore
+
+/// The agent's metrics, kept in its own Prometheus registry and served at `GET /metrics`.
+///
+/// The agent owns the registry instead of bootstrapping the global metrics system: a library must not set
+/// process-wide state, and two agents in one test process must not share counters.
+public final class AgentMetrics: Sendable {
+    /// The registry `GET /metrics` renders.
+    public let registry: PrometheusCollectorRegistry
+    let heartbeats: Counter
+    let selfPreservation: Gauge
+    let probeLateness: DurationHistogram
+    private let probeCounters: [CheckKind: [HealthStatus: Counter]]
+    private let transitionCounters: [HealthStatus: Counter]
+    private let catalogIndex: Gauge
+    private let instanceGauges: [HealthStatus: Gauge]
+    private let checkGauges: [CheckKind: Gauge]
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        heartbeats = registry.makeCounter(
+            descriptor: Self.metric("heartbeats", unit: "total", help: "Heartbeats received for TTL checks."))
+        selfPreservation = registry.makeGauge(
+            descriptor: Self.metric(
+                "self_preservation_active", unit: "",
+                help: "1 while TTL expiry is paused because too many instances missed heartbeats at once."))
+        probeLateness = registry.makeDurationHistogram(
+            descriptor: Self.metric(
+                "probe_lateness", unit: "seconds", help: "How late HTTP and TCP probes start against their schedule."),
+            buckets: [
+                .microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+                .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1),
+            ])
+        var probes: [CheckKind: [HealthStatus: Counter]] = [:]
+        for kind in [CheckKind.http, .tcp] {
+            for status in [HealthStatus.passing, .warning, .critical] {
+                probes[kind, default: [:]][status] = registry.makeCounter(
+                    descriptor: Self.metric("probes", unit: "total", help: "HTTP and TCP probes run, by result."),
+                    labels: [("type", kind.rawValue), ("result", status.rawValue)])
+            }
+        }
+        probeCounters = probes
+        var transitions: [HealthStatus: Counter] = [:]
+        var instances: [HealthStatus: Gauge] = [:]
+        for status in HealthStatus.allCases {
+            transitions[status] = registry.makeCounter(
+                descriptor: Self.metric(
+                    "check_transitions", unit: "total", help: "Check status changes written to the catalog."),
+                labels: [("to", status.rawValue)])
+            instances[status] = registry.makeGauge(
+                descriptor: Self.metric("instances", unit: "", help: "Registered instances by status."),
+                labels: [("status", status.rawValue)])
+        }
+        transitionCounters = transitions
+        instanceGauges = instances
+        catalogIndex = registry.makeGauge(
+            descriptor: Self.metric("catalog_index", unit: "", help: "The catalog's change index."))
+        var checks: [CheckKind: Gauge] = [:]
+        for kind in CheckKind.allCases {
+            checks[kind] = registry.makeGauge(
+                descriptor: Self.metric("checks", unit: "", help: "Health checks watched."),
+                labels: [("type", kind.rawValue)])
+        }
+        checkGauges = checks
+    }
+
+    private static func metric(_ name: String, unit: String, help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "switchboard", metricName: name, unitName: unit, helpText: help)
+    }
+
+    func probes(_ kind: CheckKind, _ result: HealthStatus) -> Counter {
+        probeCounters[kind]?[result] ?? probeCounters[.http]![.critical]!
+    }
+
+    func transitions(_ status: HealthStatus) -> Counter {
+        transitionCounters[status]!
+    }
+
+    /// The Prometheus text exposition, with the catalog's gauges read now.
+    func exposition(catalog: CatalogSummary, health: HealthReport) -> [UInt8] {
+        catalogIndex.set(Double(catalog.index))
+        instanceGauges[.passing]?.set(Double(catalog.counts.passing))
+        instanceGauges[.warning]?.set(Double(catalog.counts.warning))
+        instanceGauges[.critical]?.set(Double(catalog.counts.critical))
+        instanceGauges[.maintenance]?.set(Double(catalog.counts.maintenance))
+        checkGauges[.ttl]?.set(Double(health.checks.ttl))
+        checkGauges[.http]?.set(Double(health.checks.http))
+        checkGauges[.tcp]?.set(Double(health.checks.tcp))
+        return registry.emitToBuffer()
+    }
+}
