@@ -13,9 +13,9 @@ public enum CatalogMutation: Sendable, Hashable {
     case maintenance(service: ServiceName, id: InstanceID, enabled: Bool, reason: String)
     /// Record a check's new status, decided by the health checker after its thresholds.
     case checkStatus(CheckStatusUpdate)
-    /// Remove an instance whose check `checkID` has been critical longer than its `deregisterAfterCritical`, unless
-    /// it recovered (or was re-registered) meanwhile.
-    case expire(service: ServiceName, id: InstanceID, checkID: String)
+    /// Remove an instance whose check `checkID` (as `definition` defines it) has been critical longer than its
+    /// `deregisterAfterCritical`, unless it recovered or was re-registered with another check meanwhile.
+    case expire(service: ServiceName, id: InstanceID, checkID: String, definition: CheckDefinition)
 
     /// The instance this mutation is about.
     public var key: InstanceKey {
@@ -24,7 +24,7 @@ public enum CatalogMutation: Sendable, Hashable {
         case .deregister(let service, let id): InstanceKey(service: service, id: id)
         case .maintenance(let service, let id, _, _): InstanceKey(service: service, id: id)
         case .checkStatus(let update): update.key
-        case .expire(let service, let id, _): InstanceKey(service: service, id: id)
+        case .expire(let service, let id, _, _): InstanceKey(service: service, id: id)
         }
     }
 }
@@ -201,9 +201,13 @@ public struct CatalogState: Sendable {
             current.checks[position].record(update.status, output: update.output, at: at)
             current.modifyIndex = index
             return ChangeEvent(index: index, kind: .status, at: at, instance: current)
-        case .expire(let service, let id, let checkID):
+        case .expire(let service, let id, let checkID, let definition):
             guard var current else { throw CatalogError.instanceNotFound(service: service, id: id) }
-            guard current.checks.contains(where: { $0.id == checkID && $0.status == .critical }) else { return nil }
+            guard
+                current.checks.contains(where: {
+                    $0.id == checkID && $0.definition == definition && $0.status == .critical
+                })
+            else { return nil }
             current.modifyIndex = index
             return ChangeEvent(index: index, kind: .removed, at: at, instance: current)
         }

@@ -12,8 +12,9 @@ struct AgentCommand: AsyncParsableCommand {
         abstract: "Run the Switchboard agent (the registry).",
         discussion: """
             Every option can also be set with an environment variable: SWITCHBOARD_HTTP_ADDR, SWITCHBOARD_DATA_DIR, \
-            SWITCHBOARD_DEV, SWITCHBOARD_LOG_LEVEL, SWITCHBOARD_LOG_FORMAT, SWITCHBOARD_SQLITE_SYNC. A flag wins \
-            over its variable.
+            SWITCHBOARD_DEV, SWITCHBOARD_LOG_LEVEL, SWITCHBOARD_LOG_FORMAT, SWITCHBOARD_SQLITE_SYNC, \
+            SWITCHBOARD_SELF_PRESERVATION_SHARE, SWITCHBOARD_SELF_PRESERVATION_MIN_INSTANCES. A flag wins over its \
+            variable.
             """
     )
 
@@ -42,11 +43,26 @@ struct AgentCommand: AsyncParsableCommand {
     )
     var sqliteSync: String?
 
+    @Option(
+        name: .customLong("self-preservation-share"),
+        help: """
+            Pause TTL expiry when more than this share (0 to 1) of TTL instances miss their heartbeat within 10 s; \
+            0 turns self-preservation off. (default: 0.5)
+            """
+    )
+    var selfPreservationShare: String?
+
+    @Option(
+        name: .customLong("self-preservation-min-instances"),
+        help: "Self-preservation needs at least this many TTL instances to engage. (default: 10)")
+    var selfPreservationMinimumInstances: String?
+
     func validate() throws {
         _ = try resolvedAddress()
         _ = try resolvedLogLevel()
         _ = try resolvedLogFormat()
         _ = try resolvedSynchronous()
+        _ = try resolvedSelfPreservation()
     }
 
     func run() async throws {
@@ -67,7 +83,8 @@ struct AgentCommand: AsyncParsableCommand {
             storage: dev
                 ? .memory
                 : .sqlite(directory: dataDirectory ?? Environment.value("SWITCHBOARD_DATA_DIR") ?? ".switchboard"),
-            sqlite: SQLiteCatalogStore.Configuration(synchronous: try resolvedSynchronous())
+            sqlite: SQLiteCatalogStore.Configuration(synchronous: try resolvedSynchronous()),
+            health: HealthConfiguration(selfPreservation: try resolvedSelfPreservation())
         )
         let agent = Agent(configuration: configuration, logger: logger)
         let group = ServiceGroup(
@@ -108,6 +125,22 @@ struct AgentCommand: AsyncParsableCommand {
             throw ValidationError("--sqlite-sync must be full or normal, got '\(text)'")
         }
         return value
+    }
+
+    private func resolvedSelfPreservation() throws -> HealthConfiguration.SelfPreservation {
+        let shareText =
+            selfPreservationShare ?? Environment.value("SWITCHBOARD_SELF_PRESERVATION_SHARE") ?? "0.5"
+        guard let share = Double(shareText), share >= 0, share <= 1 else {
+            throw ValidationError("--self-preservation-share must be a number from 0 to 1, got '\(shareText)'")
+        }
+        let minimumText =
+            selfPreservationMinimumInstances ?? Environment.value("SWITCHBOARD_SELF_PRESERVATION_MIN_INSTANCES")
+            ?? "10"
+        guard let minimum = Int(minimumText), minimum >= 1 else {
+            throw ValidationError(
+                "--self-preservation-min-instances must be a whole number of at least 1, got '\(minimumText)'")
+        }
+        return HealthConfiguration.SelfPreservation(enabled: share > 0, share: share, minimumInstances: minimum)
     }
 
     private func resolvedLogFormat() throws -> LogFormat {

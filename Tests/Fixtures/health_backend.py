@@ -3,11 +3,13 @@
 GET /health        200 "healthy", or the next queued failure status
 GET /fail?count=N&status=S   queue N answers of status S (default 500) on /health
 GET /stats         "served=N failed=M": /health answers so far
+GET /stall         a 200 head and one byte of the body, then silence for 30 s
 Prints the bound port on stdout, then serves until killed.
 """
 import http.server
 import sys
 import threading
+import time
 import urllib.parse
 
 lock = threading.Lock()
@@ -44,6 +46,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with lock:
                 queued.extend([status] * count)
             self.answer(200, "queued")
+        elif url.path == "/stall":
+            # The head and one byte of a promised 1000-byte body, then nothing.
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(30)
         elif url.path == "/stats":
             with lock:
                 text = f"served={served} failed={failed}"

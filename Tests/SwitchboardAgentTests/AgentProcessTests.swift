@@ -93,6 +93,50 @@ struct AgentProcessTests {
         #expect(await again.stop(with: SIGINT) == 0)
     }
 
+    @Test func afterARestartTTLChecksGetOneTTLOfGraceAndActiveChecksRunAtOnce() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let backend = try BackendProcess()
+        let agent = try await AgentProcess(dataDirectory: directory)
+        let cart = "\(agent.baseURL)/v1/services/cart/instances/c1"
+        _ = try await http(
+            .PUT, cart, json: #"{"address": "127.0.0.1", "port": 9000, "checks": [{"type": "ttl", "ttl": "3s"}]}"#)
+        #expect(try await http(.PUT, "\(cart)/heartbeat").object["status"] as? String == "passing")
+        // An HTTP check probed every 10 s: after the restart it must not wait 10 s to be probed again.
+        _ = try await http(
+            .PUT, "\(agent.baseURL)/v1/services/order/instances/o1",
+            json: """
+                {"address": "127.0.0.1", "port": \(backend.port), "checks": [{"type": "http",
+                 "url": "\(backend.healthURL)", "interval": "10s", "timeout": "1s"}]}
+                """)
+        try await waitUntil(timeout: .seconds(5), "the HTTP check passing") {
+            try await http(.GET, "\(agent.baseURL)/v1/services/order/instances/o1").object["status"] as? String
+                == "passing"
+        }
+        // A last heartbeat (the wait above may have taken a while), then a crash of the agent, and of the backend
+        // while the agent is down.
+        #expect(try await http(.PUT, "\(cart)/heartbeat").object["status"] as? String == "passing")
+        await agent.stop(with: SIGKILL)
+        backend.killNow()
+
+        let restarted = try await AgentProcess(dataDirectory: directory)
+        let back = ContinuousClock.now
+        let status = { (path: String) in
+            try await http(.GET, "\(restarted.baseURL)/v1/services/\(path)").object["status"] as? String
+        }
+        // The statuses survived, and the TTL instance stays passing for one TTL without a heartbeat.
+        #expect(try await status("cart/instances/c1") == "passing")
+        try await waitUntil(timeout: .seconds(3), "the dead backend found critical right after the restart") {
+            try await status("order/instances/o1") == "critical"
+        }
+        try await waitUntil(timeout: .seconds(10), "the TTL instance expiring after its grace") {
+            try await status("cart/instances/c1") == "critical"
+        }
+        let grace = ContinuousClock.now - back
+        #expect(grace >= .milliseconds(2500), "expired \(grace) after the restart, before its TTL of grace")
+        await restarted.stop(with: SIGTERM)
+    }
+
     @Test func twoAgentsCannotShareADataDirectory() async throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -134,7 +134,10 @@ import Testing
         table.track(one, now: at(0))
         // Critical from the start (never heartbeated): removed two seconds later.
         #expect(table.tick(now: at(1990)).isEmpty)
-        #expect(table.tick(now: at(2000)) == [.expire(key(one), checkID: one.checks[0].id)])
+        #expect(
+            table.tick(now: at(2000)) == [
+                .expire(key(one), checkID: one.checks[0].id, definition: one.checks[0].definition)
+            ])
     }
 
     @Test func aCheckThatRecoversBeforeDeregisterAfterCriticalIsKept() throws {
@@ -164,10 +167,12 @@ import Testing
         table.track(one, now: at(20))
         // The second failure in a row counts: the first was kept across the identical re-registration.
         #expect(statuses(table.heartbeat(key(one), status: .critical, now: at(30)).effects) == [.critical])
-        let redefined = try instance("p1", checks: [ttl(5)], status: .critical)
+        let redefined = try instance("p1", checks: [ttl(5)], status: .passing)
         table.track(redefined, now: at(40))
-        #expect(table.status(of: checkKey) == .critical)
-        #expect(table.tick(now: at(4000)).isEmpty)
+        #expect(table.status(of: checkKey) == .passing)
+        // A new definition starts over: its first deadline is one new TTL (5 s) after it was tracked.
+        #expect(table.tick(now: at(5030)).isEmpty)
+        #expect(statuses(table.tick(now: at(5040)) + table.tick(now: at(5100))) == [.critical])
     }
 
     @Test func massHeartbeatLossPausesExpiryAndRecoveryResumesIt() throws {

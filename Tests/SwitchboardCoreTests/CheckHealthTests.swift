@@ -72,9 +72,12 @@ struct CheckHealthTests {
         let id = try InstanceID("p1")
         try apply(.register(makeDefinition(checks: [ttl]), cas: nil), to: &state)
         try apply(.checkStatus(try update(.passing)), to: &state)
-        #expect(try apply(.expire(service: service, id: id, checkID: "p1:ttl"), to: &state) == nil)
+        #expect(try apply(.expire(service: service, id: id, checkID: "p1:ttl", definition: ttl), to: &state) == nil)
         try apply(.checkStatus(try update(.critical)), to: &state)
-        let removed = try apply(.expire(service: service, id: id, checkID: "p1:ttl"), to: &state)
+        // Not for a check redefined meanwhile (its clock started over).
+        let other = CheckDefinition(type: .ttl, ttl: .seconds(30))
+        #expect(try apply(.expire(service: service, id: id, checkID: "p1:ttl", definition: other), to: &state) == nil)
+        let removed = try apply(.expire(service: service, id: id, checkID: "p1:ttl", definition: ttl), to: &state)
         #expect(removed?.kind == .removed)
         #expect(state.instanceCount == 0)
     }

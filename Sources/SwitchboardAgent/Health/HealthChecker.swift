@@ -113,8 +113,11 @@ public final class HealthChecker: Service, Sendable {
         case .noTTLCheck: return .noTTLCheck
         case .recorded(let effects):
             for effect in effects { await perform(effect) }
-            return .recorded(
-                status: catalog.instance(service: instance.service, id: instance.id).instance?.status ?? status)
+            // Removed meanwhile (a deregistration raced the heartbeat): the client must register again.
+            guard let current = catalog.instance(service: instance.service, id: instance.id).instance else {
+                return .unknownInstance
+            }
+            return .recorded(status: current.status)
         }
     }
 
@@ -141,12 +144,18 @@ public final class HealthChecker: Service, Sendable {
         let tick = Duration.milliseconds(10)
         while !Task.isCancelled {
             let now = ContinuousClock.now
-            let room = configuration.maximumConcurrentProbes - probesInFlight.load(ordering: .relaxed)
+            let room = max(0, configuration.maximumConcurrentProbes - probesInFlight.load(ordering: .relaxed))
             let (orders, effects, wake) = table.withLock { table in
-                (table.dueProbes(now: now, limit: max(0, room)), table.tick(now: now), table.nextWake(after: now))
+                let orders = table.dueProbes(now: now, limit: room)
+                return (orders, table.tick(now: now), table.nextWake(after: now, room: room - orders.count))
             }
             for effect in effects {
-                group.addTask { await self.perform(effect) }
+                if case .selfPreservation = effect {
+                    // In order, here: on and off must not overtake each other.
+                    await perform(effect)
+                } else {
+                    group.addTask { await self.perform(effect) }
+                }
             }
             for order in orders {
                 probesInFlight.add(1, ordering: .relaxed)
@@ -164,10 +173,9 @@ public final class HealthChecker: Service, Sendable {
                     for effect in effects { await self.perform(effect) }
                 }
             }
-            let target = min(wake ?? now + tick, now + tick)
-            if target > ContinuousClock.now {
-                try? await Task.sleep(until: target, clock: .continuous)
-            }
+            // Always sleep, if only briefly: the loop must never hold a thread of the shared pool.
+            let target = max(min(wake ?? now + tick, now + tick), ContinuousClock.now + .microseconds(100))
+            try? await Task.sleep(until: target, clock: .continuous)
         }
     }
 
@@ -196,9 +204,10 @@ public final class HealthChecker: Service, Sendable {
             catalog.replaceCheckOutput(
                 update.key, checkID: update.checkID, definition: update.definition, status: update.status,
                 output: update.output)
-        case .expire(let key, let checkID):
+        case .expire(let key, let checkID, let definition):
             do {
-                let outcome = try await catalog.submit(.expire(service: key.service, id: key.id, checkID: checkID))
+                let outcome = try await catalog.submit(
+                    .expire(service: key.service, id: key.id, checkID: checkID, definition: definition))
                 if outcome.event != nil {
                     logger.info(
                         "instance removed after being critical longer than deregisterAfterCritical",

@@ -14,7 +14,7 @@ enum HealthEffect: Sendable, Equatable {
     /// Only the output changed: replace it in memory, with no event and no new index.
     case output(CheckStatusUpdate)
     /// The check has been critical longer than its `deregisterAfterCritical`: remove the instance.
-    case expire(InstanceKey, checkID: String)
+    case expire(InstanceKey, checkID: String, definition: CheckDefinition)
     /// Self-preservation started (`true`) or ended (`false`).
     case selfPreservation(active: Bool, missing: Int, population: Int)
 }
@@ -302,10 +302,13 @@ struct HealthTable: Sendable {
         while orders.count < limit, let top = probeSchedule.min, top.at <= now {
             probeSchedule.removeMin()
             guard var check = checks[top.key], check.generation == top.generation else { continue }
-            let interval = (check.definition.interval ?? .seconds(10)).duration
+            let interval = max(.milliseconds(100), (check.definition.interval ?? .seconds(10)).duration)
             var next = top.at + interval
-            // Far behind (a stalled process, a suspended machine): skip the missed rounds rather than burst them.
-            while next <= now { next += interval }
+            if next <= now {
+                // Far behind (a stalled process, a suspended machine): skip the missed rounds rather than burst them.
+                let missed = Int64((now - top.at) / interval)
+                next = top.at + interval * missed + interval
+            }
             probeSchedule.insert(TimedEntry(at: next, key: top.key, generation: top.generation))
             if check.probing {
                 skippedProbes += 1
@@ -323,7 +326,7 @@ struct HealthTable: Sendable {
     /// longer than their `deregisterAfterCritical`.
     mutating func tick(now: ContinuousClock.Instant) -> [HealthEffect] {
         var effects: [HealthEffect] = []
-        findMissedHeartbeats(now: now)
+        findMissedHeartbeats(now: now, effects: &effects)
         effects += judgeSelfPreservation(now: now)
         if !selfPreservation.active {
             effects += expireHeldMisses(now: now)
@@ -332,14 +335,20 @@ struct HealthTable: Sendable {
         return effects
     }
 
-    /// The earliest moment after which ``tick(now:)`` or ``dueProbes(now:)`` has work.
-    func nextWake(after now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
-        var candidates = [ttlDeadlines.min?.at, probeSchedule.min?.at, reapTimers.min?.at].compactMap { $0 }
-        if let oldest = pendingMisses.values.min() { candidates.append(max(now, oldest + policy.hold)) }
+    /// The earliest moment after which ``tick(now:)`` or ``dueProbes(now:)`` has work that can be done.
+    ///
+    /// Due probes count only when there is `room` for them, and held misses only while expiry is not paused:
+    /// otherwise the answer would be a moment already past, and the scheduler would spin instead of sleeping.
+    func nextWake(after now: ContinuousClock.Instant, room: Int) -> ContinuousClock.Instant? {
+        var candidates = [ttlDeadlines.min?.at, reapTimers.min?.at].compactMap { $0 }
+        if room > 0, let probe = probeSchedule.min?.at { candidates.append(probe) }
+        if !selfPreservation.active, let oldest = pendingMisses.values.min() {
+            candidates.append(oldest + policy.hold)
+        }
         return candidates.min()
     }
 
-    private mutating func findMissedHeartbeats(now: ContinuousClock.Instant) {
+    private mutating func findMissedHeartbeats(now: ContinuousClock.Instant, effects: inout [HealthEffect]) {
         while let top = ttlDeadlines.min, top.at <= now {
             ttlDeadlines.removeMin()
             guard var check = checks[top.key], check.generation == top.generation, let deadline = check.deadline
@@ -349,11 +358,19 @@ struct HealthTable: Sendable {
                 continue
             }
             if check.progress.status == .critical {
-                // Already critical: nothing new to learn; look again one TTL later.
+                // Already critical: look again one TTL later, and write the status again if the catalog never
+                // took it (the write failed), since no other result will come to retry it.
                 let next = now + (check.definition.ttl ?? .seconds(10)).duration
                 check.deadline = next
                 checks[top.key] = check
                 ttlDeadlines.insert(TimedEntry(at: next, key: top.key, generation: top.generation))
+                if check.catalogStatus != .critical {
+                    effects.append(
+                        .status(
+                            CheckStatusUpdate(
+                                key: top.key.instance, checkID: top.key.checkID, definition: check.definition,
+                                status: .critical, output: check.lastOutput)))
+                }
                 continue
             }
             pendingMisses[top.key] = now
@@ -424,7 +441,7 @@ struct HealthTable: Sendable {
                 postponed.append(TimedEntry(at: now + .milliseconds(100), key: top.key, generation: top.generation))
                 continue
             }
-            effects.append(.expire(top.key.instance, checkID: top.key.checkID))
+            effects.append(.expire(top.key.instance, checkID: top.key.checkID, definition: check.definition))
             // Looked at again in a second in case the removal failed; a removed check's entry is simply dropped.
             postponed.append(TimedEntry(at: now + .seconds(1), key: top.key, generation: top.generation))
         }

@@ -30,13 +30,30 @@ struct Prober: Sendable {
         return configuration
     }
 
-    /// Probes `check` once, within its timeout.
+    /// Probes `check` once, within its timeout: the whole probe, body included, races the timeout, because the
+    /// HTTP client's deadline stops applying once the response head has arrived (a backend that stalls mid-body
+    /// would otherwise hold the probe forever).
     func probe(_ check: CheckDefinition) async -> (status: HealthStatus, output: String) {
         let timeout = (check.timeout ?? .seconds(5)).duration
-        switch check.type {
-        case .http: return await probeHTTP(check, timeout: timeout)
-        case .tcp: return await probeTCP(check, timeout: timeout)
-        case .ttl: return (.critical, "ttl checks are not probed")
+        let expired: (status: HealthStatus, output: String) = (
+            .critical, "\(check.url ?? check.target ?? ""): no complete answer within \(HumanDuration(timeout))"
+        )
+        return await withTaskGroup(of: (status: HealthStatus, output: String)?.self) { group in
+            group.addTask {
+                switch check.type {
+                case .http: await probeHTTP(check, timeout: timeout)
+                case .tcp: await probeTCP(check, timeout: timeout)
+                case .ttl: (.critical, "ttl checks are not probed")
+                }
+            }
+            group.addTask {
+                // A small margin lets the client's own timeout report first, with its more precise output.
+                try? await Task.sleep(for: timeout + .milliseconds(50))
+                return Task.isCancelled ? nil : expired
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? expired
         }
     }
 
@@ -111,13 +128,6 @@ struct Prober: Sendable {
             if haystack[start..<(start + needle.count)].elementsEqual(needle) { return true }
         }
         return false
-    }
-}
-
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }
 
