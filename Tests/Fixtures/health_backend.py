@@ -54,6 +54,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"x")
             self.wfile.flush()
             time.sleep(30)
+        elif url.path == "/big":
+            # A healthy page larger than a probe reads (100 KiB of a promised 1 MiB), then nothing.
+            self.send_response(200)
+            self.send_header("Content-Length", str(1024 * 1024))
+            self.end_headers()
+            self.wfile.write(b"status: ok\n" + b"x" * (100 * 1024))
+            self.wfile.flush()
+            time.sleep(30)
         elif url.path == "/stats":
             with lock:
                 text = f"served={served} failed={failed}"

@@ -87,6 +87,27 @@ import Testing
         }
     }
 
+    @Test func aHealthPageLargerThanTheReadLimitIsJudgedOnItsFirstBytes() async throws {
+        let backend = try BackendProcess()
+        try await withLiveAgent { agent in
+            // The page never ends: only a probe that stops reading at its limit can pass it.
+            _ = try await http(
+                .PUT, instanceURL(agent, "order", "o1"),
+                json: """
+                    {"address": "127.0.0.1", "port": \(backend.port),
+                     "checks": [{"type": "http", "url": "http://127.0.0.1:\(backend.port)/big", "interval": "1s",
+                     "timeout": "500ms", "expectBody": "status: ok"}]}
+                    """)
+            try await waitUntil(timeout: .seconds(5), "the large page passing") {
+                try await status(agent, "order", "o1") == "passing"
+            }
+            let checks = try await http(.GET, instanceURL(agent, "order", "o1")).object["checks"] as? [[String: Any]]
+            let output = try #require(checks?.first?["output"] as? String)
+            #expect(output.hasPrefix("HTTP 200 OK\nstatus: ok"))
+            #expect(output.utf8.count <= 4096)
+        }
+    }
+
     @Test func oneFailedProbeAmongPassesLeavesTheInstancePassingWhenThreeFailuresAreNeeded() async throws {
         let backend = try BackendProcess()
         try await withLiveAgent { agent in

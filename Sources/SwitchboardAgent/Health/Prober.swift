@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import SwitchboardCore
+import Synchronization
 
 /// Runs one probe of an HTTP or TCP check and says what it found, never throwing: every failure is a result.
 ///
@@ -30,30 +31,16 @@ struct Prober: Sendable {
         return configuration
     }
 
-    /// Probes `check` once, within its timeout: the whole probe, body included, races the timeout, because the
-    /// HTTP client's deadline stops applying once the response head has arrived (a backend that stalls mid-body
-    /// would otherwise hold the probe forever).
+    /// Probes `check` once, within its timeout (body included for HTTP; connection for TCP).
+    ///
+    /// Both probes run on the event loops from start to end and resume the caller once: at thousands of probes a
+    /// second, hops between the event loops and the concurrency pool would cost more than the probes themselves.
     func probe(_ check: CheckDefinition) async -> (status: HealthStatus, output: String) {
         let timeout = (check.timeout ?? .seconds(5)).duration
-        let expired: (status: HealthStatus, output: String) = (
-            .critical, "\(check.url ?? check.target ?? ""): no complete answer within \(HumanDuration(timeout))"
-        )
-        return await withTaskGroup(of: (status: HealthStatus, output: String)?.self) { group in
-            group.addTask {
-                switch check.type {
-                case .http: await probeHTTP(check, timeout: timeout)
-                case .tcp: await probeTCP(check, timeout: timeout)
-                case .ttl: (.critical, "ttl checks are not probed")
-                }
-            }
-            group.addTask {
-                // A small margin lets the client's own timeout report first, with its more precise output.
-                try? await Task.sleep(for: timeout + .milliseconds(50))
-                return Task.isCancelled ? nil : expired
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first ?? expired
+        switch check.type {
+        case .http: return await probeHTTP(check, timeout: timeout)
+        case .tcp: return await probeTCP(check, timeout: timeout)
+        case .ttl: return (.critical, "ttl checks are not probed")
         }
     }
 
@@ -61,39 +48,44 @@ struct Prober: Sendable {
     {
         let url = check.url ?? ""
         let method = check.method ?? "GET"
-        var request = HTTPClientRequest(url: url)
-        request.method = HTTPMethod(rawValue: method)
-        request.headers.add(name: "User-Agent", value: "switchboard-health-check/\(SwitchboardVersion.current)")
-        for (name, value) in (check.headers ?? [:]).sorted(by: { $0.key < $1.key }) {
-            request.headers.replaceOrAdd(name: name, value: value)
-        }
+        let collector = ProbeResponseCollector(bodyLimit: method == "HEAD" ? 0 : Self.bodyReadLimit)
         do {
-            let response = try await httpClient.execute(request, deadline: .now() + TimeAmount(timeout))
-            var body: [UInt8] = []
-            if method != "HEAD" {
-                for try await chunk in response.body {
-                    body += chunk.readableBytesView.prefix(Self.bodyReadLimit - body.count)
-                    if body.count >= Self.bodyReadLimit { break }
-                }
+            var request = try HTTPClient.Request(url: url, method: HTTPMethod(rawValue: method))
+            request.headers.add(name: "User-Agent", value: "switchboard-health-check/\(SwitchboardVersion.current)")
+            for (name, value) in (check.headers ?? [:]).sorted(by: { $0.key < $1.key }) {
+                request.headers.replaceOrAdd(name: name, value: value)
             }
-            let code = Int(response.status.code)
-            var output = "HTTP \(code) \(response.status.reasonPhrase)"
-            if !body.isEmpty { output += "\n" + String(decoding: body.prefix(CheckState.outputLimit), as: UTF8.self) }
-            let status: HealthStatus
-            switch code {
-            case 200..<300: status = .passing
-            case 429: status = .warning
-            default: status = .critical
+            // The future API's deadline covers the whole exchange, so a backend stalling mid-body times out too.
+            let task = httpClient.execute(
+                request: request, delegate: collector, deadline: .now() + TimeAmount(timeout))
+            try await withTaskCancellationHandler {
+                try await task.futureResult.get()
+            } onCancel: {
+                task.cancel()
             }
-            if status == .passing, let expected = check.expectBody, !Self.contains(body, Array(expected.utf8)) {
-                return (.critical, "body does not contain \"\(expected)\"; " + output)
-            }
-            return (status, output)
+        } catch is ProbeResponseCollector.BodyLimitReached {
+            // Enough body read: judge on what arrived.
         } catch let error as HTTPClientError where error == .deadlineExceeded {
-            return (.critical, "\(method) \(url): no answer within \(HumanDuration(timeout))")
+            return (.critical, "\(method) \(url): no complete answer within \(HumanDuration(timeout))")
         } catch {
             return (.critical, "\(method) \(url): \(error)")
         }
+        guard let (head, body) = collector.response else {
+            return (.critical, "\(method) \(url): no response")
+        }
+        let code = Int(head.status.code)
+        var output = "HTTP \(code) \(head.status.reasonPhrase)"
+        if !body.isEmpty { output += "\n" + String(decoding: body.prefix(CheckState.outputLimit), as: UTF8.self) }
+        let status: HealthStatus
+        switch code {
+        case 200..<300: status = .passing
+        case 429: status = .warning
+        default: status = .critical
+        }
+        if status == .passing, let expected = check.expectBody, !Self.contains(body, Array(expected.utf8)) {
+            return (.critical, "body does not contain \"\(expected)\"; " + output)
+        }
+        return (status, output)
     }
 
     private func probeTCP(_ check: CheckDefinition, timeout: Duration) async -> (status: HealthStatus, output: String) {
@@ -129,6 +121,42 @@ struct Prober: Sendable {
         }
         return false
     }
+}
+
+/// Collects a probe's response head and the first `bodyLimit` bytes of its body, on the event loop; once the limit
+/// is reached it ends the exchange (``BodyLimitReached``) rather than read a large body to the end.
+final class ProbeResponseCollector: HTTPClientResponseDelegate {
+    typealias Response = Void
+
+    /// Ends the exchange once enough body has arrived; not a failure of the probe.
+    struct BodyLimitReached: Error {}
+
+    private let bodyLimit: Int
+    private let state = Mutex<(head: HTTPResponseHead?, body: [UInt8])>((nil, []))
+
+    init(bodyLimit: Int) {
+        self.bodyLimit = bodyLimit
+    }
+
+    /// The head and body read so far, or nil if no head arrived.
+    var response: (HTTPResponseHead, [UInt8])? {
+        state.withLock { state in state.head.map { ($0, state.body) } }
+    }
+
+    func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        state.withLock { $0.head = head }
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        let full = state.withLock { state in
+            state.body += buffer.readableBytesView.prefix(bodyLimit - state.body.count)
+            return state.body.count >= bodyLimit
+        }
+        return full ? task.eventLoop.makeFailedFuture(BodyLimitReached()) : task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<Void>) throws {}
 }
 
 extension HumanDuration {
