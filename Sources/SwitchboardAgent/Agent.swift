@@ -22,6 +22,7 @@ public struct AgentConfiguration: Sendable {
     public var sqlite: SQLiteCatalogStore.Configuration
     public var catalog: Catalog.Configuration
     public var health: HealthConfiguration
+    public var watch: WatchConfiguration
 
     public init(
         httpHost: String = "127.0.0.1",
@@ -29,7 +30,8 @@ public struct AgentConfiguration: Sendable {
         storage: Storage = .sqlite(directory: ".switchboard"),
         sqlite: SQLiteCatalogStore.Configuration = .init(),
         catalog: Catalog.Configuration = .init(),
-        health: HealthConfiguration = .init()
+        health: HealthConfiguration = .init(),
+        watch: WatchConfiguration = .init()
     ) {
         self.httpHost = httpHost
         self.httpPort = httpPort
@@ -37,6 +39,7 @@ public struct AgentConfiguration: Sendable {
         self.sqlite = sqlite
         self.catalog = catalog
         self.health = health
+        self.watch = watch
     }
 }
 
@@ -110,16 +113,19 @@ public struct Agent: Service {
         let metrics = AgentMetrics()
         let health = HealthChecker(
             catalog: catalog, configuration: configuration.health, metrics: metrics, logger: logger)
-        let api = AgentHTTPAPI(catalog: catalog, health: health, metrics: metrics, storeDescription: storeDescription)
+        let watches = WatchHub(catalog: catalog, configuration: configuration.watch)
+        let api = AgentHTTPAPI(
+            catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription)
         return Application(
             router: api.makeRouter(),
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.httpHost, port: configuration.httpPort),
                 serverName: "switchboard/\(SwitchboardVersion.current)"
             ),
-            // Shut down in reverse: the server stops taking requests, then health checking stops, then the writer
+            // Shut down in reverse: the server stops taking requests (held queries and streams end as it starts to: they
+            // watch for graceful shutdown themselves), then watches close, health checking stops, and the writer
             // commits what is queued.
-            services: [CatalogWriterService(catalog: catalog), health],
+            services: [CatalogWriterService(catalog: catalog), health, watches],
             onServerRunning: { channel in
                 let address = channel.localAddress.map(hostAndPort) ?? "unknown"
                 logger.info("agent listening", metadata: ["address": "\(address)"])

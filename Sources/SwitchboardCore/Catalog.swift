@@ -55,8 +55,8 @@ public final class Catalog: Sendable {
         var closed = false
     }
 
-    /// Called with each applied batch's events before its writes are acknowledged.
-    public typealias ChangeObserver = @Sendable ([ChangeEvent]) -> Void
+    /// Called with each applied batch's changes (events and their encodings) before its writes are acknowledged.
+    public typealias ChangeObserver = @Sendable ([CommittedChange]) -> Void
 
     private let state: Mutex<CatalogState>
     private let observers = Mutex<[ChangeObserver]>([])
@@ -257,8 +257,7 @@ public final class Catalog: Sendable {
             return state.index
         }
         if storeError == nil, !changes.isEmpty {
-            let events = changes.map(\.event)
-            for observer in observers.withLock({ $0 }) { observer(events) }
+            for observer in observers.withLock({ $0 }) { observer(changes) }
         }
         for (write, outcome) in zip(batch, outcomes) {
             if let storeError, planned[write.mutation.key] != nil {
@@ -281,6 +280,11 @@ public final class Catalog: Sendable {
     /// The index of the latest change.
     public var index: UInt64 { state.withLock { $0.index } }
 
+    /// The index of `service`'s latest change (0 if it never had an instance): what a blocking query on it waits past.
+    public func serviceIndex(_ service: ServiceName) -> UInt64 {
+        state.withLock { $0.services[service]?.index ?? 0 }
+    }
+
     /// The instances of `service` that pass `query`, sorted by id, with the service's own index.
     public func instances(of service: ServiceName, matching query: InstanceQuery = InstanceQuery()) -> ServiceLookup {
         let entry = state.withLock { $0.services[service] }
@@ -300,15 +304,44 @@ public final class Catalog: Sendable {
         let entry = state.withLock { $0.services[service] }
         var json = JSONText()
         json.append(#"{"index":\#(entry?.index ?? 0),"instances":["#)
-        if let entry {
-            let matching = entry.instances.values.filter(query.matches).sorted { $0.id < $1.id }
-            for (position, instance) in matching.enumerated() {
-                if position > 0 { json.append(",") }
-                json.bytes += entry.encodedInstances[instance.id] ?? CommittedChange.encode(instance)
-            }
-        }
+        if let entry { _ = Self.appendInstances(of: entry, matching: query, to: &json, first: true) }
         json.append(#"],"service":"\#(service.rawValue)"}"#)
         return (entry?.index ?? 0, json.bytes)
+    }
+
+    /// What an event stream starts from: the instances of `service` (nil: of every service) that pass `query`, as
+    /// JSON, with the catalog index they are current at (the stream's first event id) and their keys.
+    ///
+    /// The index is the whole catalog's, read with the instances under one lock, so every change after it is one
+    /// the snapshot does not hold.
+    public func watchSnapshot(of service: ServiceName?, matching query: InstanceQuery) -> WatchSnapshot {
+        let (index, services) = state.withLock { state in
+            (state.index, service.map { name in state.services[name].map { [name: $0] } ?? [:] } ?? state.services)
+        }
+        var json = JSONText()
+        json.append(#"{"index":\#(index),"instances":["#)
+        var keys: [InstanceKey] = []
+        var first = true
+        for (_, entry) in services.sorted(by: { $0.key < $1.key }) {
+            let listed = Self.appendInstances(of: entry, matching: query, to: &json, first: first)
+            first = first && listed.isEmpty
+            keys += listed
+        }
+        json.append(service.map { #"],"service":"\#($0.rawValue)"}"# } ?? "]}")
+        return WatchSnapshot(index: index, keys: keys, body: json.bytes)
+    }
+
+    /// Appends the cached JSON of `entry`'s instances that pass `query`, sorted by id, comma-separated (with a
+    /// leading comma unless `first`); returns their keys.
+    private static func appendInstances(
+        of entry: ServiceEntry, matching query: InstanceQuery, to json: inout JSONText, first: Bool
+    ) -> [InstanceKey] {
+        let matching = entry.instances.values.filter(query.matches).sorted { $0.id < $1.id }
+        for (position, instance) in matching.enumerated() {
+            if position > 0 || !first { json.append(",") }
+            json.bytes += entry.encodedInstances[instance.id] ?? CommittedChange.encode(instance)
+        }
+        return matching.map { InstanceKey(service: $0.service, id: $0.id) }
     }
 
     /// One instance as JSON (its cached encoding), with its service's index; `nil` when not registered.
@@ -380,6 +413,16 @@ public final class Catalog: Sendable {
         let truncated = since < index && (events.first.map { $0.index > since + 1 } ?? true)
         return EventPage(index: index, events: events, truncated: truncated)
     }
+}
+
+/// The start of an event stream (see ``Catalog/watchSnapshot(of:matching:)``).
+public struct WatchSnapshot: Sendable {
+    /// The catalog index the snapshot is current at.
+    public var index: UInt64
+    /// The instances it holds.
+    public var keys: [InstanceKey]
+    /// `{"index": N, "instances": [...]}`, with `"service"` for a service's stream.
+    public var body: [UInt8]
 }
 
 /// The answer to a service lookup.

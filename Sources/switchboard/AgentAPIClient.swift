@@ -44,15 +44,19 @@ struct AgentAPIClient {
         }
         let data = Data(bytes.readBytes(length: bytes.readableBytes) ?? [])
         guard (200..<300).contains(response.status.code) else {
-            if let apiError = try? JSONDecoder().decode(ErrorBody.self, from: data) {
-                let field = apiError.field.map { " (field: \($0))" } ?? ""
-                throw Failure(
-                    description:
-                        "the agent refused: \(apiError.message)\(field) [\(response.status.code) \(apiError.error)]")
-            }
-            throw Failure(description: "the agent answered \(response.status.code) \(response.status.reasonPhrase)")
+            throw Self.refusal(status: response.status, body: data)
         }
         return data
+    }
+
+    /// The failure a non-2xx answer stands for, in the agent's words when its body is an API error.
+    static func refusal(status: HTTPResponseStatus, body: Data) -> Failure {
+        if let apiError = try? JSONDecoder().decode(ErrorBody.self, from: body) {
+            let field = apiError.field.map { " (field: \($0))" } ?? ""
+            return Failure(
+                description: "the agent refused: \(apiError.message)\(field) [\(status.code) \(apiError.error)]")
+        }
+        return Failure(description: "the agent answered \(status.code) \(status.reasonPhrase)")
     }
 
     /// Sends and decodes a JSON answer.
@@ -75,7 +79,7 @@ struct AgentAPIClient {
         var field: String?
     }
 
-    private static func describe(_ error: any Error) -> String {
+    static func describe(_ error: any Error) -> String {
         let text = String(describing: error)
         if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
         if text.contains("deadlineExceeded") || text.contains("timeout") { return "no answer in time" }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SwitchboardAgent
+import SwitchboardCore
 import UnixSignals
 
 /// `switchboard agent`: runs the registry until SIGINT or SIGTERM.
@@ -13,8 +14,8 @@ struct AgentCommand: AsyncParsableCommand {
         discussion: """
             Every option can also be set with an environment variable: SWITCHBOARD_HTTP_ADDR, SWITCHBOARD_DATA_DIR, \
             SWITCHBOARD_DEV, SWITCHBOARD_LOG_LEVEL, SWITCHBOARD_LOG_FORMAT, SWITCHBOARD_SQLITE_SYNC, \
-            SWITCHBOARD_SELF_PRESERVATION_SHARE, SWITCHBOARD_SELF_PRESERVATION_MIN_INSTANCES. A flag wins over its \
-            variable.
+            SWITCHBOARD_SELF_PRESERVATION_SHARE, SWITCHBOARD_SELF_PRESERVATION_MIN_INSTANCES, \
+            SWITCHBOARD_MAX_QUERY_TIME, SWITCHBOARD_DEFAULT_QUERY_TIME. A flag wins over its variable.
             """
     )
 
@@ -57,12 +58,23 @@ struct AgentCommand: AsyncParsableCommand {
         help: "Self-preservation needs at least this many TTL instances to engage. (default: 10)")
     var selfPreservationMinimumInstances: String?
 
+    @Option(
+        name: .customLong("max-query-time"),
+        help: "The longest a blocking query is held; a longer wait is cut to it. (default: 10m)")
+    var maximumQueryTime: String?
+
+    @Option(
+        name: .customLong("default-query-time"),
+        help: "How long a blocking query without wait is held. (default: 5m, or the maximum if lower)")
+    var defaultQueryTime: String?
+
     func validate() throws {
         _ = try resolvedAddress()
         _ = try resolvedLogLevel()
         _ = try resolvedLogFormat()
         _ = try resolvedSynchronous()
         _ = try resolvedSelfPreservation()
+        _ = try resolvedWatch()
     }
 
     func run() async throws {
@@ -84,7 +96,8 @@ struct AgentCommand: AsyncParsableCommand {
                 ? .memory
                 : .sqlite(directory: dataDirectory ?? Environment.value("SWITCHBOARD_DATA_DIR") ?? ".switchboard"),
             sqlite: SQLiteCatalogStore.Configuration(synchronous: try resolvedSynchronous()),
-            health: HealthConfiguration(selfPreservation: try resolvedSelfPreservation())
+            health: HealthConfiguration(selfPreservation: try resolvedSelfPreservation()),
+            watch: try resolvedWatch()
         )
         let agent = Agent(configuration: configuration, logger: logger)
         let group = ServiceGroup(
@@ -141,6 +154,19 @@ struct AgentCommand: AsyncParsableCommand {
                 "--self-preservation-min-instances must be a whole number of at least 1, got '\(minimumText)'")
         }
         return HealthConfiguration.SelfPreservation(enabled: share > 0, share: share, minimumInstances: minimum)
+    }
+
+    private func resolvedWatch() throws -> WatchConfiguration {
+        func duration(_ flag: String, _ value: String?, _ variable: String, _ fallback: String) throws -> Duration {
+            let text = value ?? Environment.value(variable) ?? fallback
+            guard let parsed = try? HumanDuration(parsing: text, field: flag), parsed.milliseconds > 0 else {
+                throw ValidationError("--\(flag) must be a duration such as 30s or 10m, got '\(text)'")
+            }
+            return parsed.duration
+        }
+        let maximum = try duration("max-query-time", maximumQueryTime, "SWITCHBOARD_MAX_QUERY_TIME", "10m")
+        let standard = try duration("default-query-time", defaultQueryTime, "SWITCHBOARD_DEFAULT_QUERY_TIME", "5m")
+        return WatchConfiguration(defaultWait: min(standard, maximum), maximumWait: maximum)
     }
 
     private func resolvedLogFormat() throws -> LogFormat {

@@ -15,6 +15,7 @@ struct SwitchboardCommand: AsyncParsableCommand {
             RegisterCommand.self,
             DeregisterCommand.self,
             MaintenanceCommand.self,
+            WatchCommand.self,
         ]
     )
 }

@@ -43,15 +43,24 @@ enum SwitchboardBinary {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         }
         defer { watchdog.cancel() }
-        // Read both pipes before waiting, so a chatty child never blocks on a full pipe.
-        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+        // Read both pipes before waiting, so a chatty child never blocks on a full pipe. The blocking reads and the
+        // wait run on Dispatch threads: on the concurrency pool (two threads here) two commands at once would take
+        // every thread and starve the watchdog.
+        async let stdout = blockingCall { out.fileHandleForReading.readDataToEndOfFile() }
+        async let stderr = blockingCall { err.fileHandleForReading.readDataToEndOfFile() }
         let (outData, errData) = await (stdout, stderr)
-        process.waitUntilExit()
+        await blockingCall { process.waitUntilExit() }
         return (
             process.terminationStatus, String(decoding: outData, as: UTF8.self),
             String(decoding: errData, as: UTF8.self)
         )
+    }
+}
+
+/// Runs a blocking call on a Dispatch thread, off the concurrency pool.
+private func blockingCall<T: Sendable>(_ call: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(returning: call()) }
     }
 }
 

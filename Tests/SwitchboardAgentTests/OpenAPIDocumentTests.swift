@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import NIOHTTP1
 import SwitchboardAgent
+import SwitchboardCore
 import Testing
 import Yams
 
@@ -52,6 +53,14 @@ struct OpenAPIDocumentTests {
                     case ("PUT", _): registration
                     default: nil
                     }
+                if path.hasSuffix("/watch") {
+                    // A stream never ends: its first event is the proof.
+                    let stream = try await EventStreamClient(agent.baseURL + path)
+                    #expect(stream.status == 200, "\(operation) answered \(stream.status ?? 0)")
+                    #expect(try await stream.next().event == "snapshot", "\(operation)")
+                    stream.close()
+                    continue
+                }
                 let answer = try await http(.init(rawValue: String(parts[0])), agent.baseURL + path, json: body)
                 #expect((200..<300).contains(answer.status), "\(operation) answered \(answer.status): \(answer.text)")
             }

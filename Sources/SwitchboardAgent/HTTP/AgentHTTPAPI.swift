@@ -23,18 +23,20 @@ public struct AgentHTTPAPI: Sendable {
 
     let catalog: Catalog
     let health: HealthChecker
+    let watches: WatchHub
     let metrics: AgentMetrics
     let startedAt: Date
     let storeDescription: String
 
-    /// An API over `catalog` and its `health` checker; `storeDescription` (such as `sqlite:/path`) is reported by
-    /// `GET /v1/agent`.
+    /// An API over `catalog`, its `health` checker and its `watches`; `storeDescription` (such as `sqlite:/path`) is
+    /// reported by `GET /v1/agent`.
     public init(
-        catalog: Catalog, health: HealthChecker, metrics: AgentMetrics, storeDescription: String,
+        catalog: Catalog, health: HealthChecker, watches: WatchHub, metrics: AgentMetrics, storeDescription: String,
         startedAt: Date = Date()
     ) {
         self.catalog = catalog
         self.health = health
+        self.watches = watches
         self.metrics = metrics
         self.storeDescription = storeDescription
         self.startedAt = startedAt
@@ -46,6 +48,8 @@ public struct AgentHTTPAPI: Sendable {
         Route(method: .get, path: "/v1/services"),
         Route(method: .get, path: "/v1/services/{service}"),
         Route(method: .get, path: "/v1/services/{service}/instances/{id}"),
+        Route(method: .get, path: "/v1/services/{service}/watch"),
+        Route(method: .get, path: "/v1/watch"),
         Route(method: .put, path: "/v1/services/{service}/instances/{id}"),
         Route(method: .delete, path: "/v1/services/{service}/instances/{id}"),
         Route(method: .put, path: "/v1/services/{service}/instances/{id}/maintenance"),
@@ -78,6 +82,8 @@ public struct AgentHTTPAPI: Sendable {
         case (.get, "/v1/services"): listServices
         case (.get, "/v1/services/{service}"): lookupService
         case (.get, "/v1/services/{service}/instances/{id}"): readInstance
+        case (.get, "/v1/services/{service}/watch"): watchService
+        case (.get, "/v1/watch"): watchCatalog
         case (.put, "/v1/services/{service}/instances/{id}"): registerInstance
         case (.delete, "/v1/services/{service}/instances/{id}"): deregisterInstance
         case (.put, "/v1/services/{service}/instances/{id}/maintenance"): setMaintenance
@@ -102,12 +108,15 @@ public struct AgentHTTPAPI: Sendable {
             instances: summary.instances,
             counts: summary.counts,
             store: storeDescription,
-            health: health.report()
+            health: health.report(),
+            watches: watches.report()
         )
         return try json(info, index: summary.index, request: request)
     }
 
     @Sendable private func listServices(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let catalog = self.catalog
+        await holdUntilChanged(try blockingQuery(request), service: nil) { catalog.index }
         guard !isPretty(request) else {
             let list = catalog.services()
             return try json(list, index: list.index, request: request)
@@ -119,6 +128,8 @@ public struct AgentHTTPAPI: Sendable {
     @Sendable private func lookupService(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let service = try serviceName(context)
         let query = try instanceQuery(request)
+        let catalog = self.catalog
+        await holdUntilChanged(try blockingQuery(request), service: service) { catalog.serviceIndex(service) }
         guard !isPretty(request) else {
             let lookup = catalog.instances(of: service, matching: query)
             return try json(lookup, index: lookup.index, request: request)
@@ -130,6 +141,8 @@ public struct AgentHTTPAPI: Sendable {
     @Sendable private func readInstance(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let service = try serviceName(context)
         let id = try instanceID(context)
+        let catalog = self.catalog
+        await holdUntilChanged(try blockingQuery(request), service: service) { catalog.serviceIndex(service) }
         guard !isPretty(request) else {
             let (index, instance) = catalog.instance(service: service, id: id)
             guard let instance else { throw CatalogError.instanceNotFound(service: service, id: id) }
@@ -213,7 +226,7 @@ public struct AgentHTTPAPI: Sendable {
     @Sendable private func prometheusMetrics(
         _ request: Request, _ context: BasicRequestContext
     ) async throws -> Response {
-        let body = metrics.exposition(catalog: catalog.summary(), health: health.report())
+        let body = metrics.exposition(catalog: catalog.summary(), health: health.report(), watches: watches.report())
         return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -239,7 +252,7 @@ public struct AgentHTTPAPI: Sendable {
 
     // MARK: Decoding
 
-    private func serviceName(_ context: BasicRequestContext) throws -> ServiceName {
+    func serviceName(_ context: BasicRequestContext) throws -> ServiceName {
         // Path parameters arrive as sent; a client may percent-encode any character (':' in an id, say).
         let raw = context.parameters.get("service").map(Self.percentDecoded) ?? ""
         do {
@@ -249,7 +262,7 @@ public struct AgentHTTPAPI: Sendable {
         }
     }
 
-    private func instanceID(_ context: BasicRequestContext) throws -> InstanceID {
+    func instanceID(_ context: BasicRequestContext) throws -> InstanceID {
         let raw = context.parameters.get("id").map(Self.percentDecoded) ?? ""
         do {
             return try InstanceID(raw, field: "id")
@@ -276,7 +289,7 @@ public struct AgentHTTPAPI: Sendable {
         }.map(\.method)
     }
 
-    private func instanceQuery(_ request: Request) throws -> InstanceQuery {
+    func instanceQuery(_ request: Request) throws -> InstanceQuery {
         let parameters = request.uri.queryParameters
         do throws(ValidationError) {
             var query = InstanceQuery()
@@ -398,7 +411,7 @@ public struct AgentHTTPAPI: Sendable {
     }
 
     /// A response carrying JSON that is already encoded.
-    private func rawJSON(_ body: [UInt8], status: HTTPResponse.Status = .ok, index: UInt64) -> Response {
+    func rawJSON(_ body: [UInt8], status: HTTPResponse.Status = .ok, index: UInt64) -> Response {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(body.count + 1)
         buffer.writeBytes(body)
@@ -440,6 +453,8 @@ public struct AgentInfo: Codable, Sendable {
     public var store: String
     /// Checks watched, probe lateness and self-preservation.
     public var health: HealthReport
+    /// Held queries, open streams and the changes held for them.
+    public var watches: WatchReport
 }
 
 /// The optional body of `PUT .../heartbeat`.

@@ -83,8 +83,8 @@ public final class HealthChecker: Service, Sendable {
         self.table = Mutex(HealthTable(policy: policy, maximumStartJitter: configuration.maximumStartJitter))
         // Observe first, then seed under the table's lock: a change applied meanwhile is either in the snapshot
         // (and re-applied, harmlessly) or reaches the table after the seed, in order.
-        catalog.addChangeObserver { [weak self] events in
-            self?.table.withLock { $0.apply(events, now: .now) }
+        catalog.addChangeObserver { [weak self] changes in
+            self?.table.withLock { $0.apply(changes.map(\.event), now: .now) }
         }
         table.withLock { table in
             let now = ContinuousClock.now

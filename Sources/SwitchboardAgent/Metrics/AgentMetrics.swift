@@ -16,6 +16,9 @@ public final class AgentMetrics: Sendable {
     private let catalogIndex: Gauge
     private let instanceGauges: [HealthStatus: Gauge]
     private let checkGauges: [CheckKind: Gauge]
+    private let watchersWaiting: Gauge
+    private let watchFrameBytes: Gauge
+    let watchResynchronisations: Counter
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -63,6 +66,16 @@ public final class AgentMetrics: Sendable {
                 labels: [("type", kind.rawValue)])
         }
         checkGauges = checks
+        watchersWaiting = registry.makeGauge(
+            descriptor: Self.metric(
+                "watchers_waiting", unit: "", help: "Blocking queries and event streams waiting for a change."))
+        watchFrameBytes = registry.makeGauge(
+            descriptor: Self.metric(
+                "watch_frames", unit: "bytes", help: "Bytes of recent changes held for event streams to catch up on."))
+        watchResynchronisations = registry.makeCounter(
+            descriptor: Self.metric(
+                "watch_resynchronisations", unit: "total",
+                help: "Event streams that fell behind the changes held and were sent a fresh snapshot."))
     }
 
     private static func metric(_ name: String, unit: String, help: String) -> MetricNameDescriptor {
@@ -78,7 +91,9 @@ public final class AgentMetrics: Sendable {
     }
 
     /// The Prometheus text exposition, with the catalog's gauges read now.
-    func exposition(catalog: CatalogSummary, health: HealthReport) -> [UInt8] {
+    func exposition(catalog: CatalogSummary, health: HealthReport, watches: WatchReport) -> [UInt8] {
+        watchersWaiting.set(Double(watches.waiting))
+        watchFrameBytes.set(Double(watches.frameBytes))
         catalogIndex.set(Double(catalog.index))
         instanceGauges[.passing]?.set(Double(catalog.counts.passing))
         instanceGauges[.warning]?.set(Double(catalog.counts.warning))

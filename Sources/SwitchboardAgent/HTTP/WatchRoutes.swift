@@ -1,0 +1,181 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+import SwitchboardCore
+
+/// Blocking queries and Server-Sent Events streams: the two ways a caller learns about changes without polling.
+extension AgentHTTPAPI {
+    /// A read's `?index=N&wait=D`: hold the answer until the relevant index passes `index`, or `wait` ends.
+    struct BlockingQuery {
+        var index: UInt64
+        var wait: Duration
+    }
+
+    static let lastEventIDHeader = HTTPField.Name("Last-Event-ID")!
+
+    /// The request's blocking-query parameters, or `nil` for a plain read (no `index`, or `index=0`).
+    func blockingQuery(_ request: Request) throws -> BlockingQuery? {
+        let parameters = request.uri.queryParameters
+        var wait = watches.configuration.defaultWait
+        if let text = parameters["wait"] {
+            do {
+                wait = try HumanDuration(parsing: String(text), field: "wait").duration
+            } catch {
+                throw APIError.badParameter(error)
+            }
+        }
+        guard let text = parameters["index"] else { return nil }
+        guard let index = UInt64(text) else {
+            throw APIError.badParameter(
+                ValidationError(field: "index", message: "index must be a catalog index (a whole number, 0 or more)"))
+        }
+        guard index > 0 else { return nil }
+        // Like Consul: a longer wait is cut, not refused; jitter spreads the re-polls of many watchers that timed out
+        // together.
+        wait = min(wait, watches.configuration.maximumWait)
+        let jitterLimit = Int64(wait / .milliseconds(1)) / 16
+        let jitter = Duration.milliseconds(Int64.random(in: 0...max(0, jitterLimit)))
+        return BlockingQuery(index: index, wait: wait + jitter)
+    }
+
+    /// Holds a blocking query until `currentIndex()` is past the query's index, its wait ends, or the agent stops.
+    ///
+    /// `service` scopes the wake-ups: a change to another service does not even wake the request. An index from the
+    /// future (the agent restarted with less history than the caller saw) answers at once.
+    func holdUntilChanged(
+        _ query: BlockingQuery?, service: ServiceName?, currentIndex: @escaping @Sendable () -> UInt64
+    ) async {
+        guard let query, query.index <= catalog.index, !watches.isClosed else { return }
+        let deadline = ContinuousClock.now + query.wait
+        let watches = self.watches
+        await withGracefulShutdownHandler {
+            while currentIndex() <= query.index {
+                let wake = await watches.wait(service: service, deadline: deadline) { currentIndex() > query.index }
+                if wake != .changed { return }
+            }
+        } onGracefulShutdown: {
+            watches.close()
+        }
+    }
+
+    @Sendable func watchService(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let service = try serviceName(context)
+        return try eventStream(service: service, query: try instanceQuery(request), request: request)
+    }
+
+    @Sendable func watchCatalog(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        try eventStream(service: nil, query: try instanceQuery(request), request: request)
+    }
+
+    /// An SSE stream of `service` (nil: the whole catalog): a snapshot, then one event per change.
+    private func eventStream(service: ServiceName?, query: InstanceQuery, request: Request) throws -> Response {
+        var resumeAfter: UInt64?
+        if let text = request.headers[Self.lastEventIDHeader] {
+            guard let index = UInt64(text.trimmingCharacters(in: .whitespaces)) else {
+                throw APIError.badParameter(
+                    ValidationError(field: "Last-Event-ID", message: "Last-Event-ID must be an event id (an index)"))
+            }
+            resumeAfter = index
+        }
+        let stream = EventStream(
+            catalog: catalog, watches: watches, metrics: metrics, service: service, query: query,
+            resumeAfter: resumeAfter)
+        return Response(
+            status: .ok,
+            headers: [
+                .contentType: "text/event-stream", .cacheControl: "no-cache",
+                Self.indexHeader: String(catalog.index),
+            ],
+            body: ResponseBody { writer in
+                try await stream.run(&writer)
+                try await writer.finish(nil)
+            }
+        )
+    }
+}
+
+/// One open event stream: sends a snapshot (unless it resumes), then the changes that concern it, at the pace its
+/// consumer reads.
+///
+/// It keeps a cursor into the ``WatchHub``'s shared frames; when the consumer is so slow that the frames it still
+/// needs are gone, it sends a fresh snapshot and goes on from there. With filters, it sends a change when the
+/// instance is in the filtered view before or after it, so the consumer can apply the rule: after an event, the
+/// instance is in the view exactly when the event is not `removed` and the instance matches the filters.
+struct EventStream: Sendable {
+    let catalog: Catalog
+    let watches: WatchHub
+    let metrics: AgentMetrics
+    let service: ServiceName?
+    let query: InstanceQuery
+    let resumeAfter: UInt64?
+
+    func run(_ writer: inout any ResponseBodyWriter) async throws {
+        let watches = self.watches
+        try await withGracefulShutdownHandler {
+            try await stream(&writer)
+        } onGracefulShutdown: {
+            watches.close()
+        }
+    }
+
+    private func stream(_ writer: inout any ResponseBodyWriter) async throws {
+        // Without a snapshot (a resumed stream) the consumer's view is unknown: send every change of the scope.
+        var visible: Set<InstanceKey>?
+        var cursor: UInt64
+        if let resumeAfter, watches.canResume(after: resumeAfter) {
+            cursor = resumeAfter
+            try await writer.write(ByteBuffer(string: "retry: 1000\n\n"))
+        } else {
+            (cursor, visible) = try await sendSnapshot(&writer, retry: true)
+        }
+        while !watches.isClosed {
+            switch watches.frames(after: cursor, service: service) {
+            case .behind:
+                watches.countResynchronisation()
+                metrics.watchResynchronisations.increment()
+                (cursor, visible) = try await sendSnapshot(&writer, retry: false)
+            case .frames(let frames, let through):
+                var outgoing: [ByteBuffer] = []
+                for frame in frames where concerns(frame, visible: &visible) { outgoing.append(frame.bytes) }
+                if !outgoing.isEmpty { try await writer.write(contentsOf: outgoing) }
+                cursor = through
+                guard frames.isEmpty else { continue }
+                let deadline = ContinuousClock.now + watches.configuration.keepAliveInterval
+                switch await watches.waitForFrames(after: cursor, service: service, deadline: deadline) {
+                case .changed: continue
+                case .timedOut: try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                case .closed: return
+                }
+            }
+        }
+    }
+
+    /// Whether the consumer needs `frame`, given the instances it has in view (updated here).
+    private func concerns(_ frame: WatchHub.Frame, visible: inout Set<InstanceKey>?) -> Bool {
+        guard visible != nil else { return true }
+        let key = InstanceKey(service: frame.instance.service, id: frame.instance.id)
+        let inView = frame.kind != .removed && query.matches(frame.instance)
+        let wasInView = inView ? visible!.insert(key).inserted == false : visible!.remove(key) != nil
+        return inView || wasInView
+    }
+
+    /// Sends the scope's current instances as a `snapshot` event; returns the index it is current at and the
+    /// instances in view.
+    private func sendSnapshot(
+        _ writer: inout any ResponseBodyWriter, retry: Bool
+    ) async throws -> (UInt64, Set<InstanceKey>?) {
+        let snapshot = catalog.watchSnapshot(of: service, matching: query)
+        var frame = ByteBuffer()
+        frame.reserveCapacity(snapshot.body.count + 64)
+        // EventSource clients reconnect after `retry` milliseconds (their default is 3 s).
+        if retry { frame.writeString("retry: 1000\n") }
+        frame.writeString("id: \(snapshot.index)\nevent: snapshot\ndata: ")
+        frame.writeBytes(snapshot.body)
+        frame.writeString("\n\n")
+        try await writer.write(frame)
+        return (snapshot.index, Set(snapshot.keys))
+    }
+}

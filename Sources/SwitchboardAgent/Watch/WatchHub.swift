@@ -1,0 +1,311 @@
+import DequeModule
+import HeapModule
+import NIOCore
+import ServiceLifecycle
+import SwitchboardCore
+import Synchronization
+
+/// How watches behave: how much change history they share, how often idle streams are kept alive, how long a
+/// blocking query may wait.
+public struct WatchConfiguration: Sendable {
+    /// The most recent changes kept, as ready-to-send stream frames, for every watcher to read at its own pace.
+    /// A watcher that falls further behind is resynchronised with a snapshot.
+    public var frameCapacity: Int
+    /// The most bytes those frames may take; the oldest go first (whichever limit is reached first applies).
+    public var frameByteLimit: Int
+    /// An idle stream gets a comment line this often, so proxies and load balancers keep it open.
+    public var keepAliveInterval: Duration
+    /// A blocking query without `wait` waits this long.
+    public var defaultWait: Duration
+    /// A longer `wait` is cut to this.
+    public var maximumWait: Duration
+
+    public init(
+        frameCapacity: Int = 4096,
+        frameByteLimit: Int = 16 * 1024 * 1024,
+        keepAliveInterval: Duration = .seconds(15),
+        defaultWait: Duration = .seconds(300),
+        maximumWait: Duration = .seconds(600)
+    ) {
+        self.frameCapacity = frameCapacity
+        self.frameByteLimit = frameByteLimit
+        self.keepAliveInterval = keepAliveInterval
+        self.defaultWait = defaultWait
+        self.maximumWait = maximumWait
+    }
+}
+
+/// Tells held blocking queries and open event streams about catalog changes.
+///
+/// Every change is encoded once, as a Server-Sent Events frame, into one shared, bounded ring. Watchers do not get
+/// copies: each keeps a cursor (the last index it sent) and reads the ring from there at its own pace, so a change
+/// costs the same whether ten or ten thousand streams follow it, and a consumer that stops reading holds no memory
+/// of its own. A consumer whose cursor falls out of the ring is told to resynchronise (``Batch/behind``) and sends
+/// a fresh snapshot instead.
+///
+/// Waiters are kept per service, so a change to `order` wakes only the watchers of `order` (and of the whole
+/// catalog). Deadlines (a blocking query's `wait`, a stream's keep-alive) are served by one timer in ``run()``
+/// rather than one per waiter. The hub is a swift-service-lifecycle `Service`; ``close()`` ends every wait.
+public final class WatchHub: Service, Sendable {
+    /// Why a wait ended.
+    public enum Wake: Sendable, Equatable {
+        /// Something the waiter follows changed (or may have: check again).
+        case changed
+        /// The deadline passed.
+        case timedOut
+        /// The hub is closing (the agent is shutting down) or the waiting task was cancelled.
+        case closed
+    }
+
+    /// One change as a ready-to-send stream frame, with what a watcher needs to filter it.
+    public struct Frame: Sendable {
+        public var index: UInt64
+        public var kind: ChangeEvent.Kind
+        public var instance: Instance
+        /// `id: N`, `event: kind`, `data: {event JSON}` and the blank line that ends an SSE event.
+        public var bytes: ByteBuffer
+    }
+
+    /// What a watcher finds after its cursor.
+    public enum Batch: Sendable {
+        /// Frames after the cursor (possibly none of the watcher's service), and the cursor to continue from.
+        case frames([Frame], through: UInt64)
+        /// Changes after the cursor are no longer held: send a snapshot and continue from its index.
+        case behind
+    }
+
+    private struct Waiter {
+        var continuation: CheckedContinuation<Wake, Never>
+        var scope: ServiceName?
+    }
+
+    private struct Deadline: Comparable {
+        var at: ContinuousClock.Instant
+        var waiter: Int
+        static func < (lhs: Self, rhs: Self) -> Bool { lhs.at < rhs.at }
+    }
+
+    private struct State {
+        var frames: Deque<Frame> = []
+        var frameBytes = 0
+        /// The index of the newest change seen; frames hold every change after ``heldSince``.
+        var latest: UInt64
+        /// Every change after this index is in `frames`.
+        var heldSince: UInt64
+        var waiters: [Int: Waiter] = [:]
+        var waitersByService: [ServiceName: Set<Int>] = [:]
+        var catalogWaiters: Set<Int> = []
+        var deadlines = Heap<Deadline>()
+        var nextWaiter = 0
+        var closed = false
+        var resynchronisations = 0
+
+        mutating func remove(_ id: Int) -> Waiter? {
+            guard let waiter = waiters.removeValue(forKey: id) else { return nil }
+            if let service = waiter.scope {
+                waitersByService[service]?.remove(id)
+                if waitersByService[service]?.isEmpty == true { waitersByService[service] = nil }
+            } else {
+                catalogWaiters.remove(id)
+            }
+            return waiter
+        }
+    }
+
+    public let configuration: WatchConfiguration
+    private let state: Mutex<State>
+
+    /// A hub following `catalog` from now on (create it before the catalog takes writes).
+    public init(catalog: Catalog, configuration: WatchConfiguration = WatchConfiguration()) {
+        self.configuration = configuration
+        let index = catalog.index
+        self.state = Mutex(State(latest: index, heldSince: index))
+        catalog.addChangeObserver { [weak self] changes in
+            self?.publish(changes)
+        }
+    }
+
+    /// Appends a batch of changes and wakes the watchers of the services it touched.
+    ///
+    /// Called on the catalog's writer after the batch is applied, so a woken watcher always reads the new state.
+    func publish(_ changes: [CommittedChange]) {
+        let frames = changes.map(Self.frame)
+        let woken = state.withLock { state -> [CheckedContinuation<Wake, Never>] in
+            for frame in frames {
+                state.frames.append(frame)
+                state.frameBytes += frame.bytes.readableBytes
+                state.latest = max(state.latest, frame.index)
+            }
+            while let oldest = state.frames.first,
+                state.frames.count > configuration.frameCapacity || state.frameBytes > configuration.frameByteLimit
+            {
+                state.frames.removeFirst()
+                state.frameBytes -= oldest.bytes.readableBytes
+                state.heldSince = oldest.index
+            }
+            var ids = state.catalogWaiters
+            for service in Set(frames.map(\.instance.service)) {
+                ids.formUnion(state.waitersByService[service] ?? [])
+            }
+            return ids.compactMap { state.remove($0)?.continuation }
+        }
+        for continuation in woken { continuation.resume(returning: .changed) }
+    }
+
+    /// The SSE frame of one change; the event JSON is the one the writer encoded (it holds no line breaks).
+    static func frame(_ change: CommittedChange) -> Frame {
+        var bytes = ByteBuffer()
+        bytes.reserveCapacity(change.eventJSON.count + 48)
+        bytes.writeString("id: \(change.event.index)\nevent: \(change.event.kind.rawValue)\ndata: ")
+        bytes.writeBytes(change.eventJSON)
+        bytes.writeString("\n\n")
+        return Frame(index: change.event.index, kind: change.event.kind, instance: change.event.instance, bytes: bytes)
+    }
+
+    /// The frames after `cursor` (at most `limit`, of `service` only when given), or ``Batch/behind``.
+    public func frames(after cursor: UInt64, service: ServiceName?, limit: Int = 256) -> Batch {
+        state.withLock { state in
+            guard cursor >= state.heldSince else { return .behind }
+            // A cursor from the future (a snapshot read before its change was published) has nothing to read yet.
+            guard cursor < state.latest, let first = state.frames.first else { return .frames([], through: cursor) }
+            // Indexes in the ring are consecutive.
+            var position = Int(cursor + 1 - first.index)
+            var found: [Frame] = []
+            var through = cursor
+            while position < state.frames.count, found.count < limit {
+                let frame = state.frames[position]
+                if service == nil || frame.instance.service == service { found.append(frame) }
+                through = frame.index
+                position += 1
+            }
+            return .frames(found, through: through)
+        }
+    }
+
+    /// Whether the ring holds every change after `index` (so a stream can resume from it without a snapshot).
+    public func canResume(after index: UInt64) -> Bool {
+        state.withLock { index >= $0.heldSince && index <= $0.latest }
+    }
+
+    /// Whether a change of `service` (or of any service) arrived after `cursor`.
+    private func hasChanges(after cursor: UInt64, service: ServiceName?) -> Bool {
+        switch frames(after: cursor, service: service, limit: 1) {
+        case .behind: true
+        case .frames(let found, _): !found.isEmpty
+        }
+    }
+
+    /// Waits until a stream following `service` (nil: the whole catalog) from `cursor` has something to send, or
+    /// until `deadline`.
+    public func waitForFrames(
+        after cursor: UInt64, service: ServiceName?, deadline: ContinuousClock.Instant
+    ) async -> Wake {
+        await wait(service: service, deadline: deadline) { self.hasChanges(after: cursor, service: service) }
+    }
+
+    /// Waits until `isChanged` holds after a change to `service` (nil: any service), or until `deadline`.
+    ///
+    /// `isChanged` is checked once the waiter is registered, so a change that lands in between is never missed;
+    /// after ``Wake/changed`` the caller checks again (a wake means "maybe").
+    public func wait(
+        service: ServiceName?, deadline: ContinuousClock.Instant, isChanged: @Sendable () -> Bool
+    ) async -> Wake {
+        let id = state.withLock { state in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let registered = state.withLock { state in
+                    guard !state.closed else { return false }
+                    state.waiters[id] = Waiter(continuation: continuation, scope: service)
+                    if let service {
+                        state.waitersByService[service, default: []].insert(id)
+                    } else {
+                        state.catalogWaiters.insert(id)
+                    }
+                    state.deadlines.insert(Deadline(at: deadline, waiter: id))
+                    return true
+                }
+                guard registered else { return continuation.resume(returning: .closed) }
+                if Task.isCancelled {
+                    wake(id, .closed)
+                } else if isChanged() {
+                    wake(id, .changed)
+                } else if deadline <= .now {
+                    wake(id, .timedOut)
+                }
+            }
+        } onCancel: {
+            wake(id, .closed)
+        }
+    }
+
+    /// Ends waiter `id` with `reason`, if it still waits.
+    private func wake(_ id: Int, _ reason: Wake) {
+        state.withLock { $0.remove(id) }?.continuation.resume(returning: reason)
+    }
+
+    /// Ends every wait, now and later: held queries answer and streams end (the agent is shutting down).
+    public func close() {
+        let woken = state.withLock { state -> [Waiter] in
+            state.closed = true
+            defer {
+                state.waiters = [:]
+                state.waitersByService = [:]
+                state.catalogWaiters = []
+            }
+            return Array(state.waiters.values)
+        }
+        for waiter in woken { waiter.continuation.resume(returning: .closed) }
+    }
+
+    /// Whether ``close()`` was called.
+    public var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// Counts a watcher that fell out of the ring and was sent a snapshot instead.
+    func countResynchronisation() {
+        state.withLock { $0.resynchronisations += 1 }
+    }
+
+    /// What `GET /v1/agent` and `/metrics` report about watches.
+    public func report() -> WatchReport {
+        state.withLock { state in
+            WatchReport(
+                waiting: state.waiters.count, framesHeld: state.frames.count, frameBytes: state.frameBytes,
+                resynchronisations: state.resynchronisations)
+        }
+    }
+
+    /// Serves deadlines until graceful shutdown, then closes the hub.
+    public func run() async throws {
+        let tick = Duration.milliseconds(20)
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let now = ContinuousClock.now
+                let expired = self.state.withLock { state -> [Int] in
+                    var expired: [Int] = []
+                    while let next = state.deadlines.min, next.at <= now {
+                        state.deadlines.removeMin()
+                        if state.waiters[next.waiter] != nil { expired.append(next.waiter) }
+                    }
+                    return expired
+                }
+                for id in expired { self.wake(id, .timedOut) }
+                try? await Task.sleep(for: tick)
+            }
+        }
+        close()
+    }
+}
+
+/// Watches as `GET /v1/agent` reports them.
+public struct WatchReport: Sendable, Codable, Hashable {
+    /// Blocking queries and streams waiting for a change now.
+    public var waiting: Int
+    /// Changes held for streams to catch up on.
+    public var framesHeld: Int
+    public var frameBytes: Int
+    /// Streams that fell behind the held changes and were sent a snapshot instead.
+    public var resynchronisations: Int
+}
