@@ -224,7 +224,7 @@ public final class Catalog: Sendable {
             let index = current.index + UInt64(changes.count) + 1
             do {
                 if let event = try CatalogState.plan(write.mutation, current: before, index: index, at: now) {
-                    let change = CommittedChange(event: event)
+                    let change = CommittedChange(event: event, previous: before)
                     changes.append(change)
                     planned[key] = .some(event.kind == .removed ? nil : event.instance)
                     outcomes.append(
@@ -285,10 +285,18 @@ public final class Catalog: Sendable {
         state.withLock { $0.services[service]?.index ?? 0 }
     }
 
+    /// `service`'s index and output revision: together they change whenever any answer about the service would.
+    public func serviceVersion(_ service: ServiceName) -> (index: UInt64, outputRevision: UInt64) {
+        state.withLock { state in
+            let entry = state.services[service]
+            return (entry?.index ?? 0, entry?.outputRevision ?? 0)
+        }
+    }
+
     /// The instances of `service` that pass `query`, sorted by id, with the service's own index.
     public func instances(of service: ServiceName, matching query: InstanceQuery = InstanceQuery()) -> ServiceLookup {
-        let entry = state.withLock { $0.services[service] }
-        guard let entry else { return ServiceLookup(service: service, index: 0, instances: []) }
+        let (catalogIndex, entry) = state.withLock { ($0.index, $0.services[service]) }
+        guard let entry else { return ServiceLookup(service: service, index: catalogIndex, instances: []) }
         let instances = entry.instances.values.filter(query.matches).sorted { $0.id < $1.id }
         return ServiceLookup(service: service, index: entry.index, instances: instances)
     }
@@ -301,12 +309,15 @@ public final class Catalog: Sendable {
     ) -> (
         index: UInt64, body: [UInt8]
     ) {
-        let entry = state.withLock { $0.services[service] }
+        let (catalogIndex, entry) = state.withLock { ($0.index, $0.services[service]) }
+        // A service never registered answers with the catalog's index, not 0: a blocking query sent back with it
+        // then waits for the service to appear instead of answering at once, again and again.
+        let index = entry?.index ?? catalogIndex
         var json = JSONText()
-        json.append(#"{"index":\#(entry?.index ?? 0),"instances":["#)
+        json.append(#"{"index":\#(index),"instances":["#)
         if let entry { _ = Self.appendInstances(of: entry, matching: query, to: &json, first: true) }
         json.append(#"],"service":"\#(service.rawValue)"}"#)
-        return (entry?.index ?? 0, json.bytes)
+        return (index, json.bytes)
     }
 
     /// What an event stream starts from: the instances of `service` (nil: of every service) that pass `query`, as
@@ -346,8 +357,8 @@ public final class Catalog: Sendable {
 
     /// One instance as JSON (its cached encoding), with its service's index; `nil` when not registered.
     public func instanceJSON(service: ServiceName, id: InstanceID) -> (index: UInt64, body: [UInt8]?) {
-        let entry = state.withLock { $0.services[service] }
-        return (entry?.index ?? 0, entry?.encodedInstances[id])
+        let (catalogIndex, entry) = state.withLock { ($0.index, $0.services[service]) }
+        return (entry?.index ?? catalogIndex, entry?.encodedInstances[id])
     }
 
     /// The same answer as ``services()`` as JSON, written by hand (the generic encoder is the cost of this call).
@@ -367,8 +378,8 @@ public final class Catalog: Sendable {
 
     /// One instance, with its service's index; `nil` when not registered.
     public func instance(service: ServiceName, id: InstanceID) -> (index: UInt64, instance: Instance?) {
-        let entry = state.withLock { $0.services[service] }
-        return (entry?.index ?? 0, entry?.instances[id])
+        let (catalogIndex, entry) = state.withLock { ($0.index, $0.services[service]) }
+        return (entry?.index ?? catalogIndex, entry?.instances[id])
     }
 
     /// Every service with at least one instance: names, tags and counts by status.

@@ -68,6 +68,8 @@ public struct CheckStatusUpdate: Sendable, Hashable {
 public struct ServiceEntry: Sendable {
     /// The catalog index of the latest change to this service.
     public internal(set) var index: UInt64 = 0
+    /// Counts check outputs replaced in place (which move no index), so a cached answer can tell it is stale.
+    public internal(set) var outputRevision: UInt64 = 0
     /// A persistent (structure-sharing) dictionary: a reader's snapshot costs nothing, and the writer's next change
     /// copies only the path it touches instead of the whole service.
     public internal(set) var instances: TreeDictionary<InstanceID, Instance> = [:]
@@ -225,6 +227,7 @@ public struct CatalogState: Sendable {
         else { return false }
         services[key.service]!.instances[key.id] = updated
         services[key.service]!.encodedInstances[key.id] = encoded
+        services[key.service]!.outputRevision &+= 1
         return true
     }
 

@@ -11,10 +11,14 @@ public struct CommittedChange: Sendable {
     public let instanceJSON: [UInt8]
     /// The event in the API's JSON form (what `GET /v1/events` and the event log hold).
     public let eventJSON: [UInt8]
+    /// The instance just before the change (nil for an addition, or when not known): lets a filtered watcher tell
+    /// whether the instance was in its view without keeping state of its own.
+    public let previous: Instance?
 
     /// Encodes `event` and its instance.
-    public init(event: ChangeEvent) {
+    public init(event: ChangeEvent, previous: Instance? = nil) {
         self.event = event
+        self.previous = previous
         self.instanceJSON = Self.encode(event.instance)
         // The keys in the order a sorted-keys encoder writes them, so both forms are byte-identical. Service
         // names and instance ids never need escaping (their validation allows no quote, backslash or control).

@@ -100,13 +100,11 @@ struct AgentCommand: AsyncParsableCommand {
             watch: try resolvedWatch()
         )
         let agent = Agent(configuration: configuration, logger: logger)
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [agent],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [agent], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A consumer that stopped reading holds its stream's write forever: past this, shutdown cancels it.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(10)
+        let group = ServiceGroup(configuration: groupConfiguration)
         do {
             try await group.run()
         } catch {

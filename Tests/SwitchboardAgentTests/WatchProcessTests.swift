@@ -58,15 +58,26 @@ import Glibc
         let agent = try await AgentProcess(dataDirectory: nil)
         let stream = try await EventStreamClient("\(agent.baseURL)/v1/watch")
         _ = try await stream.next()
+        // A consumer that stopped reading, with its stream's write blocked on a full connection.
+        let stuck = try await StuckConsumer(baseURL: agent.baseURL, path: "/v1/watch?status=any")
+        let meta = (0..<16).map { #""k\#($0)": "\#(String(repeating: "x", count: 500))""# }.joined(separator: ",")
+        for round in 0..<400 {
+            _ = try await http(
+                .PUT, "\(agent.baseURL)/v1/services/order/instances/o\(round % 8)",
+                json: #"{"address": "10.0.0.1", "port": \#(8000 + round), "meta": {\#(meta)}}"#)
+        }
+        _ = try await stream.next()
         let index = try #require(try await http(.GET, "\(agent.baseURL)/v1/services").index)
         let held = Task { try await http(.GET, "\(agent.baseURL)/v1/services?index=\(index)&wait=5m") }
         try await Task.sleep(for: .milliseconds(200))
         let start = ContinuousClock.now
         let status = await agent.stop(with: SIGTERM)
         #expect(status == 0)
-        #expect(ContinuousClock.now - start < .seconds(5))
+        // The stuck consumer is given up on after the 10 s shutdown limit.
+        #expect(ContinuousClock.now - start < .seconds(15))
         #expect(try await held.value.status == 200)
         _ = try await waitUntil(timeout: .seconds(5), "the stream ending") { stream.isFinished }
+        try? await stuck.close()
     }
 
     @Test func theWatchCommandPrintsTheSnapshotAndEachChange() async throws {

@@ -180,6 +180,38 @@ import Testing
         }
     }
 
+    @Test func aResumedStreamKeepsItsFilters() async throws {
+        try await withLiveAgent { agent in
+            _ = try await register(agent, "order", "o1", tags: ["v2"])
+            let first = try await EventStreamClient("\(agent.baseURL)/v1/services/order/watch?tag=v2")
+            let snapshot = try await first.next()
+            first.close()
+            _ = try await register(agent, "order", "o2", tags: ["v1"])
+            _ = try await register(agent, "order", "o3", tags: ["v2"])
+            _ = try await register(agent, "order", "o1", tags: ["v1"])
+            let resumed = try await EventStreamClient(
+                "\(agent.baseURL)/v1/services/order/watch?tag=v2", lastEventID: snapshot.id)
+            // o2 never matched; o3 entered the view; o1 left it (it matched before the change).
+            let missed = [try await resumed.next(), try await resumed.next()]
+            #expect(missed.map { "\($0.event) \($0.object["id"] as? String ?? "?")" } == ["added o3", "updated o1"])
+            try await resumed.expectSilence(for: .milliseconds(200))
+        }
+    }
+
+    @Test func aServiceNeverRegisteredAnswersWithTheCatalogIndexSoABlockingQueryWaitsForIt() async throws {
+        try await withLiveAgent { agent in
+            _ = try await register(agent, "order", "o1")
+            let ghost = try await http(.GET, "\(agent.baseURL)/v1/services/ghost")
+            let index = try #require(ghost.index)
+            #expect(index > 0)
+            async let held = http(.GET, "\(agent.baseURL)/v1/services/ghost?index=\(index)&wait=20s")
+            try await Task.sleep(for: .milliseconds(200))
+            _ = try await register(agent, "ghost", "g1")
+            let answer = try await held
+            #expect((answer.object["instances"] as? [Any])?.count == 1)
+        }
+    }
+
     @Test func resumingFromAnEventNoLongerHeldStartsWithAFreshSnapshot() async throws {
         var configuration = AgentConfiguration(httpPort: 0, storage: .memory)
         configuration.watch = WatchConfiguration(frameCapacity: 4)

@@ -24,6 +24,7 @@ public struct AgentHTTPAPI: Sendable {
     let catalog: Catalog
     let health: HealthChecker
     let watches: WatchHub
+    let lookups = LookupCache()
     let metrics: AgentMetrics
     let startedAt: Date
     let storeDescription: String
@@ -134,8 +135,12 @@ public struct AgentHTTPAPI: Sendable {
             let lookup = catalog.instances(of: service, matching: query)
             return try json(lookup, index: lookup.index, request: request)
         }
-        let (index, body) = catalog.instancesJSON(of: service, matching: query)
-        return rawJSON(body, index: index)
+        let (index, body) = lookups.lookup(service, matching: query, in: catalog)
+        return Response(
+            status: .ok,
+            headers: [.contentType: "application/json", Self.indexHeader: String(index)],
+            body: ResponseBody(byteBuffer: body)
+        )
     }
 
     @Sendable private func readInstance(_ request: Request, _ context: BasicRequestContext) async throws -> Response {

@@ -102,8 +102,9 @@ extension AgentHTTPAPI {
 ///
 /// It keeps a cursor into the ``WatchHub``'s shared frames; when the consumer is so slow that the frames it still
 /// needs are gone, it sends a fresh snapshot and goes on from there. With filters, it sends a change when the
-/// instance is in the filtered view before or after it, so the consumer can apply the rule: after an event, the
-/// instance is in the view exactly when the event is not `removed` and the instance matches the filters.
+/// instance matches them before or after it, so the consumer can apply the rule: after an event, the instance is
+/// in the view exactly when the event is not `removed` and the instance matches the filters. Each frame carries
+/// the instance's previous state, so this holds for a resumed stream too and a stream keeps no per-instance state.
 struct EventStream: Sendable {
     let catalog: Catalog
     let watches: WatchHub
@@ -122,51 +123,55 @@ struct EventStream: Sendable {
     }
 
     private func stream(_ writer: inout any ResponseBodyWriter) async throws {
-        // Without a snapshot (a resumed stream) the consumer's view is unknown: send every change of the scope.
-        var visible: Set<InstanceKey>?
         var cursor: UInt64
         if let resumeAfter, watches.canResume(after: resumeAfter) {
             cursor = resumeAfter
             try await writer.write(ByteBuffer(string: "retry: 1000\n\n"))
         } else {
-            (cursor, visible) = try await sendSnapshot(&writer, retry: true)
+            cursor = try await sendSnapshot(&writer, retry: true)
         }
+        var lastWrite = ContinuousClock.now
         while !watches.isClosed {
             switch watches.frames(after: cursor, service: service) {
             case .behind:
+                // A service stream that fell behind only other services' changes has lost nothing: skip ahead.
+                if let service, catalog.serviceIndex(service) <= cursor {
+                    cursor = max(cursor, watches.heldSince)
+                    continue
+                }
                 watches.countResynchronisation()
                 metrics.watchResynchronisations.increment()
-                (cursor, visible) = try await sendSnapshot(&writer, retry: false)
+                cursor = try await sendSnapshot(&writer, retry: false)
+                lastWrite = .now
             case .frames(let frames, let through):
-                var outgoing: [ByteBuffer] = []
-                for frame in frames where concerns(frame, visible: &visible) { outgoing.append(frame.bytes) }
-                if !outgoing.isEmpty { try await writer.write(contentsOf: outgoing) }
+                let outgoing = frames.filter(concerns).map(\.bytes)
+                if !outgoing.isEmpty {
+                    try await writer.write(contentsOf: outgoing)
+                    lastWrite = .now
+                }
                 cursor = through
                 guard frames.isEmpty else { continue }
-                let deadline = ContinuousClock.now + watches.configuration.keepAliveInterval
+                // Keep-alives count from the last write, not the last wake: changes this stream filters out must
+                // not starve it of them.
+                let deadline = lastWrite + watches.configuration.keepAliveInterval
                 switch await watches.waitForFrames(after: cursor, service: service, deadline: deadline) {
                 case .changed: continue
-                case .timedOut: try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                case .timedOut:
+                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                    lastWrite = .now
                 case .closed: return
                 }
             }
         }
     }
 
-    /// Whether the consumer needs `frame`, given the instances it has in view (updated here).
-    private func concerns(_ frame: WatchHub.Frame, visible: inout Set<InstanceKey>?) -> Bool {
-        guard visible != nil else { return true }
-        let key = InstanceKey(service: frame.instance.service, id: frame.instance.id)
-        let inView = frame.kind != .removed && query.matches(frame.instance)
-        let wasInView = inView ? visible!.insert(key).inserted == false : visible!.remove(key) != nil
-        return inView || wasInView
+    /// Whether the consumer needs `frame`: the instance matches the filters after the change or matched before.
+    private func concerns(_ frame: WatchHub.Frame) -> Bool {
+        (frame.kind != .removed && query.matches(frame.instance)) || (frame.previous.map(query.matches) ?? false)
     }
 
-    /// Sends the scope's current instances as a `snapshot` event; returns the index it is current at and the
-    /// instances in view.
-    private func sendSnapshot(
-        _ writer: inout any ResponseBodyWriter, retry: Bool
-    ) async throws -> (UInt64, Set<InstanceKey>?) {
+    /// Sends the scope's current instances as a `snapshot` event; returns the index it is current at.
+    private func sendSnapshot(_ writer: inout any ResponseBodyWriter, retry: Bool) async throws -> UInt64 {
         let snapshot = catalog.watchSnapshot(of: service, matching: query)
         var frame = ByteBuffer()
         frame.reserveCapacity(snapshot.body.count + 64)
@@ -176,6 +181,6 @@ struct EventStream: Sendable {
         frame.writeBytes(snapshot.body)
         frame.writeString("\n\n")
         try await writer.write(frame)
-        return (snapshot.index, Set(snapshot.keys))
+        return snapshot.index
     }
 }

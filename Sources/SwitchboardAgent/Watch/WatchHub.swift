@@ -62,6 +62,8 @@ public final class WatchHub: Service, Sendable {
         public var index: UInt64
         public var kind: ChangeEvent.Kind
         public var instance: Instance
+        /// The instance just before the change (nil for an addition).
+        public var previous: Instance?
         /// `id: N`, `event: kind`, `data: {event JSON}` and the blank line that ends an SSE event.
         public var bytes: ByteBuffer
     }
@@ -159,7 +161,9 @@ public final class WatchHub: Service, Sendable {
         bytes.writeString("id: \(change.event.index)\nevent: \(change.event.kind.rawValue)\ndata: ")
         bytes.writeBytes(change.eventJSON)
         bytes.writeString("\n\n")
-        return Frame(index: change.event.index, kind: change.event.kind, instance: change.event.instance, bytes: bytes)
+        return Frame(
+            index: change.event.index, kind: change.event.kind, instance: change.event.instance,
+            previous: change.previous, bytes: bytes)
     }
 
     /// The frames after `cursor` (at most `limit`, of `service` only when given), or ``Batch/behind``.
@@ -168,6 +172,8 @@ public final class WatchHub: Service, Sendable {
             guard cursor >= state.heldSince else { return .behind }
             // A cursor from the future (a snapshot read before its change was published) has nothing to read yet.
             guard cursor < state.latest, let first = state.frames.first else { return .frames([], through: cursor) }
+            // Only if a change slipped in between the hub's creation and its first frame.
+            guard first.index <= cursor + 1 else { return .behind }
             // Indexes in the ring are consecutive.
             var position = Int(cursor + 1 - first.index)
             var found: [Frame] = []
@@ -181,6 +187,9 @@ public final class WatchHub: Service, Sendable {
             return .frames(found, through: through)
         }
     }
+
+    /// Every change after this index is held: where a stream whose own changes are all older can skip to.
+    public var heldSince: UInt64 { state.withLock { $0.heldSince } }
 
     /// Whether the ring holds every change after `index` (so a stream can resume from it without a snapshot).
     public func canResume(after index: UInt64) -> Bool {
@@ -225,6 +234,11 @@ public final class WatchHub: Service, Sendable {
                         state.catalogWaiters.insert(id)
                     }
                     state.deadlines.insert(Deadline(at: deadline, waiter: id))
+                    // Deadlines of waiters woken early stay until due; drop them when they outnumber the live ones.
+                    if state.deadlines.count > 2 * state.waiters.count + 1024 {
+                        let live = state.waiters
+                        state.deadlines = Heap(state.deadlines.unordered.filter { live[$0.waiter] != nil })
+                    }
                     return true
                 }
                 guard registered else { return continuation.resume(returning: .closed) }
