@@ -59,8 +59,10 @@ public final class WatchHub: Service, Sendable {
 
     /// One change as a ready-to-send stream frame, with what a watcher needs to filter it.
     public struct Frame: Sendable {
+        /// The catalog index the change produced (the frame's event id).
         public var index: UInt64
         public var kind: ChangeEvent.Kind
+        /// The instance after the change (as it was, for a removal): what filters are applied to.
         public var instance: Instance
         /// The instance just before the change (nil for an addition).
         public var previous: Instance?
@@ -114,6 +116,7 @@ public final class WatchHub: Service, Sendable {
         }
     }
 
+    /// The limits it was created with (streams read the keep-alive interval, queries the waits).
     public let configuration: WatchConfiguration
     private let state: Mutex<State>
 
@@ -319,6 +322,7 @@ public struct WatchReport: Sendable, Codable, Hashable {
     public var waiting: Int
     /// Changes held for streams to catch up on.
     public var framesHeld: Int
+    /// The bytes those changes take, at most ``WatchConfiguration/frameByteLimit``.
     public var frameBytes: Int
     /// Streams that fell behind the held changes and were sent a snapshot instead.
     public var resynchronisations: Int
