@@ -32,26 +32,8 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
-swift build -c release --product switchboard >/dev/null
-binary="$(swift build -c release --show-bin-path)/switchboard"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for() { # url [method]
-    for _ in $(seq 1 200); do
-        curl -s -o /dev/null -X "${2:-GET}" "$1" && return 0
-        sleep 0.05
-    done
-    echo "nothing answers at $1" >&2
-    exit 1
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 json_field() { # json path.to.field
     python3 -c 'import json, sys
@@ -63,19 +45,6 @@ print(value)' "$1"
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-# wrk_run NAME URL [extra wrk args...]: prints "NAME|req/s|p50|p99|errors".
-wrk_run() {
-    local name=$1 url=$2
-    shift 2
-    local output
-    output=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
-    local rps p50 p99 errors
-    rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$output")
-    p50=$(awk '$1 == "50%" { print $2 }' <<<"$output")
-    p99=$(awk '$1 == "99%" { print $2 }' <<<"$output")
-    errors=$(awk '/Non-2xx/ { print $NF }' <<<"$output")
-    echo "$name|$rps|$p50|$p99|${errors:-0}"
-}
 
 # 1. Heartbeats.
 "$binary" agent --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent" --log-level warning &
@@ -95,14 +64,7 @@ passing=$(curl -s "$base/v1/agent" | json_field counts.passing)
 kill "$agent"
 wait "$agent" 2>/dev/null || true
 
-etcd --name bench --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-cluster "bench=http://127.0.0.1:$((ETCD_PORT + 1))" --log-level error >/dev/null 2>&1 &
-etcd_pid=$!
-pids+=("$etcd_pid")
-etcd_base="http://127.0.0.1:$ETCD_PORT"
-wait_for "$etcd_base/v3/kv/range" POST
+start_etcd "$ETCD_PORT"
 python3 bench/health_setup.py etcd-leases "$etcd_base" "$TTL_INSTANCES" 300 "$work/leases"
 rows+=("$(LEASES=$work/leases wrk_run "etcd lease keep-alive (POST /v3/lease/keepalive), $TTL_INSTANCES leases" \
     "$etcd_base" -s bench/wrk/etcd-keepalive.lua)")

@@ -25,42 +25,11 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
-swift build -c release --product switchboard >/dev/null
-binary="$(swift build -c release --show-bin-path)/switchboard"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for() { # url [method]
-    for _ in $(seq 1 200); do
-        curl -s -o /dev/null -X "${2:-GET}" "$1" && return 0
-        sleep 0.05
-    done
-    echo "nothing answers at $1" >&2
-    exit 1
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 
-# wrk_run NAME URL [extra wrk args...]: prints "NAME|req/s|p50|p99|errors".
-wrk_run() {
-    local name=$1 url=$2
-    shift 2
-    local output
-    output=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
-    local rps p50 p99 errors
-    rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$output")
-    p50=$(awk '$1 == "50%" { print $2 }' <<<"$output")
-    p99=$(awk '$1 == "99%" { print $2 }' <<<"$output")
-    errors=$(awk '/Non-2xx/ { print $NF }' <<<"$output")
-    echo "$name|$rps|$p50|$p99|${errors:-0}"
-}
 
 "$binary" agent --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent" --log-level warning &
 agent=$!
@@ -69,13 +38,7 @@ base="http://127.0.0.1:$AGENT_PORT"
 wait_for "$base/v1/agent"
 rss_empty=$(rss_kib "$agent")
 
-etcd --name bench --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-cluster "bench=http://127.0.0.1:$((ETCD_PORT + 1))" --log-level error >/dev/null 2>&1 &
-pids+=($!)
-etcd_base="http://127.0.0.1:$ETCD_PORT"
-wait_for "$etcd_base/v3/kv/range" POST
+start_etcd "$ETCD_PORT"
 
 rows=()
 # 1. Writes: each request registers a new instance (durable before the answer, SQLite WAL).

@@ -25,26 +25,8 @@ python3 -c 'import uvloop' 2>/dev/null || python3 -m pip install -q --disable-pi
 # Two ends of WATCHERS connections each, in one process per side.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-swift build -c release --product switchboard >/dev/null
-binary="$(swift build -c release --show-bin-path)/switchboard"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for() { # url [method]
-    for _ in $(seq 1 200); do
-        curl -s -o /dev/null -X "${2:-GET}" "$1" && return 0
-        sleep 0.05
-    done
-    echo "nothing answers at $1" >&2
-    exit 1
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 rows=()
 row() { # name json
@@ -69,13 +51,7 @@ for mode in sse blocking; do
     wait "$agent" 2>/dev/null || true
 done
 
-etcd --name bench --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-cluster "bench=http://127.0.0.1:$((ETCD_PORT + 1))" --log-level error >/dev/null 2>&1 &
-etcd_pid=$!
-pids+=("$etcd_pid")
-wait_for "http://127.0.0.1:$ETCD_PORT/v3/kv/range" POST
+start_etcd "$ETCD_PORT"
 result=$(python3 bench/watch_driver.py etcd "http://127.0.0.1:$ETCD_PORT" "$WATCHERS" "$CHANGES")
 rows+=("$(row "etcd $(etcd --version | awk '/etcd Version/ { print $3 }'), $WATCHERS watches (POST /v3/watch)" "$result")")
 

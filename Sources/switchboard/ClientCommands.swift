@@ -33,6 +33,26 @@ struct ClientOptions: ParsableArguments {
     }
 }
 
+/// The lookup filters `instances` and `watch` share, as the API's query parameters.
+struct InstanceFilterOptions: ParsableArguments {
+    @Option(help: "healthy, any, passing, warning, critical or maintenance.")
+    var status = "any"
+
+    @Option(help: "Only instances with this tag (repeatable).")
+    var tag: [String] = []
+
+    @Option(help: "Only instances with this meta value, key:value (repeatable).")
+    var meta: [String] = []
+
+    /// `status=…&tag=…&meta=…`, escaped.
+    var queryString: String {
+        var query = ["status=\(AgentAPIClient.escape(status))"]
+        query += tag.map { "tag=\(AgentAPIClient.escape($0))" }
+        query += meta.map { "meta=\(AgentAPIClient.escape($0))" }
+        return query.joined(separator: "&")
+    }
+}
+
 struct ServicesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "services", abstract: "List services with instance counts.")
@@ -64,20 +84,10 @@ struct InstancesCommand: AsyncParsableCommand {
     @Argument(help: "The service name.")
     var service: String
 
-    @Option(help: "healthy, any, passing, warning, critical or maintenance.")
-    var status = "any"
-
-    @Option(help: "Only instances with this tag (repeatable).")
-    var tag: [String] = []
-
-    @Option(help: "Only instances with this meta value, key:value (repeatable).")
-    var meta: [String] = []
+    @OptionGroup var filters: InstanceFilterOptions
 
     func run() async throws {
-        var query = ["status=\(AgentAPIClient.escape(status))"]
-        query += tag.map { "tag=\(AgentAPIClient.escape($0))" }
-        query += meta.map { "meta=\(AgentAPIClient.escape($0))" }
-        let path = "/v1/services/\(AgentAPIClient.escape(service))?\(query.joined(separator: "&"))"
+        let path = "/v1/services/\(AgentAPIClient.escape(service))?\(filters.queryString)"
         try await options.perform {
             let data = try await options.client.send(.GET, path)
             if options.json { return options.printJSON(data) }

@@ -20,23 +20,13 @@ struct WatchCommand: AsyncParsableCommand {
     @Argument(help: "The service name; leave out to watch every service.")
     var service: String?
 
-    @Option(help: "healthy, any, passing, warning, critical or maintenance.")
-    var status = "any"
-
-    @Option(help: "Only instances with this tag (repeatable).")
-    var tag: [String] = []
-
-    @Option(help: "Only instances with this meta value, key:value (repeatable).")
-    var meta: [String] = []
+    @OptionGroup var filters: InstanceFilterOptions
 
     func run() async throws {
-        var query = ["status=\(AgentAPIClient.escape(status))"]
-        query += tag.map { "tag=\(AgentAPIClient.escape($0))" }
-        query += meta.map { "meta=\(AgentAPIClient.escape($0))" }
         let path = (service.map { "/v1/services/\(AgentAPIClient.escape($0))/watch" } ?? "/v1/watch")
         let printer = WatchPrinter(json: options.json)
         try await options.perform {
-            try await options.client.follow(path + "?" + query.joined(separator: "&")) { event in
+            try await options.client.follow(path + "?" + filters.queryString) { event in
                 printer.print(event)
             }
         }

@@ -20,7 +20,7 @@ import Glibc
         // Each update's event carries ~8 KiB of meta; a phase is ~40 MiB of events, more than every bounded buffer
         // holds (the catalog's event ring and the watch frames), so a second phase may not grow memory by much.
         let meta = (0..<16).map { #""k\#($0)": "\#(String(repeating: "x", count: 500))""# }.joined(separator: ",")
-        func updatePhase(_ phase: Int) async throws {
+        func updatePhase() async throws {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for worker in 0..<16 {
                     group.addTask {
@@ -34,11 +34,10 @@ import Glibc
                 }
                 try await group.waitForAll()
             }
-            _ = phase
         }
-        try await updatePhase(1)
+        try await updatePhase()
         let afterFirst = try residentMemory(of: agent.process.processIdentifier)
-        try await updatePhase(2)
+        try await updatePhase()
         let afterSecond = try residentMemory(of: agent.process.processIdentifier)
         let growth = afterSecond - afterFirst
         #expect(growth < 24 * 1024 * 1024, "memory grew by \(growth / 1024 / 1024) MiB over ~40 MiB of events")
