@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "switchboard", targets: ["switchboard"]),
         .library(name: "SwitchboardCore", targets: ["SwitchboardCore"]),
         .library(name: "SwitchboardAgent", targets: ["SwitchboardAgent"]),
+        .library(name: "SwitchboardClient", targets: ["SwitchboardClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -54,6 +55,10 @@ let package = Package(
             ],
             resources: [.embedInCode("Resources/openapi.yaml")]
         ),
+        .target(
+            name: "SwitchboardClient",
+            dependencies: ["SwitchboardCore"]
+        ),
         .executableTarget(
             name: "switchboard",
             dependencies: [
@@ -72,6 +77,10 @@ let package = Package(
         .testTarget(
             name: "SwitchboardCoreTests",
             dependencies: ["SwitchboardCore", .product(name: "HashTreeCollections", package: "swift-collections")]
+        ),
+        .testTarget(
+            name: "SwitchboardClientTests",
+            dependencies: ["SwitchboardClient", "SwitchboardCore"]
         ),
         .testTarget(
             name: "SwitchboardAgentTests",
