@@ -57,7 +57,14 @@ let package = Package(
         ),
         .target(
             name: "SwitchboardClient",
-            dependencies: ["SwitchboardCore"]
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
         .executableTarget(
             name: "switchboard",
@@ -78,15 +85,37 @@ let package = Package(
             name: "SwitchboardCoreTests",
             dependencies: ["SwitchboardCore", .product(name: "HashTreeCollections", package: "swift-collections")]
         ),
+        // What the test targets share: an in-process agent, the built binary as a process.
+        .target(
+            name: "SwitchboardTestSupport",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardAgent",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/SwitchboardTestSupport"
+        ),
         .testTarget(
             name: "SwitchboardClientTests",
-            dependencies: ["SwitchboardClient", "SwitchboardCore"]
+            dependencies: [
+                "SwitchboardClient",
+                "SwitchboardCore",
+                "SwitchboardTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "SwitchboardAgentTests",
             dependencies: [
                 "SwitchboardCore",
                 "SwitchboardAgent",
+                "SwitchboardTestSupport",
                 "switchboard",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The filters of a service lookup: which statuses, which tags, which meta values.
 ///
 /// The same query shape serves the HTTP API, watches and (later) DNS, so "healthy" and "tagged v2" mean the same
@@ -25,6 +27,15 @@ public struct InstanceQuery: Hashable, Sendable {
                     )
                 }
                 self = .only(status)
+            }
+        }
+
+        /// The `status` query parameter that parses back to this filter.
+        public var parameter: String {
+            switch self {
+            case .healthy: "healthy"
+            case .any: "any"
+            case .only(let status): status.rawValue
             }
         }
 
@@ -69,6 +80,18 @@ public struct InstanceQuery: Hashable, Sendable {
         self.status = status
         self.tags = tags
         self.meta = meta
+    }
+
+    /// The query parameters of this query (`status=healthy&tag=v2&meta=zone:a`), percent-encoded, for the URLs of
+    /// lookups and watches.
+    public var parameters: String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~:")
+        func escape(_ text: String) -> String { text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text }
+        var items = ["status=" + escape(status.parameter)]
+        items += tags.map { "tag=" + escape($0) }
+        items += meta.map { "meta=" + escape("\($0.key):\($0.value)") }
+        return items.joined(separator: "&")
     }
 
     /// Whether `instance` passes every filter.

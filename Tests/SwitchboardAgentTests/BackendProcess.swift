@@ -1,5 +1,6 @@
 import Foundation
 import NIOHTTP1
+import SwitchboardTestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import SwitchboardCore
+import SwitchboardTestSupport
 import Synchronization
 
 /// A test's connection to an event stream: reads in the background and hands events over one at a time.

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import SwitchboardAgent
 import SwitchboardCore
+import SwitchboardTestSupport
 import Testing
 
 @Suite("The HTTP API against a live agent")

@@ -2,6 +2,7 @@ import Foundation
 import NIOHTTP1
 import SwitchboardAgent
 import SwitchboardCore
+import SwitchboardTestSupport
 import Synchronization
 import Testing
 

@@ -3,6 +3,7 @@ import HTTPTypes
 import NIOHTTP1
 import SwitchboardAgent
 import SwitchboardCore
+import SwitchboardTestSupport
 import Testing
 import Yams
 

@@ -6,54 +6,8 @@ import NIOHTTP1
 import ServiceLifecycle
 import SwitchboardAgent
 import SwitchboardCore
+import SwitchboardTestSupport
 import Testing
-
-/// A running in-process agent: its base URL and its catalog.
-struct LiveAgent: Sendable {
-    let baseURL: String
-    let catalog: Catalog
-}
-
-/// Serves `store` through the real agent application on a free port for the duration of `body`, then shuts the
-/// application down gracefully.
-func withLiveAgent<T: Sendable>(
-    store: any CatalogStore = InMemoryCatalogStore(),
-    configuration: AgentConfiguration = AgentConfiguration(httpPort: 0, storage: .memory),
-    _ body: @Sendable (LiveAgent) async throws -> T
-) async throws -> T {
-    var logger = Logger(label: "test.agent")
-    logger.logLevel = .warning
-    let catalog = try await Catalog.load(from: store)
-    let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
-    let application = Agent.makeApplication(
-        catalog: catalog,
-        storeDescription: "memory",
-        configuration: configuration,
-        logger: logger,
-        onServerRunning: { address in portSink.yield(address?.port ?? 0) }
-    )
-    let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [application], logger: logger))
-    return try await withThrowingTaskGroup(of: Void.self) { tasks in
-        tasks.addTask { try await group.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw TestFailure("the agent never reported its port") }
-        do {
-            let result = try await body(LiveAgent(baseURL: "http://127.0.0.1:\(port)", catalog: catalog))
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-            return result
-        } catch {
-            await group.triggerGracefulShutdown()
-            try? await tasks.waitForAll()
-            throw error
-        }
-    }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
 
 /// An HTTP answer as the tests inspect it.
 struct HTTPAnswer: Sendable {

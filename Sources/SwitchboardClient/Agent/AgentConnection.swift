@@ -1,0 +1,170 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+import Synchronization
+
+/// How a client reaches its agents.
+public struct AgentConnectionConfiguration: Sendable {
+    /// Base URLs of the agents to use, in order of preference (`http://127.0.0.1:7500`).
+    public var agents: [String]
+    /// How long a connection attempt may take before the next agent is tried.
+    public var connectTimeout: Duration
+    /// How long a plain request (not a watch) may take.
+    public var requestTimeout: Duration
+    /// How long a watch stream may stay silent before it counts as dead (the agent sends a comment every 15 s).
+    public var streamIdleTimeout: Duration
+
+    public init(
+        agents: [String] = ["http://127.0.0.1:7500"], connectTimeout: Duration = .seconds(1),
+        requestTimeout: Duration = .seconds(5), streamIdleTimeout: Duration = .seconds(40)
+    ) {
+        self.agents = agents
+        self.connectTimeout = connectTimeout
+        self.requestTimeout = requestTimeout
+        self.streamIdleTimeout = streamIdleTimeout
+    }
+}
+
+/// An agent's answer: status, the catalog index it was current at, and the body.
+public struct AgentAnswer: Sendable {
+    public var status: HTTPResponseStatus
+    /// `X-Switchboard-Index`, when the answer carried one.
+    public var index: UInt64?
+    public var body: ByteBuffer
+    /// The agent that answered.
+    public var agent: String
+
+    /// Decodes the body as `type` with Switchboard's JSON conventions.
+    public func decode<Answer: Decodable>(_ type: Answer.Type) throws(SwitchboardClientError) -> Answer {
+        do {
+            return try SwitchboardJSON.decoder().decode(type, from: Data(body.readableBytesView))
+        } catch {
+            throw SwitchboardClientError(
+                .invalidAnswer, "the agent at \(agent) sent an answer that could not be read: \(error)")
+        }
+    }
+}
+
+/// The client's link to one or more agents: every request goes to the agent that answered last, and moves on to
+/// the next when that one cannot be reached or is shutting down.
+///
+/// It owns its HTTP clients (short connect timeouts, so a dead agent costs a second, not AsyncHTTPClient's
+/// default ten); call ``shutdown()`` when done.
+public final class AgentConnection: Sendable {
+    public let configuration: AgentConnectionConfiguration
+    let httpClient: HTTPClient
+    /// For watch streams: the same, plus a read timeout, since a stream that stays silent past the agent's
+    /// keep-alive comments is a dead connection.
+    let streamClient: HTTPClient
+    private let preferred = Mutex(0)
+    private let logger: Logger
+
+    public init(configuration: AgentConnectionConfiguration = AgentConnectionConfiguration(), logger: Logger? = nil) {
+        precondition(!configuration.agents.isEmpty, "AgentConnectionConfiguration.agents needs at least one agent URL")
+        self.configuration = configuration
+        self.logger = logger ?? Logger(label: "switchboard.client", factory: { _ in SwiftLogNoOpLogHandler() })
+        var http = HTTPClient.Configuration()
+        http.timeout.connect = .nanoseconds(configuration.connectTimeout.nanoseconds)
+        // The client retries on another agent itself; AsyncHTTPClient retrying connects until the deadline would
+        // hold a request on a dead agent.
+        http.connectionPool.retryConnectionEstablishment = false
+        httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+        http.timeout.read = .nanoseconds(configuration.streamIdleTimeout.nanoseconds)
+        streamClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+    }
+
+    /// Closes the HTTP connections. Requests after this fail.
+    public func shutdown() async throws {
+        try await httpClient.shutdown()
+        try await streamClient.shutdown()
+    }
+
+    /// Moves on from `agent` (if it is still the first choice): a stream to it failed.
+    public func reportUnreachable(_ agent: String) {
+        let agents = configuration.agents
+        preferred.withLock { preferred in
+            if agents[preferred % agents.count] == agent { preferred = (preferred + 1) % agents.count }
+        }
+    }
+
+    /// The agent requests go to first.
+    public var currentAgent: String {
+        configuration.agents[preferred.withLock { $0 } % configuration.agents.count]
+    }
+
+    /// Sends a request, moving on to the next agent when one cannot be reached or answers 5xx; returns the first
+    /// other answer (4xx included: what 404 means is the caller's business).
+    public func send(
+        _ method: HTTPMethod, _ path: String, json body: (some Encodable & Sendable)? = nil as String?,
+        timeout: Duration? = nil
+    ) async throws(SwitchboardClientError) -> AgentAnswer {
+        var bytes: ByteBuffer?
+        if let body {
+            do {
+                bytes = ByteBuffer(bytes: try SwitchboardJSON.encoder().encode(body))
+            } catch {
+                throw SwitchboardClientError(.invalidAnswer, "the request body could not be encoded: \(error)")
+            }
+        }
+        return try await send(method, path, body: bytes, timeout: timeout)
+    }
+
+    /// Sends a request with a raw body; see ``send(_:_:json:timeout:)``.
+    public func send(
+        _ method: HTTPMethod, _ path: String, body: ByteBuffer?, timeout: Duration? = nil
+    ) async throws(SwitchboardClientError) -> AgentAnswer {
+        let agents = configuration.agents
+        let first = preferred.withLock { $0 }
+        var failures: [String] = []
+        for attempt in 0..<agents.count {
+            let position = (first + attempt) % agents.count
+            let agent = agents[position]
+            var request = HTTPClientRequest(url: agent + path)
+            request.method = method
+            if let body {
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(body)
+            }
+            do {
+                let response = try await httpClient.execute(
+                    request, timeout: .nanoseconds((timeout ?? configuration.requestTimeout).nanoseconds))
+                let answerBody = try await response.body.collect(upTo: 64 * 1024 * 1024)
+                if response.status.code >= 500 {
+                    failures.append("\(agent) answered \(response.status.code)")
+                    continue
+                }
+                if attempt > 0 {
+                    preferred.withLock { $0 = position }
+                    logger.info("moved to another agent", metadata: ["agent": "\(agent)"])
+                }
+                let index = response.headers.first(name: "X-Switchboard-Index").flatMap { UInt64($0) }
+                return AgentAnswer(status: response.status, index: index, body: answerBody, agent: agent)
+            } catch {
+                if Task.isCancelled { throw SwitchboardClientError(.timedOut, "the request was cancelled") }
+                failures.append("\(agent): \(Self.describe(error))")
+            }
+        }
+        throw SwitchboardClientError(
+            .agentUnreachable, "no agent answered \(method) \(path): " + failures.joined(separator: "; "))
+    }
+
+    /// A connection error in a few words.
+    static func describe(_ error: any Error) -> String {
+        let text = String(describing: error)
+        if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
+        if text.contains("deadlineExceeded") || text.contains("connectTimeout") || text.contains("timeout") {
+            return "no answer in time"
+        }
+        return text
+    }
+
+    /// Percent-encodes one path segment or query value.
+    public static func escape(_ text: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~:")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+}

@@ -1,0 +1,332 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+import SwitchboardCore
+import Synchronization
+
+/// Client-side discovery: the instances of the services a process calls, kept current by the agent's watch
+/// stream and answered from memory.
+///
+/// Shaped like the Swift server ecosystem's service-discovery idiom: ``lookup(_:deadline:)`` for a one-shot answer
+/// and ``subscribe(to:)`` for an `AsyncSequence` of snapshots (the current one first, then one per change). The
+/// first lookup of a service asks the agent directly and starts following the service's event stream; later ones
+/// are answered from the cache. When the stream cannot be had, a blocking query keeps the cache fresh; when no agent
+/// answers at all, the last known instances are kept and served (see ``DiscoverySnapshot/staleness(at:)``).
+///
+/// It is a swift-service-lifecycle `Service`: run it in the process's `ServiceGroup` (its ``run()`` hosts the
+/// watch streams and ends them on graceful shutdown). Without ``run()`` running, lookups still work, each one
+/// asking the agent.
+///
+/// ```swift
+/// let discovery = ServiceDiscovery(connection: AgentConnection())
+/// // in a ServiceGroup with the rest of the process:
+/// let payments = try await discovery.lookup("payment")
+/// for await snapshot in discovery.subscribe(to: "payment") { ... }
+/// ```
+public final class ServiceDiscovery: Service, Sendable {
+    /// How discovery follows services.
+    public struct Configuration: Sendable {
+        /// Which instances a lookup returns (healthy ones by default).
+        public var query: InstanceQuery
+        /// Waits between reconnection attempts when a stream drops.
+        public var reconnectBackoff: Backoff
+        /// How long a blocking query is held while the stream cannot be had.
+        public var fallbackWait: Duration
+
+        public init(
+            query: InstanceQuery = InstanceQuery(),
+            reconnectBackoff: Backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(2)),
+            fallbackWait: Duration = .seconds(10)
+        ) {
+            self.query = query
+            self.reconnectBackoff = reconnectBackoff
+            self.fallbackWait = fallbackWait
+        }
+    }
+
+    private struct Entry {
+        var snapshot: DiscoverySnapshot?
+        var instances: [InstanceID: Instance] = [:]
+        var subscribers: [Int: AsyncStream<DiscoverySnapshot>.Continuation] = [:]
+        var watched = false
+    }
+
+    private struct State {
+        var entries: [ServiceName: Entry] = [:]
+        var nextSubscriber = 0
+        var running = false
+    }
+
+    public let connection: AgentConnection
+    public let configuration: Configuration
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let watchRequests: AsyncStream<ServiceName>
+    private let watchRequestsContinuation: AsyncStream<ServiceName>.Continuation
+
+    public init(connection: AgentConnection, configuration: Configuration = Configuration(), logger: Logger? = nil) {
+        self.connection = connection
+        self.configuration = configuration
+        self.logger = logger ?? Logger(label: "switchboard.discovery", factory: { _ in SwiftLogNoOpLogHandler() })
+        (watchRequests, watchRequestsContinuation) = AsyncStream.makeStream()
+    }
+
+    // MARK: Lookups
+
+    /// The instances of `service` passing the configured query.
+    ///
+    /// Answers from the cache once the service is followed; the first time, asks the agent. Throws
+    /// ``SwitchboardClientError/Code/agentUnreachable`` only when no agent answers and nothing is known yet, and
+    /// ``SwitchboardClientError/Code/timedOut`` when `deadline` passes first.
+    public func lookup(
+        _ service: ServiceName, deadline: ContinuousClock.Instant? = nil
+    ) async throws(SwitchboardClientError) -> [Instance] {
+        try await snapshot(of: service, deadline: deadline).instances.instances
+    }
+
+    /// ``lookup(_:deadline:)`` by name; an invalid name is refused before any request.
+    public func lookup(
+        _ service: String, deadline: ContinuousClock.Instant? = nil
+    ) async throws(SwitchboardClientError)
+        -> [Instance]
+    {
+        try await lookup(try Self.serviceName(service), deadline: deadline)
+    }
+
+    /// The whole snapshot of `service`, with its freshness; see ``lookup(_:deadline:)``.
+    public func snapshot(
+        of service: ServiceName, deadline: ContinuousClock.Instant? = nil
+    ) async throws(SwitchboardClientError) -> DiscoverySnapshot {
+        let (cached, running) = state.withLock { ($0.entries[service]?.snapshot, $0.running) }
+        startWatching(service)
+        // While the stream runs, the cache is the answer (live, or the last known when the agents are gone).
+        if let cached, running { return cached }
+        let timeout = deadline.map { max(.zero, $0 - .now) }
+        do throws(SwitchboardClientError) {
+            let answer = try await connection.send(
+                .GET, "/v1/services/\(service)?\(configuration.query.parameters)", body: nil, timeout: timeout)
+            guard answer.status == .ok else {
+                throw SwitchboardClientError(
+                    answer.status == .notFound ? .unknownService : .refused,
+                    "the agent refused the lookup of \(service): \(answer.status.code)", status: answer.status)
+            }
+            let lookup = try answer.decode(ServiceLookup.self)
+            return replace(service, with: lookup.instances, index: lookup.index, isLive: false)
+        } catch {
+            if let cached { return cached }
+            if let deadline, ContinuousClock.now >= deadline {
+                throw SwitchboardClientError(
+                    .timedOut, "no answer about \(service) before the deadline: \(error.message)")
+            }
+            throw error
+        }
+    }
+
+    /// The cached snapshot of `service`, without waiting (nil until it was looked up or subscribed to once).
+    ///
+    /// The hot path of a call: no lock beyond one read, no allocation.
+    public func cachedSnapshot(of service: ServiceName) -> DiscoverySnapshot? {
+        state.withLock { $0.entries[service]?.snapshot }
+    }
+
+    /// Snapshots of `service`: the current one (as soon as it is known), then one after every change, until the
+    /// consumer stops iterating or discovery stops. Only the newest is buffered: a slow consumer skips to it.
+    public func subscribe(to service: ServiceName) -> AsyncStream<DiscoverySnapshot> {
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: DiscoverySnapshot.self, bufferingPolicy: .bufferingNewest(1))
+        let id = state.withLock { state in
+            defer { state.nextSubscriber += 1 }
+            state.entries[service, default: Entry()].subscribers[state.nextSubscriber] = continuation
+            if let snapshot = state.entries[service]?.snapshot { continuation.yield(snapshot) }
+            return state.nextSubscriber
+        }
+        continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { _ = $0.entries[service]?.subscribers.removeValue(forKey: id) }
+        }
+        startWatching(service)
+        return stream
+    }
+
+    /// ``subscribe(to:)`` by name; an invalid name is refused.
+    public func subscribe(to service: String) throws(SwitchboardClientError) -> AsyncStream<DiscoverySnapshot> {
+        subscribe(to: try Self.serviceName(service))
+    }
+
+    static func serviceName(_ text: String) throws(SwitchboardClientError) -> ServiceName {
+        do {
+            return try ServiceName(text)
+        } catch {
+            throw SwitchboardClientError(.unknownService, "'\(text)' is not a service name: \(error.message)")
+        }
+    }
+
+    // MARK: Following services
+
+    /// Follows every service asked for until graceful shutdown (or cancellation), then ends every subscription.
+    ///
+    /// Run it once.
+    public func run() async throws {
+        state.withLock { $0.running = true }
+        await withDiscardingTaskGroup { group in
+            for await service in watchRequests.cancelOnGracefulShutdown() {
+                group.addTask { await self.follow(service) }
+            }
+            group.cancelAll()
+        }
+        let subscribers = state.withLock { state in
+            state.running = false
+            return state.entries.values.flatMap { $0.subscribers.values }
+        }
+        for subscriber in subscribers { subscriber.finish() }
+    }
+
+    private func startWatching(_ service: ServiceName) {
+        let start = state.withLock { state in
+            guard state.entries[service]?.watched != true else { return false }
+            state.entries[service, default: Entry()].watched = true
+            return true
+        }
+        if start { watchRequestsContinuation.yield(service) }
+    }
+
+    /// Keeps `service`'s snapshot current until cancelled: the event stream when it can be had, blocking queries
+    /// while it cannot, the last known instances when nothing answers.
+    private func follow(_ service: ServiceName) async {
+        var resume: (agent: String, eventID: String)?
+        var failures = 0
+        while !Task.isCancelled {
+            let agent = connection.currentAgent
+            do {
+                // An event id means something only to the agent that sent it: another agent starts from a snapshot.
+                try await stream(service, from: agent, resumingAfter: resume?.agent == agent ? resume?.eventID : nil) {
+                    resume = (agent, $0)
+                    failures = 0
+                }
+            } catch {
+                connection.reportUnreachable(agent)
+                logger.debug(
+                    "watch stream interrupted",
+                    metadata: ["service": "\(service)", "agent": "\(agent)", "error": "\(error)"])
+            }
+            markNotLive(service)
+            guard !Task.isCancelled else { return }
+            failures += 1
+            if failures > 1 {
+                // The stream failed twice in a row: keep the cache fresh with a blocking query meanwhile.
+                await blockingQueryRound(service)
+            }
+            try? await Task.sleep(for: configuration.reconnectBackoff.delay(forAttempt: failures - 1))
+        }
+    }
+
+    /// Reads `service`'s event stream from `agent` until it ends; `delivered` is told each event id.
+    private func stream(
+        _ service: ServiceName, from agent: String, resumingAfter eventID: String?,
+        delivered: (String) -> Void
+    ) async throws {
+        var request = HTTPClientRequest(url: "\(agent)/v1/services/\(service)/watch?\(configuration.query.parameters)")
+        request.headers.add(name: "Accept", value: "text/event-stream")
+        if let eventID { request.headers.add(name: "Last-Event-ID", value: eventID) }
+        let response = try await connection.streamClient.execute(request, timeout: .hours(24 * 365))
+        guard response.status == .ok else {
+            throw SwitchboardClientError(
+                .refused, "the agent at \(agent) refused the watch of \(service): \(response.status.code)",
+                status: response.status)
+        }
+        var parser = ServerSentEventParser()
+        for try await chunk in response.body {
+            for event in parser.feed(chunk.readableBytesView) {
+                try apply(event, to: service)
+                if let id = event.id { delivered(id) }
+            }
+        }
+    }
+
+    /// Applies one stream event to the cache.
+    private func apply(_ event: ServerSentEvent, to service: ServiceName) throws {
+        let decoder = SwitchboardJSON.decoder()
+        if event.event == "snapshot" {
+            let lookup = try decoder.decode(ServiceLookup.self, from: Data(event.data.utf8))
+            replace(service, with: lookup.instances, index: lookup.index, isLive: true)
+            return
+        }
+        guard ChangeEvent.Kind(rawValue: event.event) != nil else { return }
+        let change = try decoder.decode(ChangeEvent.self, from: Data(event.data.utf8))
+        update(service, index: change.index) { instances in
+            // A stream with filters sends a change when the instance matched before or after it: keep it only if
+            // it matches now.
+            if change.kind != ChangeEvent.Kind.removed, configuration.query.matches(change.instance) {
+                instances[change.id] = change.instance
+            } else {
+                instances[change.id] = nil
+            }
+        }
+    }
+
+    /// One blocking query for `service`, used while its stream cannot be had.
+    private func blockingQueryRound(_ service: ServiceName) async {
+        let index = state.withLock { $0.entries[service]?.snapshot?.index } ?? 0
+        let wait = configuration.fallbackWait
+        let path =
+            "/v1/services/\(service)?\(configuration.query.parameters)&index=\(index)&wait=\(wait.nanoseconds / 1_000_000)ms"
+        guard let answer = try? await connection.send(.GET, path, body: nil, timeout: wait + .seconds(2)),
+            answer.status == .ok, let lookup = try? answer.decode(ServiceLookup.self)
+        else { return }
+        replace(service, with: lookup.instances, index: lookup.index, isLive: false)
+    }
+
+    // MARK: The cache
+
+    @discardableResult
+    private func replace(
+        _ service: ServiceName, with instances: [Instance], index: UInt64, isLive: Bool
+    ) -> DiscoverySnapshot {
+        let matching = instances.filter(configuration.query.matches)
+        return publish(service) { entry in
+            entry.instances = Dictionary(matching.map { ($0.id, $0) }, uniquingKeysWith: { _, last in last })
+            return Self.snapshot(service, entry.instances, index: index, isLive: isLive)
+        }
+    }
+
+    private func update(_ service: ServiceName, index: UInt64, _ change: (inout [InstanceID: Instance]) -> Void) {
+        publish(service) { entry in
+            change(&entry.instances)
+            return Self.snapshot(service, entry.instances, index: index, isLive: true)
+        }
+    }
+
+    private func markNotLive(_ service: ServiceName) {
+        publish(service) { entry in
+            guard let snapshot = entry.snapshot, snapshot.isLive else { return nil }
+            return snapshot.with(isLive: false, confirmedAt: .now)
+        }
+    }
+
+    /// Stores the snapshot `make` builds (nil: no change) and hands it to the subscribers.
+    @discardableResult
+    private func publish(
+        _ service: ServiceName, _ make: (inout Entry) -> DiscoverySnapshot?
+    ) -> DiscoverySnapshot {
+        let (snapshot, subscribers) = state.withLock {
+            state -> (DiscoverySnapshot?, [AsyncStream<DiscoverySnapshot>.Continuation]) in
+            var entry = state.entries[service] ?? Entry()
+            defer { state.entries[service] = entry }
+            guard let snapshot = make(&entry) else { return (entry.snapshot, []) }
+            entry.snapshot = snapshot
+            return (snapshot, Array(entry.subscribers.values))
+        }
+        for subscriber in subscribers { subscriber.yield(snapshot!) }
+        return snapshot ?? Self.snapshot(service, [:], index: 0, isLive: false)
+    }
+
+    private static func snapshot(
+        _ service: ServiceName, _ instances: [InstanceID: Instance], index: UInt64, isLive: Bool
+    ) -> DiscoverySnapshot {
+        DiscoverySnapshot(
+            service: service, instances: InstanceSet(instances.values.sorted { $0.id < $1.id }), index: index,
+            isLive: isLive, confirmedAt: .now)
+    }
+}

@@ -1,0 +1,160 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+import SwitchboardCore
+
+/// Registers this process as an instance of a service for as long as it runs, and takes it out cleanly.
+///
+/// A swift-service-lifecycle `Service`. On start it registers (retrying with backoff until an agent takes it),
+/// then heartbeats its TTL check at a third of the TTL; a heartbeat answered 404 (the agent lost the instance,
+/// or this is another agent) registers again. On graceful shutdown it drains: it puts the instance in maintenance,
+/// so callers following the service stop picking it within milliseconds, waits ``Configuration/drainTime`` for the
+/// calls under way, then deregisters.
+///
+/// Put it after the process's HTTP server in the `ServiceGroup`: services stop in reverse order, so the drain
+/// happens while the server still answers.
+public final class ServiceRegistration: Service, Sendable {
+    /// What to register and how to leave.
+    public struct Configuration: Sendable {
+        public var service: ServiceName
+        public var id: InstanceID
+        /// The address callers use to reach this process.
+        public var address: String
+        public var port: Int
+        public var tags: [String]
+        public var meta: [String: String]
+        public var weight: Int
+        /// The TTL of the instance's heartbeat check; heartbeats go every third of it.
+        public var ttl: Duration
+        /// Further checks the agent runs itself (an HTTP `/health` check, say).
+        public var extraChecks: [CheckRequest]
+        /// How long the instance stays in maintenance before it deregisters on shutdown.
+        public var drainTime: Duration
+        /// Waits between failed registration attempts.
+        public var retryBackoff: Backoff
+
+        public init(
+            service: ServiceName, id: InstanceID, address: String, port: Int, tags: [String] = [],
+            meta: [String: String] = [:], weight: Int = 1, ttl: Duration = .seconds(3),
+            extraChecks: [CheckRequest] = [],
+            drainTime: Duration = .seconds(2),
+            retryBackoff: Backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(2))
+        ) {
+            self.service = service
+            self.id = id
+            self.address = address
+            self.port = port
+            self.tags = tags
+            self.meta = meta
+            self.weight = weight
+            self.ttl = ttl
+            self.extraChecks = extraChecks
+            self.drainTime = drainTime
+            self.retryBackoff = retryBackoff
+        }
+    }
+
+    public let connection: AgentConnection
+    public let configuration: Configuration
+    private let logger: Logger
+
+    public init(connection: AgentConnection, configuration: Configuration, logger: Logger? = nil) {
+        self.connection = connection
+        self.configuration = configuration
+        self.logger = logger ?? Logger(label: "switchboard.registration", factory: { _ in SwiftLogNoOpLogHandler() })
+    }
+
+    private var instancePath: String {
+        "/v1/services/\(configuration.service)/instances/\(AgentConnection.escape(configuration.id.rawValue))"
+    }
+
+    /// The registration body.
+    var registration: RegistrationRequest {
+        var ttlCheck = CheckRequest(type: "ttl")
+        ttlCheck.ttl = "\(max(1, configuration.ttl.nanoseconds / 1_000_000))ms"
+        return RegistrationRequest(
+            address: configuration.address, port: configuration.port, tags: configuration.tags,
+            meta: configuration.meta, weight: configuration.weight, checks: [ttlCheck] + configuration.extraChecks)
+    }
+
+    /// Registers, heartbeats until graceful shutdown, then drains and deregisters.
+    public func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await self.register()
+                try await self.heartbeat()
+            }
+        } catch is CancellationError {
+            // Graceful shutdown (or cancellation): leave below.
+        }
+        guard !Task.isCancelled else { return }
+        await leave()
+    }
+
+    /// Registers, retrying with backoff until an agent accepts; a refusal (bad registration) is thrown.
+    func register() async throws {
+        var attempt = 0
+        while true {
+            try Task.checkCancellation()
+            do {
+                let answer = try await connection.send(.PUT, instancePath, json: registration)
+                guard (200..<300).contains(answer.status.code) else {
+                    throw SwitchboardClientError(
+                        .refused,
+                        "the agent refused the registration of \(configuration.service)/\(configuration.id): "
+                            + String(buffer: answer.body), status: answer.status)
+                }
+                logger.info(
+                    "registered",
+                    metadata: [
+                        "service": "\(configuration.service)", "id": "\(configuration.id)", "agent": "\(answer.agent)",
+                    ])
+                return
+            } catch let error as SwitchboardClientError
+                where error.code == .agentUnreachable || error.code == .timedOut
+            {
+                logger.warning("registration failed, retrying", metadata: ["error": "\(error)"])
+            }
+            try await Task.sleep(for: configuration.retryBackoff.delay(forAttempt: attempt))
+            attempt += 1
+        }
+    }
+
+    /// Heartbeats every third of the TTL until cancelled; re-registers when the agent no longer knows the instance.
+    private func heartbeat() async throws {
+        while true {
+            try await Task.sleep(for: configuration.ttl / 3)
+            do {
+                let answer = try await connection.send(
+                    .PUT, instancePath + "/heartbeat", body: nil, timeout: configuration.ttl / 3)
+                if answer.status == .notFound {
+                    logger.info("the agent does not know this instance any more; registering again")
+                    try await register()
+                }
+            } catch {
+                // No agent answered: keep trying at the same pace; the connection moves on to another agent.
+                logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Drains (maintenance, then a wait) and deregisters; failures are logged, as the process is leaving anyway.
+    private func leave() async {
+        struct MaintenanceRequest: Encodable, Sendable {
+            var enabled: Bool
+            var reason: String
+        }
+        do {
+            _ = try await connection.send(
+                .PUT, instancePath + "/maintenance", json: MaintenanceRequest(enabled: true, reason: "draining"))
+            logger.info("draining", metadata: ["for": "\(configuration.drainTime)"])
+            try? await Task.sleep(for: configuration.drainTime)
+            _ = try await connection.send(.DELETE, instancePath, body: nil)
+            logger.info("deregistered", metadata: ["service": "\(configuration.service)", "id": "\(configuration.id)"])
+        } catch {
+            logger.warning(
+                "could not leave the registry cleanly; the TTL check will expire", metadata: ["error": "\(error)"])
+        }
+    }
+}

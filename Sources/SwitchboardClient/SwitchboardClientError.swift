@@ -1,0 +1,57 @@
+import NIOHTTP1
+
+/// Why a Switchboard client call failed: a code to switch on, and a message a person can act on.
+///
+/// A struct wrapping a code (as swift-service-lifecycle's errors are), so codes can be added without breaking
+/// callers that switch over them with a default.
+public struct SwitchboardClientError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kinds of failure.
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        fileprivate enum Value: Sendable, Hashable {
+            case agentUnreachable, refused, invalidAnswer, unknownService, timedOut, noInstance, rejected
+        }
+        fileprivate let value: Value
+
+        /// No agent answered (all down, refused connections or did not answer in time).
+        public static let agentUnreachable = Code(value: .agentUnreachable)
+        /// An agent answered with an error status (bad input, unknown instance...).
+        public static let refused = Code(value: .refused)
+        /// An agent's answer could not be read.
+        public static let invalidAnswer = Code(value: .invalidAnswer)
+        /// A lookup found no such service (nothing ever registered under that name).
+        public static let unknownService = Code(value: .unknownService)
+        /// A lookup or call did not finish before its deadline.
+        public static let timedOut = Code(value: .timedOut)
+        /// A call found no instance to send to (none healthy, or all ejected or with open circuits).
+        public static let noInstance = Code(value: .noInstance)
+        /// A resilience policy refused the call (rate limit, bulkhead full, circuit open).
+        public static let rejected = Code(value: .rejected)
+
+        public var description: String { "\(value)" }
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// The whole story, in words.
+    public let message: String
+    /// The HTTP status an agent answered with, for ``Code/refused``.
+    public let status: HTTPResponseStatus?
+
+    init(_ code: Code, _ message: String, status: HTTPResponseStatus? = nil) {
+        self.code = code
+        self.message = message
+        self.status = status
+    }
+
+    public var description: String { message }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.code == rhs.code && lhs.message == rhs.message && lhs.status?.code == rhs.status?.code
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(message)
+        hasher.combine(status?.code)
+    }
+}
