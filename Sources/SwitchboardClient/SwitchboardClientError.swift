@@ -8,7 +8,8 @@ public struct SwitchboardClientError: Error, Sendable, Hashable, CustomStringCon
     /// The kinds of failure.
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         fileprivate enum Value: Sendable, Hashable {
-            case agentUnreachable, refused, invalidAnswer, unknownService, timedOut, noInstance, rejected
+            case agentUnreachable, refused, invalidAnswer, unknownService, timedOut, noInstance, rejected,
+                instanceFailed
         }
         fileprivate let value: Value
 
@@ -26,6 +27,8 @@ public struct SwitchboardClientError: Error, Sendable, Hashable, CustomStringCon
         public static let noInstance = Code(value: .noInstance)
         /// A resilience policy refused the call (rate limit, bulkhead full, circuit open).
         public static let rejected = Code(value: .rejected)
+        /// The instance called refused the connection or failed while answering.
+        public static let instanceFailed = Code(value: .instanceFailed)
 
         public var description: String { "\(value)" }
     }

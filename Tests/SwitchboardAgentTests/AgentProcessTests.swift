@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import SwitchboardAgent
 import SwitchboardCore
+import SwitchboardTestSupport
 import Synchronization
 import Testing
 

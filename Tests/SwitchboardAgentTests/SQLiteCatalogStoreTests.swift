@@ -1,6 +1,7 @@
 import Foundation
 import SwitchboardAgent
 import SwitchboardCore
+import SwitchboardTestSupport
 import Testing
 
 @Suite("The SQLite store")

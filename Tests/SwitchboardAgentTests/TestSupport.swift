@@ -57,11 +57,3 @@ func http(
         body: Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
     )
 }
-
-/// A fresh temporary directory, removed by the caller.
-func makeTemporaryDirectory() throws -> String {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-test-\(UUID().uuidString)")
-        .path
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}

@@ -58,6 +58,8 @@ public final class ServiceDiscovery: Service, Sendable {
         var entries: [ServiceName: Entry] = [:]
         var nextSubscriber = 0
         var running = false
+        /// Set for ``init(fixed:)``: answers come from the cache only.
+        var fixed = false
     }
 
     public let connection: AgentConnection
@@ -72,6 +74,20 @@ public final class ServiceDiscovery: Service, Sendable {
         self.configuration = configuration
         self.logger = logger ?? Logger(label: "switchboard.discovery", factory: { _ in SwiftLogNoOpLogHandler() })
         (watchRequests, watchRequestsContinuation) = AsyncStream.makeStream()
+    }
+
+    /// A discovery that knows exactly `services` and never contacts an agent: for tests of code that takes a
+    /// ``ServiceDiscovery`` (and for benchmarks of the call path). ``setInstances(_:of:)`` changes what it knows.
+    public convenience init(fixed services: [ServiceName: [Instance]]) {
+        self.init(connection: AgentConnection(configuration: .init(agents: ["http://127.0.0.1:1"])))
+        state.withLock { $0.fixed = true }
+        for (service, instances) in services { setInstances(instances, of: service) }
+    }
+
+    /// Replaces what a ``init(fixed:)`` discovery knows of `service`; subscribers get the new snapshot.
+    public func setInstances(_ instances: [Instance], of service: ServiceName) {
+        let index = (state.withLock { $0.entries[service]?.snapshot?.index } ?? 0) + 1
+        replace(service, with: instances, index: index, isLive: true)
     }
 
     // MARK: Lookups
@@ -100,7 +116,8 @@ public final class ServiceDiscovery: Service, Sendable {
     public func snapshot(
         of service: ServiceName, deadline: ContinuousClock.Instant? = nil
     ) async throws(SwitchboardClientError) -> DiscoverySnapshot {
-        let (cached, running) = state.withLock { ($0.entries[service]?.snapshot, $0.running) }
+        let (cached, running, fixed) = state.withLock { ($0.entries[service]?.snapshot, $0.running, $0.fixed) }
+        if fixed { return cached ?? Self.snapshot(service, [:], index: 0, isLive: true) }
         startWatching(service)
         // While the stream runs, the cache is the answer (live, or the last known when the agents are gone).
         if let cached, running { return cached }
@@ -185,7 +202,7 @@ public final class ServiceDiscovery: Service, Sendable {
 
     private func startWatching(_ service: ServiceName) {
         let start = state.withLock { state in
-            guard state.entries[service]?.watched != true else { return false }
+            guard !state.fixed, state.entries[service]?.watched != true else { return false }
             state.entries[service, default: Entry()].watched = true
             return true
         }
@@ -235,6 +252,11 @@ public final class ServiceDiscovery: Service, Sendable {
             throw SwitchboardClientError(
                 .refused, "the agent at \(agent) refused the watch of \(service): \(response.status.code)",
                 status: response.status)
+        }
+        if eventID != nil {
+            // The agent accepted the resumption: the cache is current as of the last event, and only changes since
+            // will follow (a snapshot comes instead when the agent no longer holds them).
+            markLive(service)
         }
         var parser = ServerSentEventParser()
         for try await chunk in response.body {
@@ -295,6 +317,13 @@ public final class ServiceDiscovery: Service, Sendable {
         publish(service) { entry in
             change(&entry.instances)
             return Self.snapshot(service, entry.instances, index: index, isLive: true)
+        }
+    }
+
+    private func markLive(_ service: ServiceName) {
+        publish(service) { entry in
+            guard let snapshot = entry.snapshot, !snapshot.isLive else { return nil }
+            return snapshot.with(isLive: true, confirmedAt: .now)
         }
     }
 

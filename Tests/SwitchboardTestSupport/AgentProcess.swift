@@ -1,6 +1,4 @@
 import Foundation
-import SwitchboardTestSupport
-import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -9,23 +7,28 @@ import Glibc
 /// The built `switchboard` executable, run as a separate process the way users run it.
 ///
 /// Found next to the test bundle (SwiftPM puts both in the same build folder) unless `SWITCHBOARD_BINARY` names it.
-enum SwitchboardBinary {
-    static var path: String {
+public enum SwitchboardBinary {
+    public static var path: String {
         if let path = ProcessInfo.processInfo.environment["SWITCHBOARD_BINARY"] { return path }
+        return executable(named: "switchboard")
+    }
+
+    /// The built executable `name` of this package, found next to the test bundle.
+    public static func executable(named name: String) -> String {
         let testBundle = URL(fileURLWithPath: CommandLine.arguments[0])
         var directory = testBundle.deletingLastPathComponent()
         // On some platforms the runner is inside the bundle (…/x.xctest/Contents/MacOS/x).
-        while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("switchboard").path),
+        while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent(name).path),
             directory.path != "/"
         {
             directory.deleteLastPathComponent()
         }
-        return directory.appendingPathComponent("switchboard").path
+        return directory.appendingPathComponent(name).path
     }
 
     /// Runs a client command to completion and returns its exit status and output.
     /// A command still running after `timeout` is killed, so a test can fail but never hang.
-    static func run(
+    public static func run(
         _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(60)
     )
         async throws -> (status: Int32, stdout: String, stderr: String)
@@ -66,17 +69,19 @@ private func blockingCall<T: Sendable>(_ call: @escaping @Sendable () -> T) asyn
 }
 
 /// A `switchboard agent` child process; stopped (SIGKILL) when the test is done with it, whatever happened.
-final class AgentProcess: @unchecked Sendable {
-    let process = Process()
-    let logPath: String
-    private(set) var baseURL = ""
+public final class AgentProcess: @unchecked Sendable {
+    public let process = Process()
+    public let logPath: String
+    public private(set) var baseURL = ""
 
     /// Starts the agent on a free port with `dataDirectory` and waits until it listens.
-    init(dataDirectory: String?, extraArguments: [String] = []) async throws {
+    /// `httpAddress` with port 0 picks a free port; a fixed one lets a test restart the agent where clients expect it.
+    public init(dataDirectory: String?, httpAddress: String = "127.0.0.1:0", extraArguments: [String] = []) async throws
+    {
         logPath = FileManager.default.temporaryDirectory.appendingPathComponent("agent-\(UUID().uuidString).log").path
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: SwitchboardBinary.path)
-        var arguments = ["agent", "--http-addr", "127.0.0.1:0", "--log-format", "json"]
+        var arguments = ["agent", "--http-addr", httpAddress, "--log-format", "json"]
         if let dataDirectory {
             arguments += ["--data-dir", dataDirectory]
         } else {
@@ -94,7 +99,7 @@ final class AgentProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: logPath)
     }
 
-    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     private func waitForListeningAddress() async throws -> String {
         let deadline = ContinuousClock.now + .seconds(60)
@@ -115,9 +120,17 @@ final class AgentProcess: @unchecked Sendable {
 
     /// Sends `signal` and waits for the process to end; returns its termination status.
     @discardableResult
-    func stop(with signal: Int32) async -> Int32 {
+    public func stop(with signal: Int32) async -> Int32 {
         kill(process.processIdentifier, signal)
         while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
         return process.terminationStatus
     }
+}
+
+/// A fresh temporary directory, removed by the caller.
+public func makeTemporaryDirectory() throws -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-test-\(UUID().uuidString)")
+        .path
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
 }

@@ -1,0 +1,221 @@
+import AsyncHTTPClient
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+import Synchronization
+
+/// One call site: calls to one service, with its balancer and its resilience policy.
+///
+/// ``execute(_:context:)`` resolves the service from the discovery cache, picks an instance, sends the request
+/// with AsyncHTTPClient and applies the ``CallPolicy``: a failed attempt (connection refused, 5xx, timeout) goes to
+/// another instance while the retry budget allows, instances that keep failing are ejected from this client's
+/// picks, and per-instance circuit breakers stop calls to an instance that mostly fails. That is how an instance
+/// that dies costs callers no failed calls: the attempt that finds it dead is retried elsewhere, and within a few
+/// calls it is not picked any more, long before the registry's health check notices.
+///
+/// ```swift
+/// let orders = ServiceClient(service: "order", discovery: discovery, balancer: LeastRequestsBalancer())
+/// let response = try await orders.execute(ServiceRequest(path: "/orders/42"))
+/// ```
+public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
+    private struct State {
+        var balancer: Balancer
+        var breakers: [InstanceID: CircuitBreaker] = [:]
+        var outliers: OutlierDetector?
+        var budget: RetryBudget?
+        var bucket: TokenBucket?
+        var inFlight = 0
+    }
+
+    public let service: ServiceName
+    public let discovery: ServiceDiscovery
+    public let policy: CallPolicy
+    private let httpClient: HTTPClient
+    private let logger: Logger
+    private let state: Mutex<State>
+
+    /// A call site for `service`. `httpClient` sends the calls (the shared one by default).
+    public init(
+        service: ServiceName, discovery: ServiceDiscovery, balancer: Balancer, policy: CallPolicy = CallPolicy(),
+        httpClient: HTTPClient = .shared, logger: Logger? = nil
+    ) {
+        self.service = service
+        self.discovery = discovery
+        self.policy = policy
+        self.httpClient = httpClient
+        self.logger = logger ?? Logger(label: "switchboard.calls", factory: { _ in SwiftLogNoOpLogHandler() })
+        state = Mutex(
+            State(
+                balancer: balancer, outliers: policy.outlierDetection.map { OutlierDetector(configuration: $0) },
+                budget: policy.retryBudget.map { RetryBudget(configuration: $0) },
+                bucket: policy.rateLimit.map { TokenBucket(capacity: $0.burst, refillPerSecond: $0.perSecond) }))
+    }
+
+    /// Sends `request` to an instance of the service and returns its answer; see the type's description.
+    ///
+    /// Any answer below 500 is returned as it is (a 404 is the service's answer, not a failure). When every
+    /// attempt fails, the last 5xx answer is returned if there was one, else the error is thrown:
+    /// ``SwitchboardClientError/Code/noInstance`` when no instance could be picked, ``SwitchboardClientError/Code/rejected``
+    /// when the rate limit or bulkhead refused the call, ``SwitchboardClientError/Code/timedOut`` when the last
+    /// attempt ran out of time, ``SwitchboardClientError/Code/agentUnreachable`` when nothing is known of the service.
+    public func execute(
+        _ request: ServiceRequest, context: PickContext = PickContext()
+    ) async throws(SwitchboardClientError) -> ServiceResponse {
+        try admit()
+        defer { state.withLock { $0.inFlight -= 1 } }
+        let started = ContinuousClock.now
+        state.withLock { $0.budget?.recordCall(at: started) }
+        var tried: Set<InstanceID> = []
+        var lastFailure: SwitchboardClientError?
+        var lastServerError: ServiceResponse?
+        attempts: for attempt in 0...max(0, policy.maximumRetries) {
+            if attempt > 0 {
+                guard state.withLock({ $0.budget?.tryRetry(at: .now) ?? true }) else { break }
+                try? await Task.sleep(for: policy.retryBackoff.delay(forAttempt: attempt - 1))
+            }
+            let snapshot = try await currentSnapshot()
+            guard let (instance, permit) = pick(from: snapshot, avoiding: tried, context: context) else {
+                lastFailure =
+                    lastFailure
+                    ?? SwitchboardClientError(
+                        .noInstance,
+                        "no instance of \(service) to call: \(snapshot.instances.count) healthy, none available "
+                            + "(ejected or circuit open)")
+                break
+            }
+            tried.insert(instance.id)
+            switch await send(request, to: instance, permit: permit, knownInstances: snapshot.instances.count) {
+            case .answered(var response):
+                response.attempts = attempt + 1
+                return response
+            case .serverError(var response):
+                response.attempts = attempt + 1
+                lastServerError = response
+                lastFailure = nil
+                // The instance took the request: only idempotent requests go again.
+                guard request.isIdempotent else { break attempts }
+            case .notSent(let error):
+                lastFailure = error
+            case .failed(let error):
+                lastFailure = error
+                guard request.isIdempotent else { break attempts }
+            }
+        }
+        if let lastServerError { return lastServerError }
+        throw lastFailure ?? SwitchboardClientError(.noInstance, "no attempt could be made to call \(service)")
+    }
+
+    private enum AttemptOutcome {
+        case answered(ServiceResponse)
+        case serverError(ServiceResponse)
+        /// The request never left (connection refused or not made in time): safe to send elsewhere.
+        case notSent(SwitchboardClientError)
+        /// It may have been received.
+        case failed(SwitchboardClientError)
+    }
+
+    /// The rate limit and bulkhead; counts the call in flight when admitted.
+    private func admit() throws(SwitchboardClientError) {
+        let refusal = state.withLock { state -> String? in
+            if let limit = policy.maximumConcurrentCalls, state.inFlight >= limit {
+                return "\(service): \(limit) calls already under way (bulkhead)"
+            }
+            if state.bucket?.tryTake(at: .now) == false { return "\(service): rate limit reached" }
+            state.inFlight += 1
+            return nil
+        }
+        if let refusal { throw SwitchboardClientError(.rejected, refusal) }
+    }
+
+    private func currentSnapshot() async throws(SwitchboardClientError) -> DiscoverySnapshot {
+        if let cached = discovery.cachedSnapshot(of: service) { return cached }
+        return try await discovery.snapshot(of: service)
+    }
+
+    /// Picks an instance not ejected, not tried yet (while others remain) and whose circuit lets a call through.
+    private func pick(
+        from snapshot: DiscoverySnapshot, avoiding tried: Set<InstanceID>, context: PickContext
+    ) -> (Instance, CircuitBreaker.Permit?)? {
+        let now = ContinuousClock.now
+        return state.withLock { state -> (Instance, CircuitBreaker.Permit?)? in
+            var candidates = state.outliers?.excludingEjected(from: snapshot.instances, at: now) ?? snapshot.instances
+            if !tried.isEmpty, candidates.instances.contains(where: { !tried.contains($0.id) }) {
+                candidates = InstanceSet(candidates.instances.filter { !tried.contains($0.id) })
+            }
+            // An open circuit refuses: drop that instance and pick again among the rest.
+            while !candidates.isEmpty {
+                guard let instance = state.balancer.pick(from: candidates, context: context) else { return nil }
+                guard let configuration = policy.circuitBreaker else { return (instance, nil) }
+                if let permit = state.breakers[instance.id, default: CircuitBreaker(configuration: configuration)]
+                    .acquire(at: now)
+                {
+                    return (instance, permit)
+                }
+                candidates = InstanceSet(candidates.instances.filter { $0.id != instance.id })
+            }
+            return nil
+        }
+    }
+
+    private func send(
+        _ request: ServiceRequest, to instance: Instance, permit: CircuitBreaker.Permit?, knownInstances: Int
+    ) async -> AttemptOutcome {
+        state.withLock { $0.balancer.callStarted(on: instance.id) }
+        let outcome = await attempt(request, on: instance)
+        let succeeded: Bool
+        switch outcome {
+        case .answered: succeeded = true
+        case .serverError, .notSent, .failed: succeeded = false
+        }
+        let now = ContinuousClock.now
+        let (transition, ejection) = state.withLock { state in
+            state.balancer.callFinished(on: instance.id)
+            let transition = permit.flatMap { state.breakers[instance.id]?.record(succeeded, for: $0, at: now) }
+            let ejection = state.outliers?.record(
+                succeeded, on: instance.id, knownInstances: knownInstances, at: now)
+            return (transition, ejection)
+        }
+        if let transition {
+            logger.warning("circuit \(transition)", metadata: ["service": "\(service)", "instance": "\(instance.id)"])
+        }
+        if let ejection {
+            logger.warning(
+                "instance ejected after consecutive failures",
+                metadata: ["service": "\(service)", "instance": "\(instance.id)", "for": "\(ejection.duration)"])
+        }
+        return outcome
+    }
+
+    /// One attempt on `instance`, body included, within the attempt timeout.
+    private func attempt(_ request: ServiceRequest, on instance: Instance) async -> AttemptOutcome {
+        let address = instance.definition.address.rawValue
+        let host = address.contains(":") ? "[\(address)]" : address
+        var call = HTTPClientRequest(url: "http://\(host):\(instance.definition.port)\(request.path)")
+        call.method = request.method
+        call.headers = request.headers
+        if let body = request.body { call.body = .bytes(body) }
+        let timeout = TimeAmount.nanoseconds(policy.attemptTimeout.nanoseconds)
+        do {
+            let response = try await httpClient.execute(call, timeout: timeout)
+            let body = try await response.body.collect(upTo: policy.maximumResponseBytes)
+            let answer = ServiceResponse(
+                status: response.status, headers: response.headers, body: body, instance: instance, attempts: 1)
+            return response.status.code >= 500 ? .serverError(answer) : .answered(answer)
+        } catch {
+            let text = String(describing: error)
+            let where_ = "\(service)/\(instance.id) at \(host):\(instance.definition.port)"
+            if text.contains("connectionRefused") || text.contains("Connection refused")
+                || text.contains("connectTimeout")
+                || text.contains("ECONNREFUSED")
+            {
+                return .notSent(SwitchboardClientError(.instanceFailed, "\(where_) refused the connection"))
+            }
+            if text.contains("deadlineExceeded") || text.contains("readTimeout") {
+                return .failed(
+                    SwitchboardClientError(.timedOut, "\(where_) did not answer in \(policy.attemptTimeout)"))
+            }
+            return .failed(SwitchboardClientError(.instanceFailed, "\(where_) failed: \(text)"))
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+import SwitchboardClient
+import SwitchboardCore
+import Synchronization
+import UnixSignals
+
+/// A runnable example of SwitchboardClient: a backend that registers itself, and a caller that finds it.
+///
+/// `switchboard-example backend --service order` serves `GET /hello` (answering with its instance id) and
+/// registers itself with a TTL check for as long as it runs; SIGTERM drains it first. `switchboard-example call
+/// --service order --count 100` sends calls through a ``ServiceClient`` and prints one line per call. The
+/// integration tests run both as processes.
+@main
+struct ExampleCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchboard-example",
+        abstract: "SwitchboardClient, by example: a self-registering backend and a caller.",
+        subcommands: [Backend.self, Call.self]
+    )
+}
+
+struct AgentOptions: ParsableArguments {
+    @Option(help: "An agent URL; repeat for several.")
+    var agent: [String] = ["http://127.0.0.1:7500"]
+
+    @Option(help: "The service name.")
+    var service: String = "example"
+}
+
+struct Backend: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve GET /hello and stay registered while running.")
+
+    @OptionGroup var agentOptions: AgentOptions
+
+    @Option(help: "The instance id (default: <service>-<port>).")
+    var id: String?
+
+    @Option(help: "The port to listen on (0: any free port).")
+    var port: Int = 0
+
+    @Option(help: "The TTL of the heartbeat check, in milliseconds.")
+    var ttlMilliseconds: Int = 1000
+
+    @Option(help: "How long to drain on SIGTERM before deregistering, in milliseconds.")
+    var drainMilliseconds: Int = 1000
+
+    func run() async throws {
+        var logger = Logger(label: "example.backend")
+        logger.logLevel = .info
+        let service = try ServiceName(agentOptions.service)
+        let connection = AgentConnection(configuration: .init(agents: agentOptions.agent), logger: logger)
+        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+        let calls = Counter()
+        let router = Router()
+        let instanceName = id
+        router.get("hello") { _, _ in
+            let count = calls.increment()
+            return "hello from \(instanceName ?? service.rawValue) (\(count))\n"
+        }
+        router.get("count") { _, _ in "\(calls.value)\n" }
+        let application = Application(
+            router: router,
+            configuration: .init(address: .hostname("127.0.0.1", port: port)),
+            onServerRunning: { channel in
+                let bound = channel.localAddress?.port ?? 0
+                // Unbuffered: print's buffer on a pipe would hold the line from whoever started this process.
+                FileHandle.standardOutput.write(Data("listening \(bound)\n".utf8))
+                portSink.yield(bound)
+            },
+            logger: logger
+        )
+        let registrar = RegisterOnceListening(
+            ports: ports, connection: connection, logger: logger,
+            makeConfiguration: { port in
+                ServiceRegistration.Configuration(
+                    service: service, id: try InstanceID(id ?? "\(service)-\(port)"), address: "127.0.0.1", port: port,
+                    ttl: .milliseconds(ttlMilliseconds), drainTime: .milliseconds(drainMilliseconds))
+            })
+        // The registrar after the server: it stops first, so the drain happens while the server still answers.
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [application, registrar], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        try await connection.shutdown()
+    }
+}
+
+/// Starts the registration once the server reports its port.
+struct RegisterOnceListening: Service {
+    let ports: AsyncStream<Int>
+    let connection: AgentConnection
+    let logger: Logger
+    let makeConfiguration: @Sendable (Int) throws -> ServiceRegistration.Configuration
+
+    func run() async throws {
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { return }
+        let registration = ServiceRegistration(
+            connection: connection, configuration: try makeConfiguration(port), logger: logger)
+        try await registration.run()
+    }
+}
+
+struct Call: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Call the service's /hello through SwitchboardClient.")
+
+    @OptionGroup var agentOptions: AgentOptions
+
+    @Option(help: "How many calls to make.")
+    var count: Int = 10
+
+    func run() async throws {
+        let connection = AgentConnection(configuration: .init(agents: agentOptions.agent))
+        let discovery = ServiceDiscovery(connection: connection)
+        let client = ServiceClient(
+            service: try ServiceName(agentOptions.service), discovery: discovery, balancer: RoundRobinBalancer())
+        await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await discovery.run() }
+            for _ in 0..<count {
+                do {
+                    let response = try await client.execute(ServiceRequest(path: "/hello"))
+                    print(
+                        "\(response.status.code) \(response.instance.id): \(String(buffer: response.body))",
+                        terminator: "")
+                } catch {
+                    print("failed: \(error)")
+                }
+            }
+            group.cancelAll()
+        }
+        try await connection.shutdown()
+    }
+}
+
+/// A count shared by request handlers.
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func increment() -> Int {
+        count.withLock {
+            $0 += 1; return $0
+        }
+    }
+    var value: Int { count.withLock { $0 } }
+}
