@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import Hummingbird
+import Logging
 import NIOCore
 import SwitchboardClient
 import SwitchboardCore
@@ -74,9 +75,11 @@ struct ClientBench {
         let router = Router()
         router.get("hello") { _, _ in "hello\n" }
         let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+        var quiet = Logger(label: "bench.backend")
+        quiet.logLevel = .critical
         let app = Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { portSink.yield($0.localAddress?.port ?? 0) })
+            onServerRunning: { portSink.yield($0.localAddress?.port ?? 0) }, logger: quiet)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await app.runService() }
             var iterator = ports.makeAsyncIterator()
