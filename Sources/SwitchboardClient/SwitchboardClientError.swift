@@ -25,7 +25,7 @@ public struct SwitchboardClientError: Error, Sendable, Hashable, CustomStringCon
         public static let timedOut = Code(value: .timedOut)
         /// A call found no instance to send to (none healthy, or all ejected or with open circuits).
         public static let noInstance = Code(value: .noInstance)
-        /// A resilience policy refused the call (rate limit, bulkhead full, circuit open).
+        /// A resilience policy refused the call (rate limit reached, bulkhead full).
         public static let rejected = Code(value: .rejected)
         /// The instance called refused the connection or failed while answering.
         public static let instanceFailed = Code(value: .instanceFailed)

@@ -128,7 +128,7 @@ struct Call: AsyncParsableCommand {
                 do {
                     let response = try await client.execute(ServiceRequest(path: "/hello"))
                     print(
-                        "\(response.status.code) \(response.instance.id): \(String(buffer: response.body))",
+                        "\(response.status.code) \(response.instance?.id.rawValue ?? "fallback"): \(String(buffer: response.body))",
                         terminator: "")
                 } catch {
                     print("failed: \(error)")

@@ -26,6 +26,11 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         var budget: RetryBudget?
         var bucket: TokenBucket?
         var inFlight = 0
+        /// The snapshot generation breakers and outlier records were last pruned for.
+        var prunedGeneration: UInt64 = 0
+        /// The candidates without ejected instances, kept while neither the snapshot nor the ejections change, so
+        /// balancers do not rebuild their per-set state on every pick.
+        var filtered: (generation: UInt64, ejected: Set<InstanceID>, set: InstanceSet)?
     }
 
     public let service: ServiceName
@@ -35,10 +40,12 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
     private let logger: Logger
     private let state: Mutex<State>
 
-    /// A call site for `service`. `httpClient` sends the calls (the shared one by default).
+    /// A call site for `service`. `httpClient` sends the calls: by default one shared by every call site, which
+    /// gives up on a connection after a second (so a dead instance costs a second at most, not the attempt
+    /// timeout), does not retry connects itself (the policy retries on another instance) and follows no redirects.
     public init(
         service: ServiceName, discovery: ServiceDiscovery, balancer: Balancer, policy: CallPolicy = CallPolicy(),
-        httpClient: HTTPClient = .shared, logger: Logger? = nil
+        httpClient: HTTPClient = ServiceClientDefaults.httpClient, logger: Logger? = nil
     ) {
         self.service = service
         self.discovery = discovery
@@ -50,6 +57,19 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
                 balancer: balancer, outliers: policy.outlierDetection.map { OutlierDetector(configuration: $0) },
                 budget: policy.retryBudget.map { RetryBudget(configuration: $0) },
                 bucket: policy.rateLimit.map { TokenBucket(capacity: $0.burst, refillPerSecond: $0.perSecond) }))
+    }
+
+    /// ``execute(_:context:)``, answering with `fallback` when the call fails (a cached or default answer, a
+    /// degraded response): the fallback gets the error and may rethrow it.
+    public func execute(
+        _ request: ServiceRequest, context: PickContext = PickContext(),
+        fallback: @Sendable (SwitchboardClientError) async throws(SwitchboardClientError) -> ServiceResponse
+    ) async throws(SwitchboardClientError) -> ServiceResponse {
+        do {
+            return try await execute(request, context: context)
+        } catch {
+            return try await fallback(error)
+        }
     }
 
     /// Sends `request` to an instance of the service and returns its answer; see the type's description.
@@ -74,6 +94,7 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
                 guard state.withLock({ $0.budget?.tryRetry(at: .now) ?? true }) else { break }
                 try? await Task.sleep(for: policy.retryBackoff.delay(forAttempt: attempt - 1))
             }
+            if Task.isCancelled { throw SwitchboardClientError(.timedOut, "the call to \(service) was cancelled") }
             let snapshot = try await currentSnapshot()
             guard let (instance, permit) = pick(from: snapshot, avoiding: tried, context: context) else {
                 lastFailure =
@@ -100,6 +121,8 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
             case .failed(let error):
                 lastFailure = error
                 guard request.isIdempotent else { break attempts }
+            case .cancelled:
+                throw SwitchboardClientError(.timedOut, "the call to \(service) was cancelled")
             }
         }
         if let lastServerError { return lastServerError }
@@ -113,6 +136,8 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         case notSent(SwitchboardClientError)
         /// It may have been received.
         case failed(SwitchboardClientError)
+        /// The caller cancelled: says nothing about the instance.
+        case cancelled
     }
 
     /// The rate limit and bulkhead; counts the call in flight when admitted.
@@ -128,9 +153,9 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         if let refusal { throw SwitchboardClientError(.rejected, refusal) }
     }
 
+    /// The service's instances: from the cache while discovery follows the service, else asked from the agent.
     private func currentSnapshot() async throws(SwitchboardClientError) -> DiscoverySnapshot {
-        if let cached = discovery.cachedSnapshot(of: service) { return cached }
-        return try await discovery.snapshot(of: service)
+        try await discovery.snapshot(of: service)
     }
 
     /// Picks an instance not ejected, not tried yet (while others remain) and whose circuit lets a call through.
@@ -139,7 +164,27 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
     ) -> (Instance, CircuitBreaker.Permit?)? {
         let now = ContinuousClock.now
         return state.withLock { state -> (Instance, CircuitBreaker.Permit?)? in
-            var candidates = state.outliers?.excludingEjected(from: snapshot.instances, at: now) ?? snapshot.instances
+            let all = snapshot.instances
+            if state.prunedGeneration != all.generation {
+                // Forget instances that left, so the tables do not grow and a returning id starts clean.
+                state.prunedGeneration = all.generation
+                let current = Set(all.instances.map(\.id))
+                state.breakers = state.breakers.filter { current.contains($0.key) }
+                state.outliers?.retain(only: current)
+            }
+            var candidates = all
+            if let outliers = state.outliers {
+                let ejected = outliers.ejected(at: now)
+                if !ejected.isEmpty {
+                    if let filtered = state.filtered, filtered.generation == all.generation, filtered.ejected == ejected
+                    {
+                        candidates = filtered.set
+                    } else {
+                        candidates = InstanceSet(all.instances.filter { !ejected.contains($0.id) })
+                        state.filtered = (all.generation, ejected, candidates)
+                    }
+                }
+            }
             if !tried.isEmpty, candidates.instances.contains(where: { !tried.contains($0.id) }) {
                 candidates = InstanceSet(candidates.instances.filter { !tried.contains($0.id) })
             }
@@ -167,6 +212,13 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         switch outcome {
         case .answered: succeeded = true
         case .serverError, .notSent, .failed: succeeded = false
+        case .cancelled:
+            state.withLock { state in
+                state.balancer.callFinished(on: instance.id)
+                // A cancelled probe frees its slot without a verdict.
+                if let permit { state.breakers[instance.id]?.abandon(permit) }
+            }
+            return outcome
         }
         let now = ContinuousClock.now
         let (transition, ejection) = state.withLock { state in
@@ -203,6 +255,7 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
                 status: response.status, headers: response.headers, body: body, instance: instance, attempts: 1)
             return response.status.code >= 500 ? .serverError(answer) : .answered(answer)
         } catch {
+            if Task.isCancelled || error is CancellationError { return .cancelled }
             let text = String(describing: error)
             let where_ = "\(service)/\(instance.id) at \(host):\(instance.definition.port)"
             if text.contains("connectionRefused") || text.contains("Connection refused")
@@ -218,4 +271,18 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
             return .failed(SwitchboardClientError(.instanceFailed, "\(where_) failed: \(text)"))
         }
     }
+}
+
+/// What call sites share unless told otherwise.
+public enum ServiceClientDefaults {
+    /// The HTTP client of call sites created without one; it lives as long as the process, like
+    /// `HTTPClient.shared`.
+    public static let httpClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(1)
+        configuration.timeout.read = .seconds(30)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.redirectConfiguration = .disallow
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 }

@@ -33,8 +33,21 @@ public struct ServiceResponse: Sendable {
     public var status: HTTPResponseStatus
     public var headers: HTTPHeaders
     public var body: ByteBuffer
-    /// The instance that answered.
-    public var instance: Instance
-    /// How many attempts the call took (1 when the first instance answered).
+    /// The instance that answered; nil for an answer a fallback made up.
+    public var instance: Instance?
+    /// How many attempts the call took (1 when the first instance answered, 0 for a fallback's answer).
     public var attempts: Int
+
+    /// An answer, as a fallback makes one.
+    public init(
+        status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer = ByteBuffer(),
+        instance: Instance? = nil,
+        attempts: Int = 0
+    ) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.instance = instance
+        self.attempts = attempts
+    }
 }

@@ -218,11 +218,14 @@ public final class ServiceDiscovery: Service, Sendable {
             let agent = connection.currentAgent
             do {
                 // An event id means something only to the agent that sent it: another agent starts from a snapshot.
-                try await stream(service, from: agent, resumingAfter: resume?.agent == agent ? resume?.eventID : nil) {
-                    resume = (agent, $0)
-                    failures = 0
-                }
+                try await stream(
+                    service, from: agent, resumingAfter: resume?.agent == agent ? resume?.eventID : nil,
+                    connected: { failures = 0 }, delivered: { resume = (agent, $0) })
+            } catch let refusal as SwitchboardClientError {
+                logger.debug("watch refused", metadata: ["service": "\(service)", "error": "\(refusal)"])
             } catch {
+                if Task.isCancelled { break }
+                // The agent could not be reached or the connection dropped: the next attempt goes to the next agent.
                 connection.reportUnreachable(agent)
                 logger.debug(
                     "watch stream interrupted",
@@ -231,9 +234,10 @@ public final class ServiceDiscovery: Service, Sendable {
             markNotLive(service)
             guard !Task.isCancelled else { return }
             failures += 1
-            if failures > 1 {
-                // The stream failed twice in a row: keep the cache fresh with a blocking query meanwhile.
-                await blockingQueryRound(service)
+            if failures > 1, await blockingQueryRound(service) {
+                // The cache now holds the blocking query's answer: resuming the stream from an older event would
+                // replay changes over it.
+                resume = nil
             }
             try? await Task.sleep(for: configuration.reconnectBackoff.delay(forAttempt: failures - 1))
         }
@@ -242,7 +246,7 @@ public final class ServiceDiscovery: Service, Sendable {
     /// Reads `service`'s event stream from `agent` until it ends; `delivered` is told each event id.
     private func stream(
         _ service: ServiceName, from agent: String, resumingAfter eventID: String?,
-        delivered: (String) -> Void
+        connected: () -> Void, delivered: (String) -> Void
     ) async throws {
         var request = HTTPClientRequest(url: "\(agent)/v1/services/\(service)/watch?\(configuration.query.parameters)")
         request.headers.add(name: "Accept", value: "text/event-stream")
@@ -253,6 +257,7 @@ public final class ServiceDiscovery: Service, Sendable {
                 .refused, "the agent at \(agent) refused the watch of \(service): \(response.status.code)",
                 status: response.status)
         }
+        connected()
         if eventID != nil {
             // The agent accepted the resumption: the cache is current as of the last event, and only changes since
             // will follow (a snapshot comes instead when the agent no longer holds them).
@@ -288,26 +293,34 @@ public final class ServiceDiscovery: Service, Sendable {
         }
     }
 
-    /// One blocking query for `service`, used while its stream cannot be had.
-    private func blockingQueryRound(_ service: ServiceName) async {
+    /// One blocking query for `service`, used while its stream cannot be had; returns whether it answered.
+    private func blockingQueryRound(_ service: ServiceName) async -> Bool {
         let index = state.withLock { $0.entries[service]?.snapshot?.index } ?? 0
         let wait = configuration.fallbackWait
         let path =
             "/v1/services/\(service)?\(configuration.query.parameters)&index=\(index)&wait=\(wait.nanoseconds / 1_000_000)ms"
         guard let answer = try? await connection.send(.GET, path, body: nil, timeout: wait + .seconds(2)),
             answer.status == .ok, let lookup = try? answer.decode(ServiceLookup.self)
-        else { return }
-        replace(service, with: lookup.instances, index: lookup.index, isLive: false)
+        else { return false }
+        publish(service) { entry in
+            entry.instances = Dictionary(
+                lookup.instances.filter(configuration.query.matches).map { ($0.id, $0) }, uniquingKeysWith: { $1 })
+            return Self.snapshot(service, entry.instances, index: lookup.index, isLive: false)
+        }
+        return true
     }
 
     // MARK: The cache
 
+    /// Replaces the instances of `service`. An answer that is not from the stream (a lookup, a blocking query)
+    /// never replaces what the stream delivered, nor anything newer: it may have been sent before either.
     @discardableResult
     private func replace(
         _ service: ServiceName, with instances: [Instance], index: UInt64, isLive: Bool
     ) -> DiscoverySnapshot {
         let matching = instances.filter(configuration.query.matches)
         return publish(service) { entry in
+            if !isLive, let current = entry.snapshot, current.isLive || current.index > index { return nil }
             entry.instances = Dictionary(matching.map { ($0.id, $0) }, uniquingKeysWith: { _, last in last })
             return Self.snapshot(service, entry.instances, index: index, isLive: isLive)
         }
@@ -339,15 +352,16 @@ public final class ServiceDiscovery: Service, Sendable {
     private func publish(
         _ service: ServiceName, _ make: (inout Entry) -> DiscoverySnapshot?
     ) -> DiscoverySnapshot {
-        let (snapshot, subscribers) = state.withLock {
-            state -> (DiscoverySnapshot?, [AsyncStream<DiscoverySnapshot>.Continuation]) in
+        // Subscribers are handed the snapshot under the lock (yielding never blocks), so two publishers cannot
+        // deliver out of order and leave a subscriber holding the older one.
+        let snapshot = state.withLock { state -> DiscoverySnapshot? in
             var entry = state.entries[service] ?? Entry()
             defer { state.entries[service] = entry }
-            guard let snapshot = make(&entry) else { return (entry.snapshot, []) }
+            guard let snapshot = make(&entry) else { return entry.snapshot }
             entry.snapshot = snapshot
-            return (snapshot, Array(entry.subscribers.values))
+            for subscriber in entry.subscribers.values { subscriber.yield(snapshot) }
+            return snapshot
         }
-        for subscriber in subscribers { subscriber.yield(snapshot!) }
         return snapshot ?? Self.snapshot(service, [:], index: 0, isLive: false)
     }
 

@@ -123,8 +123,12 @@ public final class ServiceRegistration: Service, Sendable {
 
     /// Heartbeats every third of the TTL until cancelled; re-registers when the agent no longer knows the instance.
     private func heartbeat() async throws {
+        // The first heartbeat goes at once: a TTL check starts critical, and the instance should not wait a third of
+        // the TTL to be called.
+        var first = true
         while true {
-            try await Task.sleep(for: configuration.ttl / 3)
+            if !first { try await Task.sleep(for: configuration.ttl / 3) }
+            first = false
             do {
                 let answer = try await connection.send(
                     .PUT, instancePath + "/heartbeat", body: nil, timeout: configuration.ttl / 3)
@@ -132,6 +136,8 @@ public final class ServiceRegistration: Service, Sendable {
                     logger.info("the agent does not know this instance any more; registering again")
                     try await register()
                 }
+            } catch let error as SwitchboardClientError where error.code == .refused {
+                throw error  // the agent refuses this registration: retrying it would not help
             } catch {
                 // No agent answered: keep trying at the same pace; the connection moves on to another agent.
                 logger.warning("heartbeat failed", metadata: ["error": "\(error)"])

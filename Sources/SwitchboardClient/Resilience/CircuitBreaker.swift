@@ -132,6 +132,11 @@ public struct CircuitBreaker: Sendable {
         }
     }
 
+    /// Gives back a permit whose call ended without a verdict (the caller cancelled it).
+    public mutating func abandon(_ permit: Permit) {
+        if permit == .probe, halfOpen { probesInFlight = max(0, probesInFlight - 1) }
+    }
+
     private mutating func open(at now: ContinuousClock.Instant) -> Transition {
         openUntil = now + configuration.openDuration
         halfOpen = false

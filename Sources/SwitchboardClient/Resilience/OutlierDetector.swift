@@ -87,6 +87,11 @@ public struct OutlierDetector: Sendable {
         records[instance].map { isEjected($0, at: now) } ?? false
     }
 
+    /// The instances ejected at `now`.
+    public func ejected(at now: ContinuousClock.Instant) -> Set<InstanceID> {
+        Set(records.lazy.filter { self.isEjected($0.value, at: now) }.map(\.key))
+    }
+
     /// `candidates` without the instances ejected at `now` (the same set when none is).
     public func excludingEjected(from candidates: InstanceSet, at now: ContinuousClock.Instant) -> InstanceSet {
         guard candidates.instances.contains(where: { isEjected($0.id, at: now) }) else { return candidates }
