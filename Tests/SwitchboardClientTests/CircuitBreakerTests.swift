@@ -10,6 +10,12 @@ import Testing
 
     func at(_ seconds: Double) -> ContinuousClock.Instant { start + .milliseconds(Int64(seconds * 1000)) }
 
+    /// A permit at `time`, failing the test when the breaker refuses.
+    func permit(_ breaker: inout CircuitBreaker, at time: ContinuousClock.Instant) throws -> CircuitBreaker.Permit {
+        let permit = breaker.acquire(at: time)
+        return try #require(permit)
+    }
+
     /// Makes `count` calls at `time`, failing the last `failures` of them; returns the transitions.
     func calls(
         _ breaker: inout CircuitBreaker, _ count: Int, failures: Int, at time: Double
@@ -46,35 +52,43 @@ import Testing
         #expect(breaker.state(at: at(11)) == .closed)
     }
 
-    @Test func halfOpenLetsALimitedNumberOfTrialCallsThroughAndClosesWhenTheySucceed() {
+    @Test func halfOpenLetsALimitedNumberOfTrialCallsThroughAndClosesWhenTheySucceed() throws {
         var breaker = CircuitBreaker(configuration: configuration)
         _ = calls(&breaker, 10, failures: 10, at: 0)
         #expect(breaker.state(at: at(5)) == .halfOpen)
-        let first = breaker.acquire(at: at(5))
-        let second = breaker.acquire(at: at(5))
-        #expect(first == .probe && second == .probe)
+        let first = try permit(&breaker, at: at(5))
+        let second = try permit(&breaker, at: at(5))
+        #expect(first.isProbe && second.isProbe)
         #expect(breaker.acquire(at: at(5)) == nil, "only two trial calls at once")
-        #expect(breaker.record(true, for: .probe, at: at(5.1)) == nil)
-        #expect(breaker.record(true, for: .probe, at: at(5.2)) == .closed)
+        #expect(breaker.record(true, for: first, at: at(5.1)) == nil)
+        #expect(breaker.record(true, for: second, at: at(5.2)) == .closed)
         #expect(breaker.state(at: at(5.2)) == .closed)
-        #expect(breaker.acquire(at: at(5.2)) == .normal)
+        #expect(breaker.acquire(at: at(5.2))?.isProbe == false)
     }
 
-    @Test func aFailedTrialCallOpensTheCircuitAgain() {
+    @Test func aFailedTrialCallOpensTheCircuitAgain() throws {
         var breaker = CircuitBreaker(configuration: configuration)
         _ = calls(&breaker, 10, failures: 10, at: 0)
-        #expect(breaker.acquire(at: at(6)) == .probe)
-        #expect(breaker.record(false, for: .probe, at: at(6)) == .opened)
+        let probe = try permit(&breaker, at: at(6))
+        #expect(probe.isProbe)
+        #expect(breaker.record(false, for: probe, at: at(6)) == .opened)
         #expect(breaker.state(at: at(7)) == .open(until: at(11)))
     }
 
-    @Test func lateResultsOfCallsStartedWhileClosedDoNotCountAsTrials() {
+    @Test func lateResultsOfCallsStartedInAnEarlierPeriodDoNotCount() throws {
         var breaker = CircuitBreaker(configuration: configuration)
-        let slowCall = breaker.acquire(at: at(0))!
+        let slowCall = try permit(&breaker, at: at(0))
         _ = calls(&breaker, 10, failures: 10, at: 0)
-        #expect(breaker.acquire(at: at(5)) == .probe)
+        let slowProbe = try permit(&breaker, at: at(5))
         // The slow call started while closed fails now: it neither reopens nor counts as a trial.
         #expect(breaker.record(false, for: slowCall, at: at(5)) == nil)
         #expect(breaker.state(at: at(5)) == .halfOpen)
+        // A second trial fails and reopens; the first trial's late success belongs to the earlier half-open spell.
+        let failing = try permit(&breaker, at: at(5))
+        #expect(breaker.record(false, for: failing, at: at(5.1)) == .opened)
+        let nextProbe = try permit(&breaker, at: at(10.1))
+        #expect(breaker.record(true, for: slowProbe, at: at(10.2)) == nil)
+        #expect(breaker.record(true, for: nextProbe, at: at(10.3)) == nil, "one of two trial successes")
+        #expect(breaker.state(at: at(10.3)) == .halfOpen)
     }
 }

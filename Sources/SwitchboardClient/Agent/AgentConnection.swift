@@ -96,7 +96,8 @@ public final class AgentConnection: Sendable {
     }
 
     /// Sends a request, moving on to the next agent when one cannot be reached or answers 5xx; returns the first
-    /// other answer (4xx included: what 404 means is the caller's business).
+    /// other answer (4xx included: what 404 means is the caller's business). `timeout` (default
+    /// ``AgentConnectionConfiguration/requestTimeout``) covers every agent tried.
     public func send(
         _ method: HTTPMethod, _ path: String, json body: (some Encodable & Sendable)? = nil as String?,
         timeout: Duration? = nil
@@ -119,7 +120,14 @@ public final class AgentConnection: Sendable {
         let agents = configuration.agents
         let first = preferred.withLock { $0 }
         var failures: [String] = []
+        // The timeout covers the whole request, however many agents it takes.
+        let deadline = ContinuousClock.now + (timeout ?? configuration.requestTimeout)
         for attempt in 0..<agents.count {
+            let remaining = deadline - .now
+            guard remaining > .zero else {
+                failures.append("no time left for \(agents[(first + attempt) % agents.count])")
+                break
+            }
             let position = (first + attempt) % agents.count
             let agent = agents[position]
             var request = HTTPClientRequest(url: agent + path)
@@ -129,8 +137,7 @@ public final class AgentConnection: Sendable {
                 request.body = .bytes(body)
             }
             do {
-                let response = try await httpClient.execute(
-                    request, timeout: .nanoseconds((timeout ?? configuration.requestTimeout).nanoseconds))
+                let response = try await httpClient.execute(request, timeout: .nanoseconds(remaining.nanoseconds))
                 let answerBody = try await response.body.collect(upTo: 64 * 1024 * 1024)
                 if response.status.code >= 500 {
                     failures.append("\(agent) answered \(response.status.code)")

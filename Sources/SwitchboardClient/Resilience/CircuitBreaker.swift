@@ -43,11 +43,13 @@ public struct CircuitBreaker: Sendable {
     }
 
     /// Leave to make one call; give it back with the outcome.
-    public enum Permit: Sendable, Hashable {
-        /// A call while closed.
-        case normal
-        /// A trial call while half-open.
-        case probe
+    ///
+    /// A permit belongs to the period it was given in (closed, or one half-open spell): its outcome is ignored
+    /// once the breaker has moved on, so a slow call cannot count in a period it did not start in.
+    public struct Permit: Sendable, Hashable {
+        /// Whether it is a trial call of a half-open breaker (else a call while closed).
+        public let isProbe: Bool
+        let period: UInt64
     }
 
     /// What a call's outcome did to the breaker, for logs and metrics.
@@ -74,6 +76,8 @@ public struct CircuitBreaker: Sendable {
     private var halfOpen = false
     private var probesInFlight = 0
     private var probeSuccesses = 0
+    /// Bumped on every change of state; permits carry the period they were given in.
+    private var period: UInt64 = 0
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -91,24 +95,27 @@ public struct CircuitBreaker: Sendable {
     public mutating func acquire(at now: ContinuousClock.Instant) -> Permit? {
         switch state(at: now) {
         case .closed:
-            return .normal
+            return Permit(isProbe: false, period: period)
         case .open:
             return nil
         case .halfOpen:
-            halfOpen = true
-            openUntil = nil
+            if !halfOpen {
+                halfOpen = true
+                openUntil = nil
+                period += 1
+            }
             guard probesInFlight < max(1, configuration.halfOpenProbes) else { return nil }
             probesInFlight += 1
-            return .probe
+            return Permit(isProbe: true, period: period)
         }
     }
 
     /// Records how a call made under `permit` ended; returns the transition it caused, if any.
     @discardableResult
     public mutating func record(_ succeeded: Bool, for permit: Permit, at now: ContinuousClock.Instant) -> Transition? {
-        switch permit {
-        case .probe:
-            guard halfOpen else { return nil }
+        // The breaker moved on since this call started: its outcome says nothing about the current period.
+        guard permit.period == period else { return nil }
+        if permit.isProbe {
             probesInFlight = max(0, probesInFlight - 1)
             guard succeeded else { return open(at: now) }
             probeSuccesses += 1
@@ -116,11 +123,10 @@ public struct CircuitBreaker: Sendable {
             halfOpen = false
             probesInFlight = 0
             probeSuccesses = 0
+            period += 1
             window.reset()
             return .closed
-        case .normal:
-            // Late results of calls started while closed only count while it is still closed.
-            guard !halfOpen, openUntil == nil else { return nil }
+        } else {
             window.add(succeeded ? Outcomes(successes: 1) : Outcomes(failures: 1), at: now)
             guard !succeeded else { return nil }
             let totals = window.total(at: now)
@@ -134,10 +140,11 @@ public struct CircuitBreaker: Sendable {
 
     /// Gives back a permit whose call ended without a verdict (the caller cancelled it).
     public mutating func abandon(_ permit: Permit) {
-        if permit == .probe, halfOpen { probesInFlight = max(0, probesInFlight - 1) }
+        if permit.isProbe, permit.period == period { probesInFlight = max(0, probesInFlight - 1) }
     }
 
     private mutating func open(at now: ContinuousClock.Instant) -> Transition {
+        period += 1
         openUntil = now + configuration.openDuration
         halfOpen = false
         probesInFlight = 0
