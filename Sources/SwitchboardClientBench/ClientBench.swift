@@ -44,8 +44,7 @@ struct ClientBench {
                 let instance = balancer.pick(from: set, context: keyed ? keys[round & 1023] : plain)
                 checksum &+= instance?.definition.port ?? 0
             }
-            let elapsed = ContinuousClock.now - start
-            best = min(best, Double(elapsed.components.attoseconds) / 1e9 + Double(elapsed.components.seconds) * 1e9)
+            best = min(best, nanoseconds(ContinuousClock.now - start))
         }
         if checksum == 42 { print("") }  // keeps the loop from being optimised away
         return best / Double(rounds)
@@ -127,7 +126,10 @@ struct ClientBench {
     static func timeCalls(_ count: Int, _ call: () async throws -> Void) async throws -> Double {
         let start = ContinuousClock.now
         for _ in 0..<count { try await call() }
-        let elapsed = ContinuousClock.now - start
-        return (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9) / Double(count)
+        return nanoseconds(ContinuousClock.now - start) / Double(count)
+    }
+
+    static func nanoseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1e9 + Double(duration.components.attoseconds) / 1e9
     }
 }

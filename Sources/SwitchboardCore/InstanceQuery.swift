@@ -1,5 +1,3 @@
-import Foundation
-
 /// The filters of a service lookup: which statuses, which tags, which meta values.
 ///
 /// The same query shape serves the HTTP API, watches and (later) DNS, so "healthy" and "tagged v2" mean the same
@@ -85,9 +83,7 @@ public struct InstanceQuery: Hashable, Sendable {
     /// The query parameters of this query (`status=healthy&tag=v2&meta=zone:a`), percent-encoded, for the URLs of
     /// lookups and watches.
     public var parameters: String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~:")
-        func escape(_ text: String) -> String { text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text }
+        let escape = PercentEncoding.component
         var items = ["status=" + escape(status.parameter)]
         items += tags.map { "tag=" + escape($0) }
         items += meta.map { "meta=" + escape("\($0.key):\($0.value)") }

@@ -88,8 +88,6 @@ struct AgentAPIClient {
 
     /// Percent-encodes one path segment or query value.
     static func escape(_ text: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~:")
-        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+        PercentEncoding.component(text)
     }
 }

@@ -170,8 +170,6 @@ public final class AgentConnection: Sendable {
 
     /// Percent-encodes one path segment or query value.
     public static func escape(_ text: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~:")
-        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+        PercentEncoding.component(text)
     }
 }

@@ -302,11 +302,7 @@ public final class ServiceDiscovery: Service, Sendable {
         guard let answer = try? await connection.send(.GET, path, body: nil, timeout: wait + .seconds(2)),
             answer.status == .ok, let lookup = try? answer.decode(ServiceLookup.self)
         else { return false }
-        publish(service) { entry in
-            entry.instances = Dictionary(
-                lookup.instances.filter(configuration.query.matches).map { ($0.id, $0) }, uniquingKeysWith: { $1 })
-            return Self.snapshot(service, entry.instances, index: lookup.index, isLive: false)
-        }
+        replace(service, with: lookup.instances, index: lookup.index, isLive: false)
         return true
     }
 
