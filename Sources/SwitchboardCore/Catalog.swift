@@ -108,6 +108,14 @@ public final class Catalog: Sendable {
         try await submit(.maintenance(service: service, id: id, enabled: enabled, reason: reason))
     }
 
+    /// Logs what a client saw of an instance as an `observed` event; the instance and its health stay as they are.
+    /// Throws ``CatalogError/instanceNotFound(service:id:)`` when the instance is not registered.
+    public func recordObservation(
+        _ observation: Observation, service: ServiceName, id: InstanceID
+    ) async throws -> WriteOutcome {
+        try await submit(.observe(service: service, id: id, observation: observation))
+    }
+
     /// Records a check's new status (the health checker's verdict after its thresholds) as a change event.
     public func recordCheckStatus(_ update: CheckStatusUpdate) async throws -> WriteOutcome {
         try await submit(.checkStatus(update))

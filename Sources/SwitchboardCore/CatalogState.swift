@@ -16,6 +16,8 @@ public enum CatalogMutation: Sendable, Hashable {
     /// Remove an instance whose check `checkID` (as `definition` defines it) has been critical longer than its
     /// `deregisterAfterCritical`, unless it recovered or was re-registered with another check meanwhile.
     case expire(service: ServiceName, id: InstanceID, checkID: String, definition: CheckDefinition)
+    /// Log what a client saw of an instance (an `observed` event); the instance is left as it is.
+    case observe(service: ServiceName, id: InstanceID, observation: Observation)
 
     /// The instance this mutation is about.
     public var key: InstanceKey {
@@ -25,6 +27,7 @@ public enum CatalogMutation: Sendable, Hashable {
         case .maintenance(let service, let id, _, _): InstanceKey(service: service, id: id)
         case .checkStatus(let update): update.key
         case .expire(let service, let id, _, _): InstanceKey(service: service, id: id)
+        case .observe(let service, let id, _): InstanceKey(service: service, id: id)
         }
     }
 }
@@ -212,6 +215,9 @@ public struct CatalogState: Sendable {
             else { return nil }
             current.modifyIndex = index
             return ChangeEvent(index: index, kind: .removed, at: at, instance: current)
+        case .observe(let service, let id, let observation):
+            guard let current else { throw CatalogError.instanceNotFound(service: service, id: id) }
+            return ChangeEvent(index: index, kind: .observed, at: at, instance: current, observation: observation)
         }
     }
 
@@ -239,6 +245,19 @@ public struct CatalogState: Sendable {
     /// Applies a planned (and, where the catalog is durable, committed) change.
     public mutating func apply(_ change: CommittedChange) {
         let event = change.event
+        if event.changesCatalog {
+            applyToInstances(change)
+        }
+        index = max(index, event.index)
+        if eventCapacity > 0 {
+            if recentEvents.count == eventCapacity { recentEvents.removeFirst() }
+            recentEvents.append(event)
+        }
+    }
+
+    /// The instance and service side of ``apply(_:)-(CommittedChange)``.
+    private mutating func applyToInstances(_ change: CommittedChange) {
+        let event = change.event
         let key = InstanceKey(service: event.service, id: event.id)
         remove(key)
         if event.kind != .removed {
@@ -246,11 +265,6 @@ public struct CatalogState: Sendable {
         }
         services[event.service, default: ServiceEntry()].index = event.index
         services[event.service]!.refreshSummary(name: event.service)
-        index = max(index, event.index)
-        if eventCapacity > 0 {
-            if recentEvents.count == eventCapacity { recentEvents.removeFirst() }
-            recentEvents.append(event)
-        }
     }
 
     /// Events with an index above `since`, at most `limit`; `nil` when the ring no longer holds all of them.

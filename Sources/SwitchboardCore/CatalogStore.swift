@@ -73,12 +73,13 @@ public final class InMemoryCatalogStore: CatalogStore {
     public func commit(_ changes: [CommittedChange]) async throws {
         let events = changes.map(\.event)
         contents.withLock { contents in
-            for event in events {
+            for event in events where event.changesCatalog {
                 let key = InstanceKey(service: event.service, id: event.id)
                 contents.instances[key] = event.kind == .removed ? nil : event.instance
                 contents.index = max(contents.index, event.index)
                 contents.serviceIndexes[event.service] = event.index
             }
+            contents.index = max(contents.index, events.last?.index ?? 0)
             contents.events.append(contentsOf: events)
             if contents.events.count > eventRetention {
                 contents.events.removeFirst(contents.events.count - eventRetention)

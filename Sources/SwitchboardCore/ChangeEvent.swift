@@ -16,6 +16,8 @@ public struct ChangeEvent: Hashable, Sendable, Codable {
         case status
         /// The instance was deregistered.
         case removed
+        /// A client reported what it saw of the instance (see ``Observation``); the instance is unchanged.
+        case observed
     }
 
     /// The catalog index this change produced.
@@ -24,15 +26,22 @@ public struct ChangeEvent: Hashable, Sendable, Codable {
     public var at: Date
     public var service: ServiceName
     public var id: InstanceID
-    /// After the change; for `removed`, the instance as it was.
+    /// After the change; for `removed`, the instance as it was; for `observed`, as it is.
     public var instance: Instance
+    /// What was reported, for an `observed` event.
+    public var observation: Observation?
 
-    public init(index: UInt64, kind: Kind, at: Date, instance: Instance) {
+    public init(index: UInt64, kind: Kind, at: Date, instance: Instance, observation: Observation? = nil) {
         self.index = index
         self.kind = kind
         self.at = at
         self.service = instance.service
         self.id = instance.id
         self.instance = instance
+        self.observation = observation
     }
+
+    /// Whether the event changed the catalog (every kind but `observed`): what moves a service's index and wakes
+    /// its blocking queries.
+    public var changesCatalog: Bool { kind != .observed }
 }

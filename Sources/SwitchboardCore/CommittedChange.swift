@@ -26,7 +26,13 @@ public struct CommittedChange: Sendable {
         json.append(#"{"at":"\#(SwitchboardJSON.timestamp(event.at))","id":"\#(event.id.rawValue)","#)
         json.append(#""index":\#(event.index),"instance":"#)
         json.bytes += instanceJSON
-        json.append(#","kind":"\#(event.kind.rawValue)","service":"\#(event.service.rawValue)"}"#)
+        json.append(#","kind":"\#(event.kind.rawValue)","#)
+        if let observation = event.observation {
+            json.append(#""observation":"#)
+            json.bytes += Array((try? SwitchboardJSON.encoder().encode(observation)) ?? Data("{}".utf8))
+            json.append(",")
+        }
+        json.append(#""service":"\#(event.service.rawValue)"}"#)
         self.eventJSON = json.bytes
     }
 

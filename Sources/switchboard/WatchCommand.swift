@@ -91,7 +91,13 @@ struct WatchPrinter {
             emit("[\(snapshot.index)] \(scope): \(snapshot.instances.count) instance(s)")
             for instance in snapshot.instances { emit("    " + Self.describe(instance)) }
         } else if let change = try? decoder.decode(ChangeEvent.self, from: Data(event.data.utf8)) {
-            emit("[\(change.index)] \(change.kind.rawValue) " + Self.describe(change.instance))
+            var line = "[\(change.index)] \(change.kind.rawValue) " + Self.describe(change.instance)
+            if let seen = change.observation {
+                line += " (\(seen.kind.rawValue) by \(seen.reporter)"
+                line +=
+                    (seen.duration.map { " for \($0)" } ?? "") + (seen.reason.isEmpty ? "" : ": \(seen.reason)") + ")"
+            }
+            emit(line)
         } else {
             emit("[\(event.id ?? "-")] \(event.event): \(event.data)")
         }

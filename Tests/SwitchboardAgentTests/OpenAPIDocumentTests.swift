@@ -51,6 +51,7 @@ struct OpenAPIDocumentTests {
                     switch (parts[0], path.split(separator: "/").last ?? "") {
                     case ("PUT", "maintenance"): #"{"enabled": false}"#
                     case ("PUT", "heartbeat"): #"{"status": "passing"}"#
+                    case ("POST", "observations"): #"{"kind": "ejected", "reporter": "test"}"#
                     case ("PUT", _): registration
                     default: nil
                     }

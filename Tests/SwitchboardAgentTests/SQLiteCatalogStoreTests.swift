@@ -44,6 +44,30 @@ struct SQLiteCatalogStoreTests {
         #expect(events.events.map(\.kind) == [.added, .added, .added, .removed, .status])
     }
 
+    @Test func anObservationIsKeptInTheLogAcrossARestartAndLeavesTheInstanceAsItWas() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let payment = try ServiceName("payment")
+        let observation = Observation(kind: .ejected, reporter: "cart/1", reason: "5 failures", duration: .seconds(30))
+        do {
+            let catalog = try await Catalog.load(from: try SQLiteCatalogStore(directory: directory))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await catalog.runWriter() }
+                _ = try await catalog.register(definition("p1"))
+                _ = try await catalog.recordObservation(observation, service: payment, id: try InstanceID("p1"))
+                group.cancelAll()
+            }
+        }
+        let reopened = try await Catalog.load(from: try SQLiteCatalogStore(directory: directory))
+        #expect(reopened.index == 2)
+        #expect(reopened.serviceIndex(payment) == 1)
+        let lookup = reopened.instances(of: payment, matching: InstanceQuery(status: .any))
+        #expect(lookup.instances.map(\.modifyIndex) == [1])
+        let events = try await reopened.events(since: 0, limit: 100).events
+        #expect(events.map(\.kind) == [.added, .observed])
+        #expect(events.last?.observation == observation)
+    }
+
     @Test func aServiceIndexNeverGoesBackAcrossARestart() async throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -296,6 +296,13 @@ struct EncodedJSONTests {
             #expect(
                 String(decoding: CommittedChange(event: event).eventJSON, as: UTF8.self)
                     == String(decoding: try encoder.encode(event), as: UTF8.self))
+            let observed = try await catalog.recordObservation(
+                Observation(kind: .ejected, reporter: "cart \"1\"", reason: "a\\b", duration: .seconds(30)),
+                service: payment, id: try InstanceID("p1"))
+            let observation = try #require(observed.event)
+            #expect(
+                String(decoding: CommittedChange(event: observation).eventJSON, as: UTF8.self)
+                    == String(decoding: try encoder.encode(observation), as: UTF8.self))
         }
     }
 

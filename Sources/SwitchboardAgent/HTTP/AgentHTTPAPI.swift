@@ -55,6 +55,7 @@ public struct AgentHTTPAPI: Sendable {
         Route(method: .delete, path: "/v1/services/{service}/instances/{id}"),
         Route(method: .put, path: "/v1/services/{service}/instances/{id}/maintenance"),
         Route(method: .put, path: "/v1/services/{service}/instances/{id}/heartbeat"),
+        Route(method: .post, path: "/v1/services/{service}/instances/{id}/observations"),
         Route(method: .get, path: "/v1/events"),
         Route(method: .get, path: "/v1/openapi.yaml"),
         Route(method: .get, path: "/metrics"),
@@ -89,6 +90,7 @@ public struct AgentHTTPAPI: Sendable {
         case (.delete, "/v1/services/{service}/instances/{id}"): deregisterInstance
         case (.put, "/v1/services/{service}/instances/{id}/maintenance"): setMaintenance
         case (.put, "/v1/services/{service}/instances/{id}/heartbeat"): heartbeat
+        case (.post, "/v1/services/{service}/instances/{id}/observations"): recordObservation
         case (.get, "/v1/events"): listEvents
         case (.get, "/v1/openapi.yaml"): openAPIDocument
         case (.get, "/metrics"): prometheusMetrics
@@ -192,6 +194,18 @@ public struct AgentHTTPAPI: Sendable {
         let outcome = try await catalog.setMaintenance(
             service: service, id: id, enabled: change.enabled, reason: change.reason)
         return try json(outcome, request: request)
+    }
+
+    /// Logs a client's observation as an `observed` event: 201 with the event, 404 for an unknown instance.
+    @Sendable private func recordObservation(
+        _ request: Request, _ context: BasicRequestContext
+    ) async throws -> Response {
+        let service = try serviceName(context)
+        let id = try instanceID(context)
+        let body = try await decodeBody(ObservationRequest.self, from: request, context: context)
+        let outcome = try await catalog.recordObservation(try body.validated(), service: service, id: id)
+        guard let event = outcome.event else { throw CatalogError.storeFailed("an observation planned no event") }
+        return try json(event, status: .created, index: outcome.index, request: request)
     }
 
     @Sendable private func heartbeat(_ request: Request, _ context: BasicRequestContext) async throws -> Response {

@@ -144,7 +144,7 @@ struct HealthTable: Sendable {
     /// Follows the catalog's changes: starts watching new checks, forgets removed ones, keeps the progress of checks
     /// whose definition did not change.
     mutating func apply(_ events: [ChangeEvent], now: ContinuousClock.Instant) {
-        for event in events {
+        for event in events where event.changesCatalog {
             if event.kind == .removed {
                 untrack(InstanceKey(service: event.service, id: event.id))
             } else {

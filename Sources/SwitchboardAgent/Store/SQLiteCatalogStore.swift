@@ -154,7 +154,9 @@ public final class SQLiteCatalogStore: CatalogStore {
         try await database.write { db in
             for change in changes {
                 let event = change.event
-                if event.kind == .removed {
+                if !event.changesCatalog {
+                    // An observation leaves the instance and the service's index as they are: only the log holds it.
+                } else if event.kind == .removed {
                     try db.execute(
                         sql: "DELETE FROM instances WHERE service = ? AND id = ?",
                         arguments: [event.service.rawValue, event.id.rawValue]
@@ -169,10 +171,12 @@ public final class SQLiteCatalogStore: CatalogStore {
                     sql: "INSERT INTO events (idx, record) VALUES (?, ?)",
                     arguments: [Int64(event.index), Data(change.eventJSON)]
                 )
-                try db.execute(
-                    sql: "INSERT OR REPLACE INTO services (name, idx) VALUES (?, ?)",
-                    arguments: [event.service.rawValue, Int64(event.index)]
-                )
+                if event.changesCatalog {
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO services (name, idx) VALUES (?, ?)",
+                        arguments: [event.service.rawValue, Int64(event.index)]
+                    )
+                }
             }
             try db.execute(
                 sql: "UPDATE catalog_meta SET value = ? WHERE key = 'index'", arguments: [Int64(last.event.index)])

@@ -1,9 +1,11 @@
 import AsyncHTTPClient
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOHTTP1
 import SwitchboardCore
 import Synchronization
+import Tracing
 
 /// One call site: calls to one service, with its balancer and its resilience policy.
 ///
@@ -13,6 +15,12 @@ import Synchronization
 /// picks, and per-instance circuit breakers stop calls to an instance that mostly fails. That is how an instance
 /// that dies costs callers no failed calls: the attempt that finds it dead is retried elsewhere, and within a few
 /// calls it is not picked any more, long before the registry's health check notices.
+///
+/// Every call is a span (swift-distributed-tracing) named for the method and the service, with an event per
+/// attempt; AsyncHTTPClient adds a client span per attempt under it and injects the trace context into the request
+/// headers through the bootstrapped tracer's propagator (W3C `traceparent` with swift-otel). Counters and timers
+/// per service and instance go to swift-metrics (the names are in <doc:Observability>), and ejections are reported
+/// to the agent as observations.
 ///
 /// ```swift
 /// let orders = ServiceClient(service: "order", discovery: discovery, balancer: LeastRequestsBalancer())
@@ -31,6 +39,8 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         /// The candidates without ejected instances, kept while neither the snapshot nor the ejections change, so
         /// balancers do not rebuild their per-set state on every pick.
         var filtered: (generation: UInt64, ejected: Set<InstanceID>, set: InstanceSet)?
+        /// Metric handles per instance, made on first use.
+        var instanceMetrics: [InstanceID: CallMetrics.InstanceHandles] = [:]
     }
 
     public let service: ServiceName
@@ -38,20 +48,27 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
     public let policy: CallPolicy
     private let httpClient: HTTPClient
     private let logger: Logger
+    private let metrics: CallMetrics
+    private let tracer: any Tracer
     private let state: Mutex<State>
 
     /// A call site for `service`. `httpClient` sends the calls: by default one shared by every call site, which
     /// gives up on a connection after a second (so a dead instance costs a second at most, not the attempt
     /// timeout), does not retry connects itself (the policy retries on another instance) and follows no redirects.
+    /// `metricsFactory` and `tracer` default to the ones the process bootstrapped (`MetricsSystem`,
+    /// `InstrumentationSystem`); tests pass their own.
     public init(
         service: ServiceName, discovery: ServiceDiscovery, balancer: Balancer, policy: CallPolicy = CallPolicy(),
-        httpClient: HTTPClient = ServiceClientDefaults.httpClient, logger: Logger? = nil
+        httpClient: HTTPClient = ServiceClientDefaults.httpClient, logger: Logger? = nil,
+        metricsFactory: (any MetricsFactory)? = nil, tracer: (any Tracer)? = nil
     ) {
         self.service = service
         self.discovery = discovery
         self.policy = policy
         self.httpClient = httpClient
         self.logger = logger ?? Logger(label: "switchboard.calls", factory: { _ in SwiftLogNoOpLogHandler() })
+        self.metrics = CallMetrics(service: service, factory: metricsFactory ?? MetricsSystem.factory)
+        self.tracer = tracer ?? InstrumentationSystem.tracer
         state = Mutex(
             State(
                 balancer: balancer, outliers: policy.outlierDetection.map { OutlierDetector(configuration: $0) },
@@ -82,20 +99,68 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
     public func execute(
         _ request: ServiceRequest, context: PickContext = PickContext()
     ) async throws(SwitchboardClientError) -> ServiceResponse {
-        try admit()
-        defer { state.withLock { $0.inFlight -= 1 } }
         let started = ContinuousClock.now
-        state.withLock { $0.budget?.recordCall(at: started) }
+        let result = await tracer.withSpan("\(request.method.rawValue) \(service)", ofKind: .client) { span in
+            span.attributes["switchboard.service"] = service.rawValue
+            span.attributes["http.request.method"] = request.method.rawValue
+            span.attributes["url.path"] = request.path
+            let result = await attempts(request, context: context, span: span)
+            switch result {
+            case .success(let response):
+                span.attributes["http.response.status_code"] = Int(response.status.code)
+                span.attributes["switchboard.instance"] = response.instance?.id.rawValue
+                span.attributes["switchboard.attempts"] = response.attempts
+                if response.status.code >= 500 { span.setStatus(SpanStatus(code: .error)) }
+            case .failure(let error):
+                span.recordError(error)
+                span.setStatus(SpanStatus(code: .error, message: error.message))
+            }
+            return result
+        }
+        let outcome: CallMetrics.CallOutcome
+        switch result {
+        case .success(let response): outcome = response.status.code >= 500 ? .serverError : .success
+        case .failure(let error):
+            switch error.code {
+            case _ where Task.isCancelled: outcome = .cancelled
+            case .rejected: outcome = .rejected
+            case .noInstance, .unknownService, .agentUnreachable: outcome = .noInstance
+            default: outcome = .failed
+            }
+        }
+        metrics.recordCall(outcome, duration: .now - started)
+        return try result.get()
+    }
+
+    /// The attempts of one call (see ``execute(_:context:)``), each noted on the call's span.
+    private func attempts(
+        _ request: ServiceRequest, context: PickContext, span: any Span
+    ) async -> Result<ServiceResponse, SwitchboardClientError> {
+        do {
+            try admit()
+        } catch {
+            return .failure(error)
+        }
+        defer { state.withLock { $0.inFlight -= 1 } }
+        state.withLock { $0.budget?.recordCall(at: .now) }
         var tried: Set<InstanceID> = []
         var lastFailure: SwitchboardClientError?
         var lastServerError: ServiceResponse?
         attempts: for attempt in 0...max(0, policy.maximumRetries) {
             if attempt > 0 {
                 guard state.withLock({ $0.budget?.tryRetry(at: .now) ?? true }) else { break }
+                metrics.retries.increment()
                 try? await Task.sleep(for: policy.retryBackoff.delay(forAttempt: attempt - 1))
             }
-            if Task.isCancelled { throw SwitchboardClientError(.timedOut, "the call to \(service) was cancelled") }
-            let snapshot = try await currentSnapshot()
+            if Task.isCancelled {
+                return .failure(SwitchboardClientError(.timedOut, "the call to \(service) was cancelled"))
+            }
+            let snapshot: DiscoverySnapshot
+            do {
+                snapshot = try await currentSnapshot()
+            } catch {
+                return .failure(error)
+            }
             guard let (instance, permit) = pick(from: snapshot, avoiding: tried, context: context) else {
                 lastFailure =
                     lastFailure
@@ -106,10 +171,18 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
                 break
             }
             tried.insert(instance.id)
-            switch await send(request, to: instance, permit: permit, knownInstances: snapshot.instances.count) {
+            let outcome = await send(request, to: instance, permit: permit, knownInstances: snapshot.instances.count)
+            span.addEvent(
+                SpanEvent(
+                    name: "attempt",
+                    attributes: [
+                        "switchboard.instance": .string(instance.id.rawValue),
+                        "switchboard.outcome": .string(outcome.metricsOutcome.rawValue),
+                    ]))
+            switch outcome {
             case .answered(var response):
                 response.attempts = attempt + 1
-                return response
+                return .success(response)
             case .serverError(var response):
                 response.attempts = attempt + 1
                 lastServerError = response
@@ -122,11 +195,12 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
                 lastFailure = error
                 guard request.isIdempotent else { break attempts }
             case .cancelled:
-                throw SwitchboardClientError(.timedOut, "the call to \(service) was cancelled")
+                return .failure(SwitchboardClientError(.timedOut, "the call to \(service) was cancelled"))
             }
         }
-        if let lastServerError { return lastServerError }
-        throw lastFailure ?? SwitchboardClientError(.noInstance, "no attempt could be made to call \(service)")
+        if let lastServerError { return .success(lastServerError) }
+        return .failure(
+            lastFailure ?? SwitchboardClientError(.noInstance, "no attempt could be made to call \(service)"))
     }
 
     private enum AttemptOutcome {
@@ -138,6 +212,16 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         case failed(SwitchboardClientError)
         /// The caller cancelled: says nothing about the instance.
         case cancelled
+
+        var metricsOutcome: CallMetrics.AttemptOutcome {
+            switch self {
+            case .answered: .success
+            case .serverError: .serverError
+            case .notSent: .notSent
+            case .failed: .failed
+            case .cancelled: .cancelled
+            }
+        }
     }
 
     /// The rate limit and bulkhead; counts the call in flight when admitted.
@@ -170,6 +254,7 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
                 state.prunedGeneration = all.generation
                 let current = Set(all.instances.map(\.id))
                 state.breakers = state.breakers.filter { current.contains($0.key) }
+                state.instanceMetrics = state.instanceMetrics.filter { current.contains($0.key) }
                 state.outliers?.retain(only: current)
             }
             var candidates = all
@@ -206,8 +291,11 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
     private func send(
         _ request: ServiceRequest, to instance: Instance, permit: CircuitBreaker.Permit?, knownInstances: Int
     ) async -> AttemptOutcome {
+        let handles = instanceMetrics(for: instance.id)
         state.withLock { $0.balancer.callStarted(on: instance.id) }
+        let started = ContinuousClock.now
         let outcome = await attempt(request, on: instance)
+        handles.recordAttempt(outcome.metricsOutcome, duration: .now - started)
         let succeeded: Bool
         switch outcome {
         case .answered: succeeded = true
@@ -230,13 +318,32 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         }
         if let transition {
             logger.warning("circuit \(transition)", metadata: ["service": "\(service)", "instance": "\(instance.id)"])
+            handles.recordCircuitTransition(to: transition == .opened ? "open" : "closed")
         }
         if let ejection {
             logger.warning(
                 "instance ejected after consecutive failures",
                 metadata: ["service": "\(service)", "instance": "\(instance.id)", "for": "\(ejection.duration)"])
+            handles.ejections.increment()
+            discovery.report(
+                .ejected, about: instance,
+                reason:
+                    "\(policy.outlierDetection?.consecutiveFailures ?? 0) consecutive failed calls "
+                    + "(ejection \(ejection.count) in a row)",
+                duration: ejection.duration)
         }
         return outcome
+    }
+
+    /// `instance`'s metric handles, made the first time it is called.
+    private func instanceMetrics(for instance: InstanceID) -> CallMetrics.InstanceHandles {
+        if let handles = state.withLock({ $0.instanceMetrics[instance] }) { return handles }
+        let made = metrics.handles(for: instance)
+        return state.withLock { state in
+            if let existing = state.instanceMetrics[instance] { return existing }
+            state.instanceMetrics[instance] = made
+            return made
+        }
     }
 
     /// One attempt on `instance`, body included, within the attempt timeout.

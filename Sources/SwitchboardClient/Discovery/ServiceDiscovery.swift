@@ -35,15 +35,20 @@ public final class ServiceDiscovery: Service, Sendable {
         public var reconnectBackoff: Backoff
         /// How long a blocking query is held while the stream cannot be had.
         public var fallbackWait: Duration
+        /// The name this process gives when it reports an observation to the agent (see
+        /// ``report(_:about:)``): by default the program's name and process id, such as `cart/4711`.
+        public var reporter: String
 
         public init(
             query: InstanceQuery = InstanceQuery(),
             reconnectBackoff: Backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(2)),
-            fallbackWait: Duration = .seconds(10)
+            fallbackWait: Duration = .seconds(10),
+            reporter: String = "\(ProcessInfo.processInfo.processName)/\(ProcessInfo.processInfo.processIdentifier)"
         ) {
             self.query = query
             self.reconnectBackoff = reconnectBackoff
             self.fallbackWait = fallbackWait
+            self.reporter = reporter
         }
     }
 
@@ -64,16 +69,20 @@ public final class ServiceDiscovery: Service, Sendable {
 
     public let connection: AgentConnection
     public let configuration: Configuration
-    private let logger: Logger
+    let logger: Logger
     private let state = Mutex(State())
     private let watchRequests: AsyncStream<ServiceName>
     private let watchRequestsContinuation: AsyncStream<ServiceName>.Continuation
+    let reports: AsyncStream<ObservationReport>
+    let reportsContinuation: AsyncStream<ObservationReport>.Continuation
 
     public init(connection: AgentConnection, configuration: Configuration = Configuration(), logger: Logger? = nil) {
         self.connection = connection
         self.configuration = configuration
         self.logger = logger ?? Logger(label: "switchboard.discovery", factory: { _ in SwiftLogNoOpLogHandler() })
         (watchRequests, watchRequestsContinuation) = AsyncStream.makeStream()
+        // A burst of ejections (a whole zone failing) must not queue without bound: past 64, the newest are dropped.
+        (reports, reportsContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(64))
     }
 
     /// A discovery that knows exactly `services` and never contacts an agent: for tests of code that takes a
@@ -188,6 +197,7 @@ public final class ServiceDiscovery: Service, Sendable {
     public func run() async throws {
         state.withLock { $0.running = true }
         await withDiscardingTaskGroup { group in
+            group.addTask { await self.sendReports() }
             for await service in watchRequests.cancelOnGracefulShutdown() {
                 group.addTask { await self.follow(service) }
             }
@@ -280,7 +290,8 @@ public final class ServiceDiscovery: Service, Sendable {
             replace(service, with: lookup.instances, index: lookup.index, isLive: true)
             return
         }
-        guard ChangeEvent.Kind(rawValue: event.event) != nil else { return }
+        // Unknown kinds (from a newer agent) and observations change no instance.
+        guard let kind = ChangeEvent.Kind(rawValue: event.event), kind != .observed else { return }
         let change = try decoder.decode(ChangeEvent.self, from: Data(event.data.utf8))
         update(service, index: change.index) { instances in
             // A stream with filters sends a change when the instance matched before or after it: keep it only if
