@@ -89,6 +89,7 @@ func withLoadedShop(
             await load.waitForCompleted(600)
             await backends[0].stop(with: SIGKILL)
             let killed = ContinuousClock.now
+            let callsAtKill = load.completed.load(ordering: .relaxed)
             let deadID = try InstanceID("order-\(backends[0].port)")
             // The registry notices through the TTL check; the client's discovery drops it as the change streams in.
             let dropped = await eventually(.seconds(5)) {
@@ -99,7 +100,16 @@ func withLoadedShop(
             }
             #expect(dropped, "the dead instance is still listed 5 s after the kill")
             #expect(ContinuousClock.now - killed < .seconds(3))
+            // From 1 s after the kill on, whatever is still sent to the dead backend's address is noted there. For
+            // that first second the port refuses connections, as a crashed process's port does.
+            try await Task.sleep(until: killed + .seconds(1))
+            let deadPort = try ArrivalRecorder(port: backends[0].port)
+            defer { deadPort.stop() }
             await load.waitForCompleted(2_400)
+            #expect(load.completed.load(ordering: .relaxed) - callsAtKill >= 1_600)
+            #expect(
+                deadPort.arrived.isEmpty, "\(deadPort.arrived.count) calls reached the dead backend's address after 1 s"
+            )
             // The survivors answered everything after the kill themselves.
             let survivors = try await backends[1].answeredCalls() + backends[2].answeredCalls()
             #expect(survivors >= 1_600)

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import SwitchboardTestSupport
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -63,5 +64,60 @@ final class ExampleBackend: @unchecked Sendable {
     func stop(with signal: Int32) async {
         kill(process.processIdentifier, signal)
         while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+}
+
+/// Listens where a killed backend listened and notes every connection that still arrives, resetting each at once:
+/// the dead backend's own log of the calls sent to it after its death, which the client cannot fake.
+final class ArrivalRecorder: Sendable {
+    private let descriptor: Int32
+    private let arrivals = Mutex<[ContinuousClock.Instant]>([])
+    private let stopped = Atomic(false)
+    private let finished = DispatchSemaphore(value: 0)
+
+    /// Binds 127.0.0.1:`port` (the previous owner's connections may still be closing) and starts accepting.
+    init(port: Int) throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var reuse: Int32 = 1
+        setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+        guard bound, listen(descriptor, 128) == 0 else {
+            close(descriptor)
+            throw TestFailure("could not listen on the dead backend's port \(port): errno \(errno)")
+        }
+        let listener = descriptor
+        // A blocking accept loop on a Dispatch thread, polled so that stop() ends it.
+        DispatchQueue.global().async { [self] in
+            var poller = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            while !stopped.load(ordering: .relaxed) {
+                guard poll(&poller, 1, 50) > 0 else { continue }
+                let connection = accept(listener, nil, nil)
+                guard connection >= 0 else { continue }
+                arrivals.withLock { $0.append(.now) }
+                // Close with a reset, as a port with nothing behind it would answer.
+                var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+                setsockopt(connection, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+                close(connection)
+            }
+            finished.signal()
+        }
+    }
+
+    /// The connections that arrived so far.
+    var arrived: [ContinuousClock.Instant] { arrivals.withLock { $0 } }
+
+    /// Stops accepting and releases the port.
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        finished.wait()
+        close(descriptor)
     }
 }
