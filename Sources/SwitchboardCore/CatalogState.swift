@@ -103,7 +103,7 @@ public struct ServiceEntry: Sendable {
 ///
 /// All catalog logic lives here, free of locks, clocks and I/O, so it is tested as a value. Changes happen in two
 /// steps: ``plan(_:current:index:at:)`` decides what a mutation does (or refuses it) without touching the state,
-/// then ``apply(_:)`` applies the resulting event once the store has committed it. The state is therefore never
+/// then ``apply(_:)-(CommittedChange)`` applies the resulting event once the store has committed it. The state is therefore never
 /// ahead of what is durable.
 public struct CatalogState: Sendable {
     /// The index of the latest change (0 for an empty, new catalog).
@@ -126,7 +126,7 @@ public struct CatalogState: Sendable {
     ///
     /// Keeping the stored status is what makes a restart quiet: a passing instance stays in the answers while its
     /// TTL check gets one TTL of grace and its active checks run again, instead of every instance turning critical
-    /// until it is probed. Status changes reach the state only through ``apply(_:)`` on the catalog's single
+    /// until it is probed. Status changes reach the state only through ``apply(_:)-(CommittedChange)`` on the catalog's single
     /// writer, so plans made by the writer are never invalidated behind its back.
     public init(restoring stored: StoredCatalog, eventCapacity: Int = 4096) {
         self.init(eventCapacity: eventCapacity)

@@ -5,10 +5,10 @@ import Logging
 import NIOCore
 import SwitchboardCore
 
-/// The native HTTP API v1: routes, request decoding and response encoding over the ``Catalog``.
+/// The native HTTP API v1: routes, request decoding and response encoding over the `Catalog`.
 ///
-/// Every route is added through ``add(_:_:to:handler:)``, which records it in ``routes``: the test that keeps the
-/// OpenAPI document honest compares the two lists, so a route cannot be added without being documented.
+/// Every route is listed in ``routes`` and ``makeRouter()`` serves exactly that list: the test that keeps the
+/// OpenAPI document honest compares it with the document, so a route cannot be added without being documented.
 public struct AgentHTTPAPI: Sendable {
     /// One route: a method and a path in OpenAPI form (`/v1/services/{service}`).
     public struct Route: Hashable, Sendable {

@@ -57,7 +57,7 @@ public struct HealthConfiguration: Sendable {
 ///
 /// A swift-service-lifecycle `Service`: ``run()`` schedules and runs probes until graceful shutdown. Heartbeats
 /// (``heartbeat(_:status:output:)``) touch memory only, unless they change a status. The timing rules live in
-/// ``HealthTable``; this type carries out what the table decides.
+/// `HealthTable`; this type carries out what the table decides.
 public final class HealthChecker: Service, Sendable {
     private let catalog: Catalog
     private let configuration: HealthConfiguration

@@ -13,7 +13,7 @@ import Darwin
 /// Each ``commit(_:)`` is one transaction holding a batch of events, the instance rows they leave and the new index;
 /// it returns only once SQLite has committed, so an acknowledged write survives a `kill -9` of the agent. With
 /// ``Configuration/Synchronous/full`` (the default) it also survives a power loss, at the price of an fsync per
-/// batch; group commit in the ``Catalog`` shares that fsync among all writes that arrive meanwhile.
+/// batch; group commit in the `Catalog` shares that fsync among all writes that arrive meanwhile.
 ///
 /// The data directory is locked (`flock`) while the store is open, so two agents cannot share one by mistake.
 public final class SQLiteCatalogStore: CatalogStore {

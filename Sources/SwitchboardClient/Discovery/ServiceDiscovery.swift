@@ -10,8 +10,8 @@ import Synchronization
 /// Client-side discovery: the instances of the services a process calls, kept current by the agent's watch
 /// stream and answered from memory.
 ///
-/// Shaped like the Swift server ecosystem's service-discovery idiom: ``lookup(_:deadline:)`` for a one-shot answer
-/// and ``subscribe(to:)`` for an `AsyncSequence` of snapshots (the current one first, then one per change). The
+/// Shaped like the Swift server ecosystem's service-discovery idiom: ``lookup(_:deadline:)-(ServiceName,_)`` for a one-shot answer
+/// and ``subscribe(to:)-(ServiceName)`` for an `AsyncSequence` of snapshots (the current one first, then one per change). The
 /// first lookup of a service asks the agent directly and starts following the service's event stream; later ones
 /// are answered from the cache. When the stream cannot be had, a blocking query keeps the cache fresh; when no agent
 /// answers at all, the last known instances are kept and served (see ``DiscoverySnapshot/staleness(at:)``).
@@ -36,7 +36,7 @@ public final class ServiceDiscovery: Service, Sendable {
         /// How long a blocking query is held while the stream cannot be had.
         public var fallbackWait: Duration
         /// The name this process gives when it reports an observation to the agent (see
-        /// ``report(_:about:)``): by default the program's name and process id, such as `cart/4711`.
+        /// ``report(_:about:reason:duration:)``): by default the program's name and process id, such as `cart/4711`.
         public var reporter: String
 
         public init(
@@ -112,7 +112,7 @@ public final class ServiceDiscovery: Service, Sendable {
         try await snapshot(of: service, deadline: deadline).instances.instances
     }
 
-    /// ``lookup(_:deadline:)`` by name; an invalid name is refused before any request.
+    /// ``lookup(_:deadline:)-(ServiceName,_)`` by name; an invalid name is refused before any request.
     public func lookup(
         _ service: String, deadline: ContinuousClock.Instant? = nil
     ) async throws(SwitchboardClientError)
@@ -121,7 +121,7 @@ public final class ServiceDiscovery: Service, Sendable {
         try await lookup(try Self.serviceName(service), deadline: deadline)
     }
 
-    /// The whole snapshot of `service`, with its freshness; see ``lookup(_:deadline:)``.
+    /// The whole snapshot of `service`, with its freshness; see ``lookup(_:deadline:)-(ServiceName,_)``.
     public func snapshot(
         of service: ServiceName, deadline: ContinuousClock.Instant? = nil
     ) async throws(SwitchboardClientError) -> DiscoverySnapshot {
@@ -176,7 +176,7 @@ public final class ServiceDiscovery: Service, Sendable {
         return stream
     }
 
-    /// ``subscribe(to:)`` by name; an invalid name is refused.
+    /// ``subscribe(to:)-(ServiceName)`` by name; an invalid name is refused.
     public func subscribe(to service: String) throws(SwitchboardClientError) -> AsyncStream<DiscoverySnapshot> {
         subscribe(to: try Self.serviceName(service))
     }
