@@ -80,10 +80,7 @@ struct AgentAPIClient {
     }
 
     static func describe(_ error: any Error) -> String {
-        let text = String(describing: error)
-        if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
-        if text.contains("deadlineExceeded") || text.contains("timeout") { return "no answer in time" }
-        return text
+        TransportFailure(error).description
     }
 
     /// Percent-encodes one path segment or query value.

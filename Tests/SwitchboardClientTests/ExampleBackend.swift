@@ -68,15 +68,19 @@ final class ExampleBackend: @unchecked Sendable {
 }
 
 /// Listens where a killed backend listened and notes every connection that still arrives, resetting each at once:
-/// the dead backend's own log of the calls sent to it after its death, which the client cannot fake.
+/// the dead backend's own log of the calls sent to it after its death, which the client cannot fake. Without
+/// `resetConnections`, connections are held open unanswered (a hung server).
 final class ArrivalRecorder: Sendable {
+    let port: Int
     private let descriptor: Int32
+    private let held = Mutex<[Int32]>([])
     private let arrivals = Mutex<[ContinuousClock.Instant]>([])
     private let stopped = Atomic(false)
     private let finished = DispatchSemaphore(value: 0)
 
     /// Binds 127.0.0.1:`port` (the previous owner's connections may still be closing) and starts accepting.
-    init(port: Int) throws {
+    init(port: Int, resetConnections: Bool = true) throws {
+        self.port = port
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var reuse: Int32 = 1
         setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
@@ -102,6 +106,10 @@ final class ArrivalRecorder: Sendable {
                 let connection = accept(listener, nil, nil)
                 guard connection >= 0 else { continue }
                 arrivals.withLock { $0.append(.now) }
+                guard resetConnections else {
+                    held.withLock { $0.append(connection) }
+                    continue
+                }
                 // Close with a reset, as a port with nothing behind it would answer.
                 var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
                 setsockopt(connection, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
@@ -118,6 +126,7 @@ final class ArrivalRecorder: Sendable {
     func stop() {
         stopped.store(true, ordering: .relaxed)
         finished.wait()
+        for connection in held.withLock({ $0 }) { close(connection) }
         close(descriptor)
     }
 }

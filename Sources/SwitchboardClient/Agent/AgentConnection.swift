@@ -151,21 +151,11 @@ public final class AgentConnection: Sendable {
                 return AgentAnswer(status: response.status, index: index, body: answerBody, agent: agent)
             } catch {
                 if Task.isCancelled { throw SwitchboardClientError(.timedOut, "the request was cancelled") }
-                failures.append("\(agent): \(Self.describe(error))")
+                failures.append("\(agent): \(TransportFailure(error))")
             }
         }
         throw SwitchboardClientError(
             .agentUnreachable, "no agent answered \(method) \(path): " + failures.joined(separator: "; "))
-    }
-
-    /// A connection error in a few words.
-    static func describe(_ error: any Error) -> String {
-        let text = String(describing: error)
-        if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
-        if text.contains("deadlineExceeded") || text.contains("connectTimeout") || text.contains("timeout") {
-            return "no answer in time"
-        }
-        return text
     }
 
     /// Percent-encodes one path segment or query value.

@@ -4,7 +4,9 @@
 /// each attempt goes to an instance that is neither ejected by outlier detection nor behind an open circuit, with
 /// its own timeout; a failed attempt is retried on another instance while the retry budget allows.
 public struct CallPolicy: Sendable {
-    /// How long one attempt may take, body included.
+    /// How long one attempt may take until the answer's head arrives. The body must then keep coming: the HTTP
+    /// client gives up on a read that stays silent longer than its read timeout (30 s with
+    /// ``ServiceClientDefaults/httpClient``).
     public var attemptTimeout: Duration
     /// Retries after the first attempt (0: none).
     public var maximumRetries: Int

@@ -346,7 +346,7 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         }
     }
 
-    /// One attempt on `instance`, body included, within the attempt timeout.
+    /// One attempt on `instance`: the attempt timeout covers the answer's head, the read timeout a silent body.
     private func attempt(_ request: ServiceRequest, on instance: Instance) async -> AttemptOutcome {
         let address = instance.definition.address.rawValue
         let host = address.contains(":") ? "[\(address)]" : address
@@ -363,19 +363,17 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
             return response.status.code >= 500 ? .serverError(answer) : .answered(answer)
         } catch {
             if Task.isCancelled || error is CancellationError { return .cancelled }
-            let text = String(describing: error)
+            let failure = TransportFailure(error)
             let where_ = "\(service)/\(instance.id) at \(host):\(instance.definition.port)"
-            if text.contains("connectionRefused") || text.contains("Connection refused")
-                || text.contains("connectTimeout")
-                || text.contains("ECONNREFUSED")
-            {
-                return .notSent(SwitchboardClientError(.instanceFailed, "\(where_) refused the connection"))
-            }
-            if text.contains("deadlineExceeded") || text.contains("readTimeout") {
+            switch failure {
+            case .refused, .connectTimedOut:
+                return .notSent(SwitchboardClientError(.instanceFailed, "\(where_): \(failure)"))
+            case .timedOut:
                 return .failed(
                     SwitchboardClientError(.timedOut, "\(where_) did not answer in \(policy.attemptTimeout)"))
+            case .other(let text):
+                return .failed(SwitchboardClientError(.instanceFailed, "\(where_) failed: \(text)"))
             }
-            return .failed(SwitchboardClientError(.instanceFailed, "\(where_) failed: \(text)"))
         }
     }
 }
