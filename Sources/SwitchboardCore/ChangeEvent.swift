@@ -41,7 +41,8 @@ public struct ChangeEvent: Hashable, Sendable, Codable {
         self.observation = observation
     }
 
-    /// Whether the event changed the catalog (every kind but `observed`): what moves a service's index and wakes
-    /// its blocking queries.
+    /// Whether the event changed the catalog's contents (every kind but `observed`). An observation takes an index
+    /// in the event log, so the catalog-wide index moves, but it leaves every instance and every service's index as
+    /// they were: blocking queries on a service stay asleep and cached lookups stay valid.
     public var changesCatalog: Bool { kind != .observed }
 }

@@ -20,7 +20,7 @@ public struct Observation: Hashable, Sendable, Codable {
     /// How long the reporter keeps the instance out, when that applies.
     public var duration: HumanDuration?
 
-    /// The longest reporter name accepted.
+    /// The longest reporter name accepted, in bytes.
     public static let reporterLimit = 128
     /// The longest reason accepted, in bytes.
     public static let reasonLimit = 512
@@ -32,16 +32,16 @@ public struct Observation: Hashable, Sendable, Codable {
         self.duration = duration
     }
 
-    /// Checks the rules the API enforces: a reporter of 1 to 128 characters and a reason of at most 512 bytes,
+    /// Checks the rules the API enforces: a reporter of 1 to 128 bytes and a reason of at most 512 bytes,
     /// neither with control characters (they end up in logs and terminals).
     public func validate() throws(ValidationError) {
         let hasControl: (String) -> Bool = {
             $0.unicodeScalars.contains { $0.properties.generalCategory == .control }
         }
-        guard !reporter.isEmpty, reporter.count <= Self.reporterLimit, !hasControl(reporter) else {
+        guard !reporter.isEmpty, reporter.utf8.count <= Self.reporterLimit, !hasControl(reporter) else {
             throw ValidationError(
                 field: "reporter",
-                message: "reporter is required: 1 to \(Self.reporterLimit) characters without control characters")
+                message: "reporter is required: 1 to \(Self.reporterLimit) bytes without control characters")
         }
         guard reason.utf8.count <= Self.reasonLimit, !hasControl(reason) else {
             throw ValidationError(

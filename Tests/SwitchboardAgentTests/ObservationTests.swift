@@ -101,3 +101,23 @@ struct ObservationTests {
         }
     }
 }
+
+extension ObservationTests {
+    @Test func aSecondObservationOfTheSameInstanceWithinASecondIsRefusedWithRetryAfter() async throws {
+        try await withLiveAgent { agent in
+            let base = "\(agent.baseURL)/v1/services/payment/instances"
+            _ = try await http(.PUT, "\(base)/p1", json: #"{"address": "10.0.1.5", "port": 8080}"#)
+            _ = try await http(.PUT, "\(base)/p2", json: #"{"address": "10.0.1.6", "port": 8080}"#)
+            #expect(try await http(.POST, "\(base)/p1/observations", json: ejection).status == 201)
+            let again = try await http(.POST, "\(base)/p1/observations", json: ejection)
+            #expect(again.status == 429)
+            #expect(again.errorCode == "rate_limited")
+            #expect(again.headers.first(name: "Retry-After") == "1")
+            #expect(try await http(.POST, "\(base)/p2/observations", json: ejection).status == 201)
+            try await Task.sleep(for: .milliseconds(1100))
+            #expect(try await http(.POST, "\(base)/p1/observations", json: ejection).status == 201)
+            let page = try await http(.GET, "\(agent.baseURL)/v1/events?since=0").decode(EventPage.self)
+            #expect(page.events.filter { $0.kind == .observed }.map(\.id.rawValue) == ["p1", "p2", "p1"])
+        }
+    }
+}

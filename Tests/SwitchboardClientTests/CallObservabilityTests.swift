@@ -47,6 +47,14 @@ func withRecordingBackend<T: Sendable>(
     }
 }
 
+/// Values recorded by one task and read by another.
+final class Recorded<Value: Sendable>: Sendable {
+    private let values = Mutex<[Value]>([])
+
+    func append(_ value: Value) { values.withLock { $0.append(value) } }
+    var all: [Value] { values.withLock { $0 } }
+}
+
 func shopInstance(_ id: String, port: Int) throws -> Instance {
     Instance(
         definition: InstanceDefinition(
@@ -142,7 +150,17 @@ struct CallObservabilityTests {
                     service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer(),
                     policy: CallPolicy(
                         circuitBreaker: nil, outlierDetection: OutlierDetector.Configuration(consecutiveFailures: 2)))
+                let before = try await connection.send(.GET, "/v1/services/shop").decode(ServiceLookup.self)
+                let seen = Recorded<[String]>()
                 try await whileRunning(discovery) {
+                    let subscription = discovery.subscribe(to: try ServiceName("shop"))
+                    let collector = Task {
+                        for await snapshot in subscription {
+                            seen.append(snapshot.instances.instances.map(\.id.rawValue))
+                        }
+                    }
+                    defer { collector.cancel() }
+                    #expect(await eventually { seen.all == [["a-dead", "b-live"]] })
                     for _ in 0..<6 { _ = try await client.execute(ServiceRequest(path: "/")) }
                     let reported = try await eventually {
                         let page = try await connection.send(.GET, "/v1/events?since=0").decode(EventPage.self)
@@ -153,8 +171,19 @@ struct CallObservabilityTests {
                         }
                     }
                     #expect(reported, "the ejection never reached the agent's event log")
-                    let lookup = try await connection.send(.GET, "/v1/services/shop").decode(ServiceLookup.self)
-                    #expect(lookup.instances.map(\.id.rawValue) == ["a-dead", "b-live"], "health must not change")
+                    let after = try await connection.send(.GET, "/v1/services/shop").decode(ServiceLookup.self)
+                    #expect(after.instances == before.instances, "an observation must not change the instances")
+                    #expect(after.index == before.index)
+
+                    // The observation reached this discovery's stream too and changed nothing there: subscribers got
+                    // no snapshot for it, and the next one they get is the next real change.
+                    try await Task.sleep(for: .milliseconds(300))
+                    #expect(seen.all == [["a-dead", "b-live"]])
+                    try await register("c-new", port: port, with: connection)
+                    #expect(
+                        await eventually {
+                            seen.all == [["a-dead", "b-live"], ["a-dead", "b-live", "c-new"]]
+                        })
                 }
                 try await connection.shutdown()
             }

@@ -25,6 +25,7 @@ public struct AgentHTTPAPI: Sendable {
     let health: HealthChecker
     let watches: WatchHub
     let lookups = LookupCache()
+    let observationLimiter = ObservationLimiter()
     let metrics: AgentMetrics
     let startedAt: Date
     let storeDescription: String
@@ -203,7 +204,17 @@ public struct AgentHTTPAPI: Sendable {
         let service = try serviceName(context)
         let id = try instanceID(context)
         let body = try await decodeBody(ObservationRequest.self, from: request, context: context)
-        let outcome = try await catalog.recordObservation(try body.validated(), service: service, id: id)
+        let observation = try body.validated()
+        if let wait = observationLimiter.admit(InstanceKey(service: service, id: id)) {
+            var response = try APIError(
+                .tooManyRequests, .rateLimited,
+                "\(service)/\(id) had an observation logged less than \(observationLimiter.interval) ago"
+            ).response(from: request, context: context)
+            let seconds = wait.components.seconds + (wait.components.attoseconds > 0 ? 1 : 0)
+            response.headers[.retryAfter] = String(max(1, seconds))
+            return response
+        }
+        let outcome = try await catalog.recordObservation(observation, service: service, id: id)
         guard let event = outcome.event else { throw CatalogError.storeFailed("an observation planned no event") }
         return try json(event, status: .created, index: outcome.index, request: request)
     }

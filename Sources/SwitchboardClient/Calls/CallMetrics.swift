@@ -12,10 +12,11 @@ import SwitchboardCore
 /// | `switchboard_client_attempt_duration_seconds` | service, instance | one attempt's time (a timer) |
 /// | `switchboard_client_retries_total` | service | attempts after the first |
 /// | `switchboard_client_ejections_total` | service, instance | outlier ejections |
-/// | `switchboard_client_circuit_transitions_total` | service, instance, state | circuit breaker moves to `open`, `half-open`, `closed` |
+/// | `switchboard_client_circuit_transitions_total` | service, instance, state | circuit breakers opening (`open`) and closing (`closed`) |
 ///
-/// Handles are made once per service and once per instance (and dropped when the instance leaves), so a call costs
-/// a few atomic increments, not a factory lookup.
+/// Handles are made once per service and once per instance, so a call costs a few atomic increments, not a factory
+/// lookup. A call site forgets an instance's handles when it leaves, without destroying them (another call site may
+/// hold the same series): the backend keeps the series.
 struct CallMetrics: Sendable {
     enum CallOutcome: String, CaseIterable {
         case success

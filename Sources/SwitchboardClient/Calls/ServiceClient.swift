@@ -111,6 +111,9 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
                 span.attributes["switchboard.instance"] = response.instance?.id.rawValue
                 span.attributes["switchboard.attempts"] = response.attempts
                 if response.status.code >= 500 { span.setStatus(SpanStatus(code: .error)) }
+            case .failure where Task.isCancelled:
+                // The caller gave up: no verdict on the service.
+                span.attributes["switchboard.cancelled"] = true
             case .failure(let error):
                 span.recordError(error)
                 span.setStatus(SpanStatus(code: .error, message: error.message))
