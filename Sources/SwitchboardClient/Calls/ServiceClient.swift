@@ -49,7 +49,8 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
     private let httpClient: HTTPClient
     private let logger: Logger
     private let metrics: CallMetrics
-    private let tracer: any Tracer
+    /// nil when the process traces nothing (the no-op tracer): calls then skip the span machinery altogether.
+    private let tracer: (any Tracer)?
     private let state: Mutex<State>
 
     /// A call site for `service`. `httpClient` sends the calls: by default one shared by every call site, which
@@ -68,7 +69,8 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         self.httpClient = httpClient
         self.logger = logger ?? Logger(label: "switchboard.calls", factory: { _ in SwiftLogNoOpLogHandler() })
         self.metrics = CallMetrics(service: service, factory: metricsFactory ?? MetricsSystem.factory)
-        self.tracer = tracer ?? InstrumentationSystem.tracer
+        let chosen = tracer ?? InstrumentationSystem.tracer
+        self.tracer = chosen is NoOpTracer ? nil : chosen
         state = Mutex(
             State(
                 balancer: balancer, outliers: policy.outlierDetection.map { OutlierDetector(configuration: $0) },
@@ -100,7 +102,32 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         _ request: ServiceRequest, context: PickContext = PickContext()
     ) async throws(SwitchboardClientError) -> ServiceResponse {
         let started = ContinuousClock.now
-        let result = await tracer.withSpan("\(request.method.rawValue) \(service)", ofKind: .client) { span in
+        let result: Result<ServiceResponse, SwitchboardClientError>
+        if let tracer {
+            result = await traced(request, context: context, tracer: tracer)
+        } else {
+            result = await attempts(request, context: context, span: nil)
+        }
+        let outcome: CallMetrics.CallOutcome
+        switch result {
+        case .success(let response): outcome = response.status.code >= 500 ? .serverError : .success
+        case .failure(let error):
+            switch error.code {
+            case _ where Task.isCancelled: outcome = .cancelled
+            case .rejected: outcome = .rejected
+            case .noInstance, .unknownService, .agentUnreachable: outcome = .noInstance
+            default: outcome = .failed
+            }
+        }
+        metrics.recordCall(outcome, duration: .now - started)
+        return try result.get()
+    }
+
+    /// The call's attempts inside a span named for the method and the service.
+    private func traced(
+        _ request: ServiceRequest, context: PickContext, tracer: any Tracer
+    ) async -> Result<ServiceResponse, SwitchboardClientError> {
+        await tracer.withSpan("\(request.method.rawValue) \(service)", ofKind: .client) { span in
             span.attributes["switchboard.service"] = service.rawValue
             span.attributes["http.request.method"] = request.method.rawValue
             span.attributes["url.path"] = request.path
@@ -120,24 +147,11 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
             }
             return result
         }
-        let outcome: CallMetrics.CallOutcome
-        switch result {
-        case .success(let response): outcome = response.status.code >= 500 ? .serverError : .success
-        case .failure(let error):
-            switch error.code {
-            case _ where Task.isCancelled: outcome = .cancelled
-            case .rejected: outcome = .rejected
-            case .noInstance, .unknownService, .agentUnreachable: outcome = .noInstance
-            default: outcome = .failed
-            }
-        }
-        metrics.recordCall(outcome, duration: .now - started)
-        return try result.get()
     }
 
     /// The attempts of one call (see ``execute(_:context:)``), each noted on the call's span.
     private func attempts(
-        _ request: ServiceRequest, context: PickContext, span: any Span
+        _ request: ServiceRequest, context: PickContext, span: (any Span)?
     ) async -> Result<ServiceResponse, SwitchboardClientError> {
         do {
             try admit()
@@ -175,13 +189,15 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
             }
             tried.insert(instance.id)
             let outcome = await send(request, to: instance, permit: permit, knownInstances: snapshot.instances.count)
-            span.addEvent(
-                SpanEvent(
-                    name: "attempt",
-                    attributes: [
-                        "switchboard.instance": .string(instance.id.rawValue),
-                        "switchboard.outcome": .string(outcome.metricsOutcome.rawValue),
-                    ]))
+            if let span, span.isRecording {
+                span.addEvent(
+                    SpanEvent(
+                        name: "attempt",
+                        attributes: [
+                            "switchboard.instance": .string(instance.id.rawValue),
+                            "switchboard.outcome": .string(outcome.metricsOutcome.rawValue),
+                        ]))
+            }
             switch outcome {
             case .answered(var response):
                 response.attempts = attempt + 1
