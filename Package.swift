@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "SwitchboardCore", targets: ["SwitchboardCore"]),
         .library(name: "SwitchboardAgent", targets: ["SwitchboardAgent"]),
         .library(name: "SwitchboardClient", targets: ["SwitchboardClient"]),
+        .library(name: "SwitchboardDNS", targets: ["SwitchboardDNS"]),
         .executable(name: "switchboard-example", targets: ["SwitchboardExample"]),
     ],
     dependencies: [
@@ -40,10 +41,22 @@ let package = Package(
                 .product(name: "HashTreeCollections", package: "swift-collections"),
             ]
         ),
+        // DNS for the agent: a hand-written message codec (no listed package does DNS) and UDP/TCP servers.
+        .target(
+            name: "SwitchboardDNS",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(
             name: "SwitchboardAgent",
             dependencies: [
                 "SwitchboardCore",
+                "SwitchboardDNS",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -105,6 +118,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 "SwitchboardAgent",
+                "SwitchboardDNS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -125,6 +139,9 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 "SwitchboardAgent",
+                "SwitchboardDNS",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -149,6 +166,22 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
+            ]
+        ),
+        .testTarget(
+            name: "SwitchboardDNSTests",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                "SwitchboardDNS",
+                "SwitchboardAgent",
+                "SwitchboardTestSupport",
+                "switchboard",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

@@ -47,7 +47,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 
 # 1. Heartbeats.
-"$binary" agent --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent" --log-level warning &
+"$binary" agent --dns-disable --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent" --log-level warning &
 agent=$!
 pids+=("$agent")
 base="http://127.0.0.1:$AGENT_PORT"
@@ -91,7 +91,7 @@ pids+=($!)
 wait_for "http://127.0.0.1:$NGINX_PORT/health"
 nginx_requests() { wc -l <"$work/nginx/access.log"; }
 
-"$binary" agent --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent-probes" --log-level warning &
+"$binary" agent --dns-disable --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent-probes" --log-level warning &
 agent=$!
 pids+=("$agent")
 wait_for "$base/v1/agent"

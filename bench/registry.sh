@@ -31,7 +31,7 @@ source bench/common.sh
 rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 
 
-"$binary" agent --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent" --log-level warning &
+"$binary" agent --dns-disable --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent" --log-level warning &
 agent=$!
 pids+=("$agent")
 base="http://127.0.0.1:$AGENT_PORT"
@@ -43,7 +43,7 @@ start_etcd "$ETCD_PORT"
 rows=()
 # 1. Writes: each request registers a new instance (durable before the answer, SQLite WAL).
 rows+=("$(wrk_run "register (PUT, new instance), fsync per commit (default)" "$base" -s bench/wrk/register.lua)")
-"$binary" agent --http-addr "127.0.0.1:$((AGENT_PORT + 1))" --data-dir "$work/agent-normal" --sqlite-sync normal \
+"$binary" agent --dns-disable --http-addr "127.0.0.1:$((AGENT_PORT + 1))" --data-dir "$work/agent-normal" --sqlite-sync normal \
     --log-level warning &
 normal=$!
 pids+=("$normal")
@@ -70,7 +70,7 @@ rows+=("$(wrk_run "etcd range, 10 keys" "$etcd_base" -s bench/wrk/etcd-range.lua
 # 3. Memory with INSTANCES instances, on a fresh agent: 1,000 services of INSTANCES/1000 instances each.
 kill "$agent"
 wait "$agent" 2>/dev/null || true
-"$binary" agent --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent-big" --log-level warning &
+"$binary" agent --dns-disable --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent-big" --log-level warning &
 agent=$!
 pids+=("$agent")
 wait_for "$base/v1/agent"
@@ -97,7 +97,7 @@ rows+=("$(wrk_run "service list at ${registered} instances (1,000 services)" "$b
 kill "$agent"
 wait "$agent" 2>/dev/null || true
 start_restart=$(date +%s.%N)
-"$binary" agent --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent-big" --log-level warning &
+"$binary" agent --dns-disable --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent-big" --log-level warning &
 agent=$!
 pids+=("$agent")
 wait_for "$base/v1/agent"

@@ -37,7 +37,7 @@ print("|".join([sys.argv[1]] + [str(r[key]) for key in keys]))' "$1" "$2"
 }
 
 for mode in sse blocking; do
-    "$binary" agent --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent-$mode" --log-level warning &
+    "$binary" agent --dns-disable --http-addr "127.0.0.1:$AGENT_PORT" --data-dir "$work/agent-$mode" --log-level warning &
     agent=$!
     pids+=("$agent")
     wait_for "http://127.0.0.1:$AGENT_PORT/v1/agent"

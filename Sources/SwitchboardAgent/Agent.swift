@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import SwitchboardCore
+import SwitchboardDNS
 
 /// How an agent runs: where it listens, where it keeps data, and how much it remembers.
 public struct AgentConfiguration: Sendable {
@@ -23,6 +24,8 @@ public struct AgentConfiguration: Sendable {
     public var catalog: Catalog.Configuration
     public var health: HealthConfiguration
     public var watch: WatchConfiguration
+    /// The DNS interface; nil turns it off.
+    public var dns: DNSConfiguration?
 
     public init(
         httpHost: String = "127.0.0.1",
@@ -31,7 +34,8 @@ public struct AgentConfiguration: Sendable {
         sqlite: SQLiteCatalogStore.Configuration = .init(),
         catalog: Catalog.Configuration = .init(),
         health: HealthConfiguration = .init(),
-        watch: WatchConfiguration = .init()
+        watch: WatchConfiguration = .init(),
+        dns: DNSConfiguration? = DNSConfiguration()
     ) {
         self.httpHost = httpHost
         self.httpPort = httpPort
@@ -40,6 +44,7 @@ public struct AgentConfiguration: Sendable {
         self.catalog = catalog
         self.health = health
         self.watch = watch
+        self.dns = dns
     }
 }
 
@@ -108,7 +113,8 @@ public struct Agent: Service {
         storeDescription: String,
         configuration: AgentConfiguration,
         logger: Logger,
-        onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in }
+        onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in },
+        onDNSListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let metrics = AgentMetrics()
         let health = HealthChecker(
@@ -116,6 +122,13 @@ public struct Agent: Service {
         let watches = WatchHub(catalog: catalog, configuration: configuration.watch)
         let api = AgentHTTPAPI(
             catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription)
+        var services: [any Service] = [CatalogWriterService(catalog: catalog), health, watches]
+        if let dns = configuration.dns {
+            services.append(
+                DNSServer(
+                    responder: DNSResponder(catalog: catalog, configuration: dns), logger: logger,
+                    onListening: onDNSListening))
+        }
         return Application(
             router: api.makeRouter(),
             configuration: ApplicationConfiguration(
@@ -123,9 +136,9 @@ public struct Agent: Service {
                 serverName: "switchboard/\(SwitchboardVersion.current)"
             ),
             // Shut down in reverse: the server stops taking requests (held queries and streams end as it starts to: they
-            // watch for graceful shutdown themselves), then watches close, health checking stops, and the writer
-            // commits what is queued.
-            services: [CatalogWriterService(catalog: catalog), health, watches],
+            // watch for graceful shutdown themselves), then DNS stops, watches close, health checking stops, and the
+            // writer commits what is queued.
+            services: services,
             onServerRunning: { channel in
                 let address = channel.localAddress.map(hostAndPort) ?? "unknown"
                 logger.info("agent listening", metadata: ["address": "\(address)"])

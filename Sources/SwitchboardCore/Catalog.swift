@@ -309,6 +309,15 @@ public final class Catalog: Sendable {
         return ServiceLookup(service: service, index: entry.index, instances: instances)
     }
 
+    /// The instances of `service` that pass `query`, in no order: for readers that shuffle or pick anyway (DNS),
+    /// which need not pay for the sort.
+    public func unorderedInstances(
+        of service: ServiceName, matching query: InstanceQuery = InstanceQuery()
+    ) -> [Instance] {
+        guard let entry = state.withLock({ $0.services[service] }) else { return [] }
+        return entry.instances.values.filter(query.matches)
+    }
+
     /// The same answer as ``instances(of:matching:)`` as JSON, built from each instance's cached encoding.
     ///
     /// The hot path of the API: no instance is encoded again, so a lookup costs a filter, a sort and a copy.

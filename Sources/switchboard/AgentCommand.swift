@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import SwitchboardAgent
 import SwitchboardCore
+import SwitchboardDNS
 import UnixSignals
 
 /// `switchboard agent`: runs the registry until SIGINT or SIGTERM.
@@ -15,7 +16,8 @@ struct AgentCommand: AsyncParsableCommand {
             Every option can also be set with an environment variable: SWITCHBOARD_HTTP_ADDR, SWITCHBOARD_DATA_DIR, \
             SWITCHBOARD_DEV, SWITCHBOARD_LOG_LEVEL, SWITCHBOARD_LOG_FORMAT, SWITCHBOARD_SQLITE_SYNC, \
             SWITCHBOARD_SELF_PRESERVATION_SHARE, SWITCHBOARD_SELF_PRESERVATION_MIN_INSTANCES, \
-            SWITCHBOARD_MAX_QUERY_TIME, SWITCHBOARD_DEFAULT_QUERY_TIME. A flag wins over its variable.
+            SWITCHBOARD_MAX_QUERY_TIME, SWITCHBOARD_DEFAULT_QUERY_TIME, SWITCHBOARD_DNS_ADDR, SWITCHBOARD_DNS_DOMAIN, \
+            SWITCHBOARD_DNS_TTL, SWITCHBOARD_DNS_DISABLE. A flag wins over its variable.
             """
     )
 
@@ -68,7 +70,24 @@ struct AgentCommand: AsyncParsableCommand {
         help: "How long a blocking query without wait is held. (default: 5m, or the maximum if lower)")
     var defaultQueryTime: String?
 
+    @Option(
+        name: .customLong("dns-addr"),
+        help: "Address DNS answers on (UDP and TCP), host:port; port 0 picks a free one. (default: 127.0.0.1:7553)")
+    var dnsAddress: String?
+
+    @Option(name: .customLong("dns-domain"), help: "The zone DNS answers for. (default: switchboard.)")
+    var dnsDomain: String?
+
+    @Option(
+        name: .customLong("dns-ttl"),
+        help: "TTL of DNS answers, such as 0s or 5s; 0 keeps resolvers from caching a dead instance. (default: 0s)")
+    var dnsTTL: String?
+
+    @Flag(name: .customLong("dns-disable"), help: "Do not serve DNS.")
+    var dnsDisable = false
+
     func validate() throws {
+        _ = try resolvedDNS()
         _ = try resolvedAddress()
         _ = try resolvedLogLevel()
         _ = try resolvedLogFormat()
@@ -97,7 +116,8 @@ struct AgentCommand: AsyncParsableCommand {
                 : .sqlite(directory: dataDirectory ?? Environment.value("SWITCHBOARD_DATA_DIR") ?? ".switchboard"),
             sqlite: SQLiteCatalogStore.Configuration(synchronous: try resolvedSynchronous()),
             health: HealthConfiguration(selfPreservation: try resolvedSelfPreservation()),
-            watch: try resolvedWatch()
+            watch: try resolvedWatch(),
+            dns: try resolvedDNS()
         )
         let agent = Agent(configuration: configuration, logger: logger)
         var groupConfiguration = ServiceGroupConfiguration(
@@ -119,6 +139,32 @@ struct AgentCommand: AsyncParsableCommand {
             throw ValidationError("--http-addr must be host:port with a port of 0..65535, got '\(text)'")
         }
         return address
+    }
+
+    private func resolvedDNS() throws -> DNSConfiguration? {
+        if dnsDisable || Environment.flag("SWITCHBOARD_DNS_DISABLE") { return nil }
+        let addressText = dnsAddress ?? Environment.value("SWITCHBOARD_DNS_ADDR") ?? "127.0.0.1:7553"
+        guard let address = HostAndPort(addressText) else {
+            throw ValidationError("--dns-addr must be host:port with a port of 0..65535, got '\(addressText)'")
+        }
+        let domainText = dnsDomain ?? Environment.value("SWITCHBOARD_DNS_DOMAIN") ?? "switchboard."
+        guard let domain = try? DNSName(domainText), !domain.labels.isEmpty,
+            domain.labels.allSatisfy({ label in
+                label.allSatisfy { $0 == 0x2D || $0 == 0x5F || $0 >= 0x30 && $0 <= 0x39 || $0 >= 0x61 && $0 <= 0x7A }
+            })
+        else {
+            throw ValidationError(
+                "--dns-domain must be a domain name of letters, digits, '-' and '_' labels, such as switchboard. or consul., got '\(domainText)'"
+            )
+        }
+        let ttlText = dnsTTL ?? Environment.value("SWITCHBOARD_DNS_TTL") ?? "0s"
+        guard let ttl = try? HumanDuration(parsing: ttlText, field: "dns-ttl"),
+            ttl.milliseconds < Int64(UInt32.max) * 1000
+        else {
+            throw ValidationError("--dns-ttl must be a duration such as 0s or 30s, got '\(ttlText)'")
+        }
+        return DNSConfiguration(
+            host: address.host, port: address.port, domain: domain, ttl: UInt32(ttl.milliseconds / 1000))
     }
 
     private func resolvedLogLevel() throws -> Logger.Level {

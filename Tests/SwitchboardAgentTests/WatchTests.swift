@@ -214,7 +214,7 @@ import Testing
     }
 
     @Test func resumingFromAnEventNoLongerHeldStartsWithAFreshSnapshot() async throws {
-        var configuration = AgentConfiguration(httpPort: 0, storage: .memory)
+        var configuration = AgentConfiguration(httpPort: 0, storage: .memory, dns: nil)
         configuration.watch = WatchConfiguration(frameCapacity: 4)
         try await withLiveAgent(configuration: configuration) { agent in
             _ = try await register(agent, "order", "o1")
@@ -229,7 +229,7 @@ import Testing
     }
 
     @Test func idleStreamsGetKeepAliveCommentsAndShutdownEndsStreamsAndHeldQueries() async throws {
-        var configuration = AgentConfiguration(httpPort: 0, storage: .memory)
+        var configuration = AgentConfiguration(httpPort: 0, storage: .memory, dns: nil)
         configuration.watch = WatchConfiguration(keepAliveInterval: .milliseconds(100))
         let stream = try await withLiveAgent(configuration: configuration) { agent in
             let stream = try await EventStreamClient("\(agent.baseURL)/v1/services/order/watch")

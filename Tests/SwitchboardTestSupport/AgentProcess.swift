@@ -33,32 +33,41 @@ public enum SwitchboardBinary {
     )
         async throws -> (status: Int32, stdout: String, stderr: String)
     {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let watchdog = Task {
-            try await Task.sleep(for: timeout)
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        defer { watchdog.cancel() }
-        // Read both pipes before waiting, so a chatty child never blocks on a full pipe. The blocking reads and the
-        // wait run on Dispatch threads: on the concurrency pool (two threads here) two commands at once would take
-        // every thread and starve the watchdog.
-        async let stdout = blockingCall { out.fileHandleForReading.readDataToEndOfFile() }
-        async let stderr = blockingCall { err.fileHandleForReading.readDataToEndOfFile() }
-        let (outData, errData) = await (stdout, stderr)
-        await blockingCall { process.waitUntilExit() }
-        return (
-            process.terminationStatus, String(decoding: outData, as: UTF8.self),
-            String(decoding: errData, as: UTF8.self)
-        )
+        try await runProgram(path, arguments, environment: environment, timeout: timeout)
     }
+}
+
+/// Runs a program to completion and returns its exit status and output; one still running after `timeout` is
+/// killed, so a test can fail but never hang.
+public func runProgram(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:],
+    timeout: Duration = .seconds(60)
+) async throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let watchdog = Task {
+        try await Task.sleep(for: timeout)
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+    defer { watchdog.cancel() }
+    // Read both pipes before waiting, so a chatty child never blocks on a full pipe. The blocking reads and the
+    // wait run on Dispatch threads: on the concurrency pool (two threads here) two commands at once would take
+    // every thread and starve the watchdog.
+    async let stdout = blockingCall { out.fileHandleForReading.readDataToEndOfFile() }
+    async let stderr = blockingCall { err.fileHandleForReading.readDataToEndOfFile() }
+    let (outData, errData) = await (stdout, stderr)
+    await blockingCall { process.waitUntilExit() }
+    return (
+        process.terminationStatus, String(decoding: outData, as: UTF8.self),
+        String(decoding: errData, as: UTF8.self)
+    )
 }
 
 /// Runs a blocking call on a Dispatch thread, off the concurrency pool.
@@ -73,15 +82,21 @@ public final class AgentProcess: @unchecked Sendable {
     public let process = Process()
     public let logPath: String
     public private(set) var baseURL = ""
+    /// The DNS port (UDP and TCP); nil when DNS is off.
+    public private(set) var dnsPort: Int?
 
     /// Starts the agent on a free port with `dataDirectory` and waits until it listens.
     /// `httpAddress` with port 0 picks a free port; a fixed one lets a test restart the agent where clients expect it.
-    public init(dataDirectory: String?, httpAddress: String = "127.0.0.1:0", extraArguments: [String] = []) async throws
-    {
+    /// DNS listens on `dnsAddress` (a free port by default; nil: off).
+    public init(
+        dataDirectory: String?, httpAddress: String = "127.0.0.1:0", dnsAddress: String? = "127.0.0.1:0",
+        extraArguments: [String] = []
+    ) async throws {
         logPath = FileManager.default.temporaryDirectory.appendingPathComponent("agent-\(UUID().uuidString).log").path
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: SwitchboardBinary.path)
         var arguments = ["agent", "--http-addr", httpAddress, "--log-format", "json"]
+        arguments += dnsAddress.map { ["--dns-addr", $0] } ?? ["--dns-disable"]
         if let dataDirectory {
             arguments += ["--data-dir", dataDirectory]
         } else {
@@ -91,7 +106,10 @@ public final class AgentProcess: @unchecked Sendable {
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()
-        baseURL = "http://\(try await waitForListeningAddress())"
+        baseURL = "http://\(try await waitForLogged("agent listening"))"
+        if dnsAddress != nil {
+            dnsPort = Int(try await waitForLogged("DNS listening").split(separator: ":").last ?? "")
+        }
     }
 
     deinit {
@@ -101,13 +119,14 @@ public final class AgentProcess: @unchecked Sendable {
 
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    private func waitForListeningAddress() async throws -> String {
+    /// The `address` of the first log entry whose message is `message`.
+    private func waitForLogged(_ message: String) async throws -> String {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             for line in log.split(separator: "\n") {
                 guard let data = line.data(using: .utf8),
                     let entry = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                    entry["message"] as? String == "agent listening",
+                    entry["message"] as? String == message,
                     let address = entry["address"] as? String
                 else { continue }
                 return address

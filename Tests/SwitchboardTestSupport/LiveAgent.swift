@@ -3,38 +3,50 @@ import NIOCore
 import ServiceLifecycle
 import SwitchboardAgent
 import SwitchboardCore
+import SwitchboardDNS
 
 /// A running in-process agent: its base URL and its catalog.
 public struct LiveAgent: Sendable {
     public let baseURL: String
     public let catalog: Catalog
+    /// The DNS port (UDP and TCP), when DNS is on.
+    public let dnsPort: Int?
 }
 
 /// Serves `store` through the real agent application on a free port for the duration of `body`, then shuts the
 /// application down gracefully.
 public func withLiveAgent<T: Sendable>(
     store: any CatalogStore = InMemoryCatalogStore(),
-    configuration: AgentConfiguration = AgentConfiguration(httpPort: 0, storage: .memory),
+    configuration: AgentConfiguration = AgentConfiguration(
+        httpPort: 0, storage: .memory, dns: DNSConfiguration(port: 0)),
     _ body: @Sendable (LiveAgent) async throws -> T
 ) async throws -> T {
     var logger = Logger(label: "test.agent")
     logger.logLevel = .warning
     let catalog = try await Catalog.load(from: store)
     let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+    let (dnsPorts, dnsPortSink) = AsyncStream.makeStream(of: Int.self)
     let application = Agent.makeApplication(
         catalog: catalog,
         storeDescription: "memory",
         configuration: configuration,
         logger: logger,
-        onServerRunning: { address in portSink.yield(address?.port ?? 0) }
+        onServerRunning: { address in portSink.yield(address?.port ?? 0) },
+        onDNSListening: { port in dnsPortSink.yield(port) }
     )
     let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [application], logger: logger))
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await group.run() }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw TestFailure("the agent never reported its port") }
+        var dnsPort: Int?
+        if configuration.dns != nil {
+            var dnsIterator = dnsPorts.makeAsyncIterator()
+            dnsPort = await dnsIterator.next()
+        }
         do {
-            let result = try await body(LiveAgent(baseURL: "http://127.0.0.1:\(port)", catalog: catalog))
+            let result = try await body(
+                LiveAgent(baseURL: "http://127.0.0.1:\(port)", catalog: catalog, dnsPort: dnsPort))
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
             return result

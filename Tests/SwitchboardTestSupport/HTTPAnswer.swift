@@ -1,41 +1,42 @@
 import AsyncHTTPClient
 import Foundation
-import Logging
 import NIOCore
 import NIOHTTP1
-import ServiceLifecycle
-import SwitchboardAgent
 import SwitchboardCore
-import SwitchboardTestSupport
-import Testing
 
 /// An HTTP answer as the tests inspect it.
-struct HTTPAnswer: Sendable {
-    let status: Int
-    let headers: HTTPHeaders
-    let body: Data
+public struct HTTPAnswer: Sendable {
+    public let status: Int
+    public let headers: HTTPHeaders
+    public let body: Data
+
+    public init(status: Int, headers: HTTPHeaders, body: Data) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
 
     /// The body as a JSON object.
-    var object: [String: any Sendable] {
+    public var object: [String: any Sendable] {
         ((try? JSONSerialization.jsonObject(with: body)) as? [String: any Sendable]) ?? [:]
     }
 
-    var text: String { String(decoding: body, as: UTF8.self) }
+    public var text: String { String(decoding: body, as: UTF8.self) }
 
-    var index: UInt64? { headers.first(name: "X-Switchboard-Index").flatMap(UInt64.init) }
+    public var index: UInt64? { headers.first(name: "X-Switchboard-Index").flatMap(UInt64.init) }
 
-    func decode<T: Decodable>(_ type: T.Type) throws -> T {
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
         try SwitchboardJSON.decoder().decode(T.self, from: body)
     }
 
     /// The `error`, `field` and message of a JSON error body.
-    var errorCode: String? { object["error"] as? String }
-    var errorField: String? { object["field"] as? String }
-    var errorMessage: String? { object["message"] as? String }
+    public var errorCode: String? { object["error"] as? String }
+    public var errorField: String? { object["field"] as? String }
+    public var errorMessage: String? { object["message"] as? String }
 }
 
 /// Sends one request with a real HTTP client.
-func http(
+public func http(
     _ method: HTTPMethod,
     _ url: String,
     json: String? = nil,
