@@ -18,6 +18,7 @@ import SwitchboardCore
 public struct DNSResponder: Sendable {
     public let catalog: Catalog
     public let configuration: DNSConfiguration
+    private let fastPath: DNSFastPath
     private let serviceLabel = Array("service".utf8)
     private let instanceLabel = Array("instance".utf8)
     private let addressLabel = Array("addr".utf8)
@@ -26,11 +27,26 @@ public struct DNSResponder: Sendable {
     public init(catalog: Catalog, configuration: DNSConfiguration) {
         self.catalog = catalog
         self.configuration = configuration
+        fastPath = DNSFastPath(catalog: catalog, configuration: configuration)
     }
 
     /// The answer to the message in `query`, ready to send; nil when nothing should be sent (no header at all, or
     /// a response sent to us).
     public func respond(to query: ByteBuffer, overTCP: Bool) -> ByteBuffer? {
+        var random = FastRandom()
+        return respond(to: query, overTCP: overTCP, random: &random)
+    }
+
+    /// ``respond(to:overTCP:)`` shuffling with `random`: servers keep one generator per event loop, since asking
+    /// the kernel for randomness on every query would cost more than the rest of the answer.
+    public func respond(to query: ByteBuffer, overTCP: Bool, random: inout FastRandom) -> ByteBuffer? {
+        if let answer = fastPath.respond(to: query, overTCP: overTCP, random: &random) { return answer }
+        return respondInGeneral(to: query, overTCP: overTCP, random: &random)
+    }
+
+    /// ``respond(to:overTCP:)`` without the fast path: every query parsed into a ``DNSMessage`` and answered by
+    /// ``answer(_:)``.
+    func respondInGeneral(to query: ByteBuffer, overTCP: Bool, random: inout FastRandom) -> ByteBuffer? {
         let message: DNSMessage
         do {
             message = try DNSMessage(parsing: query)
@@ -42,7 +58,7 @@ public struct DNSResponder: Sendable {
             return try? refusal.encoded()
         }
         guard !message.isResponse else { return nil }
-        let response = answer(message)
+        let response = answer(message, random: &random)
         let limit: Int
         if overTCP {
             limit = Int(UInt16.max)
@@ -62,6 +78,12 @@ public struct DNSResponder: Sendable {
 
     /// The response to a parsed query.
     public func answer(_ query: DNSMessage) -> DNSMessage {
+        var random = FastRandom()
+        return answer(query, random: &random)
+    }
+
+    /// ``answer(_:)`` shuffling with `random`.
+    public func answer(_ query: DNSMessage, random: inout FastRandom) -> DNSMessage {
         var response = DNSMessage(
             id: query.id, isResponse: true, opcode: query.opcode, recursionDesired: query.recursionDesired,
             questions: query.questions)
@@ -89,7 +111,7 @@ public struct DNSResponder: Sendable {
         response.isAuthoritative = true
         switch resolve(question) {
         case .records(var answers, let additionals):
-            answers.shuffle()
+            answers.shuffle(using: &random)
             if let limit = configuration.answerLimit, answers.count > limit {
                 answers.removeLast(answers.count - limit)
             }
@@ -162,7 +184,7 @@ public struct DNSResponder: Sendable {
         switch question.type {
         case .srv:
             for instance in instances {
-                let target = targetName(of: instance)
+                let target = Self.targetName(of: instance, configuration: configuration)
                 answers.append(serviceRecord(instance, name: question.name, target: target))
                 if let address = addressData(of: instance) {
                     additionals.append(DNSRecord(name: target, ttl: configuration.ttl, data: address))
@@ -213,14 +235,14 @@ public struct DNSResponder: Sendable {
 
     /// Where an SRV record sends the client: the instance's hostname, its `<id>.<service>.instance` name, or, when
     /// the id cannot be a DNS name (a piece longer than 63 bytes), its `<hex>.addr` name.
-    func targetName(of instance: Instance) -> DNSName {
+    static func targetName(of instance: Instance, configuration: DNSConfiguration) -> DNSName {
         let address = instance.definition.address
         if address.kind == .hostname, let name = try? DNSName(address.rawValue) { return name }
         let idLabels = instance.id.rawValue.split(separator: ".", omittingEmptySubsequences: false).map {
             Array($0.utf8)
         }
         if let name = try? configuration.domain.prepending(
-            idLabels + [Array(instance.service.rawValue.utf8), instanceLabel])
+            idLabels + [Array(instance.service.rawValue.utf8), Array("instance".utf8)])
         {
             return name
         }
@@ -229,7 +251,7 @@ public struct DNSResponder: Sendable {
             let digits = Array("0123456789abcdef".utf8)
             return [digits[Int(byte >> 4)], digits[Int(byte & 0xF)]]
         }.flatMap { $0 }
-        return (try? configuration.domain.prepending([hex, addressLabel])) ?? configuration.domain
+        return (try? configuration.domain.prepending([hex, Array("addr".utf8)])) ?? configuration.domain
     }
 
     private func addressData(of instance: Instance) -> DNSRecordData? {

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import SwitchboardCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -113,6 +114,7 @@ final class DNSDatagramHandler: ChannelInboundHandler {
 
     private let responder: DNSResponder
     private var pendingFlush = false
+    private var random = FastRandom()
 
     init(responder: DNSResponder) {
         self.responder = responder
@@ -120,7 +122,7 @@ final class DNSDatagramHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let query = unwrapInboundIn(data)
-        guard let answer = responder.respond(to: query.data, overTCP: false) else { return }
+        guard let answer = responder.respond(to: query.data, overTCP: false, random: &random) else { return }
         context.write(
             wrapOutboundOut(AddressedEnvelope(remoteAddress: query.remoteAddress, data: answer)), promise: nil)
         pendingFlush = true
@@ -158,13 +160,14 @@ final class DNSStreamHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     private let responder: DNSResponder
+    private var random = FastRandom()
 
     init(responder: DNSResponder) {
         self.responder = responder
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let answer = responder.respond(to: unwrapInboundIn(data), overTCP: true) else {
+        guard let answer = responder.respond(to: unwrapInboundIn(data), overTCP: true, random: &random) else {
             context.close(promise: nil)
             return
         }

@@ -5,19 +5,6 @@ import Testing
 
 @testable import SwitchboardDNS
 
-/// A small seeded generator, so a failing input can be found again from the seed in the failure message.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Random and mutated packets through the whole responder: no crash, no hang, and every answer it sends is a
 /// well-formed message for the query's id. Runs for a bounded time (`SWITCHBOARD_DNS_FUZZ_SECONDS`, default 3).
 @Suite("DNS fuzzing")
@@ -36,7 +23,7 @@ struct DNSFuzzTests {
             let responder = DNSResponder(catalog: catalog, configuration: DNSConfiguration())
             let seconds = Double(ProcessInfo.processInfo.environment["SWITCHBOARD_DNS_FUZZ_SECONDS"] ?? "") ?? 3
             let seed = UInt64.random(in: 0...UInt64.max)
-            var random = SplitMix64(state: seed)
+            var random = FastRandom(seed: seed)
             let valid = try Self.validQueries()
             let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
             var runs = 0
@@ -91,7 +78,7 @@ struct DNSFuzzTests {
     }
 
     /// A few random edits: flipped bits, random bytes, compression pointers, cuts and repeats.
-    static func mutate(_ packet: [UInt8], with random: inout SplitMix64) -> [UInt8] {
+    static func mutate(_ packet: [UInt8], with random: inout FastRandom) -> [UInt8] {
         var bytes = packet
         for _ in 0...(random.next() % 4) {
             guard !bytes.isEmpty else { break }

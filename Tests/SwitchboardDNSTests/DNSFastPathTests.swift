@@ -1,0 +1,100 @@
+import NIOCore
+import SwitchboardCore
+import Testing
+
+@testable import SwitchboardDNS
+
+/// The fast path must answer exactly as the general one does, apart from the order of records.
+@Suite("The DNS fast path")
+struct DNSFastPathTests {
+    /// A response with its record sections sorted, so two shuffles of the same answer compare equal.
+    func normalized(_ buffer: ByteBuffer?) throws -> DNSMessage? {
+        guard let buffer else { return nil }
+        var message = try DNSMessage(parsing: buffer)
+        let order: (DNSRecord, DNSRecord) -> Bool = { "\($0)" < "\($1)" }
+        message.answers.sort(by: order)
+        message.additionals.sort(by: order)
+        // The general path echoes the question lowercased, the fast one as sent; names compare without case.
+        return message
+    }
+
+    func query(_ name: String, _ type: DNSRecordType, edns: UInt16? = nil, id: UInt16 = 42) throws -> ByteBuffer {
+        try DNSMessage(
+            id: id, recursionDesired: true, questions: [DNSQuestion(name: try DNSName(name), type: type)],
+            edns: edns.map { EDNS(udpPayloadSize: $0) }
+        ).encoded()
+    }
+
+    @Test func fastAndGeneralAnswersAgreeForEveryShapeTheFastPathTakes() async throws {
+        let catalog = try await Catalog.load(from: InMemoryCatalogStore())
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await catalog.runWriter() }
+            defer { group.cancelAll() }
+            let payment = try ServiceName("payment")
+            func register(_ id: String, _ address: String, tags: [String] = [], weight: Int = 1) async throws {
+                _ = try await catalog.register(
+                    InstanceDefinition(
+                        service: payment, id: try InstanceID(id), address: try HostAddress(address), port: 8080,
+                        tags: tags, weight: weight))
+            }
+            try await register("p1", "10.0.0.1", tags: ["v2"], weight: 5)
+            try await register("p2", "::1")
+            try await register("p3", "db.example.com")
+            for index in 1...70 { try await register("bulk-\(index)", "10.1.0.\(index)", tags: ["bulk"]) }
+            let responder = DNSResponder(catalog: catalog, configuration: DNSConfiguration())
+            let fastPath = DNSFastPath(catalog: catalog, configuration: DNSConfiguration())
+            var random = FastRandom()
+            func fast(_ packet: ByteBuffer, overTCP: Bool) -> ByteBuffer? {
+                fastPath.respond(to: packet, overTCP: overTCP, random: &random)
+            }
+            let names = [
+                "payment.service.switchboard", "PayMent.Service.Switchboard", "v2.payment.service.switchboard",
+                "bulk.payment.service.switchboard", "_payment._tcp.service.switchboard",
+                "_payment._v2.service.switchboard", "_payment._bulk.service.switchboard",
+            ]
+            var compared = 0
+            for name in names {
+                for type in [DNSRecordType.a, .aaaa, .srv, .any] {
+                    for edns: UInt16? in [nil, 4096] {
+                        for overTCP in [false, true] {
+                            let packet = try query(name, type, edns: edns)
+                            let general = try normalized(
+                                responder.respondInGeneral(to: packet, overTCP: overTCP, random: &random))
+                            guard let fastAnswer = fast(packet, overTCP: overTCP) else { continue }
+                            compared += 1
+                            let quick = try normalized(fastAnswer)
+                            let label = "\(name) \(type) edns \(edns.map(String.init) ?? "-") tcp \(overTCP)"
+                            // A truncated answer keeps the records that fit, which differ between two shuffles (and
+                            // so may count one fewer when AAAA and A records mix).
+                            if quick?.isTruncated == true {
+                                #expect(general?.isTruncated == true, "\(label)")
+                                let difference = (quick?.answers.count ?? 0) - (general?.answers.count ?? 0)
+                                #expect(abs(difference) <= 1, "\(label)")
+                                #expect(fastAnswer.readableBytes <= (edns == nil ? 512 : 1232), "\(label)")
+                            } else {
+                                #expect(quick == general, "\(label)")
+                            }
+                        }
+                    }
+                }
+            }
+            #expect(compared > 60)
+            // Names the fast path leaves to the general one.
+            for (name, type) in [
+                ("nothing.service.switchboard", DNSRecordType.a), ("payment.service.switchboard", .txt),
+                ("p1.payment.instance.switchboard", .a), ("example.com", .a), ("payment.service.switchboard", .srv),
+            ] where !(name == "payment.service.switchboard" && type == .srv) {
+                #expect(fast(try query(name, type), overTCP: false) == nil, "\(name) \(type)")
+            }
+
+            // A change to the service reaches the next answer.
+            let before = try normalized(fast(try query("v2.payment.service.switchboard", .a), overTCP: false))
+            #expect(before?.answers.count == 1)
+            _ = try await catalog.setMaintenance(service: payment, id: try InstanceID("p1"), enabled: true)
+            #expect(fast(try query("v2.payment.service.switchboard", .a), overTCP: false) == nil)
+            #expect(
+                try normalized(responder.respond(to: try query("v2.payment.service.switchboard", .a), overTCP: false))?
+                    .responseCode == .nameError)
+        }
+    }
+}
