@@ -22,7 +22,8 @@ source bench/common.sh
 
 taskset -c 0 "$binary" agent --dev --http-addr "127.0.0.1:$AGENT_PORT" --dns-addr "127.0.0.1:$AGENT_DNS_PORT" \
     --log-level warning &
-pids+=($!)
+agent_pid=$!
+pids+=("$agent_pid")
 wait_for "http://127.0.0.1:$AGENT_PORT/v1/agent"
 
 conf="$work/dnsmasq.conf"
@@ -42,7 +43,8 @@ for i in 1 2 3 4 5; do
     echo "srv-host=_payment._tcp.service.switchboard,p$i.payment.instance.switchboard,$((8080 + i)),1,$i" >>"$conf"
 done
 taskset -c 0 dnsmasq --keep-in-foreground --conf-file="$conf" --pid-file="$work/dnsmasq.pid" &
-pids+=($!)
+dnsmasq_pid=$!
+pids+=("$dnsmasq_pid")
 sleep 0.5
 
 echo "payment.service.switchboard A" >"$work/a.txt"
@@ -55,14 +57,22 @@ for port in "$AGENT_DNS_PORT" "$DNSMASQ_PORT"; do
         { echo "port $port answers '$a' and $srv SRV records" >&2; exit 1; }
 done
 
-run() { # name port queryfile -> "qps avg_ms"
-    local output
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system time of a process, in clock ticks
+
+run() { # name port queryfile pid -> "name|qps|avg_ms|lost|server CPU %|queries per server CPU-second"
+    local output before after
+    before=$(cpu_ticks "$4")
     output=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$3" -l "$DURATION" -c 4 -q 200 2>&1)
-    local qps avg lost
-    qps=$(awk '/Queries per second/ { print $4 }' <<<"$output")
+    after=$(cpu_ticks "$4")
+    local qps avg lost completed
+    qps=$(awk '/Queries per second/ { printf "%.0f", $4 }' <<<"$output")
     avg=$(awk '/Average Latency/ { printf "%.3f", $4 * 1000 }' <<<"$output")
     lost=$(awk '/Queries lost/ { print $3 }' <<<"$output")
-    echo "$1|$qps|$avg|$lost"
+    completed=$(awk '/Queries completed/ { print $3 }' <<<"$output")
+    local hz cpu_seconds
+    hz=$(getconf CLK_TCK)
+    cpu_seconds=$(awk -v t=$((after - before)) -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')
+    echo "$1|$qps|$avg|$lost|$(awk -v c="$cpu_seconds" -v d="$DURATION" 'BEGIN { printf "%.0f", 100 * c / d }')|$(awk -v n="$completed" -v c="$cpu_seconds" 'BEGIN { printf "%.0f", (c > 0 ? n / c : 0) }')"
 }
 
 mkdir -p bench/out
@@ -72,15 +82,15 @@ out="bench/out/dns-$(date -u +%Y%m%dT%H%M%SZ).md"
         "Linux $(uname -r); $(swift --version 2>&1 | head -1); $(dnsmasq --version | head -1); dnsperf $(dnsperf -h 2>&1 | awk '/Version/ { print $2 }')"
     echo "Servers on CPU 0, dnsperf on CPU 1 (4 clients, 200 queries outstanding), ${DURATION}s per run, $ROUNDS rounds."
     echo
-    echo "| round | server | query | queries/s | average latency (ms) | lost |"
-    echo "|---|---|---|---|---|---|"
+    echo "| round | server | query | queries/s | average latency (ms) | lost | server CPU | queries per server CPU-second |"
+    echo "|---|---|---|---|---|---|---|---|"
     for round in $(seq 1 "$ROUNDS"); do
         for query in a srv; do
             for server in agent dnsmasq; do
-                port=$AGENT_DNS_PORT
-                [ "$server" = dnsmasq ] && port=$DNSMASQ_PORT
-                IFS='|' read -r name qps avg lost <<<"$(run "$server" "$port" "$work/$query.txt")"
-                echo "| $round | $name | ${query^^} | $qps | $avg | $lost |"
+                port=$AGENT_DNS_PORT pid=$agent_pid
+                [ "$server" = dnsmasq ] && port=$DNSMASQ_PORT pid=$dnsmasq_pid
+                IFS='|' read -r name qps avg lost cpu efficiency <<<"$(run "$server" "$port" "$work/$query.txt" "$pid")"
+                echo "| $round | $name | ${query^^} | $qps | $avg | $lost | $cpu% | $efficiency |"
             done
         done
     done
