@@ -127,6 +127,9 @@ final class DNSFastPath: Sendable {
     ) -> ByteBuffer {
         var order = Array(entry.answers.indices)
         order.shuffle(using: &random)
+        if let answerLimit = configuration.answerLimit, order.count > answerLimit {
+            order.removeLast(order.count - max(0, answerLimit))
+        }
         let opt = parsed.udpPayloadSize == nil ? 0 : 11
         let fixed = parsed.questionEnd + opt
         // The answers that fit, and where each SRV target will be (just past the name pointer, type to port).

@@ -67,13 +67,36 @@ public struct DNSResponder: Sendable {
         } else {
             limit = 512
         }
-        if let encoded = try? response.encoded(limit: limit) { return encoded }
+        if var encoded = try? response.encoded(limit: limit) {
+            Self.echoQuestionAsSent(from: query, into: &encoded)
+            return encoded
+        }
         var failure = response
         failure.answers = []
         failure.authorities = []
         failure.additionals = []
         failure.responseCode = .serverFailure
         return try? failure.encoded()
+    }
+
+    /// Puts the question's name back as the client wrote it: parsing lowercased it, and resolvers that randomise
+    /// the case of their queries (the "0x20" defence against spoofing) check that the answer echoes it exactly.
+    /// The question is the first name of both messages and never compressed there, so the bytes line up.
+    static func echoQuestionAsSent(from query: ByteBuffer, into response: inout ByteBuffer) {
+        guard let sent = query.getBytes(at: query.readerIndex, length: query.readableBytes), sent.count > 12,
+            response.readableBytes > 12
+        else { return }
+        var end = 12
+        while end < sent.count, sent[end] != 0 {
+            // A pointer or a reserved length: not a plain name, leave the answer as it is.
+            guard sent[end] & 0xC0 == 0 else { return }
+            end += 1 + Int(sent[end])
+        }
+        guard end < sent.count, end < response.readableBytes,
+            let written = response.getBytes(at: response.readerIndex + 12, length: end + 1 - 12),
+            written.elementsEqual(sent[12...end].map(DNSName.fold))
+        else { return }
+        response.setBytes(sent[12...end], at: response.readerIndex + 12)
     }
 
     /// The response to a parsed query.

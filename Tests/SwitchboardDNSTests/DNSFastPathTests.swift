@@ -87,6 +87,23 @@ struct DNSFastPathTests {
                 #expect(fast(try query(name, type), overTCP: false) == nil, "\(name) \(type)")
             }
 
+            // The answer limit holds on both paths, with the addresses of the SRV targets kept only.
+            var limited = DNSConfiguration()
+            limited.answerLimit = 3
+            let limitedResponder = DNSResponder(catalog: catalog, configuration: limited)
+            for (name, type) in [
+                ("payment.service.switchboard", DNSRecordType.a), ("_payment._bulk.service.switchboard", .srv),
+            ] {
+                let packet = try query(name, type, edns: 4096)
+                let viaFast = try #require(try normalized(limitedResponder.respond(to: packet, overTCP: false)))
+                let viaGeneral = try #require(
+                    try normalized(limitedResponder.respondInGeneral(to: packet, overTCP: false, random: &random)))
+                for answer in [viaFast, viaGeneral] {
+                    #expect(answer.answers.count == 3 && !answer.isTruncated, "\(name)")
+                    #expect(answer.additionals.count == (type == .srv ? 3 : 0), "\(name)")
+                }
+            }
+
             // A change to the service reaches the next answer.
             let before = try normalized(fast(try query("v2.payment.service.switchboard", .a), overTCP: false))
             #expect(before?.answers.count == 1)
@@ -95,6 +112,38 @@ struct DNSFastPathTests {
             #expect(
                 try normalized(responder.respond(to: try query("v2.payment.service.switchboard", .a), overTCP: false))?
                     .responseCode == .nameError)
+        }
+    }
+}
+
+extension DNSFastPathTests {
+    @Test func bothPathsEchoTheQuestionInTheCaseItWasSent() async throws {
+        let catalog = try await Catalog.load(from: InMemoryCatalogStore())
+        let responder = DNSResponder(catalog: catalog, configuration: DNSConfiguration())
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await catalog.runWriter() }
+            defer { group.cancelAll() }
+            _ = try await catalog.register(
+                InstanceDefinition(
+                    service: try ServiceName("payment"), id: try InstanceID("p1"), address: try HostAddress("10.0.0.1"),
+                    port: 80))
+            // One name the fast path takes, one it leaves to the general path, one that does not exist.
+            for text in [
+                "PaYmEnT.sErViCe.SwitchBoard", "P1.Payment.Instance.Switchboard", "NoThInG.service.switchboard",
+            ] {
+                // The encoder lowercases names: write the mixed-case labels over the encoded question.
+                var packet = try query(text, .a)
+                var position = 12
+                for label in text.split(separator: ".") {
+                    packet.setBytes(Array(label.utf8), at: position + 1)
+                    position += 1 + label.utf8.count
+                }
+                #expect(packet.getBytes(at: 13, length: 2) == Array(text.utf8.prefix(2)))
+                let answer = try #require(responder.respond(to: packet, overTCP: false))
+                let sentName = Array(packet.readableBytesView)[12..<(12 + text.utf8.count + 2)]
+                let echoed = Array(answer.readableBytesView)[12..<(12 + text.utf8.count + 2)]
+                #expect(Array(sentName) == Array(echoed), "\(text)")
+            }
         }
     }
 }
