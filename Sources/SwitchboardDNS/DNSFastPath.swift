@@ -81,8 +81,11 @@ final class DNSFastPath: Sendable {
         guard let service = try? ServiceName(String(decoding: parsed.serviceLabel, as: UTF8.self)) else { return nil }
         // The index first: a change landing before the instances are read makes the entry stale at once, never wrong.
         let version = catalog.serviceIndex(service)
-        let query = InstanceQuery(tags: parsed.tag.map { [String(decoding: $0, as: UTF8.self)] } ?? [])
-        let instances = catalog.unorderedInstances(of: service, matching: query)
+        guard
+            let (_, instances) = DNSResponder.healthyInstances(
+                in: catalog, service: parsed.serviceLabel, tag: parsed.tag)
+        else { return nil }
+        let wantedAddress = DNSResponder.addressType(answering: DNSRecordType(rawValue: parsed.type), among: instances)
         let ttl = configuration.ttl
         var entry = Entry(service: service, version: version, answers: [], additionals: [], targets: [])
         for instance in instances {
@@ -108,7 +111,7 @@ final class DNSFastPath: Sendable {
                 entry.answers.append(record)
                 entry.additionals.append(additional)
                 entry.targets.append(Self.wireForm(target))
-            case addressType.rawValue, DNSRecordType.any.rawValue:
+            case _ where addressType == wantedAddress:
                 var record = Self.fixedPart(type: addressType, ttl: ttl)
                 Self.appendData(address, to: &record)
                 entry.answers.append(record)
@@ -127,8 +130,8 @@ final class DNSFastPath: Sendable {
     ) -> ByteBuffer {
         var order = Array(entry.answers.indices)
         order.shuffle(using: &random)
-        if let answerLimit = configuration.answerLimit, order.count > answerLimit {
-            order.removeLast(order.count - max(0, answerLimit))
+        if let answerLimit = configuration.answerLimit, order.count > max(1, answerLimit) {
+            order.removeLast(order.count - max(1, answerLimit))
         }
         let opt = parsed.udpPayloadSize == nil ? 0 : 11
         let fixed = parsed.questionEnd + opt
@@ -183,7 +186,8 @@ final class DNSFastPath: Sendable {
             buffer.writeInteger(UInt8(0))
             buffer.writeInteger(DNSRecordType.opt.rawValue)
             buffer.writeInteger(UInt16(clamping: configuration.maximumUDPPayload))
-            buffer.writeInteger(UInt32(0))
+            // RFC 3225: the DO bit is copied from the query.
+            buffer.writeInteger(parsed.dnssecOK ? UInt32(0x8000) : 0)
             buffer.writeInteger(UInt16(0))
         }
         return buffer
@@ -238,6 +242,8 @@ struct SimpleQuery {
     var type: UInt16
     /// The UDP size offered by an EDNS0 OPT record, when there is one.
     var udpPayloadSize: UInt16?
+    /// The OPT record's DO bit.
+    var dnssecOK = false
     /// The labels before the domain, in wire form, lowercased.
     var relativeName: [UInt8]
     var serviceLabel: [UInt8]
@@ -283,6 +289,7 @@ struct SimpleQuery {
                 bytes[position + 6] == 0, position + 11 + Int(u16(position + 9)) == bytes.count
             else { return nil }
             udpPayloadSize = u16(position + 3)
+            dnssecOK = bytes[position + 7] & 0x80 != 0
         } else {
             guard position == bytes.count else { return nil }
             udpPayloadSize = nil

@@ -14,22 +14,29 @@ extension DNSMessage {
     /// records itself, so no TC is needed: RFC 2181 section 9); when the answers alone are too large, as many whole
     /// answers as fit are kept, the authority section is dropped and TC is set, so the client asks again over TCP.
     public func encoded(limit: Int) throws(DNSWireError) -> ByteBuffer {
-        let whole = try encoded()
-        if whole.readableBytes <= limit { return whole }
+        // Past 65,535 bytes the whole message cannot be written at all: that too means "does not fit".
+        if let whole = try? encoded(), whole.readableBytes <= limit { return whole }
         var lighter = self
         lighter.additionals = []
-        let withoutAdditionals = try lighter.encoded()
-        if withoutAdditionals.readableBytes <= limit { return withoutAdditionals }
+        if let withoutAdditionals = try? lighter.encoded(), withoutAdditionals.readableBytes <= limit {
+            return withoutAdditionals
+        }
         lighter.authorities = []
         lighter.isTruncated = true
-        // Records of one answer are alike in size: start from the share that should fit, then step down.
-        var kept = min(answers.count, answers.count * limit / max(1, withoutAdditionals.readableBytes))
-        while true {
-            lighter.answers = Array(answers.prefix(kept))
-            let attempt = try lighter.encoded()
-            if attempt.readableBytes <= limit || kept == 0 { return attempt }
-            kept -= 1
+        // The most answers that fit: a binary search over how many are kept (0 always fits a sane limit).
+        var fits = 0
+        var tooMany = answers.count
+        while tooMany - fits > 1 {
+            let middle = (fits + tooMany) / 2
+            lighter.answers = Array(answers.prefix(middle))
+            if let attempt = try? lighter.encoded(), attempt.readableBytes <= limit {
+                fits = middle
+            } else {
+                tooMany = middle
+            }
         }
+        lighter.answers = Array(answers.prefix(fits))
+        return try lighter.encoded()
     }
 }
 

@@ -47,15 +47,24 @@ public struct DNSResponder: Sendable {
     /// ``respond(to:overTCP:)`` without the fast path: every query parsed into a ``DNSMessage`` and answered by
     /// ``answer(_:)``.
     func respondInGeneral(to query: ByteBuffer, overTCP: Bool, random: inout FastRandom) -> ByteBuffer? {
+        // The header alone settles most malformed queries, before any of the (possibly huge) body is parsed: a
+        // query has one question, no answer or authority records, and at most an OPT record in the additional
+        // section. A response sent to a server is never answered (two servers would answer each other forever).
+        guard let (id, flags) = DNSMessage.header(of: query), flags & 0x8000 == 0 else { return nil }
+        func refusal(_ code: DNSResponseCode) -> ByteBuffer? {
+            let message = DNSMessage(
+                id: id, isResponse: true, opcode: UInt8((flags >> 11) & 0xF), recursionDesired: flags & 0x0100 != 0,
+                responseCode: code)
+            return try? message.encoded()
+        }
+        guard (flags >> 11) & 0xF == 0 else { return refusal(.notImplemented) }
+        let counts = (0..<4).map { query.getInteger(at: query.readerIndex + 4 + 2 * $0, as: UInt16.self) ?? 0 }
+        guard counts[0] == 1, counts[1] == 0, counts[2] == 0, counts[3] <= 1 else { return refusal(.formatError) }
         let message: DNSMessage
         do {
             message = try DNSMessage(parsing: query)
         } catch {
-            guard let (id, flags) = DNSMessage.header(of: query), flags & 0x8000 == 0 else { return nil }
-            let refusal = DNSMessage(
-                id: id, isResponse: true, opcode: UInt8((flags >> 11) & 0xF), recursionDesired: flags & 0x0100 != 0,
-                responseCode: .formatError)
-            return try? refusal.encoded()
+            return refusal(.formatError)
         }
         guard !message.isResponse else { return nil }
         let response = answer(message, random: &random)
@@ -110,8 +119,10 @@ public struct DNSResponder: Sendable {
         var response = DNSMessage(
             id: query.id, isResponse: true, opcode: query.opcode, recursionDesired: query.recursionDesired,
             questions: query.questions)
-        if query.edns != nil {
-            response.edns = EDNS(udpPayloadSize: UInt16(clamping: configuration.maximumUDPPayload))
+        if let edns = query.edns {
+            // RFC 3225: the DO bit is copied into the answer (there are no signatures to go with it here).
+            response.edns = EDNS(
+                udpPayloadSize: UInt16(clamping: configuration.maximumUDPPayload), dnssecOK: edns.dnssecOK)
         }
         if let version = query.edns?.version, version > 0 {
             response.responseCode = .badVersion
@@ -135,8 +146,8 @@ public struct DNSResponder: Sendable {
         switch resolve(question) {
         case .records(var answers, let additionals):
             answers.shuffle(using: &random)
-            if let limit = configuration.answerLimit, answers.count > limit {
-                answers.removeLast(answers.count - limit)
+            if let limit = configuration.answerLimit, answers.count > max(1, limit) {
+                answers.removeLast(answers.count - max(1, limit))
             }
             response.answers = answers
             // Only the addresses of targets still in the answer.
@@ -197,11 +208,34 @@ public struct DNSResponder: Sendable {
         }
     }
 
+    /// The healthy instances of the service named by `label`, with `tag` when given. DNS names are lowercase (they
+    /// compare without case), while tags may not be: tags match here without regard to case.
+    static func healthyInstances(
+        in catalog: Catalog, service label: [UInt8], tag: [UInt8]?
+    ) -> (ServiceName, [Instance])? {
+        guard let service = try? ServiceName(String(decoding: label, as: UTF8.self)) else { return nil }
+        var instances = catalog.unorderedInstances(of: service)
+        if let tag {
+            let wanted = String(decoding: tag, as: UTF8.self)
+            instances.removeAll { instance in !instance.definition.tags.contains { $0.lowercased() == wanted } }
+        }
+        return (service, instances)
+    }
+
+    /// Which address records answer `type` for these instances: A or AAAA as asked; for ANY, one set only (RFC
+    /// 8482: a minimal answer), the IPv4 addresses when there are any.
+    static func addressType(answering type: DNSRecordType, among instances: [Instance]) -> DNSRecordType? {
+        switch type {
+        case .a, .aaaa: return type
+        case .any:
+            return instances.contains { $0.definition.address.kind == .ipv4 } ? .a : .aaaa
+        default: return nil
+        }
+    }
+
     private func service(_ label: [UInt8], tag: [UInt8]?, question: DNSQuestion) -> Resolution {
-        guard let service = try? ServiceName(String(decoding: label, as: UTF8.self)) else { return .noSuchName }
-        let query = InstanceQuery(tags: tag.map { [String(decoding: $0, as: UTF8.self)] } ?? [])
-        let instances = catalog.unorderedInstances(of: service, matching: query)
-        guard !instances.isEmpty else { return .noSuchName }
+        guard let (_, instances) = Self.healthyInstances(in: catalog, service: label, tag: tag), !instances.isEmpty
+        else { return .noSuchName }
         var answers: [DNSRecord] = []
         var additionals: [DNSRecord] = []
         switch question.type {
@@ -214,11 +248,10 @@ public struct DNSResponder: Sendable {
                 }
             }
         case .a, .aaaa, .any:
+            let wanted = Self.addressType(answering: question.type, among: instances)
             for instance in instances {
-                guard let address = addressData(of: instance) else { continue }
-                if question.type == .any || question.type == address.type {
-                    answers.append(DNSRecord(name: question.name, ttl: configuration.ttl, data: address))
-                }
+                guard let address = addressData(of: instance), address.type == wanted else { continue }
+                answers.append(DNSRecord(name: question.name, ttl: configuration.ttl, data: address))
             }
         default:
             break
@@ -227,9 +260,15 @@ public struct DNSResponder: Sendable {
     }
 
     private func instance(id: String, service label: [UInt8], question: DNSQuestion) -> Resolution {
-        guard let service = try? ServiceName(String(decoding: label, as: UTF8.self)),
-            let id = try? InstanceID(id),
-            let instance = catalog.instance(service: service, id: id).instance, instance.status.isHealthy
+        guard let service = try? ServiceName(String(decoding: label, as: UTF8.self)) else { return .noSuchName }
+        // Ids may hold capitals; the name asked is lowercase: the exact id first, else one equal without case.
+        let exact = (try? InstanceID(id)).flatMap { catalog.instance(service: service, id: $0).instance }
+        guard
+            let instance = exact
+                ?? catalog.unorderedInstances(of: service, matching: InstanceQuery(status: .any)).first(where: {
+                    $0.id.rawValue.lowercased() == id
+                }),
+            instance.status.isHealthy
         else { return .noSuchName }
         if instance.definition.address.kind == .hostname {
             guard let target = try? DNSName(instance.definition.address.rawValue) else { return .noData }
@@ -238,7 +277,11 @@ public struct DNSResponder: Sendable {
         }
         switch question.type {
         case .srv:
-            return .records([serviceRecord(instance, name: question.name, target: question.name)], additionals: [])
+            let address = addressData(of: instance).map {
+                [DNSRecord(name: question.name, ttl: configuration.ttl, data: $0)]
+            }
+            return .records(
+                [serviceRecord(instance, name: question.name, target: question.name)], additionals: address ?? [])
         case .a, .aaaa, .any:
             guard let address = addressData(of: instance), question.type == .any || question.type == address.type
             else { return .noData }

@@ -7,6 +7,8 @@ import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
@@ -33,16 +35,45 @@ public struct DNSServer: Service {
 
     public func run() async throws {
         let configuration = responder.configuration
+        let connections = OpenConnections(limit: configuration.maximumTCPConnections)
+        // A free port for TCP may be taken for UDP: with port 0, try a few free ports before giving up.
+        var attempts = configuration.port == 0 ? 5 : 1
+        var channels: [any Channel] = []
+        while true {
+            do {
+                channels = try await bind(configuration, connections: connections)
+                break
+            } catch {
+                attempts -= 1
+                guard attempts > 0 else { throw error }
+            }
+        }
+        let port = channels[0].localAddress?.port ?? configuration.port
+        logger.info(
+            "DNS listening",
+            metadata: ["address": "\(configuration.host):\(port)", "domain": "\(configuration.domain)"])
+        await onListening(port)
+        try? await gracefulShutdown()
+        connections.closeAll()
+        for channel in channels { try? await channel.close() }
+    }
+
+    /// The TCP listener (first) and one UDP socket per event loop on its port; nothing stays open on failure.
+    private func bind(_ configuration: DNSConfiguration, connections: OpenConnections) async throws -> [any Channel] {
         let group = MultiThreadedEventLoopGroup.singleton
-        let connections = OpenConnections()
         let responder = self.responder
-        let idle = TimeAmount.nanoseconds(
-            Int64(configuration.tcpIdleTimeout.components.seconds) * 1_000_000_000
-                + configuration.tcpIdleTimeout.components.attoseconds / 1_000_000_000)
+        let (seconds, attoseconds) = configuration.tcpIdleTimeout.components
+        let idle = TimeAmount.milliseconds(
+            max(
+                1,
+                seconds.multipliedReportingOverflow(by: 1000).overflow
+                    ? .max : seconds * 1000 + attoseconds / 1_000_000_000_000_000))
         let tcp = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                connections.add(channel)
+                guard connections.add(channel) else {
+                    return channel.close()
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(readTimeout: idle),
@@ -69,17 +100,11 @@ public struct DNSServer: Service {
                     .bind(host: configuration.host, port: port).get()
                 channels.append(udp)
             }
-            logger.info(
-                "DNS listening",
-                metadata: ["address": "\(configuration.host):\(port)", "domain": "\(configuration.domain)"])
-            await onListening(port)
-            try? await gracefulShutdown()
+            return channels
         } catch {
             for channel in channels { try? await channel.close() }
             throw error
         }
-        for channel in channels { try? await channel.close() }
-        connections.closeAll()
     }
 }
 
@@ -92,18 +117,41 @@ public struct DNSServerError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// The TCP connections open now, so shutdown can close them instead of waiting for their idle timeout.
+/// The TCP connections open now: at most `limit` at once, and closed by shutdown instead of waiting for their idle
+/// timeout.
 final class OpenConnections: Sendable {
-    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var closed = false
+    }
 
-    func add(_ channel: any Channel) {
+    private let state = Mutex(State())
+    private let limit: Int
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// Registers a new connection; false when it must be refused (too many open, or shutting down).
+    func add(_ channel: any Channel) -> Bool {
         let key = ObjectIdentifier(channel)
-        channels.withLock { $0[key] = channel }
-        channel.closeFuture.whenComplete { _ in _ = self.channels.withLock { $0.removeValue(forKey: key) } }
+        let admitted = state.withLock { state in
+            guard !state.closed, state.channels.count < limit else { return false }
+            state.channels[key] = channel
+            return true
+        }
+        if admitted {
+            channel.closeFuture.whenComplete { _ in _ = self.state.withLock { $0.channels.removeValue(forKey: key) } }
+        }
+        return admitted
     }
 
     func closeAll() {
-        for channel in channels.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+        let open = state.withLock { state in
+            state.closed = true
+            return Array(state.channels.values)
+        }
+        for channel in open { channel.close(promise: nil) }
     }
 }
 
@@ -175,6 +223,18 @@ final class DNSStreamHandler: ChannelInboundHandler {
         framed.writeInteger(UInt16(answer.readableBytes))
         framed.writeImmutableBuffer(answer)
         context.writeAndFlush(wrapOutboundOut(framed), promise: nil)
+        // A client that sends but does not read would have answers pile up: stop reading until it catches up.
+        if !context.channel.isWritable {
+            context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

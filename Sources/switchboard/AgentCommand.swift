@@ -17,7 +17,7 @@ struct AgentCommand: AsyncParsableCommand {
             SWITCHBOARD_DEV, SWITCHBOARD_LOG_LEVEL, SWITCHBOARD_LOG_FORMAT, SWITCHBOARD_SQLITE_SYNC, \
             SWITCHBOARD_SELF_PRESERVATION_SHARE, SWITCHBOARD_SELF_PRESERVATION_MIN_INSTANCES, \
             SWITCHBOARD_MAX_QUERY_TIME, SWITCHBOARD_DEFAULT_QUERY_TIME, SWITCHBOARD_DNS_ADDR, SWITCHBOARD_DNS_DOMAIN, \
-            SWITCHBOARD_DNS_TTL, SWITCHBOARD_DNS_DISABLE. A flag wins over its variable.
+            SWITCHBOARD_DNS_TTL, SWITCHBOARD_DNS_ANSWER_LIMIT, SWITCHBOARD_DNS_DISABLE. A flag wins over its variable.
             """
     )
 
@@ -82,6 +82,13 @@ struct AgentCommand: AsyncParsableCommand {
         name: .customLong("dns-ttl"),
         help: "TTL of DNS answers, such as 0s or 5s; 0 keeps resolvers from caching a dead instance. (default: 0s)")
     var dnsTTL: String?
+
+    @Option(
+        name: .customLong("dns-answer-limit"),
+        help:
+            "The most address or SRV records in one DNS answer, picked at random each time; 0: as many as fit. (default: 0)"
+    )
+    var dnsAnswerLimit: String?
 
     @Flag(name: .customLong("dns-disable"), help: "Do not serve DNS.")
     var dnsDisable = false
@@ -163,8 +170,13 @@ struct AgentCommand: AsyncParsableCommand {
         else {
             throw ValidationError("--dns-ttl must be a duration such as 0s or 30s, got '\(ttlText)'")
         }
+        let limitText = dnsAnswerLimit ?? Environment.value("SWITCHBOARD_DNS_ANSWER_LIMIT") ?? "0"
+        guard let limit = Int(limitText), limit >= 0, limit <= 65535 else {
+            throw ValidationError("--dns-answer-limit must be a whole number from 0 to 65535, got '\(limitText)'")
+        }
         return DNSConfiguration(
-            host: address.host, port: address.port, domain: domain, ttl: UInt32(ttl.milliseconds / 1000))
+            host: address.host, port: address.port, domain: domain, ttl: UInt32(ttl.milliseconds / 1000),
+            answerLimit: limit == 0 ? nil : limit)
     }
 
     private func resolvedLogLevel() throws -> Logger.Level {

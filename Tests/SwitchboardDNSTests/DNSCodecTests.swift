@@ -137,6 +137,19 @@ struct DNSCodecTests {
         #expect(!lighter.isTruncated && lighter.answers.count == 29 && lighter.additionals.isEmpty)
     }
 
+    @Test func anAnswerTooLargeForDNSItselfIsTruncatedNotFailed() throws {
+        let owner = name("huge.service.switchboard.")
+        var message = DNSMessage(id: 9, isResponse: true, questions: [DNSQuestion(name: owner, type: .a)])
+        message.answers = (0..<5000).map {
+            DNSRecord(name: owner, ttl: 0, data: .a([10, UInt8($0 >> 8), UInt8($0 & 0xFF), 1]))
+        }
+        #expect(throws: DNSWireError(.tooLarge)) { try message.encoded() }
+        let encoded = try message.encoded(limit: 65535)
+        #expect(encoded.readableBytes <= 65535)
+        let parsed = try DNSMessage(parsing: encoded)
+        #expect(parsed.isTruncated && parsed.answers.count > 4000 && parsed.answers.count < 5000)
+    }
+
     @Test func theExtendedResponseCodeTravelsInTheOPTRecord() throws {
         let message = DNSMessage(id: 3, isResponse: true, responseCode: .badVersion, edns: EDNS(udpPayloadSize: 1232))
         let parsed = try DNSMessage(parsing: try message.encoded())

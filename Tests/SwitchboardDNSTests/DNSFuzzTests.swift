@@ -20,7 +20,11 @@ struct DNSFuzzTests {
                         service: try ServiceName("payment"), id: try InstanceID("p\(index).x"),
                         address: try HostAddress(address), port: 8080 + index, tags: ["v2"], weight: index + 1))
             }
-            let responder = DNSResponder(catalog: catalog, configuration: DNSConfiguration())
+            let responders = [
+                DNSResponder(catalog: catalog, configuration: DNSConfiguration()),
+                DNSResponder(
+                    catalog: catalog, configuration: DNSConfiguration(answerLimit: 1, maximumUDPPayload: 512)),
+            ]
             let seconds = Double(ProcessInfo.processInfo.environment["SWITCHBOARD_DNS_FUZZ_SECONDS"] ?? "") ?? 3
             let seed = UInt64.random(in: 0...UInt64.max)
             var random = FastRandom(seed: seed)
@@ -38,6 +42,7 @@ struct DNSFuzzTests {
                     } else {
                         packet = Self.mutate(valid[Int(random.next() % UInt64(valid.count))], with: &random)
                     }
+                    let responder = responders[runs % 2]
                     for overTCP in [false, true] {
                         guard let answer = responder.respond(to: ByteBuffer(bytes: packet), overTCP: overTCP) else {
                             continue

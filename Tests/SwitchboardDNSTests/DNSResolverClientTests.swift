@@ -72,8 +72,8 @@ struct DNSResolverClientTests {
             #expect(records(try await dig(port, "payment.service.switchboard AAAA +short")) == ["::1"])
             #expect(records(try await dig(port, "v2.payment.service.switchboard A +short")) == ["10.0.0.1"])
             #expect(try await dig(port, "v3.payment.service.switchboard A").contains("status: NXDOMAIN"))
-            #expect(
-                Set(records(try await dig(port, "payment.service.switchboard ANY +short"))) == ["10.0.0.1", "::1"])
+            // ANY: one family only (RFC 8482), IPv4 when there is some.
+            #expect(records(try await dig(port, "payment.service.switchboard ANY +short")) == ["10.0.0.1"])
 
             let srv = records(try await dig(port, "_payment._tcp.service.switchboard SRV +noall +answer +additional"))
             #expect(srv.count == 5, "\(srv)")
@@ -203,7 +203,8 @@ struct DNSResolverClientTests {
 struct DNSFlagTests {
     @Test func theDomainAndTTLFlagsShapeTheAnswersOfTheAgentProcess() async throws {
         let agent = try await AgentProcess(
-            dataDirectory: nil, extraArguments: ["--dns-domain", "consul.", "--dns-ttl", "5s"])
+            dataDirectory: nil,
+            extraArguments: ["--dns-domain", "consul.", "--dns-ttl", "5s", "--dns-answer-limit", "2"])
         let port = try #require(agent.dnsPort)
         let answer = try await http(
             .PUT, "\(agent.baseURL)/v1/services/web/instances/w1", json: #"{"address": "10.2.0.1", "port": 80}"#)
@@ -211,6 +212,12 @@ struct DNSFlagTests {
         let lines = records(try await dig(port, "web.service.consul A +noall +answer"))
         #expect(lines.count == 1 && lines[0].hasPrefix("web.service.consul.\t5\tIN\tA\t10.2.0.1"), "\(lines)")
         #expect(try await dig(port, "web.service.switchboard A").contains("status: REFUSED"))
+        for index in 2...4 {
+            _ = try await http(
+                .PUT, "\(agent.baseURL)/v1/services/web/instances/w\(index)",
+                json: #"{"address": "10.2.0.\#(index)", "port": 80}"#)
+        }
+        #expect(records(try await dig(port, "web.service.consul A +short")).count == 2)
         await agent.stop(with: SIGTERM)
     }
 
@@ -219,6 +226,7 @@ struct DNSFlagTests {
             (["--dns-addr", "nonsense"], [:], "--dns-addr must be host:port"),
             ([], ["SWITCHBOARD_DNS_TTL": "soon"], "--dns-ttl must be a duration"),
             (["--dns-domain", "bad domain!"], [:], "--dns-domain must be a domain name"),
+            (["--dns-answer-limit", "lots"], [:], "--dns-answer-limit must be a whole number"),
         ]
         for (arguments, environment, message) in cases {
             let result = try await SwitchboardBinary.run(
@@ -226,6 +234,81 @@ struct DNSFlagTests {
                 timeout: .seconds(20))
             #expect(result.status != 0)
             #expect(result.stderr.contains(message), "\(result.stderr)")
+        }
+    }
+}
+
+extension DNSResolverClientTests {
+    @Test func tagsAndInstanceIdsWithCapitalsAnswerToLowercaseNames() async throws {
+        try await withLiveAgent { agent in
+            let port = try #require(agent.dnsPort)
+            try await register(agent, "Pay-1", #"{"address": "10.0.0.9", "port": 80, "tags": ["Canary"]}"#)
+            #expect(records(try await dig(port, "canary.payment.service.switchboard A +short")) == ["10.0.0.9"])
+            let srv = records(try await dig(port, "_payment._canary.service.switchboard SRV +short"))
+            #expect(srv == ["1 1 80 pay-1.payment.instance.switchboard."])
+            #expect(records(try await dig(port, "pay-1.payment.instance.switchboard A +short")) == ["10.0.0.9"])
+        }
+    }
+
+    @Test func tcpTakesPipelinedQueriesAndLengthsSplitAcrossSegments() async throws {
+        try await withLiveAgent { agent in
+            let port = try #require(agent.dnsPort)
+            try await register(agent, "p1", #"{"address": "10.0.0.1", "port": 80}"#)
+            var stream: [UInt8] = []
+            for id in [UInt16(1), 2] {
+                let query = try DNSMessage(
+                    id: id, questions: [DNSQuestion(name: try DNSName("payment.service.switchboard"), type: .a)]
+                ).encoded()
+                stream += [UInt8(query.readableBytes >> 8), UInt8(query.readableBytes & 0xFF)]
+                stream += Array(query.readableBytesView)
+            }
+            // The first byte alone, then the rest: two messages in one segment.
+            let answers = await exchangeStream([Array(stream.prefix(1)), Array(stream.dropFirst())], port: port)
+            var ids: [UInt16] = []
+            var rest = answers[...]
+            while rest.count >= 2 {
+                let length = Int(rest[rest.startIndex]) << 8 | Int(rest[rest.startIndex + 1])
+                guard rest.count >= 2 + length else { break }
+                let message = try DNSMessage(parsing: Array(rest.dropFirst(2).prefix(length)))
+                #expect(message.answers.count == 1)
+                ids.append(message.id)
+                rest = rest.dropFirst(2 + length)
+            }
+            #expect(ids == [1, 2])
+        }
+    }
+}
+
+/// Writes `segments` to a TCP connection (pausing between them) and returns what arrives within a second.
+func exchangeStream(_ segments: [[UInt8]], port: Int) async -> [UInt8] {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async {
+            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(descriptor) }
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                }
+            }
+            guard connected else { return continuation.resume(returning: []) }
+            for segment in segments {
+                _ = send(descriptor, segment, segment.count, 0)
+                usleep(50_000)
+            }
+            var received: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = recv(descriptor, &buffer, buffer.count, 0)
+                guard count > 0 else { break }
+                received += buffer.prefix(count)
+            }
+            continuation.resume(returning: received)
         }
     }
 }
