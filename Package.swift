@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "SwitchboardAgent", targets: ["SwitchboardAgent"]),
         .library(name: "SwitchboardClient", targets: ["SwitchboardClient"]),
         .library(name: "SwitchboardDNS", targets: ["SwitchboardDNS"]),
+        .library(name: "SwitchboardGateway", targets: ["SwitchboardGateway"]),
         .executable(name: "switchboard-example", targets: ["SwitchboardExample"]),
     ],
     dependencies: [
@@ -84,6 +85,19 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
+        // The gateway: server-side discovery, an HTTP/1.1 reverse proxy on SwiftNIO over the client library.
+        .target(
+            name: "SwitchboardGateway",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // A runnable example of the client library (a self-registering backend and a caller); the client's
         // integration tests run it as processes.
         .executableTarget(
@@ -119,6 +133,7 @@ let package = Package(
                 "SwitchboardCore",
                 "SwitchboardAgent",
                 "SwitchboardDNS",
+                "SwitchboardGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -166,6 +181,21 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
+            ]
+        ),
+        .testTarget(
+            name: "SwitchboardGatewayTests",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardGateway",
+                "SwitchboardTestSupport",
+                "SwitchboardExample",
+                "switchboard",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

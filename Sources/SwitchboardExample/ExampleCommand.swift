@@ -52,6 +52,9 @@ struct Backend: AsyncParsableCommand {
     @Option(help: "How long to drain on SIGTERM before deregistering, in milliseconds.")
     var drainMilliseconds: Int = 1000
 
+    @Option(help: "A tag to register with (repeat for several); the gateway serves services tagged public.")
+    var tag: [String] = []
+
     func run() async throws {
         var logger = Logger(label: "example.backend")
         logger.logLevel = .info
@@ -61,11 +64,32 @@ struct Backend: AsyncParsableCommand {
         let calls = Counter()
         let router = Router()
         let instanceName = id
+        let tags = tag
         router.get("hello") { _, _ in
             let count = calls.increment()
             return "hello from \(instanceName ?? service.rawValue) (\(count))\n"
         }
         router.get("count") { _, _ in "\(calls.value)\n" }
+        // For trying a proxy in front of it: the request's headers back as JSON, the body echoed, a slow answer.
+        router.get("headers") { request, _ -> String in
+            var fields: [String: String] = [:]
+            for field in request.headers {
+                fields[field.name.canonicalName] =
+                    fields[field.name.canonicalName].map { "\($0), \(field.value)" } ?? field.value
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            return String(decoding: try encoder.encode(fields), as: UTF8.self) + "\n"
+        }
+        router.post("echo") { request, _ -> Response in
+            // Streamed back as it arrives: a large body never sits in memory whole.
+            Response(status: .ok, body: ResponseBody(asyncSequence: request.body))
+        }
+        router.get("slow") { request, _ -> String in
+            let milliseconds = request.uri.queryParameters.get("ms", as: Int.self) ?? 1000
+            try await Task.sleep(for: .milliseconds(max(0, min(milliseconds, 60_000))))
+            return "slow \(milliseconds)\n"
+        }
         let application = Application(
             router: router,
             configuration: .init(address: .hostname("127.0.0.1", port: port)),
@@ -82,7 +106,7 @@ struct Backend: AsyncParsableCommand {
             makeConfiguration: { port in
                 ServiceRegistration.Configuration(
                     service: service, id: try InstanceID(id ?? "\(service)-\(port)"), address: "127.0.0.1", port: port,
-                    ttl: .milliseconds(ttlMilliseconds), drainTime: .milliseconds(drainMilliseconds))
+                    tags: tags, ttl: .milliseconds(ttlMilliseconds), drainTime: .milliseconds(drainMilliseconds))
             })
         // The registrar after the server: it stops first, so the drain happens while the server still answers.
         let group = ServiceGroup(

@@ -10,6 +10,7 @@ struct SwitchboardCommand: AsyncParsableCommand {
         version: SwitchboardVersion.current,
         subcommands: [
             AgentCommand.self,
+            GatewayCommand.self,
             ServicesCommand.self,
             InstancesCommand.self,
             RegisterCommand.self,

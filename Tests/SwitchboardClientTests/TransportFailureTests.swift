@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import SwitchboardCore
+import SwitchboardTestSupport
 import Testing
 
 #if canImport(Glibc)

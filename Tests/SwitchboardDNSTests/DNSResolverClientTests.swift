@@ -18,7 +18,7 @@ func dig(_ port: Int, _ arguments: String) async throws -> String {
         throw TestFailure("dig is not installed: `apt-get install dnsutils` (.ci/run installs it)")
     }
     let words = arguments.split(separator: " ").map(String.init)
-    let result = try await runProgram(path, ["@127.0.0.1", "-p", "\(port)", "+time=2", "+tries=1"] + words)
+    let result = try await runProgram(path, ["@127.0.0.1", "-p", "\(port)", "+time=5", "+tries=3"] + words)
     return result.stdout
 }
 
@@ -135,9 +135,8 @@ struct DNSResolverClientTests {
             #expect(!edns.contains(" tc"))
             #expect(records(edns).count == 60)
             // An EDNS version this server does not speak.
-            #expect(
-                try await dig(port, "payment.service.switchboard A +edns=1 +noednsnegotiation").contains(
-                    "status: BADVERS"))
+            let badVersion = try await dig(port, "payment.service.switchboard A +edns=1 +noednsnegotiation")
+            #expect(badVersion.contains("status: BADVERS"), "\(badVersion)")
             // Answers are shuffled: the first record is not always the same.
             var firsts = Set<String>()
             for _ in 0..<10 {

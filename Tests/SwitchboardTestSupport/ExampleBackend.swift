@@ -1,7 +1,6 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
-import SwitchboardTestSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -10,12 +9,13 @@ import Glibc
 
 /// A `switchboard-example backend` child process: an HTTP backend that registers itself through the client
 /// library. Killed with SIGKILL when the test is done with it, whatever happened.
-final class ExampleBackend: @unchecked Sendable {
-    let process = Process()
-    let port: Int
+public final class ExampleBackend: @unchecked Sendable {
+    public let process = Process()
+    public let port: Int
 
-    init(
-        agents: [String], service: String = "order", ttlMilliseconds: Int = 1000, drainMilliseconds: Int = 800
+    public init(
+        agents: [String], service: String = "order", ttlMilliseconds: Int = 1000, drainMilliseconds: Int = 800,
+        tags: [String] = []
     )
         async throws
     {
@@ -24,7 +24,7 @@ final class ExampleBackend: @unchecked Sendable {
             [
                 "backend", "--service", service, "--ttl-milliseconds", "\(ttlMilliseconds)", "--drain-milliseconds",
                 "\(drainMilliseconds)",
-            ] + agents.flatMap { ["--agent", $0] }
+            ] + agents.flatMap { ["--agent", $0] } + tags.flatMap { ["--tag", $0] }
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
@@ -53,7 +53,7 @@ final class ExampleBackend: @unchecked Sendable {
     }
 
     /// The calls it has answered, by its own count.
-    func answeredCalls() async throws -> Int {
+    public func answeredCalls() async throws -> Int {
         let response = try await HTTPClient.shared.execute(
             HTTPClientRequest(url: "http://127.0.0.1:\(port)/count"), timeout: .seconds(5))
         let body = try await response.body.collect(upTo: 1024)
@@ -61,7 +61,7 @@ final class ExampleBackend: @unchecked Sendable {
     }
 
     /// Sends `signal` and waits for the process to end.
-    func stop(with signal: Int32) async {
+    public func stop(with signal: Int32) async {
         kill(process.processIdentifier, signal)
         while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
     }
@@ -70,8 +70,8 @@ final class ExampleBackend: @unchecked Sendable {
 /// Listens where a killed backend listened and notes every connection that still arrives, resetting each at once:
 /// the dead backend's own log of the calls sent to it after its death, which the client cannot fake. Without
 /// `resetConnections`, connections are held open unanswered (a hung server).
-final class ArrivalRecorder: Sendable {
-    let port: Int
+public final class ArrivalRecorder: Sendable {
+    public let port: Int
     private let descriptor: Int32
     private let held = Mutex<[Int32]>([])
     private let arrivals = Mutex<[ContinuousClock.Instant]>([])
@@ -79,7 +79,7 @@ final class ArrivalRecorder: Sendable {
     private let finished = DispatchSemaphore(value: 0)
 
     /// Binds 127.0.0.1:`port` (the previous owner's connections may still be closing) and starts accepting.
-    init(port: Int, resetConnections: Bool = true) throws {
+    public init(port: Int, resetConnections: Bool = true) throws {
         self.port = port
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var reuse: Int32 = 1
@@ -120,10 +120,10 @@ final class ArrivalRecorder: Sendable {
     }
 
     /// The connections that arrived so far.
-    var arrived: [ContinuousClock.Instant] { arrivals.withLock { $0 } }
+    public var arrived: [ContinuousClock.Instant] { arrivals.withLock { $0 } }
 
     /// Stops accepting and releases the port.
-    func stop() {
+    public func stop() {
         stopped.store(true, ordering: .relaxed)
         finished.wait()
         for connection in held.withLock({ $0 }) { close(connection) }

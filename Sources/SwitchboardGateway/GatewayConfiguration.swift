@@ -1,0 +1,44 @@
+import SwitchboardClient
+
+/// How a gateway listens, finds services and talks to their instances.
+public struct GatewayConfiguration: Sendable {
+    /// The address callers send every request to.
+    public var host: String
+    /// 0 picks a free port.
+    public var port: Int
+    /// The agents the gateway learns instances from.
+    public var agents: [String]
+    /// Without a route file, `/<service>/...` goes to `<service>`'s instances carrying this tag, and only those:
+    /// a service is not exposed to callers by accident.
+    public var publicTag: String
+    /// How long connecting to an instance may take before another instance is tried.
+    public var connectTimeout: Duration
+    /// How long an instance may take to start answering (the response head) before the caller gets a 504.
+    public var responseTimeout: Duration
+    /// Connections to other instances tried after the first one failed to connect.
+    public var connectRetries: Int
+    /// Idle keep-alive connections kept per instance and event loop.
+    public var idleConnectionsPerInstance: Int
+    /// A caller's connection idle this long between requests is closed.
+    public var clientIdleTimeout: Duration
+    /// Passive outlier detection on the instances behind the gateway.
+    public var outlierDetection: OutlierDetector.Configuration
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 7080, agents: [String] = ["http://127.0.0.1:7500"],
+        publicTag: String = "public", connectTimeout: Duration = .seconds(1), responseTimeout: Duration = .seconds(30),
+        connectRetries: Int = 2, idleConnectionsPerInstance: Int = 64, clientIdleTimeout: Duration = .seconds(60),
+        outlierDetection: OutlierDetector.Configuration = OutlierDetector.Configuration()
+    ) {
+        self.host = host
+        self.port = port
+        self.agents = agents
+        self.publicTag = publicTag
+        self.connectTimeout = connectTimeout
+        self.responseTimeout = responseTimeout
+        self.connectRetries = connectRetries
+        self.idleConnectionsPerInstance = idleConnectionsPerInstance
+        self.clientIdleTimeout = clientIdleTimeout
+        self.outlierDetection = outlierDetection
+    }
+}

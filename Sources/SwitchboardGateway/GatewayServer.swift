@@ -1,0 +1,105 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import SwitchboardClient
+import SwitchboardCore
+
+/// The gateway: one address for callers that know nothing of the registry, proxying each request to a healthy
+/// instance of the service it names (server-side discovery).
+///
+/// A swift-service-lifecycle `Service` that runs its own ``ServiceDiscovery`` (the instances come from the
+/// agent's watch streams, as in any client) and an HTTP/1.1 reverse proxy on SwiftNIO: keep-alive on both sides,
+/// pooled connections to instances per event loop, bodies streamed both ways with backpressure. It holds no state
+/// that others need, so several gateways can run side by side.
+public struct GatewayServer: Service {
+    public let configuration: GatewayConfiguration
+    let logger: Logger
+    let onListening: @Sendable (Int) async -> Void
+
+    /// A gateway; `onListening` is told the bound port.
+    public init(
+        configuration: GatewayConfiguration, logger: Logger,
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        let configuration = self.configuration
+        let logger = self.logger
+        let connection = AgentConnection(configuration: .init(agents: configuration.agents), logger: logger)
+        let discovery = ServiceDiscovery(
+            connection: connection,
+            configuration: .init(query: InstanceQuery(tags: [configuration.publicTag]), reporter: "gateway"),
+            logger: logger)
+        let router = GatewayRouter(
+            selector: UpstreamSelector(discovery: discovery, outlierDetection: configuration.outlierDetection))
+        let group = MultiThreadedEventLoopGroup.singleton
+        var pools: [ObjectIdentifier: UpstreamPool] = [:]
+        for loop in group.makeIterator() {
+            pools[ObjectIdentifier(loop)] = UpstreamPool(
+                eventLoop: loop, idleLimit: configuration.idleConnectionsPerInstance,
+                connectTimeout: configuration.connectTimeout.timeAmount)
+        }
+        let loopPools = LoopPools(pools)
+        let idle = configuration.clientIdleTimeout.timeAmount
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 1024)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let pool = loopPools.pool(for: channel.eventLoop)
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idle))
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(
+                        ProxyHandler(router: router, pool: pool, configuration: configuration, logger: logger))
+                    try channel.pipeline.syncOperations.addHandler(IdleConnectionCloser())
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port).get()
+        let port = server.localAddress?.port ?? configuration.port
+        logger.info("gateway listening", metadata: ["address": "\(configuration.host):\(port)"])
+        try await withThrowingDiscardingTaskGroup { tasks in
+            tasks.addTask { try await discovery.run() }
+            await onListening(port)
+            try? await gracefulShutdown()
+            try? await server.close()
+            tasks.cancelAll()
+        }
+        try await connection.shutdown()
+    }
+}
+
+/// Each event loop's pool, looked up by loop when a connection arrives; a pool is only ever used on its loop.
+final class LoopPools: @unchecked Sendable {
+    private let pools: [ObjectIdentifier: UpstreamPool]
+
+    init(_ pools: [ObjectIdentifier: UpstreamPool]) {
+        self.pools = pools
+    }
+
+    func pool(for loop: any EventLoop) -> UpstreamPool {
+        guard let pool = pools[ObjectIdentifier(loop)] else {
+            preconditionFailure("a connection on an event loop the gateway did not set up")
+        }
+        return pool
+    }
+}
+
+/// Closes a caller's connection that has been silent too long.
+final class IdleConnectionCloser: ChannelInboundHandler {
+    typealias InboundIn = Any
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}

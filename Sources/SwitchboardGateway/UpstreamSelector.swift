@@ -1,0 +1,70 @@
+import SwitchboardClient
+import SwitchboardCore
+import Synchronization
+
+/// Picks the instance of a service each proxied request goes to, and learns from how the calls went.
+///
+/// Shared by every event loop: the instances come from the client library's discovery cache (kept current by the
+/// agent's watch stream), the choice from a round-robin balancer per service, and instances that keep failing are
+/// ejected for a while by the client library's outlier detector, as a ``ServiceClient`` does.
+final class UpstreamSelector: Sendable {
+    private struct ServiceState {
+        var balancer = RoundRobinBalancer()
+        var outliers: OutlierDetector
+        var generation: UInt64 = 0
+        var filtered: (generation: UInt64, ejected: Set<InstanceID>, set: InstanceSet)?
+    }
+
+    let discovery: ServiceDiscovery
+    private let outlierDetection: OutlierDetector.Configuration
+    private let services = Mutex<[ServiceName: ServiceState]>([:])
+
+    init(discovery: ServiceDiscovery, outlierDetection: OutlierDetector.Configuration) {
+        self.discovery = discovery
+        self.outlierDetection = outlierDetection
+    }
+
+    /// An instance of `service` not in `tried` (when another remains) and not ejected; nil when discovery knows
+    /// no healthy instance. `snapshot` is the discovery's current one.
+    func pick(_ service: ServiceName, from snapshot: DiscoverySnapshot, avoiding tried: Set<InstanceID>) -> Instance? {
+        let now = ContinuousClock.now
+        return services.withLock { services in
+            var state = services[service] ?? ServiceState(outliers: OutlierDetector(configuration: outlierDetection))
+            defer { services[service] = state }
+            let all = snapshot.instances
+            if state.generation != all.generation {
+                state.generation = all.generation
+                state.outliers.retain(only: Set(all.instances.map(\.id)))
+            }
+            var candidates = all
+            let ejected = state.outliers.ejected(at: now)
+            if !ejected.isEmpty {
+                if let filtered = state.filtered, filtered.generation == all.generation, filtered.ejected == ejected {
+                    candidates = filtered.set
+                } else {
+                    candidates = InstanceSet(all.instances.filter { !ejected.contains($0.id) })
+                    state.filtered = (all.generation, ejected, candidates)
+                }
+            }
+            if !tried.isEmpty, candidates.instances.contains(where: { !tried.contains($0.id) }) {
+                candidates = InstanceSet(candidates.instances.filter { !tried.contains($0.id) })
+            }
+            return state.balancer.pick(from: candidates, context: PickContext())
+        }
+    }
+
+    /// Records a call's outcome on `instance` (a failure: no connection, a reset, a 5xx, a timeout); reports an
+    /// ejection to the agent as an observation.
+    func record(_ succeeded: Bool, on instance: Instance, knownInstances: Int) {
+        let ejection = services.withLock { services in
+            services[instance.service]?.outliers.record(
+                succeeded, on: instance.id, knownInstances: knownInstances, at: .now)
+        }
+        if let ejection {
+            discovery.report(
+                .ejected, about: instance,
+                reason: "gateway: \(outlierDetection.consecutiveFailures) consecutive failed calls",
+                duration: ejection.duration)
+        }
+    }
+}

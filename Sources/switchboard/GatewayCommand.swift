@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import SwitchboardGateway
+import UnixSignals
+
+/// `switchboard gateway`: the HTTP entry point for callers that know nothing of the registry.
+struct GatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "Proxy /<service>/... to healthy instances of services tagged public (server-side discovery).",
+        discussion: """
+            Options also read SWITCHBOARD_GATEWAY_LISTEN, SWITCHBOARD_AGENT (comma-separated URLs), \
+            SWITCHBOARD_LOG_LEVEL and SWITCHBOARD_LOG_FORMAT. A flag wins over its variable.
+            """
+    )
+
+    @Option(name: .customLong("listen"), help: "Address callers send requests to, host:port. (default: 127.0.0.1:7080)")
+    var listen: String?
+
+    @Option(name: .customLong("agent"), help: "An agent URL; repeat for several. (default: http://127.0.0.1:7500)")
+    var agents: [String] = []
+
+    @Option(
+        name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. (default: info)")
+    var logLevel: String?
+
+    @Option(name: .customLong("log-format"), help: "text or json. (default: text)")
+    var logFormat: String?
+
+    func validate() throws {
+        _ = try resolvedConfiguration()
+        _ = try resolvedLogging()
+    }
+
+    func run() async throws {
+        let (level, format) = try resolvedLogging()
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler =
+                format == .json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "switchboard.gateway")
+        let gateway = GatewayServer(configuration: try resolvedConfiguration(), logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [gateway], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(10)
+        do {
+            try await ServiceGroup(configuration: groupConfiguration).run()
+        } catch {
+            FileHandle.standardError.write(Data("switchboard gateway: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    private func resolvedConfiguration() throws -> GatewayConfiguration {
+        let text = listen ?? Environment.value("SWITCHBOARD_GATEWAY_LISTEN") ?? "127.0.0.1:7080"
+        guard let address = HostAndPort(text) else {
+            throw ValidationError("--listen must be host:port with a port of 0..65535, got '\(text)'")
+        }
+        var agentURLs = agents
+        if agentURLs.isEmpty {
+            agentURLs = (Environment.value("SWITCHBOARD_AGENT") ?? "http://127.0.0.1:7500").split(separator: ",").map {
+                String($0).trimmingCharacters(in: .whitespaces)
+            }
+        }
+        for url in agentURLs where !(url.hasPrefix("http://") && url.count > "http://".count) {
+            throw ValidationError("--agent must be an http:// URL such as http://127.0.0.1:7500, got '\(url)'")
+        }
+        return GatewayConfiguration(
+            host: address.host, port: address.port,
+            agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 })
+    }
+
+    private func resolvedLogging() throws -> (Logger.Level, LogFormat) {
+        let levelText = logLevel ?? Environment.value("SWITCHBOARD_LOG_LEVEL") ?? "info"
+        guard let level = Logger.Level(rawValue: levelText.lowercased()) else {
+            throw ValidationError(
+                "--log-level must be trace, debug, info, notice, warning, error or critical, got '\(levelText)'")
+        }
+        let formatText = logFormat ?? Environment.value("SWITCHBOARD_LOG_FORMAT") ?? "text"
+        guard let format = LogFormat(rawValue: formatText.lowercased()) else {
+            throw ValidationError("--log-format must be text or json, got '\(formatText)'")
+        }
+        return (level, format)
+    }
+}

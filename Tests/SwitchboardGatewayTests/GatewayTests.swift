@@ -1,0 +1,211 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+import SwitchboardCore
+import SwitchboardGateway
+import SwitchboardTestSupport
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs a gateway in this process against `agent` while `body` runs; returns the gateway's base URL to it.
+func withGateway<T: Sendable>(
+    agent: AgentProcess, configure: (inout GatewayConfiguration) -> Void = { _ in },
+    _ body: @Sendable (String) async throws -> T
+) async throws -> T {
+    var configuration = GatewayConfiguration(port: 0, agents: [agent.baseURL])
+    configure(&configuration)
+    var logger = Logger(label: "test.gateway")
+    logger.logLevel = .warning
+    let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+    let gateway = GatewayServer(configuration: configuration, logger: logger, onListening: { portSink.yield($0) })
+    let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [gateway], logger: logger))
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw TestFailure("the gateway never reported its port") }
+        do {
+            let result = try await body("http://127.0.0.1:\(port)")
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            return result
+        } catch {
+            await group.triggerGracefulShutdown()
+            try? await tasks.waitForAll()
+            throw error
+        }
+    }
+}
+
+/// Waits until the agent lists `count` healthy instances of `service`.
+func waitForHealthy(_ agent: AgentProcess, _ service: String, count: Int) async throws {
+    let deadline = ContinuousClock.now + .seconds(20)
+    while ContinuousClock.now < deadline {
+        let lookup = try await http(.GET, "\(agent.baseURL)/v1/services/\(service)")
+        if let instances = lookup.object["instances"] as? [Any], instances.count == count { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw TestFailure("\(service) never had \(count) healthy instances")
+}
+
+/// Calls made and failed by a load's callers.
+final class LoadTally: Sendable {
+    let completed = Atomic(0)
+    let stop = Atomic(false)
+    private let failed = Mutex<[String]>([])
+
+    func fail(_ reason: String) { failed.withLock { $0.append(reason) } }
+    var failures: [String] { failed.withLock { $0 } }
+}
+
+@Suite("The gateway, with real backends", .serialized)
+struct GatewayTests {
+    @Test func publicServicesAreRoutedByTheirFirstPathSegmentAndBalancedAcrossInstances() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let shop = [
+            try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["public"]),
+            try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["public"]),
+        ]
+        let hidden = try await ExampleBackend(agents: [agent.baseURL], service: "hidden")
+        try await waitForHealthy(agent, "shop", count: 2)
+        try await waitForHealthy(agent, "hidden", count: 1)
+        try await withGateway(agent: agent) { gateway in
+            for _ in 0..<10 {
+                let answer = try await http(.GET, "\(gateway)/shop/hello")
+                #expect(answer.status == 200 && answer.text.hasPrefix("hello from shop"))
+                #expect(answer.headers.first(name: "X-Request-ID")?.count == 32)
+            }
+            // The prefix is stripped: the backend saw /hello, and each instance got a share.
+            #expect(try await shop[0].answeredCalls() == 5)
+            #expect(try await shop[1].answeredCalls() == 5)
+
+            let notPublic = try await http(.GET, "\(gateway)/hidden/hello")
+            #expect(notPublic.status == 503)
+            #expect(notPublic.object["service"] as? String == "hidden")
+            #expect(notPublic.object["error"] as? String == "no_instance")
+            #expect(try await hidden.answeredCalls() == 0)
+            let noRoute = try await http(.GET, "\(gateway)/")
+            #expect(noRoute.status == 404 && noRoute.object["error"] as? String == "no_route")
+            let unknown = try await http(.GET, "\(gateway)/nothing/here")
+            #expect(unknown.status == 503)
+        }
+    }
+
+    @Test func forwardedHeadersAreSetAndHopByHopHeadersStripped() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["public"])
+        try await waitForHealthy(agent, "shop", count: 1)
+        _ = backend
+        try await withGateway(agent: agent) { gateway in
+            var request = HTTPClientRequest(url: "\(gateway)/shop/headers?x=1")
+            request.headers.add(name: "X-Forwarded-For", value: "203.0.113.9")
+            request.headers.add(name: "Connection", value: "keep-alive, X-Hop")
+            request.headers.add(name: "X-Hop", value: "must not pass")
+            request.headers.add(name: "Proxy-Authorization", value: "Basic c2VjcmV0")
+            request.headers.add(name: "X-Request-ID", value: "trace-42")
+            request.headers.add(name: "X-Custom", value: "kept")
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            #expect(response.status == .ok)
+            #expect(response.headers.first(name: "X-Request-ID") == "trace-42")
+            let body = try await response.body.collect(upTo: 1 << 20)
+            let seen = try #require(
+                try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: String])
+            #expect(seen["x-forwarded-for"] == "203.0.113.9, 127.0.0.1")
+            #expect(seen["x-forwarded-proto"] == "http")
+            #expect(seen["x-forwarded-host"]?.hasPrefix("127.0.0.1:") == true)
+            #expect(seen["x-request-id"] == "trace-42")
+            #expect(seen["x-custom"] == "kept")
+            #expect(seen["x-hop"] == nil && seen["proxy-authorization"] == nil)
+        }
+    }
+
+    @Test func largeBodiesStreamThroughBothWays() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["public"])
+        try await waitForHealthy(agent, "shop", count: 1)
+        _ = backend
+        try await withGateway(agent: agent) { gateway in
+            var random = FastRandom(seed: 7)
+            let bytes = (0..<(8 << 20)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+            var request = HTTPClientRequest(url: "\(gateway)/shop/echo")
+            request.method = .POST
+            // Sent in pieces with no length: the gateway forwards it chunked.
+            let pieces = stride(from: 0, to: bytes.count, by: 64 * 1024).map {
+                ByteBuffer(bytes: bytes[$0..<min(bytes.count, $0 + 64 * 1024)])
+            }
+            let (stream, continuation) = AsyncStream.makeStream(of: ByteBuffer.self)
+            for piece in pieces { continuation.yield(piece) }
+            continuation.finish()
+            request.body = .stream(stream, length: .unknown)
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            #expect(response.status == .ok)
+            let echoed = try await response.body.collect(upTo: 16 << 20)
+            #expect(echoed.readableBytes == bytes.count)
+            #expect(Array(echoed.readableBytesView) == bytes)
+        }
+    }
+
+    @Test func anInstanceTooSlowToAnswerIsA504NamingTheService() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["public"])
+        try await waitForHealthy(agent, "shop", count: 1)
+        _ = backend
+        try await withGateway(agent: agent, configure: { $0.responseTimeout = .milliseconds(300) }) { gateway in
+            let started = ContinuousClock.now
+            let slow = try await http(.GET, "\(gateway)/shop/slow?ms=3000")
+            #expect(slow.status == 504)
+            #expect(slow.object["service"] as? String == "shop")
+            #expect(slow.object["error"] as? String == "upstream_timeout")
+            #expect(ContinuousClock.now - started < .seconds(2))
+            // The gateway keeps serving.
+            #expect(try await http(.GET, "\(gateway)/shop/slow?ms=10").status == 200)
+        }
+    }
+
+    @Test func aBackendKilledUnderLoadCostsNoFailedIdempotentCall() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        var backends: [ExampleBackend] = []
+        for _ in 0..<3 {
+            backends.append(try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["public"]))
+        }
+        try await waitForHealthy(agent, "shop", count: 3)
+        let victim = backends[0]
+        let survivors = Array(backends[1...])
+        try await withGateway(agent: agent) { gateway in
+            let tally = LoadTally()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        while !tally.stop.load(ordering: .relaxed) {
+                            do {
+                                let answer = try await http(.GET, "\(gateway)/shop/hello", timeout: .seconds(10))
+                                if answer.status != 200 { tally.fail("\(answer.status) \(answer.text)") }
+                            } catch {
+                                tally.fail("\(error)")
+                            }
+                            tally.completed.add(1, ordering: .relaxed)
+                        }
+                    }
+                }
+                while tally.completed.load(ordering: .relaxed) < 500 { try await Task.sleep(for: .milliseconds(10)) }
+                await victim.stop(with: SIGKILL)
+                let atKill = tally.completed.load(ordering: .relaxed)
+                while tally.completed.load(ordering: .relaxed) < atKill + 1500 {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                tally.stop.store(true, ordering: .relaxed)
+                try await group.waitForAll()
+            }
+            #expect(tally.completed.load(ordering: .relaxed) >= 2000)
+            #expect(tally.failures == [])
+            // The survivors answered what the dead one no longer could.
+            #expect(try await survivors[0].answeredCalls() + survivors[1].answeredCalls() >= 1500)
+        }
+    }
+}
