@@ -10,9 +10,13 @@ enum GatewayHeaders {
         "transfer-encoding", "upgrade",
     ]
 
-    /// Removes hop-by-hop headers, and any the `Connection` header names.
+    /// Headers the `Connection` header may not remove: they frame the message or name its target, and removing
+    /// them would let one request's body be read as another request (smuggling).
+    static let neverRemoved: Set<String> = ["content-length", "transfer-encoding", "host"]
+
+    /// Removes hop-by-hop headers, and any the `Connection` header names (but never the framing headers).
     static func removeHopByHop(from headers: inout HTTPHeaders) {
-        let named = Set(headers[canonicalForm: "connection"].map { $0.lowercased() })
+        let named = Set(headers[canonicalForm: "connection"].map { $0.lowercased() }).subtracting(neverRemoved)
         var stripped = HTTPHeaders()
         for (name, value) in headers {
             let lowered = name.lowercased()
@@ -22,14 +26,16 @@ enum GatewayHeaders {
         headers = stripped
     }
 
-    /// The request as the instance receives it: `path`, hop-by-hop headers removed (a chunked body stays
-    /// chunked), `X-Forwarded-For/-Proto/-Host` and `X-Request-ID` set.
+    /// The request as the instance receives it: `path`, hop-by-hop headers and `Expect` removed (the gateway
+    /// answers `100 Continue` itself), the body framed as it came (a chunked body stays chunked),
+    /// `X-Forwarded-For/-Proto/-Host` and `X-Request-ID` set.
     static func upstreamRequest(
         _ request: HTTPRequestHead, path: String, clientAddress: String?, requestID: String
     ) -> HTTPRequestHead {
         var headers = request.headers
         let chunked = headers[canonicalForm: "transfer-encoding"].contains { $0.lowercased() == "chunked" }
         removeHopByHop(from: &headers)
+        headers.remove(name: "Expect")
         if chunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
         if let clientAddress {
             let earlier = headers["X-Forwarded-For"].joined(separator: ", ")
@@ -56,17 +62,24 @@ enum GatewayHeaders {
         return HTTPResponseHead(version: request?.version ?? .http1_1, status: response.status, headers: headers)
     }
 
-    /// The caller's `X-Request-ID` when it is a sane token (1 to 128 visible ASCII characters), else a new one.
-    static func requestID(from headers: HTTPHeaders) -> String {
+    /// The caller's `X-Request-ID` when it is a sane token (1 to 128 visible ASCII characters), else a new one:
+    /// 128 bits from the connection's generator (seeded from the system's), unique, not secret.
+    static func requestID(from headers: HTTPHeaders, random: inout FastRandom) -> String {
         if let given = headers.first(name: "X-Request-ID"), !given.isEmpty, given.utf8.count <= 128,
             given.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
         {
             return given
         }
-        var random = FastRandom()
         let high = random.next()
         let low = random.next()
         return String(high, radix: 16).leftPadded(16) + String(low, radix: 16).leftPadded(16)
+    }
+
+    /// Whether the request announces no body (no length or a zero one, and not chunked).
+    static func hasNoBody(_ request: HTTPRequestHead) -> Bool {
+        let chunked = request.headers[canonicalForm: "transfer-encoding"].contains { $0.lowercased() == "chunked" }
+        let length = request.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
+        return !chunked && length == 0
     }
 
     /// Methods that may be sent twice (RFC 9110 section 9.2.2).
@@ -99,6 +112,7 @@ enum GatewayHeaders {
     private static func errorCode(_ status: HTTPResponseStatus) -> String {
         switch status {
         case .notFound: "no_route"
+        case .methodNotAllowed: "method_not_allowed"
         case .badGateway: "bad_gateway"
         case .serviceUnavailable: "no_instance"
         case .gatewayTimeout: "upstream_timeout"

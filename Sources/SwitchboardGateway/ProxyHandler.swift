@@ -13,12 +13,15 @@ import SwitchboardCore
 /// more. A connection that cannot be made is retried on another instance; a failure before the response starts
 /// becomes a 502/503/504 with a JSON body naming the service and the reason; a failure after it closes the caller's
 /// connection, since half a response cannot be taken back.
+///
+/// Every exchange's bookkeeping is finished before its last write: writing the end of a response lets NIO hand
+/// over the next pipelined request at once, inside that write.
 final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = Never
     typealias OutboundOut = HTTPServerResponsePart
 
-    private enum State {
+    private enum State: Equatable {
         /// Between exchanges.
         case idle
         /// Waiting for a connection to an instance; request parts are held.
@@ -27,8 +30,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         case forwarding
         /// The response is streaming back.
         case responding
-        /// The response went out by other means (an error answer); the rest of the request is dropped.
+        /// The answer went out before the request ended (a bodyless request's end is still coming): its parts are
+        /// dropped until the end, then the next request is read.
         case discarding
+        /// The connection ends once the last response is written; nothing more is read.
+        case closing
     }
 
     private let router: GatewayRouter
@@ -37,24 +43,27 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     private let logger: Logger
     private var state = State.idle
     private var context: ChannelHandlerContext?
+    private var random = FastRandom()
 
     // The exchange under way.
     private var request: HTTPRequestHead?
     private var target: GatewayRouter.Target?
     private var held: [HTTPServerRequestPart] = []
     private var heldBytes = 0
-    /// Whether every held part is still held (nothing sent yet), so the request can go to another instance.
+    /// Whether every part so far is still held, so the request can go to another instance.
     private var replayable = true
     private var requestEnded = false
+    private var expectsContinue = false
     private var tried: Set<InstanceID> = []
     private var instance: Instance?
     private var knownInstances = 0
     private var upstream: UpstreamConnection?
+    private var upstreamKeepsAlive = true
     private var responseTimeout: Scheduled<Void>?
     private var keepAlive = true
     private var requestID = ""
 
-    /// Request bodies up to this size are kept until sent, so a stale pooled connection can be replaced.
+    /// Request bodies up to this size are kept until the response starts, so a failed instance can be replaced.
     private static let replayLimit = 64 * 1024
 
     init(router: GatewayRouter, pool: UpstreamPool, configuration: GatewayConfiguration, logger: Logger) {
@@ -70,6 +79,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        state = .closing
+        abandonUpstream()
     }
 
     // MARK: The caller's side
@@ -85,19 +96,19 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             if case .end = part { requestEnded = true }
             send(part)
         case (.discarding, .end):
-            requestEnded = true
-            finishExchange(context: context)
-        case (.discarding, _):
+            state = .idle
+        case (.discarding, _), (.closing, _):
             break
         default:
             // A new head before the exchange ended cannot happen behind NIO's pipelining handler.
+            state = .closing
             context.close(promise: nil)
         }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // The caller cannot take more of the response: stop reading it from the instance until it can.
-        if let upstream {
+        if let upstream, state == .responding {
             upstream.channel.setOption(.autoRead, value: context.channel.isWritable).whenComplete { _ in }
         }
         context.fireChannelWritabilityChanged()
@@ -105,11 +116,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     func channelInactive(context: ChannelHandlerContext) {
         // The caller left: the instance's connection may be mid-exchange, so it cannot be reused.
+        state = .closing
         abandonUpstream()
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        state = .closing
         abandonUpstream()
         context.close(promise: nil)
     }
@@ -122,7 +135,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         replayable = true
         requestEnded = false
         tried = []
-        requestID = GatewayHeaders.requestID(from: head.headers)
+        instance = nil
+        requestID = GatewayHeaders.requestID(from: head.headers, random: &random)
+        expectsContinue = head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
+        if head.method == .TRACE || head.method == .CONNECT {
+            respondWithError(.methodNotAllowed, service: nil, reason: "\(head.method) is not proxied")
+            return
+        }
         guard let target = router.route(head) else {
             respondWithError(
                 .notFound, service: nil,
@@ -132,10 +151,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             return
         }
         self.target = target
-        state = .connecting
         // Hold the caller until an instance can take the request: what already arrived waits in `held`.
-        context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
-        connect(context: context)
+        pauseCaller()
+        state = .connecting
+        connect()
     }
 
     private func hold(_ part: HTTPServerRequestPart) {
@@ -144,25 +163,40 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         held.append(part)
     }
 
+    private func pauseCaller() {
+        context?.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+    }
+
+    private func resumeCaller() {
+        guard let context else { return }
+        context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+        context.read()
+    }
+
     // MARK: Choosing an instance and connecting
 
-    private func connect(context: ChannelHandlerContext) {
-        guard let target else { return }
-        let loop = context.eventLoop
+    private func connect() {
+        guard let target, let loop = context?.eventLoop else { return }
         let proxy = NIOLoopBound(self, eventLoop: loop)
         router.snapshot(of: target.service, on: loop).whenComplete { result in
             let handler = proxy.value
-            guard handler.state == .connecting, handler.context != nil else { return }
-            guard case .success(let snapshot) = result, !snapshot.instances.isEmpty,
+            guard handler.state == .connecting else { return }
+            let snapshot: DiscoverySnapshot
+            switch result {
+            case .success(let known):
+                snapshot = known
+            case .failure(let error as SwitchboardClientError) where error.code == .unknownService:
+                handler.respondWithError(.serviceUnavailable, service: target.service, reason: "no such service")
+                return
+            case .failure(let error):
+                handler.respondWithError(
+                    .serviceUnavailable, service: target.service, reason: "the registry could not be asked: \(error)")
+                return
+            }
+            guard !snapshot.instances.isEmpty,
                 let instance = handler.router.selector.pick(target.service, from: snapshot, avoiding: handler.tried)
             else {
-                let reason: String
-                if case .failure(let error) = result {
-                    reason = "the registry could not be asked: \(error)"
-                } else {
-                    reason = "no healthy instance"
-                }
-                handler.respondWithError(.serviceUnavailable, service: target.service, reason: reason)
+                handler.respondWithError(.serviceUnavailable, service: target.service, reason: "no healthy instance")
                 return
             }
             handler.tried.insert(instance.id)
@@ -171,8 +205,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             let address = UpstreamAddress(host: instance.definition.address.rawValue, port: instance.definition.port)
             handler.pool.acquire(address).whenComplete { result in
                 let handler = proxy.value
-                guard handler.state == .connecting, handler.context != nil else {
-                    if case .success(let connection) = result { handler.pool.release(connection.value) }
+                guard handler.state == .connecting else {
+                    if case .success(let connection) = result { connection.value.channel.close(promise: nil) }
                     return
                 }
                 switch result {
@@ -180,7 +214,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
                     handler.attach(connection.value)
                 case .failure(let error):
                     handler.router.selector.record(false, on: instance, knownInstances: handler.knownInstances)
-                    handler.retryOrFail(reason: "\(instance.id) refused the connection: \(TransportFailure(error))")
+                    handler.retryOrFail(reason: "\(instance.id): \(TransportFailure(error))")
                 }
             }
         }
@@ -188,10 +222,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     /// Another instance when attempts remain and the request can still be sent whole; else the caller gets a 502.
     private func retryOrFail(reason: String) {
-        guard let target, let context else { return }
+        guard let target else { return }
         if replayable, tried.count <= configuration.connectRetries {
+            pauseCaller()
             state = .connecting
-            connect(context: context)
+            connect()
         } else {
             respondWithError(.badGateway, service: target.service, reason: reason)
         }
@@ -200,6 +235,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     private func attach(_ connection: UpstreamConnection) {
         guard let request, let target, let context else { return }
         upstream = connection
+        upstreamKeepsAlive = true
         connection.receiver = self
         state = .forwarding
         let head = GatewayHeaders.upstreamRequest(
@@ -208,15 +244,22 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         connection.channel.write(HTTPClientRequestPart.head(head), promise: nil)
         for part in held { writeUpstream(part, flush: false) }
         connection.channel.flush()
-        // Once the parts are sent, keep them only while a replacement connection could still need them.
-        if heldBytes > Self.replayLimit { replayable = false }
-        context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
-        context.read()
+        if !replayable { held = [] }
+        if expectsContinue, !requestEnded {
+            // The gateway took the request on the caller's `Expect: 100-continue` (instances never see it).
+            expectsContinue = false
+            context.writeAndFlush(
+                wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: .continue))), promise: nil)
+        }
+        resumeCaller()
         let loop = context.eventLoop
         let proxy = NIOLoopBound(self, eventLoop: loop)
         responseTimeout = loop.scheduleTask(in: configuration.responseTimeout.timeAmount) {
             let handler = proxy.value
             guard handler.state == .forwarding else { return }
+            if let instance = handler.instance {
+                handler.router.selector.record(false, on: instance, knownInstances: handler.knownInstances)
+            }
             handler.abandonUpstream()
             handler.respondWithError(
                 .gatewayTimeout, service: target.service,
@@ -227,11 +270,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     }
 
     private func send(_ part: HTTPServerRequestPart) {
-        if case .body(let buffer) = part, replayable {
-            heldBytes += buffer.readableBytes
-            if heldBytes > Self.replayLimit { replayable = false } else { held.append(part) }
-        } else if replayable {
-            held.append(part)
+        if replayable {
+            if case .body(let buffer) = part { heldBytes += buffer.readableBytes }
+            if heldBytes > Self.replayLimit {
+                replayable = false
+                held = []
+            } else {
+                held.append(part)
+            }
         }
         writeUpstream(part, flush: true)
     }
@@ -247,9 +293,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         if flush {
             upstream.channel.writeAndFlush(outgoing, promise: nil)
             // The instance cannot take the request body as fast as it comes: stop reading from the caller.
-            if !upstream.channel.isWritable {
-                context?.channel.setOption(.autoRead, value: false).whenComplete { _ in }
-            }
+            if !upstream.channel.isWritable { pauseCaller() }
         } else {
             upstream.channel.write(outgoing, promise: nil)
         }
@@ -260,13 +304,21 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     func upstreamReceived(_ part: HTTPClientResponsePart) {
         guard let context else { return }
         switch (state, part) {
+        case (.forwarding, .head(let head)) where head.status.code >= 100 && head.status.code < 200:
+            // Interim answers (100 Continue, 103 Early Hints) are the instance's business with the gateway.
+            break
         case (.forwarding, .head(let head)):
             responseTimeout?.cancel()
             responseTimeout = nil
             state = .responding
+            upstreamKeepsAlive = head.isKeepAlive
             if let instance {
                 router.selector.record(head.status.code < 500, on: instance, knownInstances: knownInstances)
             }
+            held = []
+            replayable = false
+            // An HTTP/1.0 caller without a length can only learn where the body ends from the connection closing.
+            if request?.version == .http1_0, !head.headers.contains(name: "content-length") { keepAlive = false }
             let response = GatewayHeaders.downstreamResponse(
                 head, for: request, keepAlive: keepAlive, requestID: requestID)
             context.write(wrapOutboundOut(.head(response)), promise: nil)
@@ -280,22 +332,21 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             upstream = nil
             connection?.receiver = nil
             if let connection {
-                // Reuse only a connection whose exchange ended cleanly on both sides.
-                if requestEnded { pool.release(connection) } else { connection.channel.close(promise: nil) }
+                // Reuse only a connection whose exchange ended cleanly on both sides and which the instance keeps.
+                if requestEnded, upstreamKeepsAlive {
+                    pool.release(connection)
+                } else {
+                    connection.channel.close(promise: nil)
+                }
             }
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-            if requestEnded {
-                finishExchange(context: context)
-            } else {
-                state = .discarding
-            }
+            // A response that ended before its request did leaves body bytes unread: the connection ends with it.
+            finishExchange(writing: .end(trailers), closing: !keepAlive || !requestEnded)
         default:
             break
         }
     }
 
     func upstreamFailed(_ error: any Error) {
-        guard let context else { return }
         let connection = upstream
         upstream = nil
         connection?.channel.close(promise: nil)
@@ -303,68 +354,82 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         case .forwarding:
             responseTimeout?.cancel()
             responseTimeout = nil
-            if let instance {
-                router.selector.record(false, on: instance, knownInstances: knownInstances)
-            }
-            // Nothing reached the caller yet: another instance may take the request if it is idempotent (it may
-            // have been received) and can still be sent whole.
             let reason = "\(instance?.id.rawValue ?? "the instance") failed: \(TransportFailure(error))"
-            if replayable, request.map(GatewayHeaders.isIdempotent) ?? false {
+            let idempotent = request.map(GatewayHeaders.isIdempotent) ?? false
+            if connection?.isReused == true, replayable, idempotent {
+                // A kept-alive connection the instance closed while it waited: nothing against the instance, and
+                // the same instance may take the request on a new connection.
+                if let instance { tried.remove(instance.id) }
+                retryOrFail(reason: reason)
+                return
+            }
+            if let instance { router.selector.record(false, on: instance, knownInstances: knownInstances) }
+            // Nothing reached the caller yet: another instance may take the request if it may be sent twice and
+            // can still be sent whole.
+            if replayable, idempotent {
                 retryOrFail(reason: reason)
             } else if let target {
                 respondWithError(.badGateway, service: target.service, reason: reason)
             }
         case .responding:
             // Half a response is out: the caller must see the connection end, not a truncated success.
-            context.close(promise: nil)
+            state = .closing
+            context?.close(promise: nil)
         default:
             break
         }
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
-        guard let context, state == .forwarding || state == .responding else { return }
-        context.channel.setOption(.autoRead, value: isWritable).whenComplete { _ in }
-        if isWritable { context.read() }
+        guard state == .forwarding || state == .responding else { return }
+        if isWritable { resumeCaller() } else { pauseCaller() }
     }
 
     // MARK: Ending exchanges
 
     private func respondWithError(_ status: HTTPResponseStatus, service: ServiceName?, reason: String) {
-        guard let context else { return }
         responseTimeout?.cancel()
         responseTimeout = nil
         let body = GatewayHeaders.errorBody(status: status, service: service, reason: reason, requestID: requestID)
+        // A request whose body is still coming is not read any further: the connection ends after the answer. A
+        // request without a body only has its end still to come: that is read, and the connection kept.
+        let bodyless = request.map(GatewayHeaders.hasNoBody) ?? true
+        let closing = !keepAlive || (!requestEnded && !bodyless)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: String(body.readableBytes))
         headers.add(name: "X-Request-ID", value: requestID)
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
-        let version = request?.version ?? .http1_1
-        context.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if closing { headers.add(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(version: request?.version ?? .http1_1, status: status, headers: headers)
         logger.debug(
             "request not proxied",
             metadata: ["status": "\(status.code)", "reason": "\(reason)", "request-id": "\(requestID)"])
-        if requestEnded {
-            finishExchange(context: context)
-        } else {
-            state = .discarding
-            context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
-            context.read()
-        }
+        context?.write(wrapOutboundOut(.head(head)), promise: nil)
+        context?.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        finishExchange(writing: .end(nil), closing: closing, awaitingRequestEnd: !requestEnded)
     }
 
-    private func finishExchange(context: ChannelHandlerContext) {
-        state = .idle
+    /// Clears the exchange, then writes its last part; the caller's connection closes once that is written, or
+    /// reading resumes for the next request.
+    private func finishExchange(writing last: HTTPServerResponsePart, closing: Bool, awaitingRequestEnd: Bool = false) {
+        guard let context else { return }
         request = nil
         target = nil
         held = []
+        heldBytes = 0
         instance = nil
-        context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
-        if !keepAlive { context.close(promise: nil) }
+        upstream = nil
+        state = closing ? .closing : awaitingRequestEnd ? .discarding : .idle
+        if closing {
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            promise.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(last), promise: promise)
+        } else {
+            resumeCaller()
+            // May start the next pipelined exchange at once: nothing of this one is touched after it.
+            context.writeAndFlush(wrapOutboundOut(last), promise: nil)
+        }
     }
 
     private func abandonUpstream() {

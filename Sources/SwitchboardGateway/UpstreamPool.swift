@@ -22,6 +22,9 @@ final class UpstreamConnection {
     let address: UpstreamAddress
     /// The exchange using it now; nil while it waits in the pool.
     weak var receiver: (any UpstreamReceiver)?
+    /// Whether it served an exchange before this one: such a connection may have been closed by the instance
+    /// while it waited, so a failure on it says nothing about the instance.
+    var isReused = false
 
     init(channel: any Channel, address: UpstreamAddress) {
         self.channel = channel
@@ -49,6 +52,7 @@ final class UpstreamPool {
         eventLoop.preconditionInEventLoop()
         while let connection = idle[address]?.popLast() {
             if connection.channel.isActive {
+                connection.isReused = true
                 return eventLoop.makeSucceededFuture(NIOLoopBound(connection, eventLoop: eventLoop))
             }
         }
@@ -71,7 +75,8 @@ final class UpstreamPool {
             }
     }
 
-    /// Puts a connection whose exchange ended cleanly back for the next one, or closes it when the pool is full.
+    /// Puts a connection whose exchange ended cleanly (and which the instance keeps open) back for the next one,
+    /// or closes it when the pool is full.
     func release(_ connection: UpstreamConnection) {
         eventLoop.preconditionInEventLoop()
         connection.receiver = nil
@@ -79,6 +84,8 @@ final class UpstreamPool {
             connection.channel.close(promise: nil)
             return
         }
+        // Reading may have been paused for a slow caller when the response ended: the next exchange needs it.
+        connection.channel.setOption(.autoRead, value: true).whenComplete { _ in }
         idle[connection.address, default: []].append(connection)
     }
 

@@ -209,3 +209,89 @@ struct GatewayTests {
         }
     }
 }
+
+/// Writes `segments` to a TCP connection (pausing between them) and returns everything that arrives until the
+/// connection closes or `quiet` passes without a byte.
+func rawExchange(_ segments: [String], port: Int, quiet: Int = 1) async -> String {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async {
+            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(descriptor) }
+            var timeout = timeval(tv_sec: quiet, tv_usec: 0)
+            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                }
+            }
+            guard connected else { return continuation.resume(returning: "") }
+            var received: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            for segment in segments {
+                let bytes = Array(segment.utf8)
+                _ = send(descriptor, bytes, bytes.count, 0)
+                usleep(100_000)
+            }
+            while true {
+                let count = recv(descriptor, &buffer, buffer.count, 0)
+                guard count > 0 else { break }
+                received += buffer.prefix(count)
+            }
+            continuation.resume(returning: String(decoding: received, as: UTF8.self))
+        }
+    }
+}
+
+extension GatewayTests {
+    @Test func pipelinedRequestsSmugglingTraceExpectAndHTTP10AreHandledAsAProxyMust() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["public"])
+        try await waitForHealthy(agent, "shop", count: 1)
+        try await withGateway(agent: agent) { gateway in
+            let port = try #require(Int(gateway.split(separator: ":").last ?? ""))
+            // Three requests in one write, an error answer in the middle: three answers, in order.
+            let pipelined = await rawExchange(
+                [
+                    "GET /shop/hello HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"
+                        + "GET /shop/hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                ], port: port, quiet: 3)
+            // "\r\n" is one Character in Swift: split the UTF-8 view on the line feeds.
+            let statuses = pipelined.utf8.split(separator: UInt8(ascii: "\n")).map {
+                String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            }.filter { $0.hasPrefix("HTTP/1.1 ") }
+            #expect(statuses == ["HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found", "HTTP/1.1 200 OK"], "\(pipelined)")
+
+            // `Connection: content-length` must not strip the length: the body stays a body, not a second request.
+            let before = try await backend.answeredCalls()
+            let smuggled = await rawExchange(
+                [
+                    "POST /shop/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 36\r\nConnection: close, content-length\r\n\r\n"
+                        + "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n\r\n"
+                ], port: port)
+            #expect(smuggled.components(separatedBy: "HTTP/1.1 ").count == 2, "\(smuggled)")
+            #expect(smuggled.contains("GET /hello"), "the body came back as a body")
+            #expect(try await backend.answeredCalls() == before, "the smuggled request reached the backend")
+
+            let trace = await rawExchange(
+                ["TRACE /shop/hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"], port: port)
+            #expect(trace.hasPrefix("HTTP/1.1 405"), "\(trace)")
+
+            // Expect: 100-continue gets its 100 from the gateway, then the final answer.
+            let expect = await rawExchange(
+                [
+                    "POST /shop/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+                    "hello",
+                ], port: port)
+            #expect(expect.hasPrefix("HTTP/1.1 100 Continue"), "\(expect)")
+            #expect(expect.contains("HTTP/1.1 200 OK") && expect.contains("\r\nhello"), "\(expect)")
+
+            // An HTTP/1.0 caller gets its answer and the connection closes.
+            let old = await rawExchange(["GET /shop/hello HTTP/1.0\r\n\r\n"], port: port, quiet: 5)
+            #expect(old.hasPrefix("HTTP/1.0 200 OK") && old.contains("hello from shop"), "\(old)")
+        }
+    }
+}
