@@ -62,6 +62,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     private var responseTimeout: Scheduled<Void>?
     private var keepAlive = true
     private var requestID = ""
+    /// Whether reading from the caller is switched off (toggling it costs system calls: only when needed).
+    private var callerPaused = false
 
     /// Request bodies up to this size are kept until the response starts, so a failed instance can be replaced.
     private static let replayLimit = 64 * 1024
@@ -151,10 +153,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             return
         }
         self.target = target
-        // Hold the caller until an instance can take the request: what already arrived waits in `held`.
-        pauseCaller()
         state = .connecting
         connect()
+        // Usually the instances are cached and a pooled connection is idle, so the request is on its way already;
+        // else hold the caller until an instance can take it (what arrives meanwhile waits in `held`).
+        if state == .connecting { pauseCaller() }
     }
 
     private func hold(_ part: HTTPServerRequestPart) {
@@ -164,11 +167,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     }
 
     private func pauseCaller() {
+        guard !callerPaused else { return }
+        callerPaused = true
         context?.channel.setOption(.autoRead, value: false).whenComplete { _ in }
     }
 
     private func resumeCaller() {
-        guard let context else { return }
+        guard callerPaused, let context else { return }
+        callerPaused = false
         context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
         context.read()
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import ServiceLifecycle
 import SwitchboardGateway
 import UnixSignals
@@ -23,6 +24,11 @@ struct GatewayCommand: AsyncParsableCommand {
     var agents: [String] = []
 
     @Option(
+        name: .customLong("threads"),
+        help: "Event-loop threads serving callers and instances. (default: one per core the process may run on)")
+    var threads: Int?
+
+    @Option(
         name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. (default: info)")
     var logLevel: String?
 
@@ -30,11 +36,16 @@ struct GatewayCommand: AsyncParsableCommand {
     var logFormat: String?
 
     func validate() throws {
+        if let threads, threads < 1 || threads > 256 {
+            throw ValidationError("--threads must be from 1 to 256, got \(threads)")
+        }
         _ = try resolvedConfiguration()
         _ = try resolvedLogging()
     }
 
     func run() async throws {
+        // Before anything creates the shared event loops: their number is fixed when they start.
+        NIOSingletons.groupLoopCountSuggestion = threads ?? CPUAffinity.usableCores()
         let (level, format) = try resolvedLogging()
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler =
