@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import SwitchboardClient
 import SwitchboardCore
+import Synchronization
 
 /// Decides where a request goes: which service, and the path the instance sees.
 ///
@@ -15,10 +16,20 @@ final class GatewayRouter: Sendable {
         var path: String
     }
 
-    let selector: UpstreamSelector
+    /// The service has no instance the gateway may call (none healthy and tagged public).
+    struct NoPublicInstance: Error {}
 
-    init(selector: UpstreamSelector) {
+    let selector: UpstreamSelector
+    private let publicTag: String
+    /// Names recently found to have no public instance, until when that answer holds. Only services with public
+    /// instances are followed: otherwise every name a caller makes up would start a watch on the agent for good.
+    private let absent = Mutex<[ServiceName: ContinuousClock.Instant]>([:])
+    /// How long "no public instance" is believed before the agent is asked again.
+    static let absenceMemory = Duration.seconds(1)
+
+    init(selector: UpstreamSelector, publicTag: String) {
         self.selector = selector
+        self.publicTag = publicTag
     }
 
     /// The target of `head`, or nil when no route matches.
@@ -39,7 +50,30 @@ final class GatewayRouter: Sendable {
         if let cached = selector.discovery.cachedSnapshot(of: service) {
             return loop.makeSucceededFuture(cached)
         }
+        let now = ContinuousClock.now
+        if let until = absent.withLock({ $0[service] }), until > now {
+            return loop.makeFailedFuture(NoPublicInstance())
+        }
         let discovery = selector.discovery
-        return loop.makeFutureWithTask { try await discovery.snapshot(of: service) }
+        let tag = publicTag
+        return loop.makeFutureWithTask { [absent = self] in
+            // A plain lookup first: only a service that has public instances is worth following.
+            let path = "/v1/services/\(service)?tag=\(AgentConnection.escape(tag))"
+            let answer = try await discovery.connection.send(.GET, path, body: nil)
+            let lookup = answer.status == .ok ? try answer.decode(ServiceLookup.self) : nil
+            guard let lookup, !lookup.instances.isEmpty else {
+                absent.remember(absentService: service)
+                throw NoPublicInstance()
+            }
+            return try await discovery.snapshot(of: service)
+        }
+    }
+
+    private func remember(absentService service: ServiceName) {
+        let now = ContinuousClock.now
+        absent.withLock { absent in
+            if absent.count >= 10_000 { absent = absent.filter { $0.value > now } }
+            absent[service] = now + Self.absenceMemory
+        }
     }
 }

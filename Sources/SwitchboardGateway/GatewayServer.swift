@@ -37,7 +37,8 @@ public struct GatewayServer: Service {
             configuration: .init(query: InstanceQuery(tags: [configuration.publicTag]), reporter: "gateway"),
             logger: logger)
         let router = GatewayRouter(
-            selector: UpstreamSelector(discovery: discovery, outlierDetection: configuration.outlierDetection))
+            selector: UpstreamSelector(discovery: discovery, outlierDetection: configuration.outlierDetection),
+            publicTag: configuration.publicTag)
         let group = MultiThreadedEventLoopGroup.singleton
         var pools: [ObjectIdentifier: UpstreamPool] = [:]
         for loop in group.makeIterator() {

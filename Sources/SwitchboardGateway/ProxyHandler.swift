@@ -191,8 +191,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             switch result {
             case .success(let known):
                 snapshot = known
-            case .failure(let error as SwitchboardClientError) where error.code == .unknownService:
-                handler.respondWithError(.serviceUnavailable, service: target.service, reason: "no such service")
+            case .failure(is GatewayRouter.NoPublicInstance):
+                handler.respondWithError(.serviceUnavailable, service: target.service, reason: "no healthy instance")
                 return
             case .failure(let error):
                 handler.respondWithError(

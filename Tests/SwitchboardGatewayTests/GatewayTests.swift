@@ -94,6 +94,15 @@ struct GatewayTests {
             #expect(noRoute.status == 404 && noRoute.object["error"] as? String == "no_route")
             let unknown = try await http(.GET, "\(gateway)/nothing/here")
             #expect(unknown.status == 503)
+            // Made-up names start no watch on the agent: only services with public instances are followed.
+            func waiting() async throws -> Int {
+                let info = try await http(.GET, "\(agent.baseURL)/v1/agent").object
+                return (info["watches"] as? [String: Any])?["waiting"] as? Int ?? -1
+            }
+            let before = try await waiting()
+            for index in 0..<20 { _ = try await http(.GET, "\(gateway)/made-up-\(index)/x") }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await waiting() == before)
         }
     }
 
