@@ -12,7 +12,6 @@ final class UpstreamSelector: Sendable {
         var balancer = RoundRobinBalancer()
         var outliers: OutlierDetector
         var generation: UInt64 = 0
-        var filtered: (generation: UInt64, ejected: Set<InstanceID>, set: InstanceSet)?
     }
 
     let discovery: ServiceDiscovery
@@ -36,19 +35,7 @@ final class UpstreamSelector: Sendable {
                 state.generation = all.generation
                 state.outliers.retain(only: Set(all.instances.map(\.id)))
             }
-            var candidates = all
-            let ejected = state.outliers.ejected(at: now)
-            if !ejected.isEmpty {
-                if let filtered = state.filtered, filtered.generation == all.generation, filtered.ejected == ejected {
-                    candidates = filtered.set
-                } else {
-                    candidates = InstanceSet(all.instances.filter { !ejected.contains($0.id) })
-                    state.filtered = (all.generation, ejected, candidates)
-                }
-            }
-            if !tried.isEmpty, candidates.instances.contains(where: { !tried.contains($0.id) }) {
-                candidates = InstanceSet(candidates.instances.filter { !tried.contains($0.id) })
-            }
+            let candidates = state.outliers.excludingEjected(from: all, at: now).preferringOthers(than: tried)
             return state.balancer.pick(from: candidates, context: PickContext())
         }
     }

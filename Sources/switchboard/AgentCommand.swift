@@ -32,12 +32,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(help: "Development mode: keep the catalog in memory only; nothing survives a restart.")
     var dev = false
 
-    @Option(
-        name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. (default: info)")
-    var logLevel: String?
-
-    @Option(name: .customLong("log-format"), help: "text or json. (default: text)")
-    var logFormat: String?
+    @OptionGroup var logging: LoggingOptions
 
     @Option(
         name: .customLong("sqlite-sync"),
@@ -96,22 +91,14 @@ struct AgentCommand: AsyncParsableCommand {
     func validate() throws {
         _ = try resolvedDNS()
         _ = try resolvedAddress()
-        _ = try resolvedLogLevel()
-        _ = try resolvedLogFormat()
+        _ = try logging.resolved()
         _ = try resolvedSynchronous()
         _ = try resolvedSelfPreservation()
         _ = try resolvedWatch()
     }
 
     func run() async throws {
-        let format = try resolvedLogFormat()
-        let level = try resolvedLogLevel()
-        LoggingSystem.bootstrap { label in
-            var handler: any LogHandler =
-                format == .json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        try logging.bootstrap()
         let logger = Logger(label: "switchboard.agent")
         let address = try resolvedAddress()
         let dev = dev || Environment.flag("SWITCHBOARD_DEV")
@@ -126,18 +113,8 @@ struct AgentCommand: AsyncParsableCommand {
             watch: try resolvedWatch(),
             dns: try resolvedDNS()
         )
-        let agent = Agent(configuration: configuration, logger: logger)
-        var groupConfiguration = ServiceGroupConfiguration(
-            services: [agent], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        // A consumer that stopped reading holds its stream's write forever: past this, shutdown cancels it.
-        groupConfiguration.maximumGracefulShutdownDuration = .seconds(10)
-        let group = ServiceGroup(configuration: groupConfiguration)
-        do {
-            try await group.run()
-        } catch {
-            FileHandle.standardError.write(Data("switchboard agent: \(error)\n".utf8))
-            throw ExitCode.failure
-        }
+        try await runUntilSignalled(
+            [Agent(configuration: configuration, logger: logger)], logger: logger, command: "agent")
     }
 
     private func resolvedAddress() throws -> HostAndPort {
@@ -179,15 +156,6 @@ struct AgentCommand: AsyncParsableCommand {
             answerLimit: limit == 0 ? nil : limit)
     }
 
-    private func resolvedLogLevel() throws -> Logger.Level {
-        let text = logLevel ?? Environment.value("SWITCHBOARD_LOG_LEVEL") ?? "info"
-        guard let level = Logger.Level(rawValue: text.lowercased()) else {
-            throw ValidationError(
-                "--log-level must be trace, debug, info, notice, warning, error or critical, got '\(text)'")
-        }
-        return level
-    }
-
     private func resolvedSynchronous() throws -> SQLiteCatalogStore.Configuration.Synchronous {
         let text = sqliteSync ?? Environment.value("SWITCHBOARD_SQLITE_SYNC") ?? "full"
         guard let value = SQLiteCatalogStore.Configuration.Synchronous(rawValue: text.uppercased()) else {
@@ -224,17 +192,4 @@ struct AgentCommand: AsyncParsableCommand {
         let standard = try duration("default-query-time", defaultQueryTime, "SWITCHBOARD_DEFAULT_QUERY_TIME", "5m")
         return WatchConfiguration(defaultWait: min(standard, maximum), maximumWait: maximum)
     }
-
-    private func resolvedLogFormat() throws -> LogFormat {
-        let text = logFormat ?? Environment.value("SWITCHBOARD_LOG_FORMAT") ?? "text"
-        guard let format = LogFormat(rawValue: text.lowercased()) else {
-            throw ValidationError("--log-format must be text or json, got '\(text)'")
-        }
-        return format
-    }
-}
-
-enum LogFormat: String {
-    case text
-    case json
 }

@@ -28,42 +28,23 @@ struct GatewayCommand: AsyncParsableCommand {
         help: "Event-loop threads serving callers and instances. (default: one per core the process may run on)")
     var threads: Int?
 
-    @Option(
-        name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. (default: info)")
-    var logLevel: String?
-
-    @Option(name: .customLong("log-format"), help: "text or json. (default: text)")
-    var logFormat: String?
+    @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
         if let threads, threads < 1 || threads > 256 {
             throw ValidationError("--threads must be from 1 to 256, got \(threads)")
         }
         _ = try resolvedConfiguration()
-        _ = try resolvedLogging()
+        _ = try logging.resolved()
     }
 
     func run() async throws {
         // Before anything creates the shared event loops: their number is fixed when they start.
         NIOSingletons.groupLoopCountSuggestion = threads ?? CPUAffinity.usableCores()
-        let (level, format) = try resolvedLogging()
-        LoggingSystem.bootstrap { label in
-            var handler: any LogHandler =
-                format == .json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        try logging.bootstrap()
         let logger = Logger(label: "switchboard.gateway")
         let gateway = GatewayServer(configuration: try resolvedConfiguration(), logger: logger)
-        var groupConfiguration = ServiceGroupConfiguration(
-            services: [gateway], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = .seconds(10)
-        do {
-            try await ServiceGroup(configuration: groupConfiguration).run()
-        } catch {
-            FileHandle.standardError.write(Data("switchboard gateway: \(error)\n".utf8))
-            throw ExitCode.failure
-        }
+        try await runUntilSignalled([gateway], logger: logger, command: "gateway")
     }
 
     private func resolvedConfiguration() throws -> GatewayConfiguration {
@@ -83,18 +64,5 @@ struct GatewayCommand: AsyncParsableCommand {
         return GatewayConfiguration(
             host: address.host, port: address.port,
             agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 })
-    }
-
-    private func resolvedLogging() throws -> (Logger.Level, LogFormat) {
-        let levelText = logLevel ?? Environment.value("SWITCHBOARD_LOG_LEVEL") ?? "info"
-        guard let level = Logger.Level(rawValue: levelText.lowercased()) else {
-            throw ValidationError(
-                "--log-level must be trace, debug, info, notice, warning, error or critical, got '\(levelText)'")
-        }
-        let formatText = logFormat ?? Environment.value("SWITCHBOARD_LOG_FORMAT") ?? "text"
-        guard let format = LogFormat(rawValue: formatText.lowercased()) else {
-            throw ValidationError("--log-format must be text or json, got '\(formatText)'")
-        }
-        return (level, format)
     }
 }

@@ -62,7 +62,8 @@ import Testing
         // Two of four are out: c stays in, however often it fails.
         #expect(fail(&detector, c, times: 10, at: start) == nil)
         let candidates = InstanceSet(["a", "b", "c", "d"].map { testInstance($0) })
-        #expect(detector.excludingEjected(from: candidates, at: start).instances.map(\.id.rawValue) == ["c", "d"])
+        let available = detector.excludingEjected(from: candidates, at: start)
+        #expect(available.instances.map(\.id.rawValue) == ["c", "d"])
         // Once a is back, c can go.
         #expect(fail(&detector, c, times: 3, at: start + .seconds(10)) != nil)
     }

@@ -31,19 +31,11 @@ func records(_ output: String) -> [String] {
 func exchangeDatagram(_ packet: [UInt8], port: Int) async -> [UInt8]? {
     await withCheckedContinuation { continuation in
         DispatchQueue.global().async {
-            let descriptor = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-            defer { close(descriptor) }
-            var timeout = timeval(tv_sec: 1, tv_usec: 0)
-            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = UInt16(port).bigEndian
-            _ = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(descriptor, packet, packet.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
+            guard let descriptor = LoopbackSocket.connected(port: port, datagram: true) else {
+                return continuation.resume(returning: nil)
             }
+            defer { close(descriptor) }
+            _ = send(descriptor, packet, packet.count, 0)
             var buffer = [UInt8](repeating: 0, count: 4096)
             let received = recv(descriptor, &buffer, buffer.count, 0)
             continuation.resume(returning: received > 0 ? Array(buffer.prefix(received)) : nil)
@@ -262,7 +254,8 @@ extension DNSResolverClientTests {
                 stream += Array(query.readableBytesView)
             }
             // The first byte alone, then the rest: two messages in one segment.
-            let answers = await exchangeStream([Array(stream.prefix(1)), Array(stream.dropFirst())], port: port)
+            let answers = await LoopbackSocket.exchange(
+                [Array(stream.prefix(1)), Array(stream.dropFirst())], port: port)
             var ids: [UInt16] = []
             var rest = answers[...]
             while rest.count >= 2 {
@@ -274,40 +267,6 @@ extension DNSResolverClientTests {
                 rest = rest.dropFirst(2 + length)
             }
             #expect(ids == [1, 2])
-        }
-    }
-}
-
-/// Writes `segments` to a TCP connection (pausing between them) and returns what arrives within a second.
-func exchangeStream(_ segments: [[UInt8]], port: Int) async -> [UInt8] {
-    await withCheckedContinuation { continuation in
-        DispatchQueue.global().async {
-            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(descriptor) }
-            var timeout = timeval(tv_sec: 1, tv_usec: 0)
-            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = UInt16(port).bigEndian
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-                }
-            }
-            guard connected else { return continuation.resume(returning: []) }
-            for segment in segments {
-                _ = send(descriptor, segment, segment.count, 0)
-                usleep(50_000)
-            }
-            var received: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let count = recv(descriptor, &buffer, buffer.count, 0)
-                guard count > 0 else { break }
-                received += buffer.prefix(count)
-            }
-            continuation.resume(returning: received)
         }
     }
 }

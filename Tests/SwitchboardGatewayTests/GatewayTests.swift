@@ -26,21 +26,13 @@ func withGateway<T: Sendable>(
     let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
     let gateway = GatewayServer(configuration: configuration, logger: logger, onListening: { portSink.yield($0) })
     let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [gateway], logger: logger))
-    return try await withThrowingTaskGroup(of: Void.self) { tasks in
-        tasks.addTask { try await group.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw TestFailure("the gateway never reported its port") }
-        do {
-            let result = try await body("http://127.0.0.1:\(port)")
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-            return result
-        } catch {
-            await group.triggerGracefulShutdown()
-            try? await tasks.waitForAll()
-            throw error
-        }
-    }
+    return try await serving(
+        group,
+        until: { () async throws -> String in
+            var iterator = ports.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw TestFailure("the gateway never reported its port") }
+            return "http://127.0.0.1:\(port)"
+        }, body)
 }
 
 /// Waits until the agent lists `count` healthy instances of `service`.
@@ -219,40 +211,11 @@ struct GatewayTests {
     }
 }
 
-/// Writes `segments` to a TCP connection (pausing between them) and returns everything that arrives until the
-/// connection closes or `quiet` passes without a byte.
+/// ``LoopbackSocket/exchange(_:port:quiet:)`` in HTTP's terms: text out, text back.
 func rawExchange(_ segments: [String], port: Int, quiet: Int = 1) async -> String {
-    await withCheckedContinuation { continuation in
-        DispatchQueue.global().async {
-            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(descriptor) }
-            var timeout = timeval(tv_sec: quiet, tv_usec: 0)
-            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = UInt16(port).bigEndian
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-                }
-            }
-            guard connected else { return continuation.resume(returning: "") }
-            var received: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            for segment in segments {
-                let bytes = Array(segment.utf8)
-                _ = send(descriptor, bytes, bytes.count, 0)
-                usleep(100_000)
-            }
-            while true {
-                let count = recv(descriptor, &buffer, buffer.count, 0)
-                guard count > 0 else { break }
-                received += buffer.prefix(count)
-            }
-            continuation.resume(returning: String(decoding: received, as: UTF8.self))
-        }
-    }
+    String(
+        decoding: await LoopbackSocket.exchange(segments.map { Array($0.utf8) }, port: port, quiet: quiet),
+        as: UTF8.self)
 }
 
 extension GatewayTests {

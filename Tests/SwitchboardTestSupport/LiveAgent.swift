@@ -35,18 +35,29 @@ public func withLiveAgent<T: Sendable>(
         onDNSListening: { port in dnsPortSink.yield(port) }
     )
     let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [application], logger: logger))
-    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+    return try await serving(
+        group,
+        until: { () async throws -> LiveAgent in
+            var iterator = ports.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw TestFailure("the agent never reported its port") }
+            var dnsPort: Int?
+            if configuration.dns != nil {
+                var dnsIterator = dnsPorts.makeAsyncIterator()
+                dnsPort = await dnsIterator.next()
+            }
+            return LiveAgent(baseURL: "http://127.0.0.1:\(port)", catalog: catalog, dnsPort: dnsPort)
+        }, body)
+}
+
+/// Runs `group` while `body` runs, handing it what `ready` returns once the services are up; then shuts the group
+/// down gracefully, whether `body` returned or threw.
+public func serving<Ready: Sendable, T: Sendable>(
+    _ group: ServiceGroup, until ready: () async throws -> Ready, _ body: (Ready) async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await group.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw TestFailure("the agent never reported its port") }
-        var dnsPort: Int?
-        if configuration.dns != nil {
-            var dnsIterator = dnsPorts.makeAsyncIterator()
-            dnsPort = await dnsIterator.next()
-        }
         do {
-            let result = try await body(
-                LiveAgent(baseURL: "http://127.0.0.1:\(port)", catalog: catalog, dnsPort: dnsPort))
+            let result = try await body(try await ready())
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
             return result

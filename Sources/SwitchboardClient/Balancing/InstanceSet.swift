@@ -21,6 +21,15 @@ public struct InstanceSet: Sendable {
         self.generation = Self.nextGeneration.add(1, ordering: .relaxed).oldValue
     }
 
+    /// This set without the instances in `tried`, unless that leaves none: a retry goes to an instance not tried
+    /// yet while there is one, and back to a tried one rather than nowhere.
+    public func preferringOthers(than tried: Set<InstanceID>) -> InstanceSet {
+        guard !tried.isEmpty, instances.contains(where: { tried.contains($0.id) }),
+            instances.contains(where: { !tried.contains($0.id) })
+        else { return self }
+        return InstanceSet(instances.filter { !tried.contains($0.id) })
+    }
+
     public var isEmpty: Bool { instances.isEmpty }
     public var count: Int { instances.count }
 }

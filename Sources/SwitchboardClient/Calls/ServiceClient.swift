@@ -36,9 +36,6 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         var inFlight = 0
         /// The snapshot generation breakers and outlier records were last pruned for.
         var prunedGeneration: UInt64 = 0
-        /// The candidates without ejected instances, kept while neither the snapshot nor the ejections change, so
-        /// balancers do not rebuild their per-set state on every pick.
-        var filtered: (generation: UInt64, ejected: Set<InstanceID>, set: InstanceSet)?
         /// Metric handles per instance, made on first use.
         var instanceMetrics: [InstanceID: CallMetrics.InstanceHandles] = [:]
     }
@@ -276,22 +273,7 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
                 state.instanceMetrics = state.instanceMetrics.filter { current.contains($0.key) }
                 state.outliers?.retain(only: current)
             }
-            var candidates = all
-            if let outliers = state.outliers {
-                let ejected = outliers.ejected(at: now)
-                if !ejected.isEmpty {
-                    if let filtered = state.filtered, filtered.generation == all.generation, filtered.ejected == ejected
-                    {
-                        candidates = filtered.set
-                    } else {
-                        candidates = InstanceSet(all.instances.filter { !ejected.contains($0.id) })
-                        state.filtered = (all.generation, ejected, candidates)
-                    }
-                }
-            }
-            if !tried.isEmpty, candidates.instances.contains(where: { !tried.contains($0.id) }) {
-                candidates = InstanceSet(candidates.instances.filter { !tried.contains($0.id) })
-            }
+            var candidates = (state.outliers?.excludingEjected(from: all, at: now) ?? all).preferringOthers(than: tried)
             // An open circuit refuses: drop that instance and pick again among the rest.
             while !candidates.isEmpty {
                 guard let instance = state.balancer.pick(from: candidates, context: context) else { return nil }

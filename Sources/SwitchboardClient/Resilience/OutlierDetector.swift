@@ -52,6 +52,8 @@ public struct OutlierDetector: Sendable {
 
     public let configuration: Configuration
     private var records: [InstanceID: Record] = [:]
+    /// The last filtered set, kept while neither its source nor the ejections change (see ``excludingEjected(from:at:)``).
+    private var filtered: (source: UInt64, ejected: Set<InstanceID>, set: InstanceSet)?
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -92,10 +94,17 @@ public struct OutlierDetector: Sendable {
         Set(records.lazy.filter { self.isEjected($0.value, at: now) }.map(\.key))
     }
 
-    /// `candidates` without the instances ejected at `now` (the same set when none is).
-    public func excludingEjected(from candidates: InstanceSet, at now: ContinuousClock.Instant) -> InstanceSet {
-        guard candidates.instances.contains(where: { isEjected($0.id, at: now) }) else { return candidates }
-        return InstanceSet(candidates.instances.filter { !isEjected($0.id, at: now) })
+    /// `candidates` without the instances ejected at `now`: the same set when none of them is, and the same
+    /// filtered set (same generation) while neither the candidates nor the ejections change, so balancers keep
+    /// their per-set state from pick to pick.
+    public mutating func excludingEjected(from candidates: InstanceSet, at now: ContinuousClock.Instant) -> InstanceSet
+    {
+        let ejected = ejected(at: now)
+        guard candidates.instances.contains(where: { ejected.contains($0.id) }) else { return candidates }
+        if let filtered, filtered.source == candidates.generation, filtered.ejected == ejected { return filtered.set }
+        let set = InstanceSet(candidates.instances.filter { !ejected.contains($0.id) })
+        filtered = (candidates.generation, ejected, set)
+        return set
     }
 
     /// Forgets instances that left the service, so a returning id starts clean and the table does not grow.
