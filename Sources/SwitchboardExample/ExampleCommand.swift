@@ -69,6 +69,11 @@ struct Backend: AsyncParsableCommand {
             let count = calls.increment()
             return "hello from \(instanceName ?? service.rawValue) (\(count))\n"
         }
+        // HEAD names the length of the body a GET would get, and sends none.
+        router.head("hello") { _, _ in
+            let length = "hello from \(instanceName ?? service.rawValue) (\(calls.value))\n".utf8.count
+            return Response(status: .ok, headers: [.contentLength: String(length)])
+        }
         router.get("count") { _, _ in "\(calls.value)\n" }
         // For trying a proxy in front of it: the request's headers back as JSON, the body echoed, a slow answer.
         router.get("headers") { request, _ -> String in

@@ -14,80 +14,167 @@ enum GatewayHeaders {
     /// them would let one request's body be read as another request (smuggling).
     static let neverRemoved: Set<String> = ["content-length", "transfer-encoding", "host"]
 
-    /// Removes hop-by-hop headers, and any the `Connection` header names (but never the framing headers).
-    static func removeHopByHop(from headers: inout HTTPHeaders) {
-        let named = Set(headers[canonicalForm: "connection"].map { $0.lowercased() }).subtracting(neverRemoved)
-        var stripped = HTTPHeaders()
-        for (name, value) in headers {
-            let lowered = name.lowercased()
-            if hopByHop.contains(lowered) || named.contains(lowered) { continue }
-            stripped.add(name: name, value: value)
+    /// Whether field `index` stays on its side of the gateway: a hop-by-hop field, or one the `Connection` header
+    /// names (but never a framing field). Compares bytes: no string per field on the hot path.
+    static func isHopByHop(_ fields: HeaderFields, _ index: Int, connectionOptions: Set<String>) -> Bool {
+        if fields.name(at: index, is: "connection") || fields.name(at: index, is: "keep-alive")
+            || fields.name(at: index, is: "proxy-authenticate") || fields.name(at: index, is: "proxy-authorization")
+            || fields.name(at: index, is: "proxy-connection") || fields.name(at: index, is: "te")
+            || fields.name(at: index, is: "trailer") || fields.name(at: index, is: "transfer-encoding")
+            || fields.name(at: index, is: "upgrade")
+        {
+            return true
         }
-        headers = stripped
+        guard !connectionOptions.isEmpty else { return false }
+        let name = fields.lowercasedName(at: index)
+        return connectionOptions.contains(name) && !neverRemoved.contains(name)
     }
 
-    /// The request as the instance receives it: `path`, hop-by-hop headers and `Expect` removed (the gateway
-    /// answers `100 Continue` itself), the body framed as it came (a chunked body stays chunked),
-    /// `X-Forwarded-For/-Proto/-Host` and `X-Request-ID` set.
+    /// The request head as the instance receives it: `path`, HTTP/1.1, hop-by-hop fields and `Expect` removed (the
+    /// gateway answers `100 Continue` itself), the body framed as it came, `X-Forwarded-For/-Proto/-Host` and
+    /// `X-Request-ID` set, and a `Host` (the instance's address) when the caller sent none.
     static func upstreamRequest(
-        _ request: HTTPRequestHead, path: String, clientAddress: String?, requestID: String
-    ) -> HTTPRequestHead {
-        var headers = request.headers
-        let chunked = headers[canonicalForm: "transfer-encoding"].contains { $0.lowercased() == "chunked" }
-        removeHopByHop(from: &headers)
-        headers.remove(name: "Expect")
-        if chunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
+        _ request: RequestHead, path: String, clientAddress: String?, requestID: String,
+        instanceHost: () -> String, allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        let fields = request.fields
+        var buffer = allocator.buffer(capacity: fields.bytes.count + path.utf8.count + 160)
+        buffer.writeString(request.method)
+        buffer.writeStaticString(" ")
+        buffer.writeString(path)
+        buffer.writeStaticString(" HTTP/1.1\r\n")
+        var forwardedFor = ""
+        var host: String?
+        for index in 0..<fields.count {
+            if isHopByHop(fields, index, connectionOptions: request.connectionOptions) { continue }
+            if fields.name(at: index, is: "host") {
+                host = fields.value(at: index)
+            } else if fields.name(at: index, is: "x-forwarded-for") {
+                forwardedFor += forwardedFor.isEmpty ? fields.value(at: index) : ", " + fields.value(at: index)
+                continue
+            } else if fields.name(at: index, is: "expect") || fields.name(at: index, is: "x-forwarded-proto")
+                || fields.name(at: index, is: "x-forwarded-host") || fields.name(at: index, is: "x-request-id")
+            {
+                continue
+            }
+            fields.write(index, to: &buffer)
+        }
+        if host == nil {
+            buffer.writeStaticString("Host: ")
+            buffer.writeString(instanceHost())
+            buffer.writeStaticString("\r\n")
+        }
+        if request.framing == .chunked { buffer.writeStaticString("Transfer-Encoding: chunked\r\n") }
         if let clientAddress {
-            let earlier = headers["X-Forwarded-For"].joined(separator: ", ")
-            headers.replaceOrAdd(
-                name: "X-Forwarded-For", value: earlier.isEmpty ? clientAddress : "\(earlier), \(clientAddress)")
+            buffer.writeStaticString("X-Forwarded-For: ")
+            if !forwardedFor.isEmpty {
+                buffer.writeString(forwardedFor)
+                buffer.writeStaticString(", ")
+            }
+            buffer.writeString(clientAddress)
+            buffer.writeStaticString("\r\n")
+        } else if !forwardedFor.isEmpty {
+            buffer.writeStaticString("X-Forwarded-For: ")
+            buffer.writeString(forwardedFor)
+            buffer.writeStaticString("\r\n")
         }
-        headers.replaceOrAdd(name: "X-Forwarded-Proto", value: "http")
-        if let host = request.headers.first(name: "Host") {
-            headers.replaceOrAdd(name: "X-Forwarded-Host", value: host)
+        buffer.writeStaticString("X-Forwarded-Proto: http\r\n")
+        if let host {
+            buffer.writeStaticString("X-Forwarded-Host: ")
+            buffer.writeString(host)
+            buffer.writeStaticString("\r\n")
         }
-        headers.replaceOrAdd(name: "X-Request-ID", value: requestID)
-        return HTTPRequestHead(version: .http1_1, method: request.method, uri: path, headers: headers)
+        buffer.writeStaticString("X-Request-ID: ")
+        buffer.writeString(requestID)
+        buffer.writeStaticString("\r\n\r\n")
+        return buffer
     }
 
-    /// The instance's response as the caller receives it: hop-by-hop headers removed, the request id added, and
-    /// `Connection: close` when the caller's connection ends after it.
+    /// The instance's response head as the caller receives it: in the caller's HTTP version, hop-by-hop fields
+    /// removed, the request id added, `Connection: close` when the caller's connection ends after it (or
+    /// `keep-alive` for an HTTP/1.0 caller that keeps it), and `Transfer-Encoding: chunked` when the body goes on
+    /// in chunks.
     static func downstreamResponse(
-        _ response: HTTPResponseHead, for request: HTTPRequestHead?, keepAlive: Bool, requestID: String
-    ) -> HTTPResponseHead {
-        var headers = response.headers
-        removeHopByHop(from: &headers)
-        if !headers.contains(name: "X-Request-ID") { headers.add(name: "X-Request-ID", value: requestID) }
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
-        return HTTPResponseHead(version: request?.version ?? .http1_1, status: response.status, headers: headers)
+        _ response: ResponseHead, callerMinorVersion: Int, keepAlive: Bool, chunked: Bool, requestID: String,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        let fields = response.fields
+        var buffer = allocator.buffer(capacity: fields.bytes.count + 96)
+        buffer.writeStaticString(callerMinorVersion == 1 ? "HTTP/1.1" : "HTTP/1.0")
+        // The status code and reason as the instance sent them: " 200 OK".
+        _ = fields.bytes.withUnsafeBufferPointer { bytes in
+            buffer.writeBytes(
+                UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[8..<response.reason.upperBound])))
+        }
+        buffer.writeStaticString("\r\n")
+        var hasRequestID = false
+        for index in 0..<fields.count {
+            if isHopByHop(fields, index, connectionOptions: response.connectionOptions) { continue }
+            if fields.name(at: index, is: "x-request-id") { hasRequestID = true }
+            fields.write(index, to: &buffer)
+        }
+        if chunked { buffer.writeStaticString("Transfer-Encoding: chunked\r\n") }
+        if !hasRequestID {
+            buffer.writeStaticString("X-Request-ID: ")
+            buffer.writeString(requestID)
+            buffer.writeStaticString("\r\n")
+        }
+        if !keepAlive {
+            buffer.writeStaticString("Connection: close\r\n")
+        } else if callerMinorVersion == 0 {
+            buffer.writeStaticString("Connection: keep-alive\r\n")
+        }
+        buffer.writeStaticString("\r\n")
+        return buffer
     }
 
     /// The caller's `X-Request-ID` when it is a sane token (1 to 128 visible ASCII characters), else a new one:
     /// 128 bits from the connection's generator (seeded from the system's), unique, not secret.
-    static func requestID(from headers: HTTPHeaders, random: inout FastRandom) -> String {
-        if let given = headers.first(name: "X-Request-ID"), !given.isEmpty, given.utf8.count <= 128,
+    static func requestID(from fields: HeaderFields, random: inout FastRandom) -> String {
+        if fields.known.contains(.requestID), let given = fields.first("x-request-id"), !given.isEmpty,
+            given.utf8.count <= 128,
             given.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
         {
             return given
         }
-        let high = random.next()
-        let low = random.next()
-        return String(high, radix: 16).leftPadded(16) + String(low, radix: 16).leftPadded(16)
-    }
-
-    /// Whether the request announces no body (no length or a zero one, and not chunked).
-    static func hasNoBody(_ request: HTTPRequestHead) -> Bool {
-        let chunked = request.headers[canonicalForm: "transfer-encoding"].contains { $0.lowercased() == "chunked" }
-        let length = request.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
-        return !chunked && length == 0
-    }
-
-    /// Methods that may be sent twice (RFC 9110 section 9.2.2).
-    static func isIdempotent(_ request: HTTPRequestHead) -> Bool {
-        switch request.method {
-        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
-        default: false
+        let digits: StaticString = "0123456789abcdef"
+        return String(unsafeUninitializedCapacity: 32) { id in
+            digits.withUTF8Buffer { digits in
+                for half in 0..<2 {
+                    var value = random.next()
+                    for position in stride(from: half * 16 + 15, through: half * 16, by: -1) {
+                        id[position] = digits[Int(value & 0xF)]
+                        value >>= 4
+                    }
+                }
+            }
+            return 32
         }
+    }
+
+    /// A whole answer from the gateway itself: JSON `body`, the request id, and `Connection: close` when
+    /// `closing` (`keep-alive` for an HTTP/1.0 caller that keeps the connection).
+    static func response(
+        status: HTTPResponseStatus, body: ByteBuffer, requestID: String, callerMinorVersion: Int, closing: Bool,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: body.readableBytes + 160)
+        buffer.writeStaticString(callerMinorVersion == 1 ? "HTTP/1.1 " : "HTTP/1.0 ")
+        buffer.writeString(String(status.code))
+        buffer.writeStaticString(" ")
+        buffer.writeString(status.reasonPhrase)
+        buffer.writeStaticString("\r\nContent-Type: application/json\r\nContent-Length: ")
+        buffer.writeString(String(body.readableBytes))
+        buffer.writeStaticString("\r\nX-Request-ID: ")
+        buffer.writeString(requestID)
+        if closing {
+            buffer.writeStaticString("\r\nConnection: close")
+        } else if callerMinorVersion == 0 {
+            buffer.writeStaticString("\r\nConnection: keep-alive")
+        }
+        buffer.writeStaticString("\r\n\r\n")
+        buffer.writeImmutableBuffer(body)
+        return buffer
     }
 
     /// `{"error": ..., "service": ..., "message": ..., "requestId": ...}`.
@@ -116,13 +203,10 @@ enum GatewayHeaders {
         case .badGateway: "bad_gateway"
         case .serviceUnavailable: "no_instance"
         case .gatewayTimeout: "upstream_timeout"
+        case .badRequest, .requestHeaderFieldsTooLarge, .notImplemented, .expectationFailed,
+            .httpVersionNotSupported:
+            "bad_request"
         default: "gateway_error"
         }
-    }
-}
-
-extension String {
-    fileprivate func leftPadded(_ length: Int) -> String {
-        count >= length ? self : String(repeating: "0", count: length - count) + self
     }
 }

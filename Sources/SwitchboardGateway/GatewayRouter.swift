@@ -32,9 +32,8 @@ final class GatewayRouter: Sendable {
         self.publicTag = publicTag
     }
 
-    /// The target of `head`, or nil when no route matches.
-    func route(_ head: HTTPRequestHead) -> Target? {
-        let uri = head.uri
+    /// The target of a request for `uri`, or nil when no route matches.
+    func route(_ uri: String) -> Target? {
         guard uri.hasPrefix("/") else { return nil }
         let afterSlash = uri.dropFirst()
         let end = afterSlash.firstIndex { $0 == "/" || $0 == "?" } ?? afterSlash.endIndex
@@ -42,6 +41,11 @@ final class GatewayRouter: Sendable {
         var rest = String(afterSlash[end...])
         if rest.isEmpty || rest.hasPrefix("?") { rest = "/" + rest }
         return Target(service: service, path: rest)
+    }
+
+    /// The service's instances when discovery follows it already (no suspension, no future).
+    func cachedSnapshot(of service: ServiceName) -> DiscoverySnapshot? {
+        selector.discovery.cachedSnapshot(of: service)
     }
 
     /// The service's instances: from discovery's cache once it follows the service (no suspension on the event

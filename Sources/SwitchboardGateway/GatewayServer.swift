@@ -47,7 +47,6 @@ public struct GatewayServer: Service {
                 connectTimeout: configuration.connectTimeout.timeAmount)
         }
         let loopPools = LoopPools(pools)
-        let idle = configuration.clientIdleTimeout.timeAmount
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)
@@ -55,11 +54,8 @@ public struct GatewayServer: Service {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pool = loopPools.pool(for: channel.eventLoop)
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idle))
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
                         ProxyHandler(router: router, pool: pool, configuration: configuration, logger: logger))
-                    try channel.pipeline.syncOperations.addHandler(IdleConnectionCloser())
                 }
             }
             .bind(host: configuration.host, port: configuration.port).get()
@@ -89,18 +85,5 @@ final class LoopPools: @unchecked Sendable {
             preconditionFailure("a connection on an event loop the gateway did not set up")
         }
         return pool
-    }
-}
-
-/// Closes a caller's connection that has been silent too long.
-final class IdleConnectionCloser: ChannelInboundHandler {
-    typealias InboundIn = Any
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
-        }
     }
 }

@@ -4,36 +4,33 @@ import NIOHTTP1
 import SwitchboardClient
 import SwitchboardCore
 
-/// Proxies one caller connection's requests, one exchange at a time (NIO's pipelining handler holds the next
-/// request until the current response has been written).
+/// Proxies one caller connection's requests, one exchange at a time, working on the bytes as they arrive.
 ///
-/// An exchange: the request head picks a route and an instance; the head and whatever body arrived meanwhile wait
-/// (reading from the caller paused) until a pooled or new connection to the instance is ready, then everything
-/// streams through in both directions with backpressure: reading from one side stops while the other cannot take
-/// more. A connection that cannot be made is retried on another instance; a failure before the response starts
-/// becomes a 502/503/504 with a JSON body naming the service and the reason; a failure after it closes the caller's
-/// connection, since half a response cannot be taken back.
+/// Only the message heads are parsed (strictly: see ``HTTPHeadParser``) and rewritten; bodies go through as they
+/// came, their ends found by ``BodyFramer``. That is most of what makes a proxy fast: NIO's HTTP codec turned
+/// every header into strings twice per side, four times the work of passing bytes on.
 ///
-/// Every exchange's bookkeeping is finished before its last write: writing the end of a response lets NIO hand
-/// over the next pipelined request at once, inside that write.
+/// An exchange: the request head picks a route and an instance; the head goes to a pooled or new connection to the
+/// instance, followed by the body as it comes, with backpressure both ways (reading from one side stops while the
+/// other cannot take more). A connection that cannot be made is retried on another instance; a failure before the
+/// response starts becomes a 502/503/504 with a JSON body naming the service and the reason; a failure after it
+/// closes the caller's connection, since half a response cannot be taken back. Pipelined requests wait in the
+/// caller's buffer (reading stops when it holds 64 KiB) and are answered in order.
 final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = Never
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private enum State: Equatable {
-        /// Between exchanges.
+        /// Between exchanges: the next bytes are a request head.
         case idle
-        /// Waiting for a connection to an instance; request parts are held.
+        /// Waiting for a connection to an instance; the body waits in the caller's buffer.
         case connecting
         /// The request is going to the instance; its response has not started.
         case forwarding
-        /// The response is streaming back.
+        /// The response is streaming back (the request's body may still be going up).
         case responding
-        /// The answer went out before the request ended (a bodyless request's end is still coming): its parts are
-        /// dropped until the end, then the next request is read.
-        case discarding
-        /// The connection ends once the last response is written; nothing more is read.
+        /// The connection ends once what was written is out; nothing more is read.
         case closing
     }
 
@@ -45,28 +42,42 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     private var context: ChannelHandlerContext?
     private var random = FastRandom()
 
+    /// The caller's bytes not yet taken: the rest of a body, or the next (pipelined) requests.
+    private var inbound: ByteBuffer?
+    /// Where the search for the end of the next head resumes.
+    private var scanned = 0
+    private var readWaiting = false
+    private var unflushed = false
+    /// The caller's address, as `X-Forwarded-For` gives it.
+    private var clientAddress: String?
+    /// When the caller or the instance last sent something, for the idle check.
+    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
+    private var idleCheck: RepeatedTask?
+    /// Whether ``processInbound()`` is running: a nested call (an exchange ending inside it) leaves the work to it.
+    private var processing = false
+
     // The exchange under way.
-    private var request: HTTPRequestHead?
+    private var request: RequestHead?
     private var target: GatewayRouter.Target?
-    private var held: [HTTPServerRequestPart] = []
-    private var heldBytes = 0
-    /// Whether every part so far is still held, so the request can go to another instance.
+    private var requestBody = BodyFramer(.none)
+    /// The body parts sent so far, kept while they fit the replay limit, so another instance can be sent them.
+    private var sentBody: [ByteBuffer] = []
+    private var sentBytes = 0
     private var replayable = true
-    private var requestEnded = false
-    private var expectsContinue = false
+    private var continueSent = false
     private var tried: Set<InstanceID> = []
     private var instance: Instance?
     private var knownInstances = 0
     private var upstream: UpstreamConnection?
-    private var upstreamKeepsAlive = true
-    private var responseTimeout: Scheduled<Void>?
+    /// When the instance must have started answering; set once the whole request is sent.
+    private var responseDeadline: NIODeadline?
     private var keepAlive = true
     private var requestID = ""
-    /// Whether reading from the caller is switched off (toggling it costs system calls: only when needed).
-    private var callerPaused = false
 
     /// Request bodies up to this size are kept until the response starts, so a failed instance can be replaced.
     private static let replayLimit = 64 * 1024
+    /// Reading from the caller stops while this much is buffered and not yet taken.
+    private static let inboundLimit = 64 * 1024
 
     init(router: GatewayRouter, pool: UpstreamPool, configuration: GatewayConfiguration, logger: Logger) {
         self.router = router
@@ -77,10 +88,37 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        clientAddress = context.channel.remoteAddress?.ipAddress
+        lastActivity = .now()
+        // One timer per connection, not one per request: it closes a connection silent past the idle timeout, and
+        // answers 504 for an instance past its time to answer.
+        let idleTimeout = configuration.clientIdleTimeout.timeAmount
+        let period = min(idleTimeout, configuration.responseTimeout.timeAmount).nanoseconds / 4
+        let proxy = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleCheck = context.eventLoop.scheduleRepeatedTask(
+            initialDelay: .nanoseconds(max(period, 5_000_000)), delay: .nanoseconds(max(period, 5_000_000))
+        ) { task in
+            let handler = proxy.value
+            guard let context = handler.context, handler.state != .closing else {
+                task.cancel()
+                return
+            }
+            let now = NIODeadline.now()
+            if let deadline = handler.responseDeadline, handler.state == .forwarding, now >= deadline {
+                handler.responseTimedOut()
+            } else if now - handler.lastActivity >= idleTimeout {
+                task.cancel()
+                handler.state = .closing
+                handler.abandonUpstream()
+                context.close(promise: nil)
+            }
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        idleCheck?.cancel()
+        idleCheck = nil
         state = .closing
         abandonUpstream()
     }
@@ -88,31 +126,43 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     // MARK: The caller's side
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        switch (state, part) {
-        case (.idle, .head(let head)):
-            begin(head, context: context)
-        case (.connecting, _):
-            hold(part)
-        case (.forwarding, .body), (.forwarding, .end), (.responding, .body), (.responding, .end):
-            if case .end = part { requestEnded = true }
-            send(part)
-        case (.discarding, .end):
-            state = .idle
-        case (.discarding, _), (.closing, _):
-            break
-        default:
-            // A new head before the exchange ended cannot happen behind NIO's pipelining handler.
-            state = .closing
-            context.close(promise: nil)
+        var bytes = unwrapInboundIn(data)
+        guard state != .closing else { return }
+        lastActivity = .now()
+        if inbound == nil || inbound!.readableBytes == 0 {
+            inbound = bytes
+        } else {
+            if inbound!.readerIndex > Self.inboundLimit { inbound!.discardReadBytes() }
+            inbound!.writeBuffer(&bytes)
         }
+        processInbound()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if wantsCallerBytes {
+            context.read()
+        } else {
+            readWaiting = true
+        }
+    }
+
+    /// Whether more of the caller's bytes can be taken now.
+    private var wantsCallerBytes: Bool {
+        if state == .closing { return false }
+        if let inbound, inbound.readableBytes >= Self.inboundLimit { return false }
+        if let upstream, !upstream.channel.isWritable { return false }
+        return true
+    }
+
+    private func resumeCallerIfWanted() {
+        guard readWaiting, wantsCallerBytes, let context else { return }
+        readWaiting = false
+        context.read()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // The caller cannot take more of the response: stop reading it from the instance until it can.
-        if let upstream, state == .responding {
-            upstream.channel.setOption(.autoRead, value: context.channel.isWritable).whenComplete { _ in }
-        }
+        upstream?.holdReading(!context.channel.isWritable)
         context.fireChannelWritabilityChanged()
     }
 
@@ -129,99 +179,143 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         context.close(promise: nil)
     }
 
-    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    /// Starts the exchanges whose heads are in the buffer (several when answers need no instance), or sends the
+    /// current exchange's body on.
+    private func processInbound() {
+        guard !processing else { return }
+        processing = true
+        defer { processing = false }
+        while true {
+            switch state {
+            case .idle:
+                guard let buffer = inbound, buffer.readableBytes > 0 else {
+                    resumeCallerIfWanted()
+                    return
+                }
+                guard let end = HTTPHeadParser.headEnd(in: buffer, searchingFrom: scanned) else {
+                    scanned = max(buffer.readableBytes - 3, 0)
+                    if buffer.readableBytes > HTTPHeadParser.maximumHeadSize {
+                        refuse(HTTPParseError(status: 431, message: "the request head is larger than 64 KiB"))
+                    }
+                    resumeCallerIfWanted()
+                    return
+                }
+                scanned = 0
+                guard end <= HTTPHeadParser.maximumHeadSize else {
+                    refuse(HTTPParseError(status: 431, message: "the request head is larger than 64 KiB"))
+                    return
+                }
+                let bytes = inbound!.readBytes(length: end)!
+                do {
+                    begin(try HTTPHeadParser.request(bytes))
+                } catch {
+                    refuse(error)
+                    return
+                }
+            case .connecting:
+                resumeCallerIfWanted()
+                return
+            case .forwarding, .responding:
+                forwardRequestBody()
+                resumeCallerIfWanted()
+                return
+            case .closing:
+                inbound = nil
+                return
+            }
+        }
+    }
+
+    /// A head that cannot be read: its framing cannot be trusted, so nothing after it is either.
+    private func refuse(_ error: HTTPParseError) {
+        request = nil
+        keepAlive = false
+        requestID = GatewayHeaders.requestID(from: HeaderFields(bytes: []), random: &random)
+        respondWithError(
+            HTTPResponseStatus(statusCode: error.status), service: nil, reason: error.message, closing: true)
+    }
+
+    private func begin(_ head: RequestHead) {
         request = head
-        keepAlive = head.isKeepAlive
-        held = []
-        heldBytes = 0
+        keepAlive = head.keepAlive
+        requestBody = BodyFramer(head.framing)
+        sentBody = []
+        sentBytes = 0
         replayable = true
-        requestEnded = false
+        continueSent = false
         tried = []
         instance = nil
-        requestID = GatewayHeaders.requestID(from: head.headers, random: &random)
-        expectsContinue = head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
-        if head.method == .TRACE || head.method == .CONNECT {
+        requestID = GatewayHeaders.requestID(from: head.fields, random: &random)
+        if head.method == "TRACE" || head.method == "CONNECT" {
             respondWithError(.methodNotAllowed, service: nil, reason: "\(head.method) is not proxied")
             return
         }
-        guard let target = router.route(head) else {
+        guard let target = router.route(head.target) else {
             respondWithError(
                 .notFound, service: nil,
                 reason:
-                    "no route for \(head.uri); services are reached at /<service>/..., tagged '\(configuration.publicTag)'"
+                    "no route for \(head.target); services are reached at /<service>/..., tagged '\(configuration.publicTag)'"
             )
             return
         }
         self.target = target
         state = .connecting
         connect()
-        // Usually the instances are cached and a pooled connection is idle, so the request is on its way already;
-        // else hold the caller until an instance can take it (what arrives meanwhile waits in `held`).
-        if state == .connecting { pauseCaller() }
-    }
-
-    private func hold(_ part: HTTPServerRequestPart) {
-        if case .body(let buffer) = part { heldBytes += buffer.readableBytes }
-        if case .end = part { requestEnded = true }
-        held.append(part)
-    }
-
-    private func pauseCaller() {
-        guard !callerPaused else { return }
-        callerPaused = true
-        context?.channel.setOption(.autoRead, value: false).whenComplete { _ in }
-    }
-
-    private func resumeCaller() {
-        guard callerPaused, let context else { return }
-        callerPaused = false
-        context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
-        context.read()
     }
 
     // MARK: Choosing an instance and connecting
 
     private func connect() {
         guard let target, let loop = context?.eventLoop else { return }
+        // Usually the instances are in discovery's cache: no future, no hop.
+        if let snapshot = router.cachedSnapshot(of: target.service) {
+            choose(from: snapshot, service: target.service)
+            return
+        }
         let proxy = NIOLoopBound(self, eventLoop: loop)
         router.snapshot(of: target.service, on: loop).whenComplete { result in
             let handler = proxy.value
             guard handler.state == .connecting else { return }
-            let snapshot: DiscoverySnapshot
             switch result {
-            case .success(let known):
-                snapshot = known
+            case .success(let snapshot):
+                handler.choose(from: snapshot, service: target.service)
             case .failure(is GatewayRouter.NoPublicInstance):
                 handler.respondWithError(.serviceUnavailable, service: target.service, reason: "no healthy instance")
-                return
             case .failure(let error):
                 handler.respondWithError(
                     .serviceUnavailable, service: target.service, reason: "the registry could not be asked: \(error)")
+            }
+        }
+    }
+
+    private func choose(from snapshot: DiscoverySnapshot, service: ServiceName) {
+        guard !snapshot.instances.isEmpty,
+            let instance = router.selector.pick(service, from: snapshot, avoiding: tried)
+        else {
+            respondWithError(.serviceUnavailable, service: service, reason: "no healthy instance")
+            return
+        }
+        tried.insert(instance.id)
+        self.instance = instance
+        knownInstances = snapshot.instances.count
+        let address = UpstreamAddress(host: instance.definition.address.rawValue, port: instance.definition.port)
+        if let connection = pool.idleConnection(to: address) {
+            attach(connection)
+            return
+        }
+        let proxy = NIOLoopBound(self, eventLoop: pool.eventLoop)
+        pool.connect(address).whenComplete { result in
+            let handler = proxy.value
+            guard handler.state == .connecting, handler.instance?.id == instance.id else {
+                if case .success(let connection) = result { connection.value.channel.close(promise: nil) }
                 return
             }
-            guard !snapshot.instances.isEmpty,
-                let instance = handler.router.selector.pick(target.service, from: snapshot, avoiding: handler.tried)
-            else {
-                handler.respondWithError(.serviceUnavailable, service: target.service, reason: "no healthy instance")
-                return
-            }
-            handler.tried.insert(instance.id)
-            handler.instance = instance
-            handler.knownInstances = snapshot.instances.count
-            let address = UpstreamAddress(host: instance.definition.address.rawValue, port: instance.definition.port)
-            handler.pool.acquire(address).whenComplete { result in
-                let handler = proxy.value
-                guard handler.state == .connecting else {
-                    if case .success(let connection) = result { connection.value.channel.close(promise: nil) }
-                    return
-                }
-                switch result {
-                case .success(let connection):
-                    handler.attach(connection.value)
-                case .failure(let error):
-                    handler.router.selector.record(false, on: instance, knownInstances: handler.knownInstances)
-                    handler.retryOrFail(reason: "\(instance.id): \(TransportFailure(error))")
-                }
+            switch result {
+            case .success(let connection):
+                handler.attach(connection.value)
+            case .failure(let error):
+                handler.router.selector.record(false, on: instance, knownInstances: handler.knownInstances)
+                handler.retryOrFail(reason: "\(instance.id): \(TransportFailure(error))")
             }
         }
     }
@@ -230,7 +324,6 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     private func retryOrFail(reason: String) {
         guard let target else { return }
         if replayable, tried.count <= configuration.connectRetries {
-            pauseCaller()
             state = .connecting
             connect()
         } else {
@@ -239,117 +332,136 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     }
 
     private func attach(_ connection: UpstreamConnection) {
-        guard let request, let target, let context else { return }
+        guard let request, let target, let context, let instance else { return }
         upstream = connection
-        upstreamKeepsAlive = true
-        connection.receiver = self
+        connection.begin(for: self, toHEAD: request.isHEAD)
         state = .forwarding
         let head = GatewayHeaders.upstreamRequest(
-            request, path: target.path, clientAddress: context.channel.remoteAddress?.ipAddress,
-            requestID: requestID)
-        connection.channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        for part in held { writeUpstream(part, flush: false) }
-        connection.channel.flush()
-        if !replayable { held = [] }
-        if expectsContinue, !requestEnded {
+            request, path: target.path, clientAddress: clientAddress, requestID: requestID,
+            instanceHost: { "\(instance.definition.address.rawValue):\(instance.definition.port)" },
+            allocator: context.channel.allocator)
+        connection.channel.write(head, promise: nil)
+        for part in sentBody { connection.channel.write(part, promise: nil) }
+        if request.expectsContinue, !requestBody.isComplete, !continueSent {
             // The gateway took the request on the caller's `Expect: 100-continue` (instances never see it).
-            expectsContinue = false
-            context.writeAndFlush(
-                wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: .continue))), promise: nil)
+            continueSent = true
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
         }
-        resumeCaller()
-        let loop = context.eventLoop
-        let proxy = NIOLoopBound(self, eventLoop: loop)
-        responseTimeout = loop.scheduleTask(in: configuration.responseTimeout.timeAmount) {
-            let handler = proxy.value
-            guard handler.state == .forwarding else { return }
-            if let instance = handler.instance {
-                handler.router.selector.record(false, on: instance, knownInstances: handler.knownInstances)
-            }
-            handler.abandonUpstream()
-            handler.respondWithError(
-                .gatewayTimeout, service: target.service,
-                reason:
-                    "\(handler.instance?.id.rawValue ?? "the instance") did not answer within \(handler.configuration.responseTimeout)"
-            )
-        }
+        forwardRequestBody()
+        connection.channel.flush()
+        processInbound()
     }
 
-    private func send(_ part: HTTPServerRequestPart) {
-        if replayable {
-            if case .body(let buffer) = part { heldBytes += buffer.readableBytes }
-            if heldBytes > Self.replayLimit {
-                replayable = false
-                held = []
+    /// Sends on whatever of the request's body has arrived, keeping it for a replay while it fits.
+    private func forwardRequestBody() {
+        guard let upstream, var buffer = inbound else {
+            startResponseTimeoutOnceSent()
+            return
+        }
+        var wrote = false
+        do {
+            while let part = try requestBody.next(from: &buffer) {
+                if replayable {
+                    sentBytes += part.readableBytes
+                    if sentBytes > Self.replayLimit {
+                        replayable = false
+                        sentBody = []
+                    } else {
+                        sentBody.append(part)
+                    }
+                }
+                upstream.channel.write(part, promise: nil)
+                wrote = true
+            }
+        } catch {
+            // A body that breaks its own framing: the instance cannot get a sane request, nor the caller an answer
+            // on this connection after it.
+            inbound = nil
+            abandonUpstream()
+            if state == .forwarding {
+                respondWithError(.badRequest, service: nil, reason: error.message, closing: true)
             } else {
-                held.append(part)
+                state = .closing
+                context?.close(promise: nil)
             }
+            return
         }
-        writeUpstream(part, flush: true)
+        inbound = buffer.readableBytes > 0 ? buffer : nil
+        if wrote { upstream.channel.flush() }
+        startResponseTimeoutOnceSent()
     }
 
-    private func writeUpstream(_ part: HTTPServerRequestPart, flush: Bool) {
-        guard let upstream else { return }
-        let outgoing: HTTPClientRequestPart
-        switch part {
-        case .head: return
-        case .body(let buffer): outgoing = .body(.byteBuffer(buffer))
-        case .end(let trailers): outgoing = .end(trailers)
-        }
-        if flush {
-            upstream.channel.writeAndFlush(outgoing, promise: nil)
-            // The instance cannot take the request body as fast as it comes: stop reading from the caller.
-            if !upstream.channel.isWritable { pauseCaller() }
-        } else {
-            upstream.channel.write(outgoing, promise: nil)
-        }
+    /// The instance's time to answer counts from the end of the request, so a slow upload is not a slow instance.
+    private func startResponseTimeoutOnceSent() {
+        guard state == .forwarding, requestBody.isComplete, responseDeadline == nil else { return }
+        responseDeadline = .now() + configuration.responseTimeout.timeAmount
+    }
+
+    private func responseTimedOut() {
+        guard state == .forwarding, let target else { return }
+        if let instance { router.selector.record(false, on: instance, knownInstances: knownInstances) }
+        abandonUpstream()
+        respondWithError(
+            .gatewayTimeout, service: target.service,
+            reason: "\(instance?.id.rawValue ?? "the instance") did not answer within \(configuration.responseTimeout)")
     }
 
     // MARK: The instance's side
 
-    func upstreamReceived(_ part: HTTPClientResponsePart) {
-        guard let context else { return }
-        switch (state, part) {
-        case (.forwarding, .head(let head)) where head.status.code >= 100 && head.status.code < 200:
-            // Interim answers (100 Continue, 103 Early Hints) are the instance's business with the gateway.
-            break
-        case (.forwarding, .head(let head)):
-            responseTimeout?.cancel()
-            responseTimeout = nil
-            state = .responding
-            upstreamKeepsAlive = head.isKeepAlive
-            if let instance {
-                router.selector.record(head.status.code < 500, on: instance, knownInstances: knownInstances)
-            }
-            held = []
-            replayable = false
-            // An HTTP/1.0 caller without a length can only learn where the body ends from the connection closing.
-            if request?.version == .http1_0, !head.headers.contains(name: "content-length") { keepAlive = false }
-            let response = GatewayHeaders.downstreamResponse(
-                head, for: request, keepAlive: keepAlive, requestID: requestID)
-            context.write(wrapOutboundOut(.head(response)), promise: nil)
-        case (.responding, .body(let buffer)):
-            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-            if !context.channel.isWritable, let upstream {
-                upstream.channel.setOption(.autoRead, value: false).whenComplete { _ in }
-            }
-        case (.responding, .end(let trailers)):
-            let connection = upstream
-            upstream = nil
-            connection?.receiver = nil
-            if let connection {
-                // Reuse only a connection whose exchange ended cleanly on both sides and which the instance keeps.
-                if requestEnded, upstreamKeepsAlive {
-                    pool.release(connection)
-                } else {
-                    connection.channel.close(promise: nil)
-                }
-            }
-            // A response that ended before its request did leaves body bytes unread: the connection ends with it.
-            finishExchange(writing: .end(trailers), closing: !keepAlive || !requestEnded)
-        default:
-            break
+    func upstreamResponded(_ head: ResponseHead, framing: BodyFraming) -> Bool {
+        guard let context, let request, state == .forwarding else { return false }
+        responseDeadline = nil
+        state = .responding
+        if let instance {
+            router.selector.record(head.status < 500, on: instance, knownInstances: knownInstances)
         }
+        sentBody = []
+        replayable = false
+        // A caller learns where a body without a length ends only from the connection closing; an HTTP/1.0
+        // caller cannot read chunks, so it gets the data alone, and the close.
+        let dechunking = request.minorVersion == 0 && framing == .chunked
+        if framing == .untilClose || dechunking { keepAlive = false }
+        let response = GatewayHeaders.downstreamResponse(
+            head, callerMinorVersion: request.minorVersion, keepAlive: keepAlive,
+            chunked: framing == .chunked && !dechunking, requestID: requestID, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(response), promise: nil)
+        unflushed = true
+        return dechunking
+    }
+
+    func upstreamBody(_ bytes: ByteBuffer) {
+        guard let context, state == .responding else { return }
+        lastActivity = .now()
+        context.write(wrapOutboundOut(bytes), promise: nil)
+        unflushed = true
+        if !context.channel.isWritable {
+            // Held before the flush: the flush may make the caller writable again, and that releases the hold.
+            upstream?.holdReading(true)
+            unflushed = false
+            context.flush()
+        }
+    }
+
+    func upstreamReadComplete() {
+        guard unflushed, let context else { return }
+        unflushed = false
+        context.flush()
+    }
+
+    func upstreamEnded(reusable: Bool) {
+        guard state == .responding else { return }
+        let connection = upstream
+        upstream = nil
+        if let connection {
+            // Reuse only a connection whose exchange ended cleanly on both sides and which the instance keeps.
+            if reusable, requestBody.isComplete {
+                pool.release(connection)
+            } else {
+                connection.channel.close(promise: nil)
+            }
+        }
+        // A response that ended before its request did leaves body bytes unread: the connection ends with it.
+        finishExchange(closing: !keepAlive || !requestBody.isComplete)
     }
 
     func upstreamFailed(_ error: any Error) {
@@ -358,10 +470,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         connection?.channel.close(promise: nil)
         switch state {
         case .forwarding:
-            responseTimeout?.cancel()
-            responseTimeout = nil
+            responseDeadline = nil
             let reason = "\(instance?.id.rawValue ?? "the instance") failed: \(TransportFailure(error))"
-            let idempotent = request.map(GatewayHeaders.isIdempotent) ?? false
+            let idempotent = request?.isIdempotent ?? false
             if connection?.isReused == true, replayable, idempotent {
                 // A kept-alive connection the instance closed while it waited: nothing against the instance, and
                 // the same instance may take the request on a new connection.
@@ -380,6 +491,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         case .responding:
             // Half a response is out: the caller must see the connection end, not a truncated success.
             state = .closing
+            context?.flush()
             context?.close(promise: nil)
         default:
             break
@@ -387,62 +499,65 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
-        guard state == .forwarding || state == .responding else { return }
-        if isWritable { resumeCaller() } else { pauseCaller() }
+        if isWritable { resumeCallerIfWanted() }
     }
 
     // MARK: Ending exchanges
 
-    private func respondWithError(_ status: HTTPResponseStatus, service: ServiceName?, reason: String) {
-        responseTimeout?.cancel()
-        responseTimeout = nil
+    private func respondWithError(
+        _ status: HTTPResponseStatus, service: ServiceName?, reason: String, closing forced: Bool = false
+    ) {
+        guard let context else { return }
+        responseDeadline = nil
+        // A request body that has fully arrived is skipped, and the connection kept; one still coming is not read
+        // any further: the connection ends after the answer.
+        if !forced, upstream == nil, var buffer = inbound {
+            while (try? requestBody.next(from: &buffer)) ?? nil != nil {}
+            inbound = buffer.readableBytes > 0 ? buffer : nil
+        }
+        let closing = forced || !keepAlive || !requestBody.isComplete
         let body = GatewayHeaders.errorBody(status: status, service: service, reason: reason, requestID: requestID)
-        // A request whose body is still coming is not read any further: the connection ends after the answer. A
-        // request without a body only has its end still to come: that is read, and the connection kept.
-        let bodyless = request.map(GatewayHeaders.hasNoBody) ?? true
-        let closing = !keepAlive || (!requestEnded && !bodyless)
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/json")
-        headers.add(name: "Content-Length", value: String(body.readableBytes))
-        headers.add(name: "X-Request-ID", value: requestID)
-        if closing { headers.add(name: "Connection", value: "close") }
-        let head = HTTPResponseHead(version: request?.version ?? .http1_1, status: status, headers: headers)
         logger.debug(
             "request not proxied",
             metadata: ["status": "\(status.code)", "reason": "\(reason)", "request-id": "\(requestID)"])
-        context?.write(wrapOutboundOut(.head(head)), promise: nil)
-        context?.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        finishExchange(writing: .end(nil), closing: closing, awaitingRequestEnd: !requestEnded)
+        context.write(
+            wrapOutboundOut(
+                GatewayHeaders.response(
+                    status: status, body: body, requestID: requestID, callerMinorVersion: request?.minorVersion ?? 1,
+                    closing: closing, allocator: context.channel.allocator)),
+            promise: nil)
+        finishExchange(closing: closing)
     }
 
-    /// Clears the exchange, then writes its last part; the caller's connection closes once that is written, or
-    /// reading resumes for the next request.
-    private func finishExchange(writing last: HTTPServerResponsePart, closing: Bool, awaitingRequestEnd: Bool = false) {
+    /// Clears the exchange and flushes its answer; the caller's connection closes once that is written, or the
+    /// next request (perhaps already buffered) is read.
+    private func finishExchange(closing: Bool) {
         guard let context else { return }
+        responseDeadline = nil
         request = nil
         target = nil
-        held = []
-        heldBytes = 0
+        sentBody = []
         instance = nil
         upstream = nil
-        state = closing ? .closing : awaitingRequestEnd ? .discarding : .idle
+        unflushed = false
         if closing {
+            state = .closing
+            inbound = nil
             let promise = context.eventLoop.makePromise(of: Void.self)
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
             promise.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
-            context.writeAndFlush(wrapOutboundOut(last), promise: promise)
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer()), promise: promise)
         } else {
-            resumeCaller()
-            // May start the next pipelined exchange at once: nothing of this one is touched after it.
-            context.writeAndFlush(wrapOutboundOut(last), promise: nil)
+            state = .idle
+            context.flush()
+            processInbound()
         }
     }
 
     private func abandonUpstream() {
-        responseTimeout?.cancel()
-        responseTimeout = nil
+        responseDeadline = nil
         if let upstream {
-            upstream.receiver = nil
+            upstream.handler.finish()
             upstream.channel.close(promise: nil)
         }
         upstream = nil

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// Where a pooled connection goes.
@@ -10,7 +9,14 @@ struct UpstreamAddress: Hashable {
 
 /// What a proxied exchange is told by its upstream connection.
 protocol UpstreamReceiver: AnyObject {
-    func upstreamReceived(_ part: HTTPClientResponsePart)
+    /// The response head arrived (interim 1xx answers are dropped before it); the answer says whether the body
+    /// is wanted without its chunk framing.
+    func upstreamResponded(_ head: ResponseHead, framing: BodyFraming) -> Bool
+    func upstreamBody(_ bytes: ByteBuffer)
+    /// A read from the instance is done: time to flush what it gave.
+    func upstreamReadComplete()
+    /// The response ended; `reusable` when the connection may serve another exchange.
+    func upstreamEnded(reusable: Bool)
     /// The connection failed or closed before the response ended.
     func upstreamFailed(_ error: any Error)
     func upstreamWritabilityChanged(isWritable: Bool)
@@ -20,15 +26,25 @@ protocol UpstreamReceiver: AnyObject {
 final class UpstreamConnection {
     let channel: any Channel
     let address: UpstreamAddress
-    /// The exchange using it now; nil while it waits in the pool.
-    weak var receiver: (any UpstreamReceiver)?
+    let handler: UpstreamHandler
     /// Whether it served an exchange before this one: such a connection may have been closed by the instance
     /// while it waited, so a failure on it says nothing about the instance.
     var isReused = false
 
-    init(channel: any Channel, address: UpstreamAddress) {
+    init(channel: any Channel, address: UpstreamAddress, handler: UpstreamHandler) {
         self.channel = channel
         self.address = address
+        self.handler = handler
+    }
+
+    /// Hands the connection to an exchange whose response is read next.
+    func begin(for receiver: any UpstreamReceiver, toHEAD: Bool) {
+        handler.begin(for: receiver, toHEAD: toHEAD)
+    }
+
+    /// Stops (or resumes) reading the response while the caller cannot take more.
+    func holdReading(_ hold: Bool) {
+        handler.holdReading(hold)
     }
 }
 
@@ -47,30 +63,31 @@ final class UpstreamPool {
         self.connectTimeout = connectTimeout
     }
 
-    /// An idle connection to `address`, or a new one (bound to this loop, where it is used).
-    func acquire(_ address: UpstreamAddress) -> EventLoopFuture<NIOLoopBound<UpstreamConnection>> {
+    /// An idle connection to `address`, if one is pooled.
+    func idleConnection(to address: UpstreamAddress) -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
         while let connection = idle[address]?.popLast() {
             if connection.channel.isActive {
                 connection.isReused = true
-                return eventLoop.makeSucceededFuture(NIOLoopBound(connection, eventLoop: eventLoop))
+                return connection
             }
         }
+        return nil
+    }
+
+    /// A new connection to `address`, bound to this loop, where it is used.
+    func connect(_ address: UpstreamAddress) -> EventLoopFuture<NIOLoopBound<UpstreamConnection>> {
         let pool = NIOLoopBound(self, eventLoop: eventLoop)
         let loop = eventLoop
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                }
-            }
             .connect(host: address.host, port: address.port)
             .flatMapThrowing { channel in
-                let connection = UpstreamConnection(channel: channel, address: address)
-                try channel.pipeline.syncOperations.addHandler(
-                    UpstreamHandler(connection: connection, pool: pool.value))
+                let handler = UpstreamHandler(pool: pool.value)
+                let connection = UpstreamConnection(channel: channel, address: address, handler: handler)
+                handler.connection = connection
+                try channel.pipeline.syncOperations.addHandler(handler)
                 return NIOLoopBound(connection, eventLoop: loop)
             }
     }
@@ -79,13 +96,11 @@ final class UpstreamPool {
     /// or closes it when the pool is full.
     func release(_ connection: UpstreamConnection) {
         eventLoop.preconditionInEventLoop()
-        connection.receiver = nil
+        connection.handler.finish()
         guard connection.channel.isActive, idle[connection.address, default: []].count < idleLimit else {
             connection.channel.close(promise: nil)
             return
         }
-        // Reading may have been paused for a slow caller when the response ended: the next exchange needs it.
-        connection.channel.setOption(.autoRead, value: true).whenComplete { _ in }
         idle[connection.address, default: []].append(connection)
     }
 
@@ -95,40 +110,201 @@ final class UpstreamPool {
     }
 }
 
-/// Hands an upstream connection's response parts and failures to the exchange using it.
-final class UpstreamHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
+/// Reads an instance's responses off its connection and hands their parts to the exchange using it; holds the
+/// instance's bytes back while the caller cannot take them.
+final class UpstreamHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
 
-    private let connection: UpstreamConnection
-    private let pool: UpstreamPool
+    private enum State {
+        /// In the pool, or between exchanges: the instance has nothing to say.
+        case idle
+        case head(toHEAD: Bool)
+        case body(BodyFramer, dechunking: Bool, keepAlive: Bool)
+    }
 
-    init(connection: UpstreamConnection, pool: UpstreamPool) {
-        self.connection = connection
+    private unowned let pool: UpstreamPool
+    /// Set once, right after the channel connects.
+    weak var connection: UpstreamConnection?
+    private weak var receiver: (any UpstreamReceiver)?
+    private var state = State.idle
+    private var pending: ByteBuffer?
+    /// Where the search for the end of the head resumes.
+    private var scanned = 0
+    private var holding = false
+    private var readWaiting = false
+    private var context: ChannelHandlerContext?
+
+    init(pool: UpstreamPool) {
         self.pool = pool
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func begin(for receiver: any UpstreamReceiver, toHEAD: Bool) {
+        self.receiver = receiver
+        state = .head(toHEAD: toHEAD)
+        scanned = 0
+    }
+
+    /// The exchange is over: the connection waits in the pool, reading again.
+    func finish() {
+        receiver = nil
+        state = .idle
+        holdReading(false)
+    }
+
+    func holdReading(_ hold: Bool) {
+        holding = hold
+        if !hold, readWaiting, let context {
+            readWaiting = false
+            context.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if holding {
+            readWaiting = true
+        } else {
+            context.read()
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        connection.receiver?.upstreamReceived(part)
+        var bytes = unwrapInboundIn(data)
+        if pending == nil {
+            pending = bytes
+        } else {
+            pending!.writeBuffer(&bytes)
+        }
+        process(context: context)
+    }
+
+    private func process(context: ChannelHandlerContext) {
+        while var buffer = pending, buffer.readableBytes > 0 {
+            switch state {
+            case .idle:
+                // Bytes no exchange asked for: the connection is out of step and cannot be trusted.
+                pending = nil
+                fail(HTTPParseError.bad("the instance sent bytes outside any exchange"), context: context)
+                return
+            case .head(let toHEAD):
+                guard let end = HTTPHeadParser.headEnd(in: buffer, searchingFrom: scanned) else {
+                    scanned = max(buffer.readableBytes - 3, 0)
+                    if buffer.readableBytes > HTTPHeadParser.maximumHeadSize {
+                        pending = nil
+                        fail(HTTPParseError.bad("the response head is larger than 64 KiB"), context: context)
+                    }
+                    return
+                }
+                scanned = 0
+                guard end <= HTTPHeadParser.maximumHeadSize else {
+                    pending = nil
+                    fail(HTTPParseError.bad("the response head is larger than 64 KiB"), context: context)
+                    return
+                }
+                let bytes = buffer.readBytes(length: end)!
+                pending = buffer
+                let head: ResponseHead
+                let framing: BodyFraming
+                do {
+                    head = try HTTPHeadParser.response(bytes)
+                    framing = try HTTPHeadParser.framing(of: head, toHEAD: toHEAD)
+                } catch {
+                    pending = nil
+                    fail(error, context: context)
+                    return
+                }
+                if head.status < 200 {
+                    guard head.status != 101 else {
+                        pending = nil
+                        fail(HTTPParseError.bad("the instance switched protocols unasked"), context: context)
+                        return
+                    }
+                    // Interim answers (100 Continue, 103 Early Hints) are between the instance and the gateway.
+                    continue
+                }
+                let dechunking = receiver?.upstreamResponded(head, framing: framing) ?? false
+                guard case .head = state else { return }
+                if framing == .none {
+                    finishResponse(keepAlive: head.keepAlive)
+                    return
+                }
+                state = .body(BodyFramer(framing), dechunking: dechunking, keepAlive: head.keepAlive)
+            case .body(var framer, let dechunking, let keepAlive):
+                let slice: ByteBuffer?
+                do {
+                    slice = try dechunking ? framer.dechunking(from: &buffer) : framer.next(from: &buffer)
+                } catch {
+                    pending = nil
+                    fail(error, context: context)
+                    return
+                }
+                pending = buffer
+                state = .body(framer, dechunking: dechunking, keepAlive: keepAlive)
+                if let slice { receiver?.upstreamBody(slice) }
+                guard case .body = state else { return }
+                if framer.isComplete {
+                    finishResponse(keepAlive: keepAlive)
+                    return
+                }
+                if slice == nil { return }
+            }
+        }
+    }
+
+    /// Ends the response. Processing stops after it: the exchange may have handed the connection on already.
+    private func finishResponse(keepAlive: Bool) {
+        let leftover = pending?.readableBytes ?? 0
+        pending = nil
+        let receiver = self.receiver
+        self.receiver = nil
+        state = .idle
+        receiver?.upstreamEnded(reusable: keepAlive && leftover == 0)
+    }
+
+    private func fail(_ error: any Error, context: ChannelHandlerContext) {
+        let receiver = self.receiver
+        self.receiver = nil
+        state = .idle
+        receiver?.upstreamFailed(error)
+        context.close(promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        receiver?.upstreamReadComplete()
+        context.fireChannelReadComplete()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        connection.receiver?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+        receiver?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        pool.remove(connection)
-        let receiver = connection.receiver
-        connection.receiver = nil
-        receiver?.upstreamFailed(ChannelError.eof)
+        if let connection { pool.remove(connection) }
+        let receiver = self.receiver
+        self.receiver = nil
+        switch state {
+        case .body(let framer, _, _) where framer.endsAtClose:
+            state = .idle
+            receiver?.upstreamEnded(reusable: false)
+        case .idle:
+            break
+        default:
+            state = .idle
+            receiver?.upstreamFailed(ChannelError.eof)
+        }
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        let receiver = connection.receiver
-        connection.receiver = nil
-        receiver?.upstreamFailed(error)
-        context.close(promise: nil)
+        fail(error, context: context)
     }
 }

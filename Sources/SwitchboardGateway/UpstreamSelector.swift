@@ -12,6 +12,17 @@ final class UpstreamSelector: Sendable {
         var balancer = RoundRobinBalancer()
         var outliers: OutlierDetector
         var generation: UInt64 = 0
+
+        mutating func pick(
+            from all: InstanceSet, avoiding tried: Set<InstanceID>, at now: ContinuousClock.Instant
+        ) -> Instance? {
+            if generation != all.generation {
+                generation = all.generation
+                outliers.retain(only: Set(all.instances.map(\.id)))
+            }
+            let candidates = outliers.excludingEjected(from: all, at: now).preferringOthers(than: tried)
+            return balancer.pick(from: candidates, context: PickContext())
+        }
     }
 
     let discovery: ServiceDiscovery
@@ -28,15 +39,11 @@ final class UpstreamSelector: Sendable {
     func pick(_ service: ServiceName, from snapshot: DiscoverySnapshot, avoiding tried: Set<InstanceID>) -> Instance? {
         let now = ContinuousClock.now
         return services.withLock { services in
-            var state = services[service] ?? ServiceState(outliers: OutlierDetector(configuration: outlierDetection))
-            defer { services[service] = state }
-            let all = snapshot.instances
-            if state.generation != all.generation {
-                state.generation = all.generation
-                state.outliers.retain(only: Set(all.instances.map(\.id)))
+            if services[service] == nil {
+                services[service] = ServiceState(outliers: OutlierDetector(configuration: outlierDetection))
             }
-            let candidates = state.outliers.excludingEjected(from: all, at: now).preferringOthers(than: tried)
-            return state.balancer.pick(from: candidates, context: PickContext())
+            // Changed in place: a copy taken out of the dictionary would copy the detector's tables on every pick.
+            return services[service]!.pick(from: snapshot.instances, avoiding: tried, at: now)
         }
     }
 

@@ -267,3 +267,70 @@ extension GatewayTests {
         }
     }
 }
+
+extension GatewayTests {
+    @Test func chunkedBodiesHEADAndBadHeadsAreHandledAsTheyComeOffTheWire() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["public"])
+        try await waitForHealthy(agent, "shop", count: 1)
+        try await withGateway(agent: agent) { gateway in
+            let port = try #require(Int(gateway.split(separator: ":").last ?? ""))
+            // A chunked upload, split mid-chunk, reaches the instance whole; the streamed answer comes back chunked.
+            let chunked = await rawExchange(
+                [
+                    "POST /shop/echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhel",
+                    "lo\r\n6\r\n world\r\n0\r\n\r\n",
+                ], port: port)
+            #expect(chunked.hasPrefix("HTTP/1.1 200 OK"), "\(chunked)")
+            #expect(chunked.contains("Transfer-Encoding: chunked"), "\(chunked)")
+            let echoed = chunked.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+            #expect(dechunked(echoed) == "hello world", "\(chunked)")
+
+            // HEAD gets the head alone, and the connection serves the next request.
+            let head = await rawExchange(
+                [
+                    "HEAD /shop/hello HTTP/1.1\r\nHost: a\r\n\r\n"
+                        + "GET /shop/hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                ], port: port, quiet: 3)
+            #expect(head.components(separatedBy: "HTTP/1.1 200 OK").count == 3, "\(head)")
+            #expect(head.components(separatedBy: "hello from shop").count == 2, "\(head)")
+
+            // An HTTP/1.0 caller cannot read chunks: it gets the data alone, then the connection closes.
+            let old = await rawExchange(
+                ["POST /shop/echo HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello"], port: port, quiet: 5)
+            #expect(old.hasPrefix("HTTP/1.0 200 OK"), "\(old)")
+            #expect(!old.lowercased().contains("transfer-encoding"), "\(old)")
+            #expect(old.hasSuffix("\r\n\r\nhello"), "\(old)")
+
+            // Heads that could be read two ways are refused before anything reaches the instance.
+            let before = try await backend.answeredCalls()
+            let both = await rawExchange(
+                [
+                    "POST /shop/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        + "0\r\n\r\nGET /shop/hello HTTP/1.1\r\nHost: a\r\n\r\n"
+                ], port: port)
+            #expect(both.hasPrefix("HTTP/1.1 400 Bad Request") && both.contains("Connection: close"), "\(both)")
+            #expect(both.components(separatedBy: "HTTP/1.1 ").count == 2, "\(both)")
+            let huge = await rawExchange(
+                ["GET /shop/hello HTTP/1.1\r\nHost: a\r\nX-Big: \(String(repeating: "a", count: 70_000))\r\n\r\n"],
+                port: port)
+            #expect(huge.hasPrefix("HTTP/1.1 431"), "\(huge.prefix(200))")
+            #expect(try await backend.answeredCalls() == before)
+            // The gateway still serves.
+            #expect(try await http(.GET, "\(gateway)/shop/hello").status == 200)
+        }
+    }
+}
+
+/// The data of a chunked body (sizes, extensions and trailers dropped), or nil when it is not well formed.
+func dechunked(_ body: String) -> String? {
+    var lines = body.components(separatedBy: "\r\n")[...]
+    var data = ""
+    while let sizeLine = lines.popFirst() {
+        guard let size = Int(sizeLine.split(separator: ";").first ?? "", radix: 16) else { return nil }
+        if size == 0 { return data }
+        guard let chunk = lines.popFirst(), chunk.utf8.count == size else { return nil }
+        data += chunk
+    }
+    return nil
+}
