@@ -9,6 +9,8 @@ struct BodyFramer {
     private enum Chunked {
         /// Reading a chunk size's hex digits; `digits` so far.
         case size(value: Int, digits: Int)
+        /// Whitespace after the size: only more of it, a `;` extension or the CR may follow.
+        case sizeWhitespace(value: Int)
         /// After the size: an extension, skipped up to the CR.
         case sizeLineEnd(value: Int)
         /// The LF of the size line.
@@ -121,10 +123,20 @@ struct BodyFramer {
                     throw .bad("a chunk size must start with a hex digit")
                 } else if byte == 0x0D {
                     state = .sizeLF(value: value)
-                } else if byte == 0x3B || byte == 0x20 || byte == 0x09 {
+                } else if byte == 0x3B {
                     state = .sizeLineEnd(value: value)
+                } else if byte == 0x20 || byte == 0x09 {
+                    state = .sizeWhitespace(value: value)
                 } else {
                     throw .bad("a chunk size has a character that is not a hex digit")
+                }
+            case .sizeWhitespace(let value):
+                if byte == 0x0D {
+                    state = .sizeLF(value: value)
+                } else if byte == 0x3B {
+                    state = .sizeLineEnd(value: value)
+                } else if byte != 0x20 && byte != 0x09 {
+                    throw .bad("a chunk size is followed by something other than an extension")
                 }
             case .sizeLineEnd(let value):
                 if byte == 0x0D {

@@ -23,12 +23,28 @@ public struct GatewayConfiguration: Sendable {
     public var clientIdleTimeout: Duration
     /// Passive outlier detection on the instances behind the gateway.
     public var outlierDetection: OutlierDetector.Configuration
+    /// The route file (YAML); nil routes `/<service>/...` to services tagged ``publicTag``.
+    public var routeFile: String?
+    /// How often the route file is read again; a changed, valid file replaces the routes without dropping a
+    /// connection, a broken one is reported and the routes in force stay.
+    public var routeReloadInterval: Duration
+    /// Where the access log goes: one JSON line per request.
+    public var accessLog: AccessLogDestination
+
+    /// Where the access log goes.
+    public enum AccessLogDestination: Sendable, Equatable {
+        case off
+        case standardOutput
+        /// A file, appended to.
+        case file(String)
+    }
 
     public init(
         host: String = "127.0.0.1", port: Int = 7080, agents: [String] = ["http://127.0.0.1:7500"],
         publicTag: String = "public", connectTimeout: Duration = .seconds(1), responseTimeout: Duration = .seconds(30),
         connectRetries: Int = 2, idleConnectionsPerInstance: Int = 64, clientIdleTimeout: Duration = .seconds(60),
-        outlierDetection: OutlierDetector.Configuration = OutlierDetector.Configuration()
+        outlierDetection: OutlierDetector.Configuration = OutlierDetector.Configuration(), routeFile: String? = nil,
+        routeReloadInterval: Duration = .seconds(1), accessLog: AccessLogDestination = .off
     ) {
         self.host = host
         self.port = port
@@ -40,5 +56,8 @@ public struct GatewayConfiguration: Sendable {
         self.idleConnectionsPerInstance = idleConnectionsPerInstance
         self.clientIdleTimeout = clientIdleTimeout
         self.outlierDetection = outlierDetection
+        self.routeFile = routeFile
+        self.routeReloadInterval = routeReloadInterval
+        self.accessLog = accessLog
     }
 }

@@ -35,7 +35,7 @@ enum GatewayHeaders {
     /// `X-Request-ID` set, and a `Host` (the instance's address) when the caller sent none.
     static func upstreamRequest(
         _ request: RequestHead, path: String, clientAddress: String?, requestID: String,
-        instanceHost: () -> String, allocator: ByteBufferAllocator
+        instanceHost: () -> String, extras: UpstreamExtras, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let fields = request.fields
         var buffer = allocator.buffer(capacity: fields.bytes.count + path.utf8.count + 160)
@@ -54,9 +54,15 @@ enum GatewayHeaders {
                 continue
             } else if fields.name(at: index, is: "expect") || fields.name(at: index, is: "x-forwarded-proto")
                 || fields.name(at: index, is: "x-forwarded-host") || fields.name(at: index, is: "x-request-id")
+                || fields.name(at: index, is: "x-user-id") || fields.name(at: index, is: "x-user-roles")
+                || fields.name(at: index, is: "traceparent")
             {
+                // The gateway's own, or (the identity) only the gateway may say: a caller's copy never passes.
                 continue
             }
+            if !extras.edits.isEmpty, extras.edits.drops(fields.lowercasedName(at: index)) { continue }
+            // Some servers read `X_Forwarded_For` as `X-Forwarded-For`: a caller could spoof the gateway's headers.
+            if fields.nameContainsUnderscore(at: index) { continue }
             fields.write(index, to: &buffer)
         }
         if host == nil {
@@ -86,7 +92,18 @@ enum GatewayHeaders {
         }
         buffer.writeStaticString("X-Request-ID: ")
         buffer.writeString(requestID)
-        buffer.writeStaticString("\r\n\r\n")
+        buffer.writeStaticString("\r\ntraceparent: ")
+        buffer.writeString(extras.traceparent)
+        buffer.writeStaticString("\r\n")
+        if let identity = extras.identity {
+            buffer.writeStaticString("X-User-ID: ")
+            buffer.writeString(identity.user)
+            buffer.writeStaticString("\r\nX-User-Roles: ")
+            buffer.writeString(identity.roles.joined(separator: ","))
+            buffer.writeStaticString("\r\n")
+        }
+        extras.edits.writeSetFields(to: &buffer)
+        buffer.writeStaticString("\r\n")
         return buffer
     }
 
@@ -96,7 +113,7 @@ enum GatewayHeaders {
     /// in chunks.
     static func downstreamResponse(
         _ response: ResponseHead, callerMinorVersion: Int, keepAlive: Bool, chunked: Bool, requestID: String,
-        allocator: ByteBufferAllocator
+        extras: DownstreamExtras?, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let fields = response.fields
         var buffer = allocator.buffer(capacity: fields.bytes.count + 96)
@@ -108,12 +125,17 @@ enum GatewayHeaders {
         }
         buffer.writeStaticString("\r\n")
         var hasRequestID = false
+        // A length next to a transfer coding is void (RFC 9112 section 6.3): the caller must not see both.
+        let lengthVoid = fields.known.contains(.transferEncoding)
         for index in 0..<fields.count {
             if isHopByHop(fields, index, connectionOptions: response.connectionOptions) { continue }
+            if lengthVoid, fields.name(at: index, is: "content-length") { continue }
+            if let extras, !extras.edits.isEmpty, extras.edits.drops(fields.lowercasedName(at: index)) { continue }
             if fields.name(at: index, is: "x-request-id") { hasRequestID = true }
             fields.write(index, to: &buffer)
         }
         if chunked { buffer.writeStaticString("Transfer-Encoding: chunked\r\n") }
+        if let extras { extras.write(to: &buffer) }
         if !hasRequestID {
             buffer.writeStaticString("X-Request-ID: ")
             buffer.writeString(requestID)
@@ -126,6 +148,39 @@ enum GatewayHeaders {
         }
         buffer.writeStaticString("\r\n")
         return buffer
+    }
+
+    /// A `traceparent` for the request the instance receives (W3C Trace Context): the caller's trace, with the
+    /// gateway's hop as the parent, or a new trace when the caller sent none (or a malformed one).
+    static func traceparent(from fields: HeaderFields, random: inout FastRandom) -> (header: String, traceID: String) {
+        let hex: StaticString = "0123456789abcdef"
+        func hexDigits(_ value: UInt64, count: Int) -> String {
+            String(unsafeUninitializedCapacity: count) { digits in
+                hex.withUTF8Buffer { hex in
+                    var value = value
+                    for position in stride(from: count - 1, through: 0, by: -1) {
+                        digits[position] = hex[Int(value & 0xF)]
+                        value >>= 4
+                    }
+                }
+                return count
+            }
+        }
+        let span = hexDigits(random.next() | 1, count: 16)
+        if let given = fields.first("traceparent"), given.utf8.count == 55 {
+            let parts = given.split(separator: "-", omittingEmptySubsequences: false)
+            let isHex = { (part: Substring) in
+                part.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+            }
+            if parts.count == 4, parts[0] == "00", parts[1].count == 32, parts[2].count == 16, parts[3].count == 2,
+                parts.allSatisfy(isHex), parts[1] != Substring(repeating: "0", count: 32),
+                parts[2] != Substring(repeating: "0", count: 16)
+            {
+                return ("00-\(parts[1])-\(span)-\(parts[3])", String(parts[1]))
+            }
+        }
+        let trace = hexDigits(random.next(), count: 16) + hexDigits(random.next() | 1, count: 16)
+        return ("00-\(trace)-\(span)-00", trace)
     }
 
     /// The caller's `X-Request-ID` when it is a sane token (1 to 128 visible ASCII characters), else a new one:
@@ -152,28 +207,42 @@ enum GatewayHeaders {
         }
     }
 
-    /// A whole answer from the gateway itself: JSON `body`, the request id, and `Connection: close` when
+    /// A whole answer from the gateway itself, with `headers` added: JSON `body`, the request id, and `Connection: close` when
     /// `closing` (`keep-alive` for an HTTP/1.0 caller that keeps the connection).
     static func response(
         status: HTTPResponseStatus, body: ByteBuffer, requestID: String, callerMinorVersion: Int, closing: Bool,
-        allocator: ByteBufferAllocator
+        headers: [(String, String)] = [], contentType: String = "application/json",
+        extras: DownstreamExtras? = nil, omitBody: Bool = false, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: body.readableBytes + 160)
         buffer.writeStaticString(callerMinorVersion == 1 ? "HTTP/1.1 " : "HTTP/1.0 ")
         buffer.writeString(String(status.code))
         buffer.writeStaticString(" ")
         buffer.writeString(status.reasonPhrase)
-        buffer.writeStaticString("\r\nContent-Type: application/json\r\nContent-Length: ")
-        buffer.writeString(String(body.readableBytes))
+        if body.readableBytes > 0 || status.code != 204 {
+            buffer.writeStaticString("\r\nContent-Type: ")
+            buffer.writeString(contentType)
+            buffer.writeStaticString("\r\nContent-Length: ")
+            buffer.writeString(String(body.readableBytes))
+        }
         buffer.writeStaticString("\r\nX-Request-ID: ")
         buffer.writeString(requestID)
+        for (name, value) in headers {
+            buffer.writeStaticString("\r\n")
+            buffer.writeString(name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(value)
+        }
         if closing {
             buffer.writeStaticString("\r\nConnection: close")
         } else if callerMinorVersion == 0 {
             buffer.writeStaticString("\r\nConnection: keep-alive")
         }
-        buffer.writeStaticString("\r\n\r\n")
-        buffer.writeImmutableBuffer(body)
+        buffer.writeStaticString("\r\n")
+        extras?.write(to: &buffer)
+        buffer.writeStaticString("\r\n")
+        // An answer to HEAD names its body's length and sends none.
+        if !omitBody { buffer.writeImmutableBuffer(body) }
         return buffer
     }
 
@@ -203,10 +272,45 @@ enum GatewayHeaders {
         case .badGateway: "bad_gateway"
         case .serviceUnavailable: "no_instance"
         case .gatewayTimeout: "upstream_timeout"
+        case .unauthorized: "unauthorized"
+        case .forbidden: "forbidden"
+        case .tooManyRequests: "rate_limited"
         case .badRequest, .requestHeaderFieldsTooLarge, .notImplemented, .expectationFailed,
             .httpVersionNotSupported:
             "bad_request"
         default: "gateway_error"
+        }
+    }
+}
+
+/// What the gateway adds to the request an instance receives.
+struct UpstreamExtras {
+    /// The verified caller, as `X-User-ID` and `X-User-Roles`.
+    var identity: Identity?
+    var edits: HeaderEdits
+    var traceparent: String
+}
+
+/// What the gateway adds to a response on its way to the caller.
+struct DownstreamExtras {
+    var edits = HeaderEdits()
+    /// The CORS policy and the caller's allowed `Origin`.
+    var cors: (policy: CORSPolicy, origin: String)?
+    /// `HIT` or `MISS` on a cached route, with the age of a hit.
+    var cache: (state: String, age: Int?)?
+    /// The route's limit and what is left of it.
+    var rateLimit: (limit: Int, remaining: Int)?
+
+    func write(to buffer: inout ByteBuffer) {
+        edits.writeSetFields(to: &buffer)
+        if let cors { cors.policy.writeResponseHeaders(origin: cors.origin, to: &buffer) }
+        if let cache {
+            buffer.writeString("X-Cache: \(cache.state)\r\n")
+            if let age = cache.age { buffer.writeString("Age: \(age)\r\n") }
+        }
+        if let rateLimit {
+            buffer.writeString(
+                "X-RateLimit-Limit: \(rateLimit.limit)\r\nX-RateLimit-Remaining: \(rateLimit.remaining)\r\n")
         }
     }
 }

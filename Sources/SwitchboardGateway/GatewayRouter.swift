@@ -4,43 +4,55 @@ import SwitchboardClient
 import SwitchboardCore
 import Synchronization
 
-/// Decides where a request goes: which service, and the path the instance sees.
+/// Decides where a request goes: which route, which service's instances, and the path the instance sees.
 ///
-/// Without a route file, `/<service>/<rest>` goes to `<service>` (only its instances tagged
-/// ``GatewayConfiguration/publicTag``: discovery asks for those alone) with the `/<service>` prefix stripped.
+/// With a route file, its routes in order (see ``RouteTable``); a new table can be installed at any time and
+/// requests already routed keep theirs. Without one, `/<service>/<rest>` goes to `<service>` (only its instances
+/// tagged ``GatewayConfiguration/publicTag``: discovery asks for those alone) with the `/<service>` prefix stripped.
 final class GatewayRouter: Sendable {
-    /// A routed request.
-    struct Target: Sendable {
-        var service: ServiceName
-        /// The path and query the instance receives.
-        var path: String
-    }
-
-    /// The service has no instance the gateway may call (none healthy and tagged public).
-    struct NoPublicInstance: Error {}
+    /// The service has no instance the gateway may call.
+    struct NoInstance: Error {}
 
     let selector: UpstreamSelector
-    private let publicTag: String
-    /// Names recently found to have no public instance, until when that answer holds. Only services with public
-    /// instances are followed: otherwise every name a caller makes up would start a watch on the agent for good.
+    let publicTag: String
+    /// Whether routes come from a file (else from the public tag).
+    let usesRouteFile: Bool
+    private let table: Mutex<RouteTable?>
+    /// Names recently found to have no instance the gateway may call, until when that answer holds. Only services
+    /// with such instances are followed: otherwise every name a caller makes up would start a watch for good.
     private let absent = Mutex<[ServiceName: ContinuousClock.Instant]>([:])
-    /// How long "no public instance" is believed before the agent is asked again.
+    /// How long "no instance" is believed before the agent is asked again.
     static let absenceMemory = Duration.seconds(1)
 
-    init(selector: UpstreamSelector, publicTag: String) {
+    init(selector: UpstreamSelector, publicTag: String, table: RouteTable? = nil) {
         self.selector = selector
         self.publicTag = publicTag
+        self.usesRouteFile = table != nil
+        self.table = Mutex(table)
     }
 
-    /// The target of a request for `uri`, or nil when no route matches.
-    func route(_ uri: String) -> Target? {
+    /// The routes in force, nil without a route file.
+    var routes: RouteTable? { table.withLock { $0 } }
+
+    /// Puts `table` in force for the requests routed from now on.
+    func install(_ table: RouteTable) {
+        self.table.withLock { $0 = table }
+    }
+
+    /// Where `request` goes, or nil when no route takes it.
+    func route(_ request: RequestHead, random: inout FastRandom) -> RouteMatch? {
+        if let table = routes {
+            return table.match(request) { Int.random(in: 0..<$0, using: &random) }
+        }
+        let uri = request.target
         guard uri.hasPrefix("/") else { return nil }
         let afterSlash = uri.dropFirst()
         let end = afterSlash.firstIndex { $0 == "/" || $0 == "?" } ?? afterSlash.endIndex
         guard let service = try? ServiceName(String(afterSlash[..<end])) else { return nil }
         var rest = String(afterSlash[end...])
         if rest.isEmpty || rest.hasPrefix("?") { rest = "/" + rest }
-        return Target(service: service, path: rest)
+        return RouteMatch(
+            route: nil, target: RouteTarget(service: service, query: InstanceQuery(), weight: 1), path: rest)
     }
 
     /// The service's instances when discovery follows it already (no suspension, no future).
@@ -56,18 +68,17 @@ final class GatewayRouter: Sendable {
         }
         let now = ContinuousClock.now
         if let until = absent.withLock({ $0[service] }), until > now {
-            return loop.makeFailedFuture(NoPublicInstance())
+            return loop.makeFailedFuture(NoInstance())
         }
         let discovery = selector.discovery
-        let tag = publicTag
+        let tagFilter = usesRouteFile ? "" : "?tag=\(AgentConnection.escape(publicTag))"
         return loop.makeFutureWithTask { [absent = self] in
-            // A plain lookup first: only a service that has public instances is worth following.
-            let path = "/v1/services/\(service)?tag=\(AgentConnection.escape(tag))"
-            let answer = try await discovery.connection.send(.GET, path, body: nil)
+            // A plain lookup first: only a service that has instances the gateway may call is worth following.
+            let answer = try await discovery.connection.send(.GET, "/v1/services/\(service)\(tagFilter)", body: nil)
             let lookup = answer.status == .ok ? try answer.decode(ServiceLookup.self) : nil
             guard let lookup, !lookup.instances.isEmpty else {
                 absent.remember(absentService: service)
-                throw NoPublicInstance()
+                throw NoInstance()
             }
             return try await discovery.snapshot(of: service)
         }

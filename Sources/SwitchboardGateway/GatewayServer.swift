@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -31,14 +32,23 @@ public struct GatewayServer: Service {
     public func run() async throws {
         let configuration = self.configuration
         let logger = self.logger
+        // A route file that cannot be read stops the gateway before it listens: better than serving no routes.
+        var routeFile: RouteFileWatcher.Loaded?
+        if let path = configuration.routeFile { routeFile = try await RouteFileWatcher.load(path) }
         let connection = AgentConnection(configuration: .init(agents: configuration.agents), logger: logger)
+        // With a route file, routes name the instances they want; without, only public ones are reachable.
+        let query = routeFile == nil ? InstanceQuery(tags: [configuration.publicTag]) : InstanceQuery()
         let discovery = ServiceDiscovery(
-            connection: connection,
-            configuration: .init(query: InstanceQuery(tags: [configuration.publicTag]), reporter: "gateway"),
-            logger: logger)
+            connection: connection, configuration: .init(query: query, reporter: "gateway"), logger: logger)
         let router = GatewayRouter(
             selector: UpstreamSelector(discovery: discovery, outlierDetection: configuration.outlierDetection),
-            publicTag: configuration.publicTag)
+            publicTag: configuration.publicTag, table: routeFile?.table)
+        let accessLog: AccessLog? =
+            switch configuration.accessLog {
+            case .off: nil
+            case .standardOutput: AccessLog(handle: .standardOutput)
+            case .file(let path): try AccessLog.appending(to: path)
+            }
         let group = MultiThreadedEventLoopGroup.singleton
         var pools: [ObjectIdentifier: UpstreamPool] = [:]
         for loop in group.makeIterator() {
@@ -55,7 +65,9 @@ public struct GatewayServer: Service {
                 channel.eventLoop.makeCompletedFuture {
                     let pool = loopPools.pool(for: channel.eventLoop)
                     try channel.pipeline.syncOperations.addHandler(
-                        ProxyHandler(router: router, pool: pool, configuration: configuration, logger: logger))
+                        ProxyHandler(
+                            router: router, pool: pool, configuration: configuration, accessLog: accessLog,
+                            logger: logger))
                 }
             }
             .bind(host: configuration.host, port: configuration.port).get()
@@ -63,6 +75,14 @@ public struct GatewayServer: Service {
         logger.info("gateway listening", metadata: ["address": "\(configuration.host):\(port)"])
         try await withThrowingDiscardingTaskGroup { tasks in
             tasks.addTask { try await discovery.run() }
+            if let accessLog { tasks.addTask { await accessLog.run() } }
+            if let routeFile, let path = configuration.routeFile {
+                tasks.addTask {
+                    var watcher = RouteFileWatcher(
+                        path: path, loaded: routeFile, interval: configuration.routeReloadInterval)
+                    await watcher.run(installingIn: router, logger: logger)
+                }
+            }
             await onListening(port)
             try? await gracefulShutdown()
             try? await server.close()

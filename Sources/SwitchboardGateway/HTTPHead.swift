@@ -70,6 +70,10 @@ struct HeaderFields: Sendable {
         String(decoding: bytes[fields[index].name].lazy.map(Self.lowercase), as: UTF8.self)
     }
 
+    func nameContainsUnderscore(at index: Int) -> Bool {
+        bytes[fields[index].name].contains(0x5F)
+    }
+
     func name(at index: Int) -> String {
         String(decoding: bytes[fields[index].name], as: UTF8.self)
     }
@@ -287,7 +291,11 @@ enum HTTPHeadParser {
         let codings =
             response.fields.known.contains(.transferEncoding) ? response.fields.listItems("transfer-encoding") : []
         if !codings.isEmpty {
-            return codings.last?.lowercased() == "chunked" && response.minorVersion == 1 ? .chunked : .untilClose
+            // Codings other than chunked would reach a caller that never asked for them, mislabelled.
+            guard codings.count == 1, codings[0].lowercased() == "chunked", response.minorVersion == 1 else {
+                throw .bad("the instance answered with Transfer-Encoding '\(codings.joined(separator: ", "))'")
+            }
+            return .chunked
         }
         if let length = try contentLength(response.fields) { return .length(length) }
         return .untilClose

@@ -4,6 +4,10 @@ import NIOHTTP1
 import SwitchboardClient
 import SwitchboardCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Proxies one caller connection's requests, one exchange at a time, working on the bytes as they arrive.
 ///
 /// Only the message heads are parsed (strictly: see ``HTTPHeadParser``) and rewritten; bodies go through as they
@@ -21,7 +25,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private enum State: Equatable {
+    enum State: Equatable {
         /// Between exchanges: the next bytes are a request head.
         case idle
         /// Waiting for a connection to an instance; the body waits in the caller's buffer.
@@ -34,53 +38,78 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         case closing
     }
 
-    private let router: GatewayRouter
-    private let pool: UpstreamPool
-    private let configuration: GatewayConfiguration
-    private let logger: Logger
-    private var state = State.idle
-    private var context: ChannelHandlerContext?
-    private var random = FastRandom()
+    let router: GatewayRouter
+    let pool: UpstreamPool
+    let configuration: GatewayConfiguration
+    let logger: Logger
+    let accessLog: AccessLog?
+    var state = State.idle
+    var context: ChannelHandlerContext?
+    var random = FastRandom()
 
     /// The caller's bytes not yet taken: the rest of a body, or the next (pipelined) requests.
-    private var inbound: ByteBuffer?
+    var inbound: ByteBuffer?
     /// Where the search for the end of the next head resumes.
-    private var scanned = 0
-    private var readWaiting = false
-    private var unflushed = false
+    var scanned = 0
+    var readWaiting = false
+    var unflushed = false
     /// The caller's address, as `X-Forwarded-For` gives it.
-    private var clientAddress: String?
+    var clientAddress: String?
     /// When the caller or the instance last sent something, for the idle check.
-    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
-    private var idleCheck: RepeatedTask?
+    var lastActivity = NIODeadline.uptimeNanoseconds(0)
+    var idleCheck: RepeatedTask?
     /// Whether ``processInbound()`` is running: a nested call (an exchange ending inside it) leaves the work to it.
-    private var processing = false
+    var processing = false
 
     // The exchange under way.
-    private var request: RequestHead?
-    private var target: GatewayRouter.Target?
-    private var requestBody = BodyFramer(.none)
+    var request: RequestHead?
+    var match: RouteMatch?
+    /// The balancer that picked ``instance``, told when the call ends.
+    var balancerKey: UpstreamSelector.BalancerKey?
+    /// The caller, once a route's authentication let it through.
+    var identity: Identity?
+    var traceparent = ""
+    var traceID = ""
+    /// The route's cache key when the response may be stored, and what of it arrived so far.
+    var cacheKey: String?
+    var cacheCapture: (head: ResponseHead, body: ByteBuffer, freshness: Duration)?
+    var downstreamExtras: DownstreamExtras?
+    var exchangeStarted = NIODeadline.uptimeNanoseconds(0)
+    var upstreamAnswered: NIODeadline?
+    var responseStatus = 0
+    var requestBody = BodyFramer(.none)
     /// The body parts sent so far, kept while they fit the replay limit, so another instance can be sent them.
-    private var sentBody: [ByteBuffer] = []
-    private var sentBytes = 0
-    private var replayable = true
-    private var continueSent = false
-    private var tried: Set<InstanceID> = []
-    private var instance: Instance?
-    private var knownInstances = 0
-    private var upstream: UpstreamConnection?
+    var sentBody: [ByteBuffer] = []
+    var sentBytes = 0
+    var replayable = true
+    var continueSent = false
+    /// Whether a pooled connection already failed this exchange (retried once on a new one, not counted).
+    var retriedStaleConnection = false
+    var tried: Set<InstanceID> = []
+    var instance: Instance?
+    var knownInstances = 0
+    var upstream: UpstreamConnection?
     /// When the instance must have started answering; set once the whole request is sent.
-    private var responseDeadline: NIODeadline?
-    private var keepAlive = true
-    private var requestID = ""
+    var responseDeadline: NIODeadline?
+    var keepAlive = true
+    var requestID = ""
+
+    /// Since when the connection is ending after its last answer, reading and dropping what still comes.
+    var closingSince: NIODeadline?
+    /// How long a closing connection waits for its last answer to be taken and the caller to stop sending.
+    static let lingerLimit = TimeAmount.seconds(2)
 
     /// Request bodies up to this size are kept until the response starts, so a failed instance can be replaced.
-    private static let replayLimit = 64 * 1024
+    static let replayLimit = 64 * 1024
     /// Reading from the caller stops while this much is buffered and not yet taken.
-    private static let inboundLimit = 64 * 1024
+    static let inboundLimit = 64 * 1024
 
-    init(router: GatewayRouter, pool: UpstreamPool, configuration: GatewayConfiguration, logger: Logger) {
+    init(
+        router: GatewayRouter, pool: UpstreamPool, configuration: GatewayConfiguration, accessLog: AccessLog?,
+        logger: Logger
+    ) {
         self.router = router
+        self.accessLog = accessLog
         self.pool = pool
         self.configuration = configuration
         self.logger = logger
@@ -93,17 +122,28 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         // One timer per connection, not one per request: it closes a connection silent past the idle timeout, and
         // answers 504 for an instance past its time to answer.
         let idleTimeout = configuration.clientIdleTimeout.timeAmount
-        let period = min(idleTimeout, configuration.responseTimeout.timeAmount).nanoseconds / 4
+        let shortest = min(
+            configuration.responseTimeout, router.routes?.shortestTimeout ?? configuration.responseTimeout)
+        let period = min(idleTimeout, shortest.timeAmount).nanoseconds / 4
         let proxy = NIOLoopBound(self, eventLoop: context.eventLoop)
         idleCheck = context.eventLoop.scheduleRepeatedTask(
             initialDelay: .nanoseconds(max(period, 5_000_000)), delay: .nanoseconds(max(period, 5_000_000))
         ) { task in
             let handler = proxy.value
-            guard let context = handler.context, handler.state != .closing else {
+            guard let context = handler.context else {
                 task.cancel()
                 return
             }
             let now = NIODeadline.now()
+            if handler.state == .closing {
+                // The answer is out (or the caller does not read it): what the caller still sends is read and
+                // dropped for a short while, so the kernel does not reset the connection before the answer is read.
+                if now - (handler.closingSince ?? now) >= Self.lingerLimit || handler.closingSince == nil {
+                    task.cancel()
+                    context.close(promise: nil)
+                }
+                return
+            }
             if let deadline = handler.responseDeadline, handler.state == .forwarding, now >= deadline {
                 handler.responseTimedOut()
             } else if now - handler.lastActivity >= idleTimeout {
@@ -147,14 +187,15 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     }
 
     /// Whether more of the caller's bytes can be taken now.
-    private var wantsCallerBytes: Bool {
-        if state == .closing { return false }
+    var wantsCallerBytes: Bool {
+        // While closing, what comes is read and dropped.
+        if state == .closing { return closingSince != nil }
         if let inbound, inbound.readableBytes >= Self.inboundLimit { return false }
         if let upstream, !upstream.channel.isWritable { return false }
         return true
     }
 
-    private func resumeCallerIfWanted() {
+    func resumeCallerIfWanted() {
         guard readWaiting, wantsCallerBytes, let context else { return }
         readWaiting = false
         context.read()
@@ -181,20 +222,24 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     /// Starts the exchanges whose heads are in the buffer (several when answers need no instance), or sends the
     /// current exchange's body on.
-    private func processInbound() {
+    func processInbound() {
         guard !processing else { return }
         processing = true
         defer { processing = false }
         while true {
             switch state {
             case .idle:
+                // Empty lines before a request are ignored (RFC 9112 section 2.2): some callers send one after a body.
+                while let first = inbound?.readableBytesView.first, first == 0x0D || first == 0x0A {
+                    inbound!.moveReaderIndex(forwardBy: 1)
+                }
                 guard let buffer = inbound, buffer.readableBytes > 0 else {
                     resumeCallerIfWanted()
                     return
                 }
                 guard let end = HTTPHeadParser.headEnd(in: buffer, searchingFrom: scanned) else {
                     scanned = max(buffer.readableBytes - 3, 0)
-                    if buffer.readableBytes > HTTPHeadParser.maximumHeadSize {
+                    if buffer.readableBytes >= HTTPHeadParser.maximumHeadSize {
                         refuse(HTTPParseError(status: 431, message: "the request head is larger than 64 KiB"))
                     }
                     resumeCallerIfWanted()
@@ -227,7 +272,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     }
 
     /// A head that cannot be read: its framing cannot be trusted, so nothing after it is either.
-    private func refuse(_ error: HTTPParseError) {
+    func refuse(_ error: HTTPParseError) {
         request = nil
         keepAlive = false
         requestID = GatewayHeaders.requestID(from: HeaderFields(bytes: []), random: &random)
@@ -235,7 +280,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             HTTPResponseStatus(statusCode: error.status), service: nil, reason: error.message, closing: true)
     }
 
-    private func begin(_ head: RequestHead) {
+    func begin(_ head: RequestHead) {
         request = head
         keepAlive = head.keepAlive
         requestBody = BodyFramer(head.framing)
@@ -243,30 +288,39 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         sentBytes = 0
         replayable = true
         continueSent = false
+        retriedStaleConnection = false
         tried = []
         instance = nil
         requestID = GatewayHeaders.requestID(from: head.fields, random: &random)
+        identity = nil
+        cacheKey = nil
+        cacheCapture = nil
+        downstreamExtras = nil
+        upstreamAnswered = nil
+        exchangeStarted = .now()
         if head.method == "TRACE" || head.method == "CONNECT" {
             respondWithError(.methodNotAllowed, service: nil, reason: "\(head.method) is not proxied")
             return
         }
-        guard let target = router.route(head.target) else {
+        guard let match = router.route(head, random: &random) else {
             respondWithError(
                 .notFound, service: nil,
-                reason:
-                    "no route for \(head.target); services are reached at /<service>/..., tagged '\(configuration.publicTag)'"
+                reason: router.usesRouteFile
+                    ? "no route takes \(head.method) \(head.target)"
+                    : "no route for \(head.target); services are reached at /<service>/..., tagged '\(configuration.publicTag)'"
             )
             return
         }
-        self.target = target
+        self.match = match
+        (traceparent, traceID) = GatewayHeaders.traceparent(from: head.fields, random: &random)
         state = .connecting
-        connect()
+        admit(head, match: match)
     }
 
     // MARK: Choosing an instance and connecting
 
-    private func connect() {
-        guard let target, let loop = context?.eventLoop else { return }
+    func connect() {
+        guard let target = match?.target, let loop = context?.eventLoop else { return }
         // Usually the instances are in discovery's cache: no future, no hop.
         if let snapshot = router.cachedSnapshot(of: target.service) {
             choose(from: snapshot, service: target.service)
@@ -279,7 +333,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             switch result {
             case .success(let snapshot):
                 handler.choose(from: snapshot, service: target.service)
-            case .failure(is GatewayRouter.NoPublicInstance):
+            case .failure(is GatewayRouter.NoInstance):
                 handler.respondWithError(.serviceUnavailable, service: target.service, reason: "no healthy instance")
             case .failure(let error):
                 handler.respondWithError(
@@ -288,13 +342,16 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         }
     }
 
-    private func choose(from snapshot: DiscoverySnapshot, service: ServiceName) {
-        guard !snapshot.instances.isEmpty,
-            let instance = router.selector.pick(service, from: snapshot, avoiding: tried)
+    func choose(from snapshot: DiscoverySnapshot, service: ServiceName) {
+        guard let match else { return }
+        finishPick()
+        let key = UpstreamSelector.BalancerKey(target: match.target, balancer: match.route?.balancer ?? .roundRobin)
+        guard !snapshot.instances.isEmpty, let instance = router.selector.pick(key, from: snapshot, avoiding: tried)
         else {
             respondWithError(.serviceUnavailable, service: service, reason: "no healthy instance")
             return
         }
+        balancerKey = key
         tried.insert(instance.id)
         self.instance = instance
         knownInstances = snapshot.instances.count
@@ -321,9 +378,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     }
 
     /// Another instance when attempts remain and the request can still be sent whole; else the caller gets a 502.
-    private func retryOrFail(reason: String) {
-        guard let target else { return }
-        if replayable, tried.count <= configuration.connectRetries {
+    func retryOrFail(reason: String) {
+        guard let target = match?.target else { return }
+        if replayable, tried.count <= match?.route?.retries ?? configuration.connectRetries {
             state = .connecting
             connect()
         } else {
@@ -331,14 +388,17 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         }
     }
 
-    private func attach(_ connection: UpstreamConnection) {
-        guard let request, let target, let context, let instance else { return }
+    func attach(_ connection: UpstreamConnection) {
+        guard let request, let match, let context, let instance else { return }
         upstream = connection
         connection.begin(for: self, toHEAD: request.isHEAD)
         state = .forwarding
         let head = GatewayHeaders.upstreamRequest(
-            request, path: target.path, clientAddress: clientAddress, requestID: requestID,
+            request, path: match.path, clientAddress: clientAddress, requestID: requestID,
             instanceHost: { "\(instance.definition.address.rawValue):\(instance.definition.port)" },
+            extras: UpstreamExtras(
+                identity: identity, edits: match.route?.policies.requestHeaders ?? HeaderEdits(),
+                traceparent: traceparent),
             allocator: context.channel.allocator)
         connection.channel.write(head, promise: nil)
         for part in sentBody { connection.channel.write(part, promise: nil) }
@@ -353,7 +413,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     }
 
     /// Sends on whatever of the request's body has arrived, keeping it for a replay while it fits.
-    private func forwardRequestBody() {
+    func forwardRequestBody() {
         guard let upstream, var buffer = inbound else {
             startResponseTimeoutOnceSent()
             return
@@ -392,18 +452,20 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     }
 
     /// The instance's time to answer counts from the end of the request, so a slow upload is not a slow instance.
-    private func startResponseTimeoutOnceSent() {
+    func startResponseTimeoutOnceSent() {
         guard state == .forwarding, requestBody.isComplete, responseDeadline == nil else { return }
-        responseDeadline = .now() + configuration.responseTimeout.timeAmount
+        responseDeadline = .now() + (match?.route?.timeout ?? configuration.responseTimeout).timeAmount
     }
 
-    private func responseTimedOut() {
-        guard state == .forwarding, let target else { return }
+    func responseTimedOut() {
+        guard state == .forwarding, let target = match?.target else { return }
         if let instance { router.selector.record(false, on: instance, knownInstances: knownInstances) }
         abandonUpstream()
         respondWithError(
             .gatewayTimeout, service: target.service,
-            reason: "\(instance?.id.rawValue ?? "the instance") did not answer within \(configuration.responseTimeout)")
+            reason:
+                "\(instance?.id.rawValue ?? "the instance") did not answer within \(match?.route?.timeout ?? configuration.responseTimeout)"
+        )
     }
 
     // MARK: The instance's side
@@ -421,9 +483,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         // caller cannot read chunks, so it gets the data alone, and the close.
         let dechunking = request.minorVersion == 0 && framing == .chunked
         if framing == .untilClose || dechunking { keepAlive = false }
+        upstreamAnswered = .now()
+        responseStatus = head.status
+        startCapture(head, framing: framing)
         let response = GatewayHeaders.downstreamResponse(
             head, callerMinorVersion: request.minorVersion, keepAlive: keepAlive,
-            chunked: framing == .chunked && !dechunking, requestID: requestID, allocator: context.channel.allocator)
+            chunked: framing == .chunked && !dechunking, requestID: requestID, extras: downstreamExtras,
+            allocator: context.channel.allocator)
         context.write(wrapOutboundOut(response), promise: nil)
         unflushed = true
         return dechunking
@@ -432,6 +498,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     func upstreamBody(_ bytes: ByteBuffer) {
         guard let context, state == .responding else { return }
         lastActivity = .now()
+        if cacheCapture != nil { capture(bytes) }
         context.write(wrapOutboundOut(bytes), promise: nil)
         unflushed = true
         if !context.channel.isWritable {
@@ -450,6 +517,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     func upstreamEnded(reusable: Bool) {
         guard state == .responding else { return }
+        storeCapture()
         let connection = upstream
         upstream = nil
         if let connection {
@@ -473,7 +541,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             responseDeadline = nil
             let reason = "\(instance?.id.rawValue ?? "the instance") failed: \(TransportFailure(error))"
             let idempotent = request?.isIdempotent ?? false
-            if connection?.isReused == true, replayable, idempotent {
+            if connection?.isReused == true, !retriedStaleConnection, replayable, idempotent,
+                Self.isStaleConnectionFailure(error)
+            {
+                retriedStaleConnection = true
                 // A kept-alive connection the instance closed while it waited: nothing against the instance, and
                 // the same instance may take the request on a new connection.
                 if let instance { tried.remove(instance.id) }
@@ -485,7 +556,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             // can still be sent whole.
             if replayable, idempotent {
                 retryOrFail(reason: reason)
-            } else if let target {
+            } else if let target = match?.target {
                 respondWithError(.badGateway, service: target.service, reason: reason)
             }
         case .responding:
@@ -498,14 +569,22 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         }
     }
 
+    /// A failure a kept-alive connection shows when the instance closed it while it waited in the pool.
+    static func isStaleConnectionFailure(_ error: any Error) -> Bool {
+        if let error = error as? ChannelError, error == .eof || error == .ioOnClosedChannel { return true }
+        if let error = error as? IOError, [ECONNRESET, EPIPE].contains(error.errnoCode) { return true }
+        return false
+    }
+
     func upstreamWritabilityChanged(isWritable: Bool) {
         if isWritable { resumeCallerIfWanted() }
     }
 
     // MARK: Ending exchanges
 
-    private func respondWithError(
-        _ status: HTTPResponseStatus, service: ServiceName?, reason: String, closing forced: Bool = false
+    func respondWithError(
+        _ status: HTTPResponseStatus, service: ServiceName?, reason: String, closing forced: Bool = false,
+        headers: [(String, String)] = []
     ) {
         guard let context else { return }
         responseDeadline = nil
@@ -517,6 +596,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         }
         let closing = forced || !keepAlive || !requestBody.isComplete
         let body = GatewayHeaders.errorBody(status: status, service: service, reason: reason, requestID: requestID)
+        responseStatus = Int(status.code)
         logger.debug(
             "request not proxied",
             metadata: ["status": "\(status.code)", "reason": "\(reason)", "request-id": "\(requestID)"])
@@ -524,29 +604,50 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             wrapOutboundOut(
                 GatewayHeaders.response(
                     status: status, body: body, requestID: requestID, callerMinorVersion: request?.minorVersion ?? 1,
-                    closing: closing, allocator: context.channel.allocator)),
+                    closing: closing, headers: headers, extras: downstreamExtras, omitBody: request?.isHEAD ?? false,
+                    allocator: context.channel.allocator)),
             promise: nil)
         finishExchange(closing: closing)
     }
 
     /// Clears the exchange and flushes its answer; the caller's connection closes once that is written, or the
     /// next request (perhaps already buffered) is read.
-    private func finishExchange(closing: Bool) {
+    func finishExchange(closing: Bool) {
         guard let context else { return }
         responseDeadline = nil
+        finishPick()
+        logExchange()
         request = nil
-        target = nil
+        match = nil
+        cacheCapture = nil
         sentBody = []
         instance = nil
         upstream = nil
         unflushed = false
         if closing {
             state = .closing
+            closingSince = .now()
             inbound = nil
+            // Once the answer is written, only the sending side closes: the caller may still be sending a body,
+            // and closing outright with its bytes unread would reset the connection under the answer. The timer
+            // closes the rest after the linger limit, or the caller's own close does.
             let promise = context.eventLoop.makePromise(of: Void.self)
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            promise.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+            promise.futureResult.whenComplete { result in
+                let context = bound.value
+                guard case .success = result else {
+                    context.close(promise: nil)
+                    return
+                }
+                let closed = context.eventLoop.makePromise(of: Void.self)
+                closed.futureResult.whenFailure { _ in bound.value.close(promise: nil) }
+                context.close(mode: .output, promise: closed)
+            }
             context.writeAndFlush(wrapOutboundOut(ByteBuffer()), promise: promise)
+            if readWaiting {
+                readWaiting = false
+                context.read()
+            }
         } else {
             state = .idle
             context.flush()
@@ -554,8 +655,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         }
     }
 
-    private func abandonUpstream() {
+    func abandonUpstream() {
         responseDeadline = nil
+        finishPick()
         if let upstream {
             upstream.handler.finish()
             upstream.channel.close(promise: nil)

@@ -233,7 +233,11 @@ final class UpstreamHandler: ChannelDuplexHandler {
                 let dechunking = receiver?.upstreamResponded(head, framing: framing) ?? false
                 guard case .head = state else { return }
                 if framing == .none {
-                    finishResponse(keepAlive: head.keepAlive)
+                    // A head announcing a body that is not sent (HEAD, 204, 304): stray bytes may still follow in
+                    // a later read, and would be taken for the next exchange's answer. The connection is not reused.
+                    finishResponse(
+                        keepAlive: head.keepAlive && !head.fields.known.contains(.contentLength)
+                            && !head.fields.known.contains(.transferEncoding))
                     return
                 }
                 state = .body(BodyFramer(framing), dechunking: dechunking, keepAlive: head.keepAlive)

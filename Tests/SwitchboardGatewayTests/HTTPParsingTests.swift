@@ -87,7 +87,12 @@ struct HTTPParsingTests {
         #expect(try framing("HTTP/1.1 204 No Content\r\n\r\n") == .none)
         #expect(try framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n") == .none)
         #expect(try framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n") == .chunked)
-        #expect(try framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n") == .untilClose)
+        // Codings other than chunked alone would reach the caller mislabelled: refused.
+        #expect(throws: HTTPParseError.self) { try framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n") }
+        #expect(throws: HTTPParseError.self) {
+            try framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        }
+        #expect(throws: HTTPParseError.self) { try framing("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") }
         #expect(try framing("HTTP/1.1 200 OK\r\n\r\n") == .untilClose)
         #expect(try framing("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n") == .length(0))
         #expect(throws: HTTPParseError.self) { try framing("HTTP/1.1 2000 OK\r\n\r\n") }
@@ -121,8 +126,10 @@ struct HTTPParsingTests {
     }
 
     @Test func malformedChunksAreRefused() {
-        for body in ["x\r\n", "5\r\nhelloX\r\n", "5\nhello", "\r\n", "1234567890abcdef0\r\n", "5\r\nhello\r\n0\r\nT\n"]
-        {
+        for body in [
+            "x\r\n", "5 junk\r\nhello\r\n", "5\r\nhelloX\r\n", "5\nhello", "\r\n", "1234567890abcdef0\r\n",
+            "5\r\nhello\r\n0\r\nT\n",
+        ] {
             var framer = BodyFramer(.chunked)
             var pending = ByteBuffer(string: body)
             #expect(throws: HTTPParseError.self, "\(body.debugDescription)") {

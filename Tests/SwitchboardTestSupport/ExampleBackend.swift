@@ -15,7 +15,7 @@ public final class ExampleBackend: @unchecked Sendable {
 
     public init(
         agents: [String], service: String = "order", ttlMilliseconds: Int = 1000, drainMilliseconds: Int = 800,
-        tags: [String] = []
+        tags: [String] = [], id: String? = nil
     )
         async throws
     {
@@ -24,7 +24,7 @@ public final class ExampleBackend: @unchecked Sendable {
             [
                 "backend", "--service", service, "--ttl-milliseconds", "\(ttlMilliseconds)", "--drain-milliseconds",
                 "\(drainMilliseconds)",
-            ] + agents.flatMap { ["--agent", $0] } + tags.flatMap { ["--tag", $0] }
+            ] + agents.flatMap { ["--agent", $0] } + tags.flatMap { ["--tag", $0] } + (id.map { ["--id", $0] } ?? [])
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")

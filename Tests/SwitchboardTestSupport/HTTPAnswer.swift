@@ -42,10 +42,12 @@ public func http(
     json: String? = nil,
     body: Data? = nil,
     contentType: String? = "application/json",
+    headers: [(String, String)] = [],
     timeout: TimeAmount = .seconds(30)
 ) async throws -> HTTPAnswer {
     var request = HTTPClientRequest(url: url)
     request.method = method
+    for (name, value) in headers { request.headers.add(name: name, value: value) }
     if let payload = body ?? json.map({ Data($0.utf8) }) {
         if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
         request.body = .bytes(ByteBuffer(bytes: payload))

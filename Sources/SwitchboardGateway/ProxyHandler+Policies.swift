@@ -1,0 +1,166 @@
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+
+/// The route's policies, applied between routing and connecting: CORS preflights, authentication, rate limits
+/// and the response cache; and the exchange's end: the balancer told, the access log written.
+extension ProxyHandler {
+    /// Runs the route's checks, then sends the request on (or answers it from the cache, or refuses it).
+    func admit(_ head: RequestHead, match: RouteMatch) {
+        guard let policies = match.route?.policies, let context else {
+            connect()
+            return
+        }
+        let origin = policies.cors == nil ? nil : head.fields.first("origin")
+        if let cors = policies.cors, let origin {
+            guard cors.allows(origin: origin) else {
+                respondWithError(
+                    .forbidden, service: match.target.service, reason: "origin \(origin) is not allowed on this route")
+                return
+            }
+            if head.method == "OPTIONS", let method = head.fields.first("access-control-request-method") {
+                answerPreflight(cors, origin: origin, method: method)
+                return
+            }
+            downstreamExtras = DownstreamExtras(cors: (cors, origin))
+        }
+        if !policies.responseHeaders.isEmpty {
+            downstreamExtras = downstreamExtras ?? DownstreamExtras()
+            downstreamExtras!.edits = policies.responseHeaders
+        }
+        guard let requirement = policies.authentication else {
+            authenticated(head, match: match, policies: policies)
+            return
+        }
+        let table = router.routes
+        guard let authentication = table?.authentication else {
+            connect()
+            return
+        }
+        let proxy = NIOLoopBound(self, eventLoop: context.eventLoop)
+        authentication.authenticate(head, requirement: requirement, on: context.eventLoop).whenComplete { result in
+            let handler = proxy.value
+            guard handler.state == .connecting else { return }
+            switch result {
+            case .success(let identity):
+                handler.identity = identity
+                handler.authenticated(head, match: match, policies: policies)
+            case .failure(let failure as AuthenticationFailure):
+                handler.respondWithError(
+                    HTTPResponseStatus(statusCode: failure.status), service: match.target.service,
+                    reason: failure.message, headers: failure.challenge.map { [("WWW-Authenticate", $0)] } ?? [])
+            case .failure(let error):
+                handler.respondWithError(.unauthorized, service: match.target.service, reason: "\(error)")
+            }
+        }
+    }
+
+    private func authenticated(_ head: RequestHead, match: RouteMatch, policies: RoutePolicies) {
+        if let limiter = policies.rateLimit {
+            let caller: String
+            switch limiter.key {
+            case .apiKey: caller = head.fields.first("x-api-key") ?? identity?.user ?? clientAddress ?? ""
+            case .user: caller = identity?.user ?? clientAddress ?? ""
+            case .clientIP: caller = clientAddress ?? ""
+            }
+            let decision = limiter.decide(for: caller)
+            downstreamExtras = downstreamExtras ?? DownstreamExtras()
+            downstreamExtras!.rateLimit = (limiter.burst, decision.remaining)
+            guard decision.allowed else {
+                respondWithError(
+                    .tooManyRequests, service: match.target.service,
+                    reason: "more than \(limiter.burst) requests at once or \(limiter.rate) a second on this route",
+                    headers: [("Retry-After", String(decision.retryAfter))])
+                return
+            }
+        }
+        if let cache = policies.cache, ResponseCache.admits(head) {
+            let host = head.fields.first("host").map(Route.hostName) ?? ""
+            let key = "\(host) \(match.path) \(match.target.service)"
+            downstreamExtras = downstreamExtras ?? DownstreamExtras()
+            if let entry = cache.lookup(key) {
+                answerFromCache(entry, head: head)
+                return
+            }
+            cacheKey = key
+            downstreamExtras!.cache = ("MISS", nil)
+        }
+        connect()
+    }
+
+    private func answerPreflight(_ cors: CORSPolicy, origin: String, method: String) {
+        guard let context, let request else { return }
+        guard cors.methods.contains(method.uppercased()) else {
+            respondWithError(
+                .forbidden, service: match?.target.service, reason: "\(method) is not allowed from \(origin)")
+            return
+        }
+        responseStatus = 204
+        let answer = GatewayHeaders.response(
+            status: .noContent, body: ByteBuffer(), requestID: requestID, callerMinorVersion: request.minorVersion,
+            closing: !keepAlive || !requestBody.isComplete,
+            headers: cors.preflightHeaders(
+                origin: origin, requestedHeaders: request.fields.first("access-control-request-headers")),
+            allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(answer), promise: nil)
+        finishExchange(closing: !keepAlive || !requestBody.isComplete)
+    }
+
+    private func answerFromCache(_ entry: ResponseCache.Entry, head: RequestHead) {
+        guard let context else { return }
+        responseStatus = entry.head.status
+        downstreamExtras!.cache = ("HIT", Int((ContinuousClock.now - entry.stored).seconds))
+        // A request body (unusual on a GET) that has not all arrived ends the connection after the answer.
+        if var buffer = inbound {
+            while (try? requestBody.next(from: &buffer)) ?? nil != nil {}
+            inbound = buffer.readableBytes > 0 ? buffer : nil
+        }
+        let closing = !keepAlive || !requestBody.isComplete
+        let response = GatewayHeaders.downstreamResponse(
+            entry.head, callerMinorVersion: head.minorVersion, keepAlive: !closing, chunked: false,
+            requestID: requestID, extras: downstreamExtras, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(response), promise: nil)
+        context.write(wrapOutboundOut(entry.body), promise: nil)
+        finishExchange(closing: closing)
+    }
+
+    /// Starts keeping the response for the cache when the route caches and the response may be stored.
+    func startCapture(_ head: ResponseHead, framing: BodyFraming) {
+        guard cacheKey != nil, let cache = match?.route?.policies.cache, let request else { return }
+        let credentials = request.fields.contains("authorization") || request.fields.contains("x-api-key")
+        guard let freshness = cache.freshness(of: head, framing: framing, requestHasCredentials: credentials)
+        else { return }
+        cacheCapture = (head, ByteBuffer(), freshness)
+    }
+
+    func capture(_ bytes: ByteBuffer) {
+        var bytes = bytes
+        cacheCapture!.body.writeBuffer(&bytes)
+    }
+
+    func storeCapture() {
+        guard let capture = cacheCapture, let cacheKey, let cache = match?.route?.policies.cache else { return }
+        cacheCapture = nil
+        cache.store(cacheKey, head: capture.head, body: capture.body, for: capture.freshness)
+    }
+
+    /// Tells the balancer the call to ``instance`` ended (least-requests counts calls in flight).
+    func finishPick() {
+        guard let balancerKey, let instance else { return }
+        self.balancerKey = nil
+        router.selector.finished(balancerKey, on: instance.id)
+    }
+
+    /// The exchange's line in the access log.
+    func logExchange() {
+        guard let accessLog, let request else { return }
+        let now = NIODeadline.now()
+        accessLog.record(
+            AccessLog.Line(
+                requestID: requestID, traceID: traceID, clientIP: clientAddress, user: identity?.user,
+                method: request.method, target: request.target, status: responseStatus,
+                duration: now - exchangeStarted, upstreamDuration: upstreamAnswered.map { $0 - exchangeStarted },
+                route: match?.route?.name, service: match?.target.service.rawValue, instance: instance?.id.rawValue,
+                cache: downstreamExtras?.cache?.state, rateLimitRemaining: downstreamExtras?.rateLimit?.remaining))
+    }
+}

@@ -1,0 +1,114 @@
+import DequeModule
+import NIOCore
+import Synchronization
+
+/// A route's store of GET responses, shared by every event loop: what an instance answered is answered again,
+/// without asking it, until the answer is stale.
+///
+/// A shared cache in the sense of RFC 9111, in its simple form: only `200` answers with a `Content-Length` no larger
+/// than ``maximumEntryBytes`` are kept; `no-store`, `no-cache` and `private` answers are not, nor answers to
+/// requests with credentials unless marked `public`; freshness is the answer's `s-maxage` or `max-age` when given,
+/// else the route's ``ttl``; a request's `Cache-Control: no-cache` or `no-store` goes to the instance. When the
+/// entries together pass ``maximumBytes``, the oldest go first.
+final class ResponseCache: Sendable {
+    struct Entry: Sendable {
+        var head: ResponseHead
+        var body: ByteBuffer
+        var stored: ContinuousClock.Instant
+        var expires: ContinuousClock.Instant
+        var size: Int { head.fields.bytes.count + body.readableBytes }
+    }
+
+    private struct Store {
+        var entries: [String: Entry] = [:]
+        var order: Deque<String> = []
+        var bytes = 0
+    }
+
+    let ttl: Duration
+    let maximumBytes: Int
+    let maximumEntryBytes: Int
+    private let store = Mutex(Store())
+
+    init(ttl: Duration, maximumBytes: Int, maximumEntryBytes: Int) {
+        self.ttl = ttl
+        self.maximumBytes = maximumBytes
+        self.maximumEntryBytes = min(maximumEntryBytes, maximumBytes)
+    }
+
+    /// Whether `request` may be answered from the cache, and its answer stored.
+    static func admits(_ request: RequestHead) -> Bool {
+        guard request.method == "GET" else { return false }
+        let directives = Set(request.fields.listItems("cache-control").map { $0.lowercased() })
+        return !directives.contains("no-cache") && !directives.contains("no-store")
+    }
+
+    /// A fresh entry for `key`.
+    func lookup(_ key: String, at now: ContinuousClock.Instant = .now) -> Entry? {
+        store.withLock { store in
+            guard let entry = store.entries[key] else { return nil }
+            guard entry.expires > now else {
+                store.entries[key] = nil
+                store.bytes -= entry.size
+                return nil
+            }
+            return entry
+        }
+    }
+
+    /// How long `response` may be kept, or nil when it may not be (see the type's rules).
+    func freshness(of response: ResponseHead, framing: BodyFraming, requestHasCredentials: Bool) -> Duration? {
+        guard response.status == 200, case .length(let length) = framing, length <= maximumEntryBytes else {
+            return nil
+        }
+        if response.fields.contains("vary") || response.fields.contains("set-cookie") { return nil }
+        var maxAge: Int?
+        var sharedMaxAge: Int?
+        var isPublic = false
+        for directive in response.fields.listItems("cache-control") {
+            let parts = directive.lowercased().split(separator: "=", maxSplits: 1)
+            switch parts.first {
+            case "no-store", "no-cache", "private": return nil
+            case "public": isPublic = true
+            case "max-age": maxAge = parts.count == 2 ? Int(parts[1].trimmingCharacters(in: "\"")) : nil
+            case "s-maxage": sharedMaxAge = parts.count == 2 ? Int(parts[1].trimmingCharacters(in: "\"")) : nil
+            default: break
+            }
+        }
+        if requestHasCredentials && !isPublic && sharedMaxAge == nil { return nil }
+        let seconds = sharedMaxAge ?? maxAge
+        if let seconds { return seconds > 0 ? .seconds(seconds) : nil }
+        return ttl
+    }
+
+    func store(_ key: String, head: ResponseHead, body: ByteBuffer, for freshness: Duration) {
+        let now = ContinuousClock.now
+        let entry = Entry(head: head, body: body, stored: now, expires: now + freshness)
+        guard entry.size <= maximumEntryBytes + head.fields.bytes.count else { return }
+        store.withLock { store in
+            if let old = store.entries[key] {
+                store.bytes -= old.size
+            } else {
+                store.order.append(key)
+            }
+            store.entries[key] = entry
+            store.bytes += entry.size
+            while store.bytes > maximumBytes, let oldest = store.order.popFirst() {
+                if let evicted = store.entries.removeValue(forKey: oldest) { store.bytes -= evicted.size }
+            }
+            // Keys of entries that expired and were dropped on lookup linger in the order; trim them now and then.
+            if store.order.count > 2 * store.entries.count + 64 {
+                store.order = Deque(store.order.filter { store.entries[$0] != nil })
+            }
+        }
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in characters: String) -> Substring {
+        var text = self
+        while let first = text.first, characters.contains(first) { text = text.dropFirst() }
+        while let last = text.last, characters.contains(last) { text = text.dropLast() }
+        return text
+    }
+}

@@ -1,0 +1,177 @@
+import SwitchboardClient
+import SwitchboardCore
+
+/// Which instances one route (or one side of a weighted split) sends to: a service, narrowed by tags and metadata
+/// (a canary is the same service with another tag).
+struct RouteTarget: Hashable, Sendable {
+    var service: ServiceName
+    var query: InstanceQuery
+    /// Its share of a weighted split.
+    var weight: Int
+}
+
+/// How a route picks among its target's instances.
+enum BalancerKind: String, Sendable, CaseIterable {
+    case roundRobin = "round-robin"
+    case random
+    case weighted
+    case leastRequests = "least-requests"
+
+    func make() -> any LoadBalancer {
+        switch self {
+        case .roundRobin: RoundRobinBalancer()
+        case .random: RandomBalancer()
+        case .weighted: WeightedRoundRobinBalancer()
+        case .leastRequests: LeastRequestsBalancer()
+        }
+    }
+}
+
+/// One route of the route file: what requests it takes, where they go, and what is done on the way.
+final class Route: Sendable {
+    let name: String
+    /// The path prefix, matched on segment boundaries (`/api/cart` takes `/api/cart/1` and `/api/cart?x`, not
+    /// `/api/carts`) unless it ends with `/`.
+    let prefix: String
+    /// Host names (lower-cased, no port); `*.example.com` takes any subdomain. Empty: any host.
+    let hosts: [String]
+    /// Empty: any method.
+    let methods: Set<String>
+    /// Header conditions: the lower-cased name and the exact value, or nil for "present".
+    let headers: [(name: String, value: String?)]
+    let targets: [RouteTarget]
+    /// What replaces the matched prefix; nil keeps the path as it came.
+    let rewrite: String?
+    let timeout: Duration?
+    let retries: Int?
+    let balancer: BalancerKind
+    let policies: RoutePolicies
+
+    init(
+        name: String, prefix: String, hosts: [String] = [], methods: Set<String> = [],
+        headers: [(name: String, value: String?)] = [], targets: [RouteTarget], rewrite: String? = nil,
+        timeout: Duration? = nil, retries: Int? = nil, balancer: BalancerKind = .roundRobin,
+        policies: RoutePolicies = RoutePolicies()
+    ) {
+        self.name = name
+        self.prefix = prefix
+        self.hosts = hosts
+        self.methods = methods
+        self.headers = headers
+        self.targets = targets
+        self.rewrite = rewrite
+        self.timeout = timeout
+        self.retries = retries
+        self.balancer = balancer
+        self.policies = policies
+    }
+
+    /// The rest of `path` after the prefix when the route takes `request`, else nil.
+    func match(_ request: RequestHead, path: Substring) -> Substring? {
+        guard let rest = Self.afterPrefix(prefix, of: path) else { return nil }
+        if !methods.isEmpty, !methods.contains(request.method) { return nil }
+        if !hosts.isEmpty {
+            guard let host = request.fields.first("host").map(Self.hostName),
+                hosts.contains(where: { Self.host(host, matches: $0) })
+            else { return nil }
+        }
+        for condition in headers {
+            let values = request.fields.values(named: condition.name)
+            if let wanted = condition.value {
+                guard values.contains(wanted) else { return nil }
+            } else if values.isEmpty {
+                return nil
+            }
+        }
+        return rest
+    }
+
+    /// The path the instance receives for a request whose path after the prefix is `rest` (query included).
+    func upstreamPath(original: String, rest: Substring) -> String {
+        guard let rewrite else { return original }
+        if rest.isEmpty || rest.first == "?" { return rewrite + rest }
+        if rewrite.hasSuffix("/") && rest.first == "/" { return rewrite + rest.dropFirst() }
+        return rewrite + rest
+    }
+
+    static func afterPrefix(_ prefix: String, of path: Substring) -> Substring? {
+        guard path.hasPrefix(prefix) else { return nil }
+        let rest = path.dropFirst(prefix.count)
+        if prefix.hasSuffix("/") || rest.isEmpty || rest.first == "/" || rest.first == "?" { return rest }
+        return nil
+    }
+
+    /// `Host` without its port, lower-cased.
+    static func hostName(_ header: String) -> String {
+        var host = Substring(header)
+        if host.hasPrefix("[") {
+            if let close = host.firstIndex(of: "]") { host = host[...close] }
+        } else if let colon = host.lastIndex(of: ":") {
+            host = host[..<colon]
+        }
+        return host.lowercased()
+    }
+
+    static func host(_ host: String, matches pattern: String) -> Bool {
+        if pattern.hasPrefix("*.") { return host.hasSuffix(pattern.dropFirst(1)) && host.count > pattern.count - 1 }
+        return host == pattern
+    }
+}
+
+/// A request's route and where it goes.
+struct RouteMatch: Sendable {
+    /// Nil for the routing without a route file (`/<service>/...`).
+    var route: Route?
+    var target: RouteTarget
+    /// The path and query the instance receives.
+    var path: String
+}
+
+/// The routes of a gateway, in the order they are tried; the first that takes a request wins (as in Envoy).
+final class RouteTable: Sendable {
+    let routes: [Route]
+    let authentication: Authentication
+    /// Where the table came from (`default` without a route file), for logs.
+    let source: String
+
+    init(routes: [Route], authentication: Authentication = Authentication(), source: String) {
+        self.routes = routes
+        self.authentication = authentication
+        self.source = source
+    }
+
+    /// The route of `request`, with one target picked by weight (`roll` in 0..<total weight).
+    func match(_ request: RequestHead, roll: (Int) -> Int) -> RouteMatch? {
+        let target = request.target
+        guard target.hasPrefix("/") else { return nil }
+        let pathEnd = target.firstIndex(of: "?") ?? target.endIndex
+        for route in routes {
+            guard let rest = route.match(request, path: target[..<pathEnd]) else { continue }
+            // The rest shares the target's indices: from it on, the query included.
+            let fullRest = target[rest.startIndex...]
+            let picked: RouteTarget
+            if route.targets.count == 1 {
+                picked = route.targets[0]
+            } else {
+                var point = roll(route.targets.reduce(0) { $0 + $1.weight })
+                picked =
+                    route.targets.first { target in
+                        point -= target.weight
+                        return point < 0
+                    } ?? route.targets[route.targets.count - 1]
+            }
+            return RouteMatch(route: route, target: picked, path: route.upstreamPath(original: target, rest: fullRest))
+        }
+        return nil
+    }
+
+    /// The shortest time any route gives an instance to answer, for how often connections check deadlines.
+    var shortestTimeout: Duration? { routes.compactMap(\.timeout).min() }
+}
+
+extension HeaderFields {
+    /// Every value of the field called `name` (lower-cased), as sent.
+    func values(named name: String) -> [String] {
+        fields.indices.filter { lowercasedName(at: $0) == name }.map { value(at: $0) }
+    }
+}

@@ -1,0 +1,367 @@
+import AsyncHTTPClient
+import Foundation
+import JWTKit
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+import SwitchboardGateway
+import SwitchboardTestSupport
+import Synchronization
+import Testing
+
+/// A route file in a temporary directory; `write` replaces it (the gateway reads it again every 100 ms).
+final class RouteFileOnDisk: Sendable {
+    let path: String
+
+    init(_ yaml: String) throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gateway-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        path = directory.appendingPathComponent("gateway.yaml").path
+        try write(yaml)
+    }
+
+    func write(_ yaml: String) throws {
+        // Written aside and renamed: the gateway never reads half a file.
+        let staging = path + ".new"
+        try yaml.write(toFile: staging, atomically: false, encoding: .utf8)
+        _ = rename(staging, path)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent)
+    }
+}
+
+/// Values seen by concurrent callers.
+final class SeenValues: Sendable {
+    private let seen = Mutex<Set<String>>([])
+    func insert(_ value: String) { seen.withLock { _ = $0.insert(value) } }
+    func clear() { seen.withLock { $0 = [] } }
+    var values: Set<String> { seen.withLock { $0 } }
+}
+
+/// The claims the tests sign.
+struct TestClaims: JWTPayload {
+    var sub: SubjectClaim
+    var exp: ExpirationClaim
+    var aud: AudienceClaim?
+    var iss: IssuerClaim?
+    var roles: [String]?
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {}
+}
+
+func claims(
+    user: String = "ada", expiresIn: TimeInterval = 300, audience: String? = "shop-api", roles: [String] = ["shopper"]
+) -> TestClaims {
+    TestClaims(
+        sub: SubjectClaim(value: user), exp: ExpirationClaim(value: Date().addingTimeInterval(expiresIn)),
+        aud: audience.map { AudienceClaim(value: [$0]) }, iss: IssuerClaim(value: "https://auth.test"), roles: roles)
+}
+
+func get(_ url: String, headers: [(String, String)] = []) async throws -> HTTPAnswer {
+    try await http(.GET, url, headers: headers)
+}
+
+@Suite("Gateway routes and policies from a route file, with real backends", .serialized)
+struct GatewayRouteTests {
+    static let secret = "a-test-secret-of-at-least-32-bytes!!"
+
+    @Test func routesMatchOnPrefixHostHeaderAndMethodAndRewriteThePath() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let stable = try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["v1"], id: "shop-v1")
+        let canary = try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["canary"], id: "shop-c")
+        let admin = try await ExampleBackend(agents: [agent.baseURL], service: "admin", id: "admin-1")
+        _ = (stable, canary, admin)
+        try await waitForHealthy(agent, "shop", count: 2)
+        try await waitForHealthy(agent, "admin", count: 1)
+        let file = try RouteFileOnDisk(
+            """
+            routes:
+              - name: admin-by-host
+                match: { prefix: /, host: "*.admin.test" }
+                service: admin
+              - name: canary-by-header
+                match: { prefix: /shop, headers: { X-Canary: "yes" } }
+                service: shop
+                tags: [canary]
+                stripPrefix: true
+              - name: echo-by-method
+                match: { prefix: /shop, methods: [POST] }
+                service: shop
+                tags: [v1]
+                rewrite: /echo
+              - name: shop
+                match: { prefix: /shop }
+                service: shop
+                tags: [v1]
+                stripPrefix: true
+              - name: greet
+                match: { prefix: /greet }
+                service: shop
+                rewrite: /hello
+              - name: split
+                match: { prefix: /split }
+                split:
+                  - { service: shop, tags: [v1], weight: 3 }
+                  - { service: shop, tags: [canary], weight: 1 }
+                rewrite: /hello
+            """)
+        try await withGateway(agent: agent, configure: { $0.routeFile = file.path }) { gateway in
+            #expect(try await get("\(gateway)/shop/hello").text.hasPrefix("hello from shop-v1"))
+            #expect(
+                try await get("\(gateway)/shop/hello", headers: [("X-Canary", "yes")]).text.hasPrefix(
+                    "hello from shop-c"))
+            let echoed = try await http(.POST, "\(gateway)/shop", body: Data("posted".utf8))
+            #expect(echoed.status == 200 && echoed.text == "posted", "\(echoed.text)")
+            #expect(try await get("\(gateway)/greet").text.hasPrefix("hello from shop-"))
+            #expect(
+                try await get("\(gateway)/hello", headers: [("Host", "ops.admin.test:7080")]).text.hasPrefix(
+                    "hello from admin-1"))
+            // Segment-aware prefixes, and nothing for what no route takes.
+            let none = try await get("\(gateway)/shopping/hello")
+            #expect(none.status == 404 && none.object["error"] as? String == "no_route")
+            #expect(try await get("\(gateway)/hello").status == 404)
+            // A weighted split sends to both sides, the heavier side more.
+            var answers: [String: Int] = [:]
+            for _ in 0..<80 {
+                let text = try await get("\(gateway)/split").text
+                answers[text.hasPrefix("hello from shop-v1") ? "v1" : "canary", default: 0] += 1
+            }
+            #expect((answers["v1"] ?? 0) > (answers["canary"] ?? 0) && (answers["canary"] ?? 0) > 5, "\(answers)")
+        }
+    }
+
+    @Test func aRouteFileChangedUnderLoadTakesEffectWithoutAFailedCall() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let blue = try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["blue"], id: "blue")
+        let green = try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["green"], id: "green")
+        _ = (blue, green)
+        try await waitForHealthy(agent, "shop", count: 2)
+        @Sendable func routes(_ color: String) -> String {
+            "routes:\n  - name: shop\n    match: { prefix: /shop }\n    service: shop\n    tags: [\(color)]\n    stripPrefix: true\n"
+        }
+        let file = try RouteFileOnDisk(routes("blue"))
+        try await withGateway(
+            agent: agent,
+            configure: {
+                $0.routeFile = file.path
+                $0.routeReloadInterval = .milliseconds(100)
+            }
+        ) { gateway in
+            let tally = LoadTally()
+            let seen = SeenValues()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        while !tally.stop.load(ordering: .relaxed) {
+                            do {
+                                let answer = try await get("\(gateway)/shop/hello")
+                                if answer.status == 200 {
+                                    tally.completed.add(1, ordering: .relaxed)
+                                    let color = answer.text.hasPrefix("hello from blue") ? "blue" : "green"
+                                    seen.insert(color)
+                                } else {
+                                    tally.fail("status \(answer.status)")
+                                }
+                            } catch {
+                                tally.fail("\(error)")
+                            }
+                        }
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(700))
+                // A broken file is refused: the blue routes stay.
+                try file.write("routes:\n  - name: shop\n    match: { prefix: shop }\n    service: shop\n")
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(seen.values == ["blue"])
+                try file.write(routes("green"))
+                try await Task.sleep(for: .milliseconds(700))
+                seen.clear()
+                try await Task.sleep(for: .milliseconds(500))
+                tally.stop.store(true, ordering: .relaxed)
+                try await group.waitForAll()
+            }
+            #expect(tally.failures == [])
+            #expect(tally.completed.load(ordering: .relaxed) > 100)
+            #expect(seen.values == ["green"])
+        }
+    }
+
+    @Test func tokensAndAPIKeysAreCheckedAndTheIdentityForwardedWithSpoofsStripped() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop")
+        _ = backend
+        try await waitForHealthy(agent, "shop", count: 1)
+        let ecKey = ES256PrivateKey()
+        let rsaPEM = try await runProgram("/usr/bin/openssl", ["genrsa", "2048"]).stdout
+        let rsaKey = try Insecure.RSA.PrivateKey(pem: rsaPEM)
+        let signers = JWTKeyCollection()
+        await signers.add(hmac: HMACKey(from: Self.secret), digestAlgorithm: .sha256, kid: "hs")
+        await signers.add(ecdsa: ecKey, kid: "ec")
+        await signers.add(rsa: rsaKey, digestAlgorithm: .sha256, kid: "rs")
+        let strangers = JWTKeyCollection()
+        await strangers.add(hmac: HMACKey(from: String(Self.secret.reversed())), digestAlgorithm: .sha256, kid: "hs")
+        func indent(_ pem: String) -> String {
+            pem.split(separator: "\n").map { "          \($0)" }.joined(separator: "\n")
+        }
+        let file = try RouteFileOnDisk(
+            """
+            authentication:
+              jwt:
+                issuer: https://auth.test
+                audience: shop-api
+                keys:
+                  - { kid: hs, algorithm: HS256, secret: "\(Self.secret)" }
+                  - kid: ec
+                    algorithm: ES256
+                    publicKey: |
+            \(indent(ecKey.publicKey.pemRepresentation))
+                  - kid: rs
+                    algorithm: RS256
+                    publicKey: |
+            \(indent(rsaKey.publicKey.pemRepresentation))
+              apiKeys:
+                - { key: "reporting-key-0123456789", user: reporting, roles: [reader] }
+            routes:
+              - name: admin
+                match: { prefix: /admin }
+                service: shop
+                rewrite: /headers
+                auth: { method: jwt, roles: [admin] }
+              - name: orders
+                match: { prefix: /orders }
+                service: shop
+                rewrite: /headers
+                auth: { method: any }
+              - name: open
+                match: { prefix: /open }
+                service: shop
+                rewrite: /headers
+            """)
+        try await withGateway(agent: agent, configure: { $0.routeFile = file.path }) { gateway in
+            func bearer(_ token: String) -> [(String, String)] { [("Authorization", "Bearer \(token)")] }
+            for kid in ["hs", "ec", "rs"] {
+                let token = try await signers.sign(claims(), kid: JWKIdentifier(string: kid))
+                let answer = try await get(
+                    "\(gateway)/orders", headers: bearer(token) + [("X-User-ID", "mallory"), ("X-User-Roles", "admin")])
+                #expect(answer.status == 200, "\(kid): \(answer.text)")
+                let seen = answer.object as? [String: String] ?? [:]
+                #expect(seen["x-user-id"] == "ada" && seen["x-user-roles"] == "shopper", "\(kid): \(seen)")
+            }
+            let refusals: [(String, String, String)] = [
+                ("expired", try await signers.sign(claims(expiresIn: -60), kid: "hs"), "expired"),
+                ("wrong signature", try await strangers.sign(claims(), kid: "hs"), "signature"),
+                ("wrong audience", try await signers.sign(claims(audience: "billing"), kid: "hs"), "audience"),
+                ("garbage", "not.a.token", "well-formed"),
+            ]
+            for (name, token, reason) in refusals {
+                let answer = try await get("\(gateway)/orders", headers: bearer(token))
+                #expect(answer.status == 401, "\(name)")
+                #expect((answer.object["message"] as? String)?.contains(reason) == true, "\(name): \(answer.text)")
+                #expect(answer.headers.first(name: "WWW-Authenticate")?.hasPrefix("Bearer") == true, "\(name)")
+            }
+            let missing = try await get("\(gateway)/orders")
+            #expect(missing.status == 401 && missing.headers.first(name: "WWW-Authenticate") == "Bearer")
+            // Roles: an allow list.
+            let shopper = try await signers.sign(claims(), kid: "hs")
+            #expect(try await get("\(gateway)/admin", headers: bearer(shopper)).status == 403)
+            let adminToken = try await signers.sign(claims(user: "grace", roles: ["admin"]), kid: "ec")
+            #expect(try await get("\(gateway)/admin", headers: bearer(adminToken)).status == 200)
+            // API keys.
+            let keyed = try await get("\(gateway)/orders", headers: [("X-API-Key", "reporting-key-0123456789")])
+            #expect(keyed.status == 200 && (keyed.object as? [String: String])?["x-user-id"] == "reporting")
+            #expect(
+                try await get("\(gateway)/orders", headers: [("X-API-Key", "guessed-key-0123456789")]).status == 401)
+            #expect(
+                try await get("\(gateway)/admin", headers: [("X-API-Key", "reporting-key-0123456789")]).status == 401)
+            // Without authentication, a caller's identity headers are dropped all the same.
+            let open = try await get("\(gateway)/open", headers: [("X-User-ID", "mallory"), ("X-User-Roles", "admin")])
+            let seen = open.object as? [String: String] ?? [:]
+            #expect(open.status == 200 && seen["x-user-id"] == nil && seen["x-user-roles"] == nil, "\(seen)")
+        }
+    }
+
+    @Test func rateLimitsCacheCORSAndHeaderEditsApplyPerRoute() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop")
+        try await waitForHealthy(agent, "shop", count: 1)
+        let logFile = FileManager.default.temporaryDirectory.appendingPathComponent("access-\(UUID().uuidString).log")
+            .path
+        defer { try? FileManager.default.removeItem(atPath: logFile) }
+        let file = try RouteFileOnDisk(
+            """
+            routes:
+              - name: limited
+                match: { prefix: /limited }
+                service: shop
+                rewrite: /hello
+                rateLimit: { key: client-ip, rate: 1, burst: 3 }
+              - name: cached
+                match: { prefix: /cached }
+                service: shop
+                rewrite: /hello
+                cache: { ttl: 1s }
+              - name: browser
+                match: { prefix: /browser }
+                service: shop
+                rewrite: /headers
+                cors: { origins: ["https://shop.test"], methods: [GET, POST], headers: [Content-Type], maxAge: 60 }
+                requestHeaders: { set: { X-From-Gateway: "yes" }, remove: [X-Internal] }
+                responseHeaders: { set: { X-Served-By: gateway }, remove: [Date] }
+            """)
+        try await withGateway(
+            agent: agent,
+            configure: {
+                $0.routeFile = file.path
+                $0.accessLog = .file(logFile)
+            }
+        ) { gateway in
+            var statuses: [Int] = []
+            var refused: HTTPAnswer?
+            for _ in 0..<4 {
+                let answer = try await get("\(gateway)/limited?token=secret")
+                statuses.append(answer.status)
+                if answer.status == 429 { refused = answer }
+            }
+            #expect(statuses == [200, 200, 200, 429])
+            #expect(Int(refused?.headers.first(name: "Retry-After") ?? "") ?? 0 >= 1)
+            #expect(refused?.headers.first(name: "X-RateLimit-Remaining") == "0")
+
+            let before = try await backend.answeredCalls()
+            let first = try await get("\(gateway)/cached")
+            let second = try await get("\(gateway)/cached")
+            #expect(first.headers.first(name: "X-Cache") == "MISS" && second.headers.first(name: "X-Cache") == "HIT")
+            #expect(first.text == second.text)
+            #expect(try await backend.answeredCalls() == before + 1)
+            try await Task.sleep(for: .milliseconds(1200))
+            let third = try await get("\(gateway)/cached")
+            #expect(third.headers.first(name: "X-Cache") == "MISS" && third.text != first.text)
+            #expect(try await backend.answeredCalls() == before + 2)
+
+            let preflight = try await http(
+                .OPTIONS, "\(gateway)/browser",
+                headers: [("Origin", "https://shop.test"), ("Access-Control-Request-Method", "POST")])
+            #expect(preflight.status == 204)
+            #expect(preflight.headers.first(name: "Access-Control-Allow-Origin") == "https://shop.test")
+            #expect(preflight.headers.first(name: "Access-Control-Allow-Methods") == "GET, POST")
+            let foreign = try await get("\(gateway)/browser", headers: [("Origin", "https://evil.test")])
+            #expect(foreign.status == 403)
+            let actual = try await get(
+                "\(gateway)/browser", headers: [("Origin", "https://shop.test"), ("X-Internal", "secret")])
+            #expect(actual.headers.first(name: "Access-Control-Allow-Origin") == "https://shop.test")
+            #expect(actual.headers.first(name: "X-Served-By") == "gateway" && actual.headers.first(name: "Date") == nil)
+            let seen = actual.object as? [String: String] ?? [:]
+            #expect(seen["x-from-gateway"] == "yes" && seen["x-internal"] == nil, "\(seen)")
+        }
+        // One JSON line per request; the query (which may hold secrets) is not logged.
+        let lines = try String(contentsOfFile: logFile, encoding: .utf8).split(separator: "\n")
+        let entries = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] ?? [:] }
+        #expect(entries.count == 10, "\(lines)")
+        let limited = entries.filter { $0["route"] as? String == "limited" }
+        #expect(limited.map { $0["status"] as? Int } == [200, 200, 200, 429])
+        #expect(limited.allSatisfy { $0["path"] as? String == "/limited" && ($0["requestId"] as? String)?.count == 32 })
+        #expect(!lines.contains { $0.contains("secret") })
+        #expect(entries.contains { $0["cache"] as? String == "HIT" })
+    }
+}
