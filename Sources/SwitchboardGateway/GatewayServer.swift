@@ -43,6 +43,7 @@ public struct GatewayServer: Service {
         let router = GatewayRouter(
             selector: UpstreamSelector(discovery: discovery, outlierDetection: configuration.outlierDetection),
             publicTag: configuration.publicTag, table: routeFile?.table)
+        let aggregator = Aggregator(discovery: discovery)
         let accessLog: AccessLog? =
             switch configuration.accessLog {
             case .off: nil
@@ -67,7 +68,7 @@ public struct GatewayServer: Service {
                     try channel.pipeline.syncOperations.addHandler(
                         ProxyHandler(
                             router: router, pool: pool, configuration: configuration, accessLog: accessLog,
-                            logger: logger))
+                            aggregator: aggregator, logger: logger))
                 }
             }
             .bind(host: configuration.host, port: configuration.port).get()

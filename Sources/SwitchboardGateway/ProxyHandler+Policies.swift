@@ -74,6 +74,10 @@ extension ProxyHandler {
                 return
             }
         }
+        if let aggregate = match.route?.aggregate {
+            answerAggregate(aggregate, head: head, match: match)
+            return
+        }
         if let cache = policies.cache, ResponseCache.admits(head) {
             let host = head.fields.first("host").map(Route.hostName) ?? ""
             let key = "\(host) \(match.path) \(match.target.service)"
@@ -86,6 +90,53 @@ extension ProxyHandler {
             downstreamExtras!.cache = ("MISS", nil)
         }
         connect()
+    }
+
+    /// Fans the request out to the aggregate's parts through the client library, and answers with one object.
+    private func answerAggregate(_ spec: AggregateSpec, head: RequestHead, match: RouteMatch) {
+        guard let context else { return }
+        guard head.method == "GET" || head.method == "HEAD" else {
+            respondWithError(
+                .methodNotAllowed, service: match.target.service, reason: "an aggregate route answers GET and HEAD only")
+            return
+        }
+        let queryStart = match.path.firstIndex(of: "?")
+        let pathPart = queryStart.map { match.path[..<$0] } ?? match.path[...]
+        let rest = String(pathPart.drop { $0 == "/" })
+        let query = queryStart.map { String(match.path[match.path.index(after: $0)...]) }
+        var headers = HTTPHeaders()
+        headers.add(name: "X-Request-ID", value: requestID)
+        headers.add(name: "traceparent", value: traceparent)
+        if let identity {
+            headers.add(name: "X-User-ID", value: identity.user)
+            headers.add(name: "X-User-Roles", value: identity.roles.joined(separator: ","))
+        }
+        let proxy = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let headersToSend = headers
+        aggregator.map { aggregator in
+            context.eventLoop.makeFutureWithTask {
+                await aggregator.answer(spec, rest: rest, query: query, headers: headersToSend)
+            }
+        }?.whenSuccess { answer in
+            let handler = proxy.value
+            guard handler.state == .connecting, let context = handler.context, let request = handler.request else {
+                return
+            }
+            if answer.allFailed {
+                handler.respondWithError(
+                    .badGateway, service: match.target.service,
+                    reason: "every part failed: \(String(buffer: answer.body))")
+                return
+            }
+            handler.responseStatus = 200
+            let closing = !handler.keepAlive || !handler.requestBody.isComplete
+            let response = GatewayHeaders.response(
+                status: .ok, body: answer.body, requestID: handler.requestID, callerMinorVersion: request.minorVersion,
+                closing: closing, extras: handler.downstreamExtras, omitBody: request.isHEAD,
+                allocator: context.channel.allocator)
+            context.write(handler.wrapOutboundOut(response), promise: nil)
+            handler.finishExchange(closing: closing)
+        }
     }
 
     private func answerPreflight(_ cors: CORSPolicy, origin: String, method: String) {

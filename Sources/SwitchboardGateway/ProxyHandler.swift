@@ -43,6 +43,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     let configuration: GatewayConfiguration
     let logger: Logger
     let accessLog: AccessLog?
+    let aggregator: Aggregator?
     var state = State.idle
     var context: ChannelHandlerContext?
     var random = FastRandom()
@@ -106,9 +107,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     init(
         router: GatewayRouter, pool: UpstreamPool, configuration: GatewayConfiguration, accessLog: AccessLog?,
-        logger: Logger
+        aggregator: Aggregator? = nil, logger: Logger
     ) {
         self.router = router
+        self.aggregator = aggregator
         self.accessLog = accessLog
         self.pool = pool
         self.configuration = configuration

@@ -51,7 +51,7 @@ enum RouteFile {
     ) throws(GatewayConfigurationError) -> Route {
         let fields = try node.mapping(allowed: [
             "name", "match", "service", "tags", "meta", "split", "rewrite", "stripPrefix", "timeout", "retries",
-            "balancer", "auth", "rateLimit", "cache", "requestHeaders", "responseHeaders", "cors",
+            "balancer", "auth", "rateLimit", "cache", "requestHeaders", "responseHeaders", "cors", "aggregate",
         ])
         let name = try fields["name"]?.nonEmptyString() ?? "route-\(index)"
         var prefix = "/"
@@ -87,7 +87,15 @@ enum RouteFile {
                 }
             }
         }
-        let targets = try parseTargets(fields, node: node)
+        let aggregate = try fields["aggregate"].map { (node) throws(GatewayConfigurationError) in
+            try parseAggregate(node, fields: fields)
+        }
+        let targets: [RouteTarget]
+        if let aggregate {
+            targets = [RouteTarget(service: aggregate.parts[0].service, query: InstanceQuery(), weight: 1)]
+        } else {
+            targets = try parseTargets(fields, node: node)
+        }
         var rewrite = try fields["rewrite"]?.string()
         if let rewrite, !rewrite.hasPrefix("/") {
             throw GatewayConfigurationError(field: "\(node.path).rewrite", message: "must be a path starting with '/'")
@@ -109,7 +117,44 @@ enum RouteFile {
             name: name, prefix: prefix, hosts: hosts, methods: methods, headers: headers, targets: targets,
             rewrite: rewrite, timeout: try fields["timeout"]?.duration(in: .milliseconds(1)...(.seconds(3600))),
             retries: try fields["retries"]?.int(in: 0...10), balancer: balancer ?? .roundRobin,
-            policies: try parsePolicies(fields, authentication: authentication))
+            policies: try parsePolicies(fields, authentication: authentication), aggregate: aggregate)
+    }
+
+    private static func parseAggregate(
+        _ node: ConfigurationNode, fields: [String: ConfigurationNode]
+    ) throws(GatewayConfigurationError) -> AggregateSpec {
+        for key in ["service", "split", "tags", "meta", "rewrite", "stripPrefix", "cache"] where fields[key] != nil {
+            throw node.error("an aggregate route takes no \(key): each part names its service and path")
+        }
+        let entries = try node.mapping(allowed: ["timeout", "parts"])
+        let timeout = try entries["timeout"]?.duration(in: .milliseconds(1)...(.seconds(60))) ?? .seconds(2)
+        guard let partsNode = entries["parts"], case let parts = try partsNode.list(), !parts.isEmpty else {
+            throw GatewayConfigurationError(field: "\(node.path).parts", message: "list at least one part")
+        }
+        var names: Set<String> = []
+        let specs = try parts.map { (part) throws(GatewayConfigurationError) -> AggregateSpec.Part in
+            let values = try part.mapping(allowed: ["name", "service", "path", "timeout"])
+            guard let nameNode = values["name"], let serviceNode = values["service"], let pathNode = values["path"]
+            else {
+                throw part.error("each part needs name, service and path")
+            }
+            let name = try nameNode.nonEmptyString()
+            guard name != "partial", name != "errors", names.insert(name).inserted else {
+                throw nameNode.error("must be unique and not 'partial' or 'errors'")
+            }
+            let service: ServiceName
+            do {
+                service = try ServiceName(try serviceNode.string())
+            } catch {
+                throw serviceNode.error("\(error)")
+            }
+            let path = try pathNode.nonEmptyString()
+            guard path.hasPrefix("/"), !path.contains(" ") else { throw pathNode.error("must be a path starting with '/'") }
+            return AggregateSpec.Part(
+                name: name, service: service, path: path,
+                timeout: try values["timeout"]?.duration(in: .milliseconds(1)...(.seconds(60))) ?? timeout)
+        }
+        return AggregateSpec(parts: specs)
     }
 
     private static func parseTargets(

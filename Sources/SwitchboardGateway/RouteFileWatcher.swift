@@ -30,7 +30,7 @@ struct RouteFileWatcher {
         do {
             return Loaded(text: text, table: try await RouteFile.parse(text, source: path))
         } catch {
-            throw GatewayConfigurationError(field: error.field, message: "\(path): \(error.message)")
+            throw GatewayConfigurationError(field: "", message: "\(path): \(error)")
         }
     }
 

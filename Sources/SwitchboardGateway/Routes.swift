@@ -46,13 +46,16 @@ final class Route: Sendable {
     let retries: Int?
     let balancer: BalancerKind
     let policies: RoutePolicies
+    /// For a route answered by several services at once; ``targets`` then holds the first part's, for logs.
+    let aggregate: AggregateSpec?
 
     init(
         name: String, prefix: String, hosts: [String] = [], methods: Set<String> = [],
         headers: [(name: String, value: String?)] = [], targets: [RouteTarget], rewrite: String? = nil,
         timeout: Duration? = nil, retries: Int? = nil, balancer: BalancerKind = .roundRobin,
-        policies: RoutePolicies = RoutePolicies()
+        policies: RoutePolicies = RoutePolicies(), aggregate: AggregateSpec? = nil
     ) {
+        self.aggregate = aggregate
         self.name = name
         self.prefix = prefix
         self.hosts = hosts

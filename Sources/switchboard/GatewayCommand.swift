@@ -10,10 +10,13 @@ import UnixSignals
 struct GatewayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gateway",
-        abstract: "Proxy /<service>/... to healthy instances of services tagged public (server-side discovery).",
+        abstract: "Route requests to healthy instances (server-side discovery): by a route file, or /<service>/... to "
+            + "services tagged public.",
         discussion: """
-            Options also read SWITCHBOARD_GATEWAY_LISTEN, SWITCHBOARD_AGENT (comma-separated URLs), \
-            SWITCHBOARD_LOG_LEVEL and SWITCHBOARD_LOG_FORMAT. A flag wins over its variable.
+            Options also read SWITCHBOARD_GATEWAY_LISTEN, SWITCHBOARD_GATEWAY_CONFIG, SWITCHBOARD_GATEWAY_ACCESS_LOG, \
+            SWITCHBOARD_AGENT (comma-separated URLs), SWITCHBOARD_LOG_LEVEL and SWITCHBOARD_LOG_FORMAT. A flag wins over \
+            its variable. The route file is read again every second; a changed, valid file replaces the routes \
+            without dropping a connection.
             """
     )
 
@@ -22,6 +25,16 @@ struct GatewayCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("agent"), help: "An agent URL; repeat for several. (default: http://127.0.0.1:7500)")
     var agents: [String] = []
+
+    @Option(
+        name: .customLong("config"),
+        help: "Route file (YAML): routes, authentication and policies. (default: /<service>/... to public services)")
+    var config: String?
+
+    @Option(
+        name: .customLong("access-log"),
+        help: "Where the JSON access log goes: '-' for standard output, a file path, or 'off'. (default: -)")
+    var accessLog: String?
 
     @Option(
         name: .customLong("threads"),
@@ -61,8 +74,17 @@ struct GatewayCommand: AsyncParsableCommand {
         for url in agentURLs where !(url.hasPrefix("http://") && url.count > "http://".count) {
             throw ValidationError("--agent must be an http:// URL such as http://127.0.0.1:7500, got '\(url)'")
         }
+        let accessLogText = accessLog ?? Environment.value("SWITCHBOARD_GATEWAY_ACCESS_LOG") ?? "-"
+        let destination: GatewayConfiguration.AccessLogDestination =
+            switch accessLogText {
+            case "-": .standardOutput
+            case "off": .off
+            case "": throw ValidationError("--access-log must be '-', 'off' or a file path")
+            default: .file(accessLogText)
+            }
         return GatewayConfiguration(
             host: address.host, port: address.port,
-            agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 })
+            agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
+            routeFile: config ?? Environment.value("SWITCHBOARD_GATEWAY_CONFIG"), accessLog: destination)
     }
 }

@@ -365,3 +365,42 @@ struct GatewayRouteTests {
         #expect(entries.contains { $0["cache"] as? String == "HIT" })
     }
 }
+
+extension GatewayRouteTests {
+    @Test func anAggregateRouteAnswersWithEveryPartAndMarksTheOnesThatFailed() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let users = try await ExampleBackend(agents: [agent.baseURL], service: "users")
+        let posts = try await ExampleBackend(agents: [agent.baseURL], service: "posts")
+        _ = (users, posts)
+        try await waitForHealthy(agent, "users", count: 1)
+        try await waitForHealthy(agent, "posts", count: 1)
+        let file = try RouteFileOnDisk(
+            """
+            routes:
+              - name: profile
+                match: { prefix: /profile }
+                aggregate:
+                  timeout: 400ms
+                  parts:
+                    - { name: user, service: users, path: /headers }
+                    - { name: posts, service: posts, path: "/hello?user={rest}" }
+                    - { name: comments, service: comments, path: /hello }
+                    - { name: likes, service: posts, path: /slow, timeout: 300ms }
+            """)
+        try await withGateway(agent: agent, configure: { $0.routeFile = file.path }) { gateway in
+            let started = ContinuousClock.now
+            let answer = try await get("\(gateway)/profile/42?ms=3000", headers: [("X-Request-ID", "profile-1")])
+            #expect(ContinuousClock.now - started < .seconds(2))
+            #expect(answer.status == 200, "\(answer.text)")
+            let object = answer.object
+            #expect(object["partial"] as? Bool == true, "\(answer.text)")
+            #expect((object["user"] as? [String: String])?["x-request-id"] == "profile-1", "\(answer.text)")
+            #expect((object["posts"] as? String)?.hasPrefix("hello from posts") == true, "\(answer.text)")
+            #expect(object["comments"] is NSNull && object["likes"] is NSNull, "\(answer.text)")
+            let errors = object["errors"] as? [String: String] ?? [:]
+            #expect(errors["comments"]?.contains("comments") == true, "\(errors)")
+            #expect(errors["likes"]?.contains("no answer within") == true, "\(errors)")
+            #expect(errors["user"] == nil && errors["posts"] == nil)
+        }
+    }
+}
