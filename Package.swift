@@ -100,6 +100,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         // A runnable example of the client library (a self-registering backend and a caller); the client's

@@ -107,7 +107,8 @@ final class Aggregator: Sendable {
             }
             group.addTask {
                 try? await Task.sleep(for: part.timeout)
-                return Task.isCancelled ? nil : .failure(PartFailure(message: "\(part.service): no answer within \(part.timeout)"))
+                return Task.isCancelled
+                    ? nil : .failure(PartFailure(message: "\(part.service): no answer within \(part.timeout)"))
             }
             let first = await group.next() ?? nil
             group.cancelAll()

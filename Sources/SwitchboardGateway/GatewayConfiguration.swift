@@ -30,6 +30,8 @@ public struct GatewayConfiguration: Sendable {
     public var routeReloadInterval: Duration
     /// Where the access log goes: one JSON line per request.
     public var accessLog: AccessLogDestination
+    /// The admin address (`/metrics`, `/routes`, `/health`), as host and port; nil serves none.
+    public var admin: (host: String, port: Int)?
 
     /// Where the access log goes.
     public enum AccessLogDestination: Sendable, Equatable {
@@ -44,7 +46,8 @@ public struct GatewayConfiguration: Sendable {
         publicTag: String = "public", connectTimeout: Duration = .seconds(1), responseTimeout: Duration = .seconds(30),
         connectRetries: Int = 2, idleConnectionsPerInstance: Int = 64, clientIdleTimeout: Duration = .seconds(60),
         outlierDetection: OutlierDetector.Configuration = OutlierDetector.Configuration(), routeFile: String? = nil,
-        routeReloadInterval: Duration = .seconds(1), accessLog: AccessLogDestination = .off
+        routeReloadInterval: Duration = .seconds(1), accessLog: AccessLogDestination = .off,
+        admin: (host: String, port: Int)? = nil
     ) {
         self.host = host
         self.port = port
@@ -59,5 +62,6 @@ public struct GatewayConfiguration: Sendable {
         self.routeFile = routeFile
         self.routeReloadInterval = routeReloadInterval
         self.accessLog = accessLog
+        self.admin = admin
     }
 }

@@ -16,15 +16,18 @@ import SwitchboardCore
 /// that others need, so several gateways can run side by side.
 public struct GatewayServer: Service {
     public let configuration: GatewayConfiguration
+    /// Per route and upstream; served at the admin address's `/metrics`.
+    public let metrics: GatewayMetrics
     let logger: Logger
     let onListening: @Sendable (Int) async -> Void
 
     /// A gateway; `onListening` is told the bound port.
     public init(
-        configuration: GatewayConfiguration, logger: Logger,
+        configuration: GatewayConfiguration, metrics: GatewayMetrics = GatewayMetrics(), logger: Logger,
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
         self.configuration = configuration
+        self.metrics = metrics
         self.logger = logger
         self.onListening = onListening
     }
@@ -51,12 +54,15 @@ public struct GatewayServer: Service {
             case .file(let path): try AccessLog.appending(to: path)
             }
         let group = MultiThreadedEventLoopGroup.singleton
-        var pools: [ObjectIdentifier: UpstreamPool] = [:]
+        var pools: [ObjectIdentifier: LoopPools.Resources] = [:]
         for loop in group.makeIterator() {
-            pools[ObjectIdentifier(loop)] = UpstreamPool(
-                eventLoop: loop, idleLimit: configuration.idleConnectionsPerInstance,
-                connectTimeout: configuration.connectTimeout.timeAmount)
+            pools[ObjectIdentifier(loop)] = LoopPools.Resources(
+                pool: UpstreamPool(
+                    eventLoop: loop, idleLimit: configuration.idleConnectionsPerInstance,
+                    connectTimeout: configuration.connectTimeout.timeAmount),
+                metrics: LoopMetrics(metrics: metrics))
         }
+        let metrics = self.metrics
         let loopPools = LoopPools(pools)
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -64,16 +70,23 @@ public struct GatewayServer: Service {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let pool = loopPools.pool(for: channel.eventLoop)
+                    let resources = loopPools.resources(for: channel.eventLoop)
                     try channel.pipeline.syncOperations.addHandler(
                         ProxyHandler(
-                            router: router, pool: pool, configuration: configuration, accessLog: accessLog,
-                            aggregator: aggregator, logger: logger))
+                            router: router, pool: resources.pool, configuration: configuration, accessLog: accessLog,
+                            aggregator: aggregator, metrics: resources.metrics, logger: logger))
                 }
             }
             .bind(host: configuration.host, port: configuration.port).get()
         let port = server.localAddress?.port ?? configuration.port
         logger.info("gateway listening", metadata: ["address": "\(configuration.host):\(port)"])
+        var admin: (any Channel)?
+        if let address = configuration.admin {
+            admin = try await AdminServer.bind(host: address.host, port: address.port, metrics: metrics, router: router)
+            logger.info(
+                "gateway admin listening",
+                metadata: ["address": "\(address.host):\(admin?.localAddress?.port ?? address.port)"])
+        }
         try await withThrowingDiscardingTaskGroup { tasks in
             tasks.addTask { try await discovery.run() }
             if let accessLog { tasks.addTask { await accessLog.run() } }
@@ -87,24 +100,31 @@ public struct GatewayServer: Service {
             await onListening(port)
             try? await gracefulShutdown()
             try? await server.close()
+            try? await admin?.close()
             tasks.cancelAll()
         }
         try await connection.shutdown()
     }
 }
 
-/// Each event loop's pool, looked up by loop when a connection arrives; a pool is only ever used on its loop.
+/// Each event loop's pool and metric handles, looked up by loop when a connection arrives; they are only ever
+/// used on their loop.
 final class LoopPools: @unchecked Sendable {
-    private let pools: [ObjectIdentifier: UpstreamPool]
+    struct Resources {
+        var pool: UpstreamPool
+        var metrics: LoopMetrics
+    }
 
-    init(_ pools: [ObjectIdentifier: UpstreamPool]) {
+    private let pools: [ObjectIdentifier: Resources]
+
+    init(_ pools: [ObjectIdentifier: Resources]) {
         self.pools = pools
     }
 
-    func pool(for loop: any EventLoop) -> UpstreamPool {
-        guard let pool = pools[ObjectIdentifier(loop)] else {
+    func resources(for loop: any EventLoop) -> Resources {
+        guard let resources = pools[ObjectIdentifier(loop)] else {
             preconditionFailure("a connection on an event loop the gateway did not set up")
         }
-        return pool
+        return resources
     }
 }

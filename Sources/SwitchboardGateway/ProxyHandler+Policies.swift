@@ -97,7 +97,8 @@ extension ProxyHandler {
         guard let context else { return }
         guard head.method == "GET" || head.method == "HEAD" else {
             respondWithError(
-                .methodNotAllowed, service: match.target.service, reason: "an aggregate route answers GET and HEAD only")
+                .methodNotAllowed, service: match.target.service, reason: "an aggregate route answers GET and HEAD only"
+            )
             return
         }
         let queryStart = match.path.firstIndex(of: "?")
@@ -202,16 +203,23 @@ extension ProxyHandler {
         router.selector.finished(balancerKey, on: instance.id)
     }
 
-    /// The exchange's line in the access log.
+    /// The exchange's line in the access log, and its metrics.
     func logExchange() {
-        guard let accessLog, let request else { return }
+        guard let request else { return }
         let now = NIODeadline.now()
-        accessLog.record(
+        let duration = now - exchangeStarted
+        let upstreamDuration = upstreamAnswered.map { $0 - exchangeStarted }
+        let routeName = match?.route?.name ?? match.map { "/\($0.target.service)" } ?? "none"
+        let service = match?.target.service.rawValue ?? ""
+        metrics?.record(
+            route: routeName, service: service, status: responseStatus, duration: duration,
+            upstream: instance.map { ($0.id.rawValue, upstreamDuration) }, cache: downstreamExtras?.cache?.state)
+        accessLog?.record(
             AccessLog.Line(
                 requestID: requestID, traceID: traceID, clientIP: clientAddress, user: identity?.user,
-                method: request.method, target: request.target, status: responseStatus,
-                duration: now - exchangeStarted, upstreamDuration: upstreamAnswered.map { $0 - exchangeStarted },
-                route: match?.route?.name, service: match?.target.service.rawValue, instance: instance?.id.rawValue,
-                cache: downstreamExtras?.cache?.state, rateLimitRemaining: downstreamExtras?.rateLimit?.remaining))
+                method: request.method, target: request.target, status: responseStatus, duration: duration,
+                upstreamDuration: upstreamDuration, route: match?.route?.name, service: match?.target.service.rawValue,
+                instance: instance?.id.rawValue, cache: downstreamExtras?.cache?.state,
+                rateLimitRemaining: downstreamExtras?.rateLimit?.remaining))
     }
 }

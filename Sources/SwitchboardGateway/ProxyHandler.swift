@@ -44,6 +44,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     let logger: Logger
     let accessLog: AccessLog?
     let aggregator: Aggregator?
+    let metrics: LoopMetrics?
     var state = State.idle
     var context: ChannelHandlerContext?
     var random = FastRandom()
@@ -107,9 +108,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     init(
         router: GatewayRouter, pool: UpstreamPool, configuration: GatewayConfiguration, accessLog: AccessLog?,
-        aggregator: Aggregator? = nil, logger: Logger
+        aggregator: Aggregator? = nil, metrics: LoopMetrics? = nil, logger: Logger
     ) {
         self.router = router
+        self.metrics = metrics
         self.aggregator = aggregator
         self.accessLog = accessLog
         self.pool = pool

@@ -149,7 +149,9 @@ enum RouteFile {
                 throw serviceNode.error("\(error)")
             }
             let path = try pathNode.nonEmptyString()
-            guard path.hasPrefix("/"), !path.contains(" ") else { throw pathNode.error("must be a path starting with '/'") }
+            guard path.hasPrefix("/"), !path.contains(" ") else {
+                throw pathNode.error("must be a path starting with '/'")
+            }
             return AggregateSpec.Part(
                 name: name, service: service, path: path,
                 timeout: try values["timeout"]?.duration(in: .milliseconds(1)...(.seconds(60))) ?? timeout)

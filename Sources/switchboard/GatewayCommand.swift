@@ -14,6 +14,7 @@ struct GatewayCommand: AsyncParsableCommand {
             + "services tagged public.",
         discussion: """
             Options also read SWITCHBOARD_GATEWAY_LISTEN, SWITCHBOARD_GATEWAY_CONFIG, SWITCHBOARD_GATEWAY_ACCESS_LOG, \
+            SWITCHBOARD_GATEWAY_ADMIN, \
             SWITCHBOARD_AGENT (comma-separated URLs), SWITCHBOARD_LOG_LEVEL and SWITCHBOARD_LOG_FORMAT. A flag wins over \
             its variable. The route file is read again every second; a changed, valid file replaces the routes \
             without dropping a connection.
@@ -35,6 +36,11 @@ struct GatewayCommand: AsyncParsableCommand {
         name: .customLong("access-log"),
         help: "Where the JSON access log goes: '-' for standard output, a file path, or 'off'. (default: -)")
     var accessLog: String?
+
+    @Option(
+        name: .customLong("admin"),
+        help: "Admin address for /metrics, /routes and /health, host:port, or 'off'. (default: 127.0.0.1:7081)")
+    var admin: String?
 
     @Option(
         name: .customLong("threads"),
@@ -82,9 +88,18 @@ struct GatewayCommand: AsyncParsableCommand {
             case "": throw ValidationError("--access-log must be '-', 'off' or a file path")
             default: .file(accessLogText)
             }
+        let adminText = admin ?? Environment.value("SWITCHBOARD_GATEWAY_ADMIN") ?? "127.0.0.1:7081"
+        var adminAddress: (host: String, port: Int)?
+        if adminText != "off" {
+            guard let parsed = HostAndPort(adminText) else {
+                throw ValidationError("--admin must be host:port or 'off', got '\(adminText)'")
+            }
+            adminAddress = (parsed.host, parsed.port)
+        }
         return GatewayConfiguration(
             host: address.host, port: address.port,
             agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
-            routeFile: config ?? Environment.value("SWITCHBOARD_GATEWAY_CONFIG"), accessLog: destination)
+            routeFile: config ?? Environment.value("SWITCHBOARD_GATEWAY_CONFIG"), accessLog: destination,
+            admin: adminAddress)
     }
 }

@@ -310,11 +310,13 @@ struct GatewayRouteTests {
                 requestHeaders: { set: { X-From-Gateway: "yes" }, remove: [X-Internal] }
                 responseHeaders: { set: { X-Served-By: gateway }, remove: [Date] }
             """)
+        let adminPort = try freePort()
         try await withGateway(
             agent: agent,
             configure: {
                 $0.routeFile = file.path
                 $0.accessLog = .file(logFile)
+                $0.admin = ("127.0.0.1", adminPort)
             }
         ) { gateway in
             var statuses: [Int] = []
@@ -353,6 +355,20 @@ struct GatewayRouteTests {
             #expect(actual.headers.first(name: "X-Served-By") == "gateway" && actual.headers.first(name: "Date") == nil)
             let seen = actual.object as? [String: String] ?? [:]
             #expect(seen["x-from-gateway"] == "yes" && seen["x-internal"] == nil, "\(seen)")
+
+            // Metrics per route and upstream on the admin address.
+            let metrics = try await get("http://127.0.0.1:\(adminPort)/metrics").text
+            #expect(
+                metrics.contains(#"switchboard_gateway_requests_total{route="limited",service="shop",code="4xx"} 1"#),
+                "\(metrics)")
+            #expect(
+                metrics.contains(#"switchboard_gateway_requests_total{route="limited",service="shop",code="2xx"} 3"#))
+            #expect(metrics.contains(#"switchboard_gateway_rate_limited_total{route="limited"} 1"#))
+            #expect(metrics.contains(#"switchboard_gateway_cache_total{route="cached",result="hit"} 1"#))
+            #expect(metrics.contains("switchboard_gateway_upstream_requests_total{service=\"shop\""))
+            #expect(metrics.contains("switchboard_gateway_request_duration_seconds_bucket{route=\"cached\""))
+            let routes = try await get("http://127.0.0.1:\(adminPort)/routes")
+            #expect(routes.text.contains(#""name":"browser""#))
         }
         // One JSON line per request; the query (which may hold secrets) is not logged.
         let lines = try String(contentsOfFile: logFile, encoding: .utf8).split(separator: "\n")

@@ -1,0 +1,106 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import SwitchboardCore
+
+/// The gateway's admin address: `GET /metrics` (Prometheus text), `GET /routes` (the routes in force) and
+/// `GET /health`. Kept off the proxy's address so no route can shadow it and callers cannot reach it.
+enum AdminServer {
+    static func bind(
+        host: String, port: Int, metrics: GatewayMetrics, router: GatewayRouter
+    ) async throws -> any Channel {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(metrics: metrics, router: router))
+                }
+            }
+            .bind(host: host, port: port).get()
+    }
+}
+
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let metrics: GatewayMetrics
+    private let router: GatewayRouter
+    private var head: HTTPRequestHead?
+
+    init(metrics: GatewayMetrics, router: GatewayRouter) {
+        self.metrics = metrics
+        self.router = router
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): self.head = head
+        case .body: break
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+            let (status, type, body): (HTTPResponseStatus, String, [UInt8])
+            switch (head.method, path) {
+            case (.GET, "/metrics"):
+                (status, type, body) = (.ok, "text/plain; version=0.0.4", metrics.registry.emitToBuffer())
+            case (.GET, "/routes"):
+                (status, type, body) = (.ok, "application/json", routesJSON())
+            case (.GET, "/health"):
+                (status, type, body) = (.ok, "application/json", Array(#"{"status":"ok"}"#.utf8) + [0x0A])
+            default:
+                (status, type, body) = (
+                    .notFound, "application/json",
+                    Array(
+                        #"{"error":"not_found","message":"the admin address serves /metrics, /routes and /health"}"#
+                            .utf8)
+                )
+            }
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: type)
+            headers.add(name: "Content-Length", value: String(body.count))
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+                promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+            let keepAlive = head.isKeepAlive
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+                if !keepAlive { bound.value.close(promise: nil) }
+            }
+        }
+    }
+
+    private func routesJSON() -> [UInt8] {
+        var json = JSONText()
+        guard let table = router.routes else {
+            json.append(#"{"source":"default","routes":[{"prefix":"/<service>","tag":"#)
+            json.appendString(router.publicTag)
+            json.append("}]}\n")
+            return json.bytes
+        }
+        json.append(#"{"source":"#)
+        json.appendString(table.source)
+        json.append(#","routes":["#)
+        for (index, route) in table.routes.enumerated() {
+            if index > 0 { json.append(",") }
+            json.append(#"{"name":"#)
+            json.appendString(route.name)
+            json.append(#","prefix":"#)
+            json.appendString(route.prefix)
+            json.append(#","targets":["#)
+            for (position, target) in route.targets.enumerated() {
+                if position > 0 { json.append(",") }
+                json.append(#"{"service":"#)
+                json.appendString(target.service.rawValue)
+                json.append(#","weight":\#(target.weight)}"#)
+            }
+            json.append("]}")
+        }
+        json.append("]}\n")
+        return json.bytes
+    }
+}
