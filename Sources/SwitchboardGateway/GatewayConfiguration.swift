@@ -23,6 +23,9 @@ public struct GatewayConfiguration: Sendable {
     public var clientIdleTimeout: Duration
     /// Passive outlier detection on the instances behind the gateway.
     public var outlierDetection: OutlierDetector.Configuration
+    /// A circuit breaker per instance: an instance whose recent calls mostly fail gets none for a while; nil
+    /// turns them off.
+    public var circuitBreaker: CircuitBreaker.Configuration?
     /// The route file (YAML); nil routes `/<service>/...` to services tagged ``publicTag``.
     public var routeFile: String?
     /// How often the route file is read again; a changed, valid file replaces the routes without dropping a
@@ -45,7 +48,8 @@ public struct GatewayConfiguration: Sendable {
         host: String = "127.0.0.1", port: Int = 7080, agents: [String] = ["http://127.0.0.1:7500"],
         publicTag: String = "public", connectTimeout: Duration = .seconds(1), responseTimeout: Duration = .seconds(30),
         connectRetries: Int = 2, idleConnectionsPerInstance: Int = 64, clientIdleTimeout: Duration = .seconds(60),
-        outlierDetection: OutlierDetector.Configuration = OutlierDetector.Configuration(), routeFile: String? = nil,
+        outlierDetection: OutlierDetector.Configuration = OutlierDetector.Configuration(),
+        circuitBreaker: CircuitBreaker.Configuration? = CircuitBreaker.Configuration(), routeFile: String? = nil,
         routeReloadInterval: Duration = .seconds(1), accessLog: AccessLogDestination = .off,
         admin: (host: String, port: Int)? = nil
     ) {
@@ -59,6 +63,7 @@ public struct GatewayConfiguration: Sendable {
         self.idleConnectionsPerInstance = idleConnectionsPerInstance
         self.clientIdleTimeout = clientIdleTimeout
         self.outlierDetection = outlierDetection
+        self.circuitBreaker = circuitBreaker
         self.routeFile = routeFile
         self.routeReloadInterval = routeReloadInterval
         self.accessLog = accessLog

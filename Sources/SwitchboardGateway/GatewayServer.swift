@@ -44,7 +44,9 @@ public struct GatewayServer: Service {
         let discovery = ServiceDiscovery(
             connection: connection, configuration: .init(query: query, reporter: "gateway"), logger: logger)
         let router = GatewayRouter(
-            selector: UpstreamSelector(discovery: discovery, outlierDetection: configuration.outlierDetection),
+            selector: UpstreamSelector(
+                discovery: discovery, outlierDetection: configuration.outlierDetection,
+                circuitBreaker: configuration.circuitBreaker),
             publicTag: configuration.publicTag, table: routeFile?.table)
         let aggregator = Aggregator(discovery: discovery)
         let accessLog: AccessLog? =

@@ -196,11 +196,19 @@ extension ProxyHandler {
         cache.store(cacheKey, head: capture.head, body: capture.body, for: capture.freshness)
     }
 
-    /// Tells the balancer the call to ``instance`` ended (least-requests counts calls in flight).
+    /// Tells the balancer the call to ``instance`` ended (least-requests counts calls in flight), and gives back a
+    /// breaker permit no outcome used.
     func finishPick() {
         guard let balancerKey, let instance else { return }
         self.balancerKey = nil
-        router.selector.finished(balancerKey, on: instance.id)
+        router.selector.finished(balancerKey, on: instance, permit: breakerPermit)
+        breakerPermit = nil
+    }
+
+    /// Counts a call's outcome against `instance` (outlier detection, its circuit breaker).
+    func recordOutcome(_ succeeded: Bool, on instance: Instance) {
+        router.selector.record(succeeded, on: instance, knownInstances: knownInstances, permit: breakerPermit)
+        breakerPermit = nil
     }
 
     /// The exchange's line in the access log, and its metrics.

@@ -68,6 +68,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     var match: RouteMatch?
     /// The balancer that picked ``instance``, told when the call ends.
     var balancerKey: UpstreamSelector.BalancerKey?
+    /// The instance's circuit breaker's leave for this call, handed back with its outcome.
+    var breakerPermit: CircuitBreaker.Permit?
     /// The caller, once a route's authentication let it through.
     var identity: Identity?
     var traceparent = ""
@@ -350,12 +352,15 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         guard let match else { return }
         finishPick()
         let key = UpstreamSelector.BalancerKey(target: match.target, balancer: match.route?.balancer ?? .roundRobin)
-        guard !snapshot.instances.isEmpty, let instance = router.selector.pick(key, from: snapshot, avoiding: tried)
+        guard !snapshot.instances.isEmpty,
+            let (instance, permit) = router.selector.pick(key, from: snapshot, avoiding: tried)
         else {
-            respondWithError(.serviceUnavailable, service: service, reason: "no healthy instance")
+            respondWithError(
+                .serviceUnavailable, service: service, reason: "no healthy instance (or every circuit is open)")
             return
         }
         balancerKey = key
+        breakerPermit = permit
         tried.insert(instance.id)
         self.instance = instance
         knownInstances = snapshot.instances.count
@@ -375,7 +380,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             case .success(let connection):
                 handler.attach(connection.value)
             case .failure(let error):
-                handler.router.selector.record(false, on: instance, knownInstances: handler.knownInstances)
+                handler.recordOutcome(false, on: instance)
                 handler.retryOrFail(reason: "\(instance.id): \(TransportFailure(error))")
             }
         }
@@ -463,7 +468,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     func responseTimedOut() {
         guard state == .forwarding, let target = match?.target else { return }
-        if let instance { router.selector.record(false, on: instance, knownInstances: knownInstances) }
+        if let instance { recordOutcome(false, on: instance) }
         abandonUpstream()
         respondWithError(
             .gatewayTimeout, service: target.service,
@@ -479,7 +484,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         responseDeadline = nil
         state = .responding
         if let instance {
-            router.selector.record(head.status < 500, on: instance, knownInstances: knownInstances)
+            recordOutcome(head.status < 500, on: instance)
         }
         sentBody = []
         replayable = false
@@ -555,7 +560,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
                 retryOrFail(reason: reason)
                 return
             }
-            if let instance { router.selector.record(false, on: instance, knownInstances: knownInstances) }
+            if let instance { recordOutcome(false, on: instance) }
             // Nothing reached the caller yet: another instance may take the request if it may be sent twice and
             // can still be sent whole.
             if replayable, idempotent {

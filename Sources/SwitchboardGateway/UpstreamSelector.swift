@@ -17,6 +17,7 @@ final class UpstreamSelector: Sendable {
 
     private struct ServiceState {
         var outliers: OutlierDetector
+        var breakers: [InstanceID: CircuitBreaker] = [:]
         var generation: UInt64 = 0
     }
 
@@ -34,17 +35,24 @@ final class UpstreamSelector: Sendable {
 
     let discovery: ServiceDiscovery
     private let outlierDetection: OutlierDetector.Configuration
+    private let circuitBreaker: CircuitBreaker.Configuration?
     private let state = Mutex(State())
 
-    init(discovery: ServiceDiscovery, outlierDetection: OutlierDetector.Configuration) {
+    init(
+        discovery: ServiceDiscovery, outlierDetection: OutlierDetector.Configuration,
+        circuitBreaker: CircuitBreaker.Configuration? = nil
+    ) {
         self.discovery = discovery
         self.outlierDetection = outlierDetection
+        self.circuitBreaker = circuitBreaker
     }
 
-    /// An instance of the key's target not in `tried` (when another remains) and not ejected; nil when there is
-    /// none. `snapshot` is the discovery's current one of the target's service. The balancer counts the call as
-    /// started: ``finished(_:on:)`` must follow.
-    func pick(_ key: BalancerKey, from snapshot: DiscoverySnapshot, avoiding tried: Set<InstanceID>) -> Instance? {
+    /// An instance of the key's target not in `tried` (when another remains), not ejected and whose circuit lets a
+    /// call through, with the breaker's permit; nil when there is none. `snapshot` is the discovery's current one of
+    /// the target's service. The balancer counts the call as started: ``finished(_:on:permit:)`` must follow.
+    func pick(
+        _ key: BalancerKey, from snapshot: DiscoverySnapshot, avoiding tried: Set<InstanceID>
+    ) -> (instance: Instance, permit: CircuitBreaker.Permit?)? {
         let now = ContinuousClock.now
         let service = key.target.service
         return state.withLock { state in
@@ -54,7 +62,11 @@ final class UpstreamSelector: Sendable {
             }
             if state.services[service]!.generation != all.generation {
                 state.services[service]!.generation = all.generation
-                state.services[service]!.outliers.retain(only: Set(all.instances.map(\.id)))
+                let present = Set(all.instances.map(\.id))
+                state.services[service]!.outliers.retain(only: present)
+                state.services[service]!.breakers = state.services[service]!.breakers.filter {
+                    present.contains($0.key)
+                }
             }
             if state.targets[key] == nil {
                 if state.targets.count >= 10_000 { state.targets.removeAll() }
@@ -67,30 +79,59 @@ final class UpstreamSelector: Sendable {
                 state.targets[key]!.candidates =
                     query.tags.isEmpty && query.meta.isEmpty ? all : InstanceSet(all.instances.filter(query.matches))
             }
-            let candidates = state.services[service]!.outliers
+            var candidates = state.services[service]!.outliers
                 .excludingEjected(from: state.targets[key]!.candidates, at: now)
                 .preferringOthers(than: tried)
-            guard let instance = state.targets[key]!.balancer.pick(from: candidates, context: PickContext()) else {
-                return nil
+            guard circuitBreaker != nil else {
+                guard let instance = state.targets[key]!.balancer.pick(from: candidates, context: PickContext()) else {
+                    return nil
+                }
+                state.targets[key]!.balancer.callStarted(on: instance.id)
+                return (instance, nil)
             }
-            state.targets[key]!.balancer.callStarted(on: instance.id)
-            return instance
+            // Instances whose circuit is open are left out; a half-open one may refuse when its trial calls are
+            // all out, and then another is tried.
+            let breakers = state.services[service]!.breakers
+            if breakers.values.contains(where: { $0.state(at: now) != .closed }) {
+                candidates = InstanceSet(
+                    candidates.instances.filter {
+                        if case .open = breakers[$0.id]?.state(at: now) { return false }
+                        return true
+                    })
+            }
+            while let instance = state.targets[key]!.balancer.pick(from: candidates, context: PickContext()) {
+                if state.services[service]!.breakers[instance.id] == nil {
+                    state.services[service]!.breakers[instance.id] = CircuitBreaker(configuration: circuitBreaker!)
+                }
+                if let permit = state.services[service]!.breakers[instance.id]!.acquire(at: now) {
+                    state.targets[key]!.balancer.callStarted(on: instance.id)
+                    return (instance, permit)
+                }
+                candidates = InstanceSet(candidates.instances.filter { $0.id != instance.id })
+            }
+            return nil
         }
     }
 
-    /// A call ``pick(_:from:avoiding:)`` chose `instance` for ended, however it ended.
-    func finished(_ key: BalancerKey, on instance: InstanceID) {
+    /// A call ``pick(_:from:avoiding:)`` chose `instance` for ended, however it ended; a permit still held (the
+    /// call ended without a verdict: the caller left) is given back.
+    func finished(_ key: BalancerKey, on instance: Instance, permit: CircuitBreaker.Permit?) {
         state.withLock { state in
-            state.targets[key]?.balancer.callFinished(on: instance)
+            state.targets[key]?.balancer.callFinished(on: instance.id)
+            if let permit { state.services[instance.service]?.breakers[instance.id]?.abandon(permit) }
         }
     }
 
     /// Records a call's outcome on `instance` (a failure: no connection, a reset, a 5xx, a timeout); reports an
     /// ejection to the agent as an observation.
-    func record(_ succeeded: Bool, on instance: Instance, knownInstances: Int) {
+    func record(_ succeeded: Bool, on instance: Instance, knownInstances: Int, permit: CircuitBreaker.Permit?) {
+        let now = ContinuousClock.now
         let ejection = state.withLock { state in
-            state.services[instance.service]?.outliers.record(
-                succeeded, on: instance.id, knownInstances: knownInstances, at: .now)
+            if let permit {
+                state.services[instance.service]?.breakers[instance.id]?.record(succeeded, for: permit, at: now)
+            }
+            return state.services[instance.service]?.outliers.record(
+                succeeded, on: instance.id, knownInstances: knownInstances, at: now)
         }
         if let ejection {
             discovery.report(
