@@ -23,6 +23,8 @@ public struct GatewayConfiguration: Sendable {
     public var clientIdleTimeout: Duration
     /// Passive outlier detection on the instances behind the gateway.
     public var outlierDetection: OutlierDetector.Configuration
+    /// At shutdown, how long callers' exchanges under way may take to finish.
+    public var shutdownGrace: Duration
     /// A circuit breaker per instance: an instance whose recent calls mostly fail gets none for a while; nil
     /// turns them off.
     public var circuitBreaker: CircuitBreaker.Configuration?
@@ -49,7 +51,8 @@ public struct GatewayConfiguration: Sendable {
         publicTag: String = "public", connectTimeout: Duration = .seconds(1), responseTimeout: Duration = .seconds(30),
         connectRetries: Int = 2, idleConnectionsPerInstance: Int = 64, clientIdleTimeout: Duration = .seconds(60),
         outlierDetection: OutlierDetector.Configuration = OutlierDetector.Configuration(),
-        circuitBreaker: CircuitBreaker.Configuration? = CircuitBreaker.Configuration(), routeFile: String? = nil,
+        circuitBreaker: CircuitBreaker.Configuration? = CircuitBreaker.Configuration(),
+        shutdownGrace: Duration = .seconds(10), routeFile: String? = nil,
         routeReloadInterval: Duration = .seconds(1), accessLog: AccessLogDestination = .off,
         admin: (host: String, port: Int)? = nil
     ) {
@@ -64,6 +67,7 @@ public struct GatewayConfiguration: Sendable {
         self.clientIdleTimeout = clientIdleTimeout
         self.outlierDetection = outlierDetection
         self.circuitBreaker = circuitBreaker
+        self.shutdownGrace = shutdownGrace
         self.routeFile = routeFile
         self.routeReloadInterval = routeReloadInterval
         self.accessLog = accessLog

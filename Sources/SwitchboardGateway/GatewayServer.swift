@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOExtras
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
@@ -66,8 +67,15 @@ public struct GatewayServer: Service {
         }
         let metrics = self.metrics
         let loopPools = LoopPools(pools)
+        // Tracks callers' connections: at shutdown each is told to finish its exchange and close.
+        let quiescing = ServerQuiescingHelper(group: group)
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+                }
+            }
             .serverChannelOption(.backlog, value: 1024)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
@@ -101,7 +109,19 @@ public struct GatewayServer: Service {
             }
             await onListening(port)
             try? await gracefulShutdown()
-            try? await server.close()
+            // No new callers; each connection finishes the exchange under way and closes, for at most the
+            // shutdown grace; then the pooled connections to instances close.
+            let closed = group.next().makePromise(of: Void.self)
+            quiescing.initiateShutdown(promise: closed)
+            _ = try? await withThrowingTaskGroup(of: Void.self) { waits in
+                waits.addTask { try await closed.futureResult.get() }
+                waits.addTask { try await Task.sleep(for: configuration.shutdownGrace) }
+                try await waits.next()
+                waits.cancelAll()
+            }
+            for loop in group.makeIterator() {
+                try? await loop.submit { loopPools.resources(for: loop).pool.closeAll() }.get()
+            }
             try? await admin?.close()
             tasks.cancelAll()
         }

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOExtras
 import NIOHTTP1
 import SwitchboardClient
 import SwitchboardCore
@@ -87,6 +88,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     var sentBytes = 0
     var replayable = true
     var continueSent = false
+    /// Whether the gateway is stopping: every answer from now on ends its connection.
+    var quiescing = false
     /// Whether a pooled connection already failed this exchange (retried once on a new one, not counted).
     var retriedStaleConnection = false
     var tried: Set<InstanceID> = []
@@ -207,6 +210,20 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         context.read()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        // The gateway is stopping: an idle connection closes now, a busy one after its exchange.
+        quiescing = true
+        keepAlive = false
+        if state == .idle, (inbound?.readableBytes ?? 0) == 0 {
+            state = .closing
+            context.close(promise: nil)
+        }
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // The caller cannot take more of the response: stop reading it from the instance until it can.
         upstream?.holdReading(!context.channel.isWritable)
@@ -288,7 +305,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     func begin(_ head: RequestHead) {
         request = head
-        keepAlive = head.keepAlive
+        keepAlive = head.keepAlive && !quiescing
         requestBody = BodyFramer(head.framing)
         sentBody = []
         sentBytes = 0

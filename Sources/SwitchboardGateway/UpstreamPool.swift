@@ -104,6 +104,13 @@ final class UpstreamPool {
         idle[connection.address, default: []].append(connection)
     }
 
+    /// Closes every idle connection (at shutdown).
+    func closeAll() {
+        let connections = idle.values.flatMap { $0 }
+        idle = [:]
+        for connection in connections { connection.channel.close(promise: nil) }
+    }
+
     /// Forgets a connection that closed.
     func remove(_ connection: UpstreamConnection) {
         idle[connection.address]?.removeAll { $0 === connection }

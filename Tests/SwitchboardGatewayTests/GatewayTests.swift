@@ -334,3 +334,28 @@ func dechunked(_ body: String) -> String? {
     }
     return nil
 }
+
+extension GatewayTests {
+    @Test func stoppingTheGatewayClosesCallersKeptAliveConnections() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop", tags: ["public"])
+        _ = backend
+        try await waitForHealthy(agent, "shop", count: 1)
+        let descriptor = try await withGateway(agent: agent) { gateway -> Int32 in
+            let port = try #require(Int(gateway.split(separator: ":").last ?? ""))
+            let descriptor = try #require(LoopbackSocket.connected(port: port, receiveTimeout: 5))
+            let request = Array("GET /shop/hello HTTP/1.1\r\nHost: a\r\n\r\n".utf8)
+            _ = send(descriptor, request, request.count, 0)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = recv(descriptor, &buffer, buffer.count, 0)
+            #expect(String(decoding: buffer.prefix(max(count, 0)), as: UTF8.self).hasPrefix("HTTP/1.1 200 OK"))
+            return descriptor
+        }
+        defer { close(descriptor) }
+        // The kept-alive connection was closed by the gateway as it stopped: the next read sees the end at once.
+        var buffer = [UInt8](repeating: 0, count: 16)
+        let started = ContinuousClock.now
+        #expect(recv(descriptor, &buffer, buffer.count, 0) == 0)
+        #expect(ContinuousClock.now - started < .seconds(2))
+    }
+}
