@@ -39,7 +39,7 @@ for port in 18081 18082; do
         -H 'Content-Type: application/json' -d "{\"address\": \"127.0.0.1\", \"port\": $port, \"tags\": [\"public\"]}"
 done
 taskset -c 0 "$binary" gateway --listen "127.0.0.1:$GATEWAY_PORT" --agent "http://127.0.0.1:$AGENT_PORT" \
-    --log-level warning &
+    --access-log off --admin off --log-level warning &
 pids+=($!)
 wait_for "http://127.0.0.1:$GATEWAY_PORT/payment/"
 wait_for "http://127.0.0.1:18080/"

@@ -4,13 +4,16 @@ import Yams
 public struct GatewayConfigurationError: Error, CustomStringConvertible, Sendable {
     /// Where in the file, such as `routes[2].match.prefix`; empty for the file as a whole.
     public var field: String
+    /// The rule broken, in words a user can act on.
     public var message: String
 
+    /// An error about `field` (empty for the whole file).
     public init(field: String, message: String) {
         self.field = field
         self.message = message
     }
 
+    /// `field: message`, as printed when the gateway refuses a file.
     public var description: String { field.isEmpty ? message : "\(field): \(message)" }
 }
 

@@ -46,6 +46,8 @@ public struct GatewayConfiguration: Sendable {
         case file(String)
     }
 
+    /// A configuration; every default is the command line's, except the access log (off here, standard output
+    /// for `switchboard gateway`) and the admin address (none here, 127.0.0.1:7081 there).
     public init(
         host: String = "127.0.0.1", port: Int = 7080, agents: [String] = ["http://127.0.0.1:7500"],
         publicTag: String = "public", connectTimeout: Duration = .seconds(1), responseTimeout: Duration = .seconds(30),

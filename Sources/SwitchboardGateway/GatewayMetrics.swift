@@ -7,6 +7,7 @@ public final class GatewayMetrics: Sendable {
     /// The registry `GET /metrics` renders.
     public let registry: PrometheusCollectorRegistry
 
+    /// Metrics kept in `registry` (a new one by default: two gateways in one process keep separate counts).
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
     }

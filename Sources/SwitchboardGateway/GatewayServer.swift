@@ -11,11 +11,12 @@ import SwitchboardCore
 /// The gateway: one address for callers that know nothing of the registry, proxying each request to a healthy
 /// instance of the service it names (server-side discovery).
 ///
-/// A swift-service-lifecycle `Service` that runs its own ``ServiceDiscovery`` (the instances come from the
+/// A swift-service-lifecycle `Service` that runs its own `ServiceDiscovery` (the instances come from the
 /// agent's watch streams, as in any client) and an HTTP/1.1 reverse proxy on SwiftNIO: keep-alive on both sides,
 /// pooled connections to instances per event loop, bodies streamed both ways with backpressure. It holds no state
 /// that others need, so several gateways can run side by side.
 public struct GatewayServer: Service {
+    /// How it listens, where it learns instances and where its routes come from.
     public let configuration: GatewayConfiguration
     /// Per route and upstream; served at the admin address's `/metrics`.
     public let metrics: GatewayMetrics
@@ -33,6 +34,8 @@ public struct GatewayServer: Service {
         self.onListening = onListening
     }
 
+    /// Serves until graceful shutdown, then lets exchanges under way finish (up to the shutdown grace); throws
+    /// when the route file or an address cannot be used.
     public func run() async throws {
         let configuration = self.configuration
         let logger = self.logger

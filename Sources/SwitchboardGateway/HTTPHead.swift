@@ -46,7 +46,27 @@ struct HeaderFields: Sendable {
 
     /// The `Connection` header's options, lower-cased.
     var connectionOptions: Set<String> {
-        known.contains(.connection) ? Set(listItems("connection").map { $0.lowercased() }) : []
+        guard known.contains(.connection) else { return [] }
+        // The usual single `keep-alive` or `close`, without splitting and lower-casing strings.
+        if let index = fields.indices.first(where: { name(at: $0, is: "connection") }),
+            !fields[(index + 1)...].indices.contains(where: { name(at: $0, is: "connection") })
+        {
+            if value(at: index, is: "keep-alive") { return Self.keepAliveOption }
+            if value(at: index, is: "close") { return Self.closeOption }
+        }
+        return Set(listItems("connection").map { $0.lowercased() })
+    }
+
+    private static let keepAliveOption: Set<String> = ["keep-alive"]
+    private static let closeOption: Set<String> = ["close"]
+
+    /// Whether field `index`'s whole value is `lowercased`, compared without case.
+    func value(at index: Int, is lowercased: StaticString) -> Bool {
+        let range = fields[index].value
+        guard range.count == lowercased.utf8CodeUnitCount else { return false }
+        return lowercased.withUTF8Buffer { expected in
+            zip(bytes[range], expected).allSatisfy { Self.lowercase($0) == $1 }
+        }
     }
 
     var count: Int { fields.count }

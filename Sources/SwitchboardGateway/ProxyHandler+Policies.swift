@@ -201,6 +201,8 @@ extension ProxyHandler {
     func finishPick() {
         guard let balancerKey, let instance else { return }
         self.balancerKey = nil
+        // Only least-requests counts calls in flight: the others need not be told (nor the lock taken).
+        guard balancerKey.balancer == .leastRequests || breakerPermit != nil else { return }
         router.selector.finished(balancerKey, on: instance, permit: breakerPermit)
         breakerPermit = nil
     }

@@ -19,13 +19,66 @@ final class UpstreamSelector: Sendable {
         var outliers: OutlierDetector
         var breakers: [InstanceID: CircuitBreaker] = [:]
         var generation: UInt64 = 0
+        /// Whether some breaker is not closed (else none needs asking while narrowing).
+        var someBreakerTripped = false
+
+        /// `candidates` less ejected instances, instances already tried (while others remain) and instances whose
+        /// circuit is open.
+        mutating func narrow(
+            _ candidates: inout InstanceSet, from all: InstanceSet, avoiding tried: Set<InstanceID>, breakers: Bool,
+            at now: ContinuousClock.Instant
+        ) {
+            if generation != all.generation {
+                generation = all.generation
+                let present = Set(all.instances.map(\.id))
+                outliers.retain(only: present)
+                self.breakers = self.breakers.filter { present.contains($0.key) }
+            }
+            candidates = outliers.excludingEjected(from: candidates, at: now).preferringOthers(than: tried)
+            guard breakers, someBreakerTripped else { return }
+            let states = self.breakers
+            someBreakerTripped = states.values.contains { $0.state(at: now) != .closed }
+            candidates = InstanceSet(
+                candidates.instances.filter {
+                    if case .open = states[$0.id]?.state(at: now) { return false }
+                    return true
+                })
+        }
+
+        mutating func acquire(
+            _ instance: InstanceID, configuration: CircuitBreaker.Configuration, at now: ContinuousClock.Instant
+        ) -> CircuitBreaker.Permit? {
+            breakers[instance, default: CircuitBreaker(configuration: configuration)].acquire(at: now)
+        }
+
+        mutating func record(
+            _ succeeded: Bool, on instance: InstanceID, permit: CircuitBreaker.Permit?, knownInstances: Int,
+            at now: ContinuousClock.Instant
+        ) -> OutlierDetector.Ejection? {
+            if let permit, breakers[instance]?.record(succeeded, for: permit, at: now) == .opened {
+                someBreakerTripped = true
+            }
+            return outliers.record(succeeded, on: instance, knownInstances: knownInstances, at: now)
+        }
     }
 
     private struct TargetState {
         var balancer: any LoadBalancer
-        /// The discovery generation `candidates` were filtered from.
+        /// The discovery generation `filtered` was made from.
         var generation: UInt64 = 0
-        var candidates = InstanceSet([])
+        var filtered = InstanceSet([])
+
+        /// The target's share of `all` (its tags and metadata), filtered once per discovery generation.
+        mutating func candidates(from all: InstanceSet, filtered unfiltered: InstanceSet?, query: InstanceQuery)
+            -> InstanceSet
+        {
+            if let unfiltered { return unfiltered }
+            if generation != all.generation {
+                generation = all.generation
+                filtered = InstanceSet(all.instances.filter(query.matches))
+            }
+            return filtered
+        }
     }
 
     private struct State {
@@ -57,59 +110,32 @@ final class UpstreamSelector: Sendable {
         let service = key.target.service
         return state.withLock { state in
             let all = snapshot.instances
-            if state.services[service] == nil {
-                state.services[service] = ServiceState(outliers: OutlierDetector(configuration: outlierDetection))
-            }
-            if state.services[service]!.generation != all.generation {
-                state.services[service]!.generation = all.generation
-                let present = Set(all.instances.map(\.id))
-                state.services[service]!.outliers.retain(only: present)
-                state.services[service]!.breakers = state.services[service]!.breakers.filter {
-                    present.contains($0.key)
+            // Each table entry is reached once or twice and changed in place: a copy taken out of a dictionary
+            // would copy the tables inside it on every pick, and every lookup hashes the key again.
+            let query = key.target.query
+            let unfiltered = query.tags.isEmpty && query.meta.isEmpty
+            let filtered: InstanceSet? = unfiltered ? all : nil
+            // Targets come and go with route files: the table is bounded.
+            if state.targets.count >= 10_000, state.targets[key] == nil { state.targets.removeAll() }
+            var candidates = state.targets[key, default: TargetState(balancer: key.balancer.make())]
+                .candidates(from: all, filtered: filtered, query: query)
+            state.services[
+                service, default: ServiceState(outliers: OutlierDetector(configuration: outlierDetection))
+            ].narrow(&candidates, from: all, avoiding: tried, breakers: circuitBreaker != nil, at: now)
+            var picked: (Instance, CircuitBreaker.Permit?)?
+            while picked == nil, let instance = state.targets[key]!.balancer.pick(from: candidates, context: PickContext()) {
+                guard let configuration = circuitBreaker else {
+                    picked = (instance, nil)
+                    break
+                }
+                if let permit = state.services[service]!.acquire(instance.id, configuration: configuration, at: now) {
+                    picked = (instance, permit)
+                } else {
+                    candidates = InstanceSet(candidates.instances.filter { $0.id != instance.id })
                 }
             }
-            if state.targets[key] == nil {
-                if state.targets.count >= 10_000 { state.targets.removeAll() }
-                state.targets[key] = TargetState(balancer: key.balancer.make())
-            }
-            // Changed in place: a copy taken out of the dictionary would copy the tables inside on every pick.
-            if state.targets[key]!.generation != all.generation {
-                state.targets[key]!.generation = all.generation
-                let query = key.target.query
-                state.targets[key]!.candidates =
-                    query.tags.isEmpty && query.meta.isEmpty ? all : InstanceSet(all.instances.filter(query.matches))
-            }
-            var candidates = state.services[service]!.outliers
-                .excludingEjected(from: state.targets[key]!.candidates, at: now)
-                .preferringOthers(than: tried)
-            guard circuitBreaker != nil else {
-                guard let instance = state.targets[key]!.balancer.pick(from: candidates, context: PickContext()) else {
-                    return nil
-                }
-                state.targets[key]!.balancer.callStarted(on: instance.id)
-                return (instance, nil)
-            }
-            // Instances whose circuit is open are left out; a half-open one may refuse when its trial calls are
-            // all out, and then another is tried.
-            let breakers = state.services[service]!.breakers
-            if breakers.values.contains(where: { $0.state(at: now) != .closed }) {
-                candidates = InstanceSet(
-                    candidates.instances.filter {
-                        if case .open = breakers[$0.id]?.state(at: now) { return false }
-                        return true
-                    })
-            }
-            while let instance = state.targets[key]!.balancer.pick(from: candidates, context: PickContext()) {
-                if state.services[service]!.breakers[instance.id] == nil {
-                    state.services[service]!.breakers[instance.id] = CircuitBreaker(configuration: circuitBreaker!)
-                }
-                if let permit = state.services[service]!.breakers[instance.id]!.acquire(at: now) {
-                    state.targets[key]!.balancer.callStarted(on: instance.id)
-                    return (instance, permit)
-                }
-                candidates = InstanceSet(candidates.instances.filter { $0.id != instance.id })
-            }
-            return nil
+            if let picked { state.targets[key]!.balancer.callStarted(on: picked.0.id) }
+            return picked
         }
     }
 
