@@ -74,6 +74,8 @@ struct Backend: AsyncParsableCommand {
             let length = "hello from \(instanceName ?? service.rawValue) (\(calls.value))\n".utf8.count
             return Response(status: .ok, headers: [.contentLength: String(length)])
         }
+        // The request's path and query as they arrived, for trying a proxy's rewriting.
+        router.get("uri") { request, _ in request.uri.description + "\n" }
         router.get("count") { _, _ in "\(calls.value)\n" }
         // For trying a proxy in front of it: the request's headers back as JSON, the body echoed, a slow answer.
         router.get("headers") { request, _ -> String in

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import SwitchboardCore
 import Synchronization
 
@@ -129,12 +130,14 @@ final class AccessLog: Sendable {
         }
     }
 
-    /// Writes the gathered lines out until cancelled, then once more.
+    /// Writes the gathered lines out until cancelled, then once more. The writes block (a slow pipe, a full disk),
+    /// so they run on NIO's blocking-IO threads, never on Swift's shared pool.
     func run() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
-            flush()
+            try? await NIOThreadPool.singleton.runIfActive { self.flush() }
         }
+        // The last lines at shutdown, here: a cancelled task gets no thread from the pool.
         flush()
     }
 

@@ -93,7 +93,18 @@ final class Aggregator: Sendable {
     private func fetch(
         _ part: AggregateSpec.Part, rest: String, query: String?, headers: HTTPHeaders
     ) async -> Result<ByteBuffer, PartFailure> {
-        var path = part.path.replacingOccurrences(of: "{rest}", with: rest)
+        // In the query, the rest is one value: it cannot add parameters of its own. It comes from a normalised
+        // path, so it is escaped already but for the characters a query gives a meaning to.
+        var path = part.path
+        if let questionMark = path.firstIndex(of: "?") {
+            let value = rest.replacingOccurrences(of: "&", with: "%26").replacingOccurrences(of: "=", with: "%3D")
+                .replacingOccurrences(of: "+", with: "%2B")
+            path =
+                path[..<questionMark].replacingOccurrences(of: "{rest}", with: rest)
+                + path[questionMark...].replacingOccurrences(of: "{rest}", with: value)
+        } else {
+            path = path.replacingOccurrences(of: "{rest}", with: rest)
+        }
         if let query, !query.isEmpty { path += (path.contains("?") ? "&" : "?") + query }
         let client = self.client(for: part.service)
         let request = ServiceRequest(path: path, headers: headers)

@@ -24,6 +24,8 @@ struct AuthenticationRequirement: Sendable {
     var method: Method
     /// A caller needs one of these roles; empty: any authenticated caller.
     var roles: Set<String>
+    /// The keys of the route file the route came from (a reload cannot leave a route checking nothing).
+    var keys: Authentication
 }
 
 /// Why a caller was not let through: 401 (who are you?) or 403 (not you).

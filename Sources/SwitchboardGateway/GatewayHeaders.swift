@@ -131,7 +131,11 @@ enum GatewayHeaders {
             if isHopByHop(fields, index, connectionOptions: response.connectionOptions) { continue }
             if lengthVoid, fields.name(at: index, is: "content-length") { continue }
             if let extras, !extras.edits.isEmpty, extras.edits.drops(fields.lowercasedName(at: index)) { continue }
-            if fields.name(at: index, is: "x-request-id") { hasRequestID = true }
+            if fields.name(at: index, is: "x-request-id") {
+                // A cached answer carries the request id of the request that filled the cache: not this one's.
+                if extras?.cache?.state == "HIT" { continue }
+                hasRequestID = true
+            }
             fields.write(index, to: &buffer)
         }
         if chunked { buffer.writeStaticString("Transfer-Encoding: chunked\r\n") }
@@ -300,10 +304,13 @@ struct DownstreamExtras {
     var cache: (state: String, age: Int?)?
     /// The route's limit and what is left of it.
     var rateLimit: (limit: Int, remaining: Int)?
+    /// Whether the answer depends on an `Origin` the request did not send (a CORS route with listed origins).
+    var varyOrigin = false
 
     func write(to buffer: inout ByteBuffer) {
         edits.writeSetFields(to: &buffer)
         if let cors { cors.policy.writeResponseHeaders(origin: cors.origin, to: &buffer) }
+        if varyOrigin { buffer.writeStaticString("Vary: Origin\r\n") }
         if let cache {
             buffer.writeString("X-Cache: \(cache.state)\r\n")
             if let age = cache.age { buffer.writeString("Age: \(age)\r\n") }

@@ -23,6 +23,9 @@ extension ProxyHandler {
                 return
             }
             downstreamExtras = DownstreamExtras(cors: (cors, origin))
+        } else if let cors = policies.cors, !cors.origins.contains("*") {
+            // The answer differs with the origin: caches behind must keep them apart, even for no origin.
+            downstreamExtras = DownstreamExtras(varyOrigin: true)
         }
         if !policies.responseHeaders.isEmpty {
             downstreamExtras = downstreamExtras ?? DownstreamExtras()
@@ -32,13 +35,8 @@ extension ProxyHandler {
             authenticated(head, match: match, policies: policies)
             return
         }
-        let table = router.routes
-        guard let authentication = table?.authentication else {
-            connect()
-            return
-        }
         let proxy = NIOLoopBound(self, eventLoop: context.eventLoop)
-        authentication.authenticate(head, requirement: requirement, on: context.eventLoop).whenComplete { result in
+        requirement.keys.authenticate(head, requirement: requirement, on: context.eventLoop).whenComplete { result in
             let handler = proxy.value
             guard handler.state == .connecting else { return }
             switch result {
@@ -59,7 +57,8 @@ extension ProxyHandler {
         if let limiter = policies.rateLimit {
             let caller: String
             switch limiter.key {
-            case .apiKey: caller = head.fields.first("x-api-key") ?? identity?.user ?? clientAddress ?? ""
+            // A key counts only once checked: an unchecked one would give every made-up key a full bucket.
+            case .apiKey: caller = identity?.method == "api-key" ? "key:\(identity!.user)" : clientAddress ?? ""
             case .user: caller = identity?.user ?? clientAddress ?? ""
             case .clientIP: caller = clientAddress ?? ""
             }
@@ -80,7 +79,8 @@ extension ProxyHandler {
         }
         if let cache = policies.cache, ResponseCache.admits(head) {
             let host = head.fields.first("host").map(Route.hostName) ?? ""
-            let key = "\(host) \(match.path) \(match.target.service)"
+            // The target with its tags and metadata: each side of a split has its own answers.
+            let key = "\(host) \(match.path) \(match.target.service)?\(match.target.query.parameters)"
             downstreamExtras = downstreamExtras ?? DownstreamExtras()
             if let entry = cache.lookup(key) {
                 answerFromCache(entry, head: head)
@@ -102,8 +102,7 @@ extension ProxyHandler {
             return
         }
         let queryStart = match.path.firstIndex(of: "?")
-        let pathPart = queryStart.map { match.path[..<$0] } ?? match.path[...]
-        let rest = String(pathPart.drop { $0 == "/" })
+        let rest = String(match.rest.drop { $0 == "/" })
         let query = queryStart.map { String(match.path[match.path.index(after: $0)...]) }
         var headers = HTTPHeaders()
         headers.add(name: "X-Request-ID", value: requestID)
@@ -179,7 +178,9 @@ extension ProxyHandler {
     /// Starts keeping the response for the cache when the route caches and the response may be stored.
     func startCapture(_ head: ResponseHead, framing: BodyFraming) {
         guard cacheKey != nil, let cache = match?.route?.policies.cache, let request else { return }
-        let credentials = request.fields.contains("authorization") || request.fields.contains("x-api-key")
+        let credentials =
+            request.fields.contains("authorization") || request.fields.contains("x-api-key")
+            || request.fields.contains("cookie")
         guard let freshness = cache.freshness(of: head, framing: framing, requestHasCredentials: credentials)
         else { return }
         cacheCapture = (head, ByteBuffer(), freshness)
@@ -219,8 +220,10 @@ extension ProxyHandler {
         let now = NIODeadline.now()
         let duration = now - exchangeStarted
         let upstreamDuration = upstreamAnswered.map { $0 - exchangeStarted }
-        let routeName = match?.route?.name ?? match.map { "/\($0.target.service)" } ?? "none"
-        let service = match?.target.service.rawValue ?? ""
+        // Labels only from the route file or from services that had an instance: a name a caller makes up must not
+        // become a metric series.
+        let routeName = match?.route?.name ?? (match == nil ? "none" : "default")
+        let service = instance == nil && match?.route == nil ? "none" : match?.target.service.rawValue ?? "none"
         metrics?.record(
             route: routeName, service: service, status: responseStatus, duration: duration,
             upstream: instance.map { ($0.id.rawValue, upstreamDuration) }, cache: downstreamExtras?.cache?.state)

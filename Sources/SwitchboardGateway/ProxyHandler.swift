@@ -98,6 +98,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     var upstream: UpstreamConnection?
     /// When the instance must have started answering; set once the whole request is sent.
     var responseDeadline: NIODeadline?
+    /// How often the connection's timer looks at the deadline (from the routes in force when it was accepted).
+    var checkPeriod = TimeAmount.seconds(1)
     var keepAlive = true
     var requestID = ""
 
@@ -134,6 +136,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         let shortest = min(
             configuration.responseTimeout, router.routes?.shortestTimeout ?? configuration.responseTimeout)
         let period = min(idleTimeout, shortest.timeAmount).nanoseconds / 4
+        checkPeriod = .nanoseconds(max(period, 5_000_000))
         let proxy = NIOLoopBound(self, eventLoop: context.eventLoop)
         idleCheck = context.eventLoop.scheduleRepeatedTask(
             initialDelay: .nanoseconds(max(period, 5_000_000)), delay: .nanoseconds(max(period, 5_000_000))
@@ -321,6 +324,19 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         downstreamExtras = nil
         upstreamAnswered = nil
         exchangeStarted = .now()
+        guard head.method.utf8.allSatisfy({ !($0 >= 0x61 && $0 <= 0x7A) }) else {
+            respondWithError(.badRequest, service: nil, reason: "methods are upper case: '\(head.method)'")
+            return
+        }
+        guard let path = RequestPath.normalize(head.target) else {
+            respondWithError(
+                .badRequest, service: nil,
+                reason: "the path has an escaped '/' or '\\', a control character, or '..' above the root")
+            return
+        }
+        var head = head
+        head.target = path
+        request = head
         if head.method == "TRACE" || head.method == "CONNECT" {
             respondWithError(.methodNotAllowed, service: nil, reason: "\(head.method) is not proxied")
             return
@@ -479,8 +495,20 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     /// The instance's time to answer counts from the end of the request, so a slow upload is not a slow instance.
     func startResponseTimeoutOnceSent() {
-        guard state == .forwarding, requestBody.isComplete, responseDeadline == nil else { return }
-        responseDeadline = .now() + (match?.route?.timeout ?? configuration.responseTimeout).timeAmount
+        guard state == .forwarding, requestBody.isComplete, responseDeadline == nil, let loop = context?.eventLoop
+        else { return }
+        let timeout = (match?.route?.timeout ?? configuration.responseTimeout).timeAmount
+        let deadline = NIODeadline.now() + timeout
+        responseDeadline = deadline
+        // A route reloaded with a timeout shorter than this connection's timer looks: a timer of its own, so the
+        // 504 is not late by a period.
+        if timeout.nanoseconds < checkPeriod.nanoseconds * 4 {
+            let proxy = NIOLoopBound(self, eventLoop: loop)
+            loop.scheduleTask(deadline: deadline) {
+                let handler = proxy.value
+                if handler.state == .forwarding, handler.responseDeadline == deadline { handler.responseTimedOut() }
+            }
+        }
     }
 
     func responseTimedOut() {

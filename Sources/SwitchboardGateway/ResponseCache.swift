@@ -12,6 +12,7 @@ import Synchronization
 /// entries together pass ``maximumBytes``, the oldest go first.
 final class ResponseCache: Sendable {
     struct Entry: Sendable {
+        var serial: UInt64 = 0
         var head: ResponseHead
         var body: ByteBuffer
         var stored: ContinuousClock.Instant
@@ -21,8 +22,10 @@ final class ResponseCache: Sendable {
 
     private struct Store {
         var entries: [String: Entry] = [:]
-        var order: Deque<String> = []
+        /// Keys in the order stored, with the entry's serial: a key stored again leaves its old place stale.
+        var order: Deque<(key: String, serial: UInt64)> = []
         var bytes = 0
+        var serial: UInt64 = 0
     }
 
     let ttl: Duration
@@ -86,19 +89,20 @@ final class ResponseCache: Sendable {
         let entry = Entry(head: head, body: body, stored: now, expires: now + freshness)
         guard entry.size <= maximumEntryBytes + head.fields.bytes.count else { return }
         store.withLock { store in
-            if let old = store.entries[key] {
-                store.bytes -= old.size
-            } else {
-                store.order.append(key)
-            }
+            if let old = store.entries[key] { store.bytes -= old.size }
+            store.serial += 1
+            var entry = entry
+            entry.serial = store.serial
+            store.order.append((key, store.serial))
             store.entries[key] = entry
             store.bytes += entry.size
             while store.bytes > maximumBytes, let oldest = store.order.popFirst() {
-                if let evicted = store.entries.removeValue(forKey: oldest) { store.bytes -= evicted.size }
+                guard store.entries[oldest.key]?.serial == oldest.serial else { continue }
+                if let evicted = store.entries.removeValue(forKey: oldest.key) { store.bytes -= evicted.size }
             }
-            // Keys of entries that expired and were dropped on lookup linger in the order; trim them now and then.
+            // Places of entries stored again, or expired and dropped on lookup, linger; trim them now and then.
             if store.order.count > 2 * store.entries.count + 64 {
-                store.order = Deque(store.order.filter { store.entries[$0] != nil })
+                store.order = Deque(store.order.filter { store.entries[$0.key]?.serial == $0.serial })
             }
         }
     }

@@ -223,7 +223,7 @@ enum RouteFile {
                 throw node.error("needs authentication.jwt.keys or authentication.apiKeys in the file")
             }
             policies.authentication = AuthenticationRequirement(
-                method: method, roles: Set(try entries["roles"]?.strings() ?? []))
+                method: method, roles: Set(try entries["roles"]?.strings() ?? []), keys: authentication)
         }
         if let node = fields["rateLimit"] {
             let entries = try node.mapping(allowed: ["key", "rate", "burst"])
@@ -260,8 +260,12 @@ enum RouteFile {
             guard let origins = entries["origins"] else {
                 throw GatewayConfigurationError(field: "\(node.path).origins", message: "list the allowed origins")
             }
+            let allowed = try origins.strings()
+            if allowed.contains("*"), try entries["credentials"]?.bool() == true {
+                throw node.error("credentials cannot go with origins '*': list the origins that may send them")
+            }
             policies.cors = CORSPolicy(
-                origins: try origins.strings(),
+                origins: allowed,
                 methods: try entries["methods"]?.strings().map { $0.uppercased() } ?? ["GET", "HEAD", "POST"],
                 headers: try entries["headers"]?.strings() ?? [],
                 exposedHeaders: try entries["exposeHeaders"]?.strings() ?? [],
@@ -311,6 +315,8 @@ enum RouteFile {
                     throw key.error("two keys share the kid '\(kid ?? "")'; give each key its own kid")
                 }
             }
+            // With several keys, a token must name its key: jwt-kit would otherwise try the first one added.
+            if list.count > 1 { _ = await collection.clearDefault() }
             keys = collection
         }
         var apiKeys: [String: Authentication.APIKey] = [:]

@@ -94,6 +94,8 @@ final class Route: Sendable {
         guard let rewrite else { return original }
         if rest.isEmpty || rest.first == "?" { return rewrite + rest }
         if rewrite.hasSuffix("/") && rest.first == "/" { return rewrite + rest.dropFirst() }
+        // A prefix ending in "/" leaves a rest without one: the rewrite's last segment must not swallow it.
+        if !rewrite.hasSuffix("/") && rest.first != "/" { return rewrite + "/" + rest }
         return rewrite + rest
     }
 
@@ -112,6 +114,7 @@ final class Route: Sendable {
         } else if let colon = host.lastIndex(of: ":") {
             host = host[..<colon]
         }
+        if host.hasSuffix(".") { host = host.dropLast() }
         return host.lowercased()
     }
 
@@ -128,6 +131,8 @@ struct RouteMatch: Sendable {
     var target: RouteTarget
     /// The path and query the instance receives.
     var path: String
+    /// What followed the route's prefix in the path (no query).
+    var rest: Substring = ""
 }
 
 /// The routes of a gateway, in the order they are tried; the first that takes a request wins (as in Envoy).
@@ -163,7 +168,8 @@ final class RouteTable: Sendable {
                         return point < 0
                     } ?? route.targets[route.targets.count - 1]
             }
-            return RouteMatch(route: route, target: picked, path: route.upstreamPath(original: target, rest: fullRest))
+            return RouteMatch(
+                route: route, target: picked, path: route.upstreamPath(original: target, rest: fullRest), rest: rest)
         }
         return nil
     }

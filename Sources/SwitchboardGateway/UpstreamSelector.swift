@@ -69,7 +69,9 @@ final class UpstreamSelector: Sendable {
         var filtered = InstanceSet([])
 
         /// The target's share of `all` (its tags and metadata), filtered once per discovery generation.
-        mutating func candidates(from all: InstanceSet, filtered unfiltered: InstanceSet?, query: InstanceQuery)
+        mutating func candidates(
+            from all: InstanceSet, filtered unfiltered: InstanceSet?, query: InstanceQuery
+        )
             -> InstanceSet
         {
             if let unfiltered { return unfiltered }
@@ -123,7 +125,9 @@ final class UpstreamSelector: Sendable {
                 service, default: ServiceState(outliers: OutlierDetector(configuration: outlierDetection))
             ].narrow(&candidates, from: all, avoiding: tried, breakers: circuitBreaker != nil, at: now)
             var picked: (Instance, CircuitBreaker.Permit?)?
-            while picked == nil, let instance = state.targets[key]!.balancer.pick(from: candidates, context: PickContext()) {
+            while picked == nil,
+                let instance = state.targets[key]!.balancer.pick(from: candidates, context: PickContext())
+            {
                 guard let configuration = circuitBreaker else {
                     picked = (instance, nil)
                     break
@@ -153,11 +157,8 @@ final class UpstreamSelector: Sendable {
     func record(_ succeeded: Bool, on instance: Instance, knownInstances: Int, permit: CircuitBreaker.Permit?) {
         let now = ContinuousClock.now
         let ejection = state.withLock { state in
-            if let permit {
-                state.services[instance.service]?.breakers[instance.id]?.record(succeeded, for: permit, at: now)
-            }
-            return state.services[instance.service]?.outliers.record(
-                succeeded, on: instance.id, knownInstances: knownInstances, at: now)
+            state.services[instance.service]?.record(
+                succeeded, on: instance.id, permit: permit, knownInstances: knownInstances, at: now)
         }
         if let ejection {
             discovery.report(

@@ -275,6 +275,18 @@ struct GatewayRouteTests {
                 try await get("\(gateway)/orders", headers: [("X-API-Key", "guessed-key-0123456789")]).status == 401)
             #expect(
                 try await get("\(gateway)/admin", headers: [("X-API-Key", "reporting-key-0123456789")]).status == 401)
+            // Other spellings of a protected path meet the protected route, not the open one.
+            let port = try #require(Int(gateway.split(separator: ":").last ?? ""))
+            for spelling in ["/open/../admin", "//admin", "/%61dmin", "/open/%2e%2e/admin", "/open/./../admin/"] {
+                let answer = await rawExchange(
+                    ["GET \(spelling) HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"], port: port)
+                #expect(answer.hasPrefix("HTTP/1.1 401"), "\(spelling): \(answer.prefix(120))")
+            }
+            for refused in ["/open/%2fadmin", "/open/..%5cadmin", "/../admin"] {
+                let answer = await rawExchange(
+                    ["GET \(refused) HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"], port: port)
+                #expect(answer.hasPrefix("HTTP/1.1 400"), "\(refused): \(answer.prefix(120))")
+            }
             // Without authentication, a caller's identity headers are dropped all the same.
             let open = try await get("\(gateway)/open", headers: [("X-User-ID", "mallory"), ("X-User-Roles", "admin")])
             let seen = open.object as? [String: String] ?? [:]
@@ -399,7 +411,7 @@ extension GatewayRouteTests {
                   timeout: 400ms
                   parts:
                     - { name: user, service: users, path: /headers }
-                    - { name: posts, service: posts, path: "/hello?user={rest}" }
+                    - { name: posts, service: posts, path: "/uri?user={rest}" }
                     - { name: comments, service: comments, path: /hello }
                     - { name: likes, service: posts, path: /slow, timeout: 300ms }
             """)
@@ -411,7 +423,12 @@ extension GatewayRouteTests {
             let object = answer.object
             #expect(object["partial"] as? Bool == true, "\(answer.text)")
             #expect((object["user"] as? [String: String])?["x-request-id"] == "profile-1", "\(answer.text)")
-            #expect((object["posts"] as? String)?.hasPrefix("hello from posts") == true, "\(answer.text)")
+            // {rest} is what followed the prefix, escaped as one query value; the caller's query is passed on.
+            #expect(object["posts"] as? String == "/uri?user=42&ms=3000\n", "\(answer.text)")
+            for spoof in ["/profile/42&role=admin", "/profile/42%26role%3Dadmin"] {
+                let escaped = try await get("\(gateway)\(spoof)")
+                #expect(escaped.object["posts"] as? String == "/uri?user=42%26role%3Dadmin\n", "\(escaped.text)")
+            }
             #expect(object["comments"] is NSNull && object["likes"] is NSNull, "\(answer.text)")
             let errors = object["errors"] as? [String: String] ?? [:]
             #expect(errors["comments"]?.contains("comments") == true, "\(errors)")
