@@ -107,6 +107,22 @@ let package = Package(
         ),
         // A runnable example of the client library (a self-registering backend and a caller); the client's
         // integration tests run it as processes.
+        .target(
+            name: "Demo",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "SwitchboardExample",
             dependencies: [
@@ -141,6 +157,7 @@ let package = Package(
                 "SwitchboardAgent",
                 "SwitchboardDNS",
                 "SwitchboardGateway",
+                "Demo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Demo
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -98,6 +99,7 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        ParentWatch.startIfAsked()
         try logging.bootstrap()
         let logger = Logger(label: "switchboard.agent")
         let address = try resolvedAddress()

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Demo
 import Foundation
 import Logging
 import NIOCore
@@ -58,6 +59,7 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        ParentWatch.startIfAsked()
         // Before anything creates the shared event loops: their number is fixed when they start.
         NIOSingletons.groupLoopCountSuggestion = threads ?? CPUAffinity.usableCores()
         try logging.bootstrap()

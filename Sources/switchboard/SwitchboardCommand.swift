@@ -11,6 +11,8 @@ struct SwitchboardCommand: AsyncParsableCommand {
         subcommands: [
             AgentCommand.self,
             GatewayCommand.self,
+            DemoCommand.self,
+            DemoServiceCommand.self,
             ServicesCommand.self,
             InstancesCommand.self,
             RegisterCommand.self,

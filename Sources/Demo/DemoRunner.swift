@@ -1,0 +1,371 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How `switchboard demo` runs.
+public struct DemoConfiguration: Sendable {
+    /// How long traffic runs; the chaos script's events are spread over it.
+    public var duration: Duration
+    /// Whether the chaos script plays (kill, scale up, slow down, drain, agent restart).
+    public var chaos: Bool
+    /// Print the summary as JSON on standard output, and no live view.
+    public var json: Bool
+    /// Concurrent shoppers checking out through the gateway.
+    public var shoppers: Int
+
+    public init(duration: Duration = .seconds(60), chaos: Bool = true, json: Bool = false, shoppers: Int = 6) {
+        self.duration = duration
+        self.chaos = chaos
+        self.json = json
+        self.shoppers = shoppers
+    }
+}
+
+/// What the demo saw, for the summary table and `--json`.
+public struct DemoSummary: Codable, Sendable {
+    public struct InstanceReport: Codable, Sendable {
+        public var service: String
+        public var id: String
+        public var requests: Int
+        public var killed: Bool
+    }
+
+    public struct Event: Codable, Sendable {
+        public var atSeconds: Double
+        public var event: String
+    }
+
+    public var durationSeconds: Double
+    public var userRequests: Int
+    public var failedUserRequests: Int
+    public var ordered: Int
+    public var paymentFailed: Int
+    public var instances: [InstanceReport]
+    public var events: [Event]
+    /// Seconds from the kill -9 until the agent no longer listed the instance as healthy.
+    public var killDetectionSeconds: Double?
+    /// Connections that still reached the killed instance's address after detection.
+    public var trafficToKilledAfterDetection: Int?
+    /// Seconds from the new instance's start until it served its first request.
+    public var newInstanceFirstTrafficSeconds: Double?
+    public var doubleCharges: Int
+    /// Every live instance served requests.
+    public var everyLiveInstanceServed: Bool
+}
+
+/// Runs the shop: an agent, the gateway, 1 cart, 3 order and 2 payment processes; shoppers checking out through
+/// the gateway; and the chaos script. Every process it starts ends with it.
+public final class DemoRunner: Sendable {
+    let configuration: DemoConfiguration
+    private let directory: String
+    private let children: ChildProcesses
+    private let started = ContinuousClock.now
+    private let state = Mutex(RunState())
+    let findings = Mutex(ScriptFindings())
+    private let http = HTTPClient.shared
+
+    struct RunState {
+        var instances: [String: (service: String, port: Int, requests: Int, rate: Int, status: String)] = [:]
+        var killed: Set<String> = []
+        var events: [DemoSummary.Event] = []
+        var userRequests = 0
+        var failed = 0
+        var ordered = 0
+        var paymentFailed = 0
+        var lastFailure: String?
+        var agentPort = 0
+        var gatewayPort = 0
+    }
+
+    public init(configuration: DemoConfiguration) throws {
+        self.configuration = configuration
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-demo-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: "\(directory)/logs", withIntermediateDirectories: true)
+        children = ChildProcesses(logDirectory: "\(directory)/logs")
+    }
+
+    /// Ends every child process now (Ctrl-C).
+    public func interrupt() {
+        children.killAll()
+    }
+
+    /// Runs the whole demo and returns its summary; the children are stopped however it ends.
+    public func run() async throws -> DemoSummary {
+        defer {
+            children.stopAll()
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        let agentPort = try freeLocalPort()
+        let gatewayPort = try freeLocalPort()
+        state.withLock {
+            $0.agentPort = agentPort
+            $0.gatewayPort = gatewayPort
+        }
+        try await startAgent()
+        try """
+            routes:
+              - { name: cart, match: { prefix: /api/cart }, service: cart, stripPrefix: true }
+              - { name: orders, match: { prefix: /api/orders }, service: order, stripPrefix: true }
+              - { name: payments, match: { prefix: /api/payments }, service: payment, stripPrefix: true }
+            """.write(toFile: "\(directory)/gateway.yaml", atomically: true, encoding: .utf8)
+        _ = try await children.start(
+            "gateway",
+            [
+                "gateway", "--listen", "127.0.0.1:\(gatewayPort)", "--agent", agentURL, "--config",
+                "\(directory)/gateway.yaml", "--access-log", "off", "--admin", "off", "--log-level", "warning",
+            ], readsPort: false)
+        try await waitForHTTP("http://127.0.0.1:\(gatewayPort)/api/none")
+        for (role, count) in [("payment", 2), ("order", 3), ("cart", 1)] {
+            for index in 1...count { try await startInstance(role, index) }
+        }
+        try await waitUntilHealthy(["cart": 1, "order": 3, "payment": 2], within: .seconds(15))
+        record("the shop is up: 1 cart, 3 order, 2 payment instances behind the gateway")
+
+        let deadline = ContinuousClock.now + configuration.duration
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<configuration.shoppers {
+                group.addTask { await self.shop(until: deadline) }
+            }
+            group.addTask { await self.watch(until: deadline) }
+            if configuration.chaos {
+                group.addTask { try await self.playScript(from: ContinuousClock.now, until: deadline) }
+            }
+            try await group.waitForAll()
+        }
+        return try await summarise()
+    }
+
+    // MARK: Processes
+
+    var agentURL: String { "http://127.0.0.1:\(state.withLock { $0.agentPort })" }
+
+    private func startAgent() async throws {
+        let port = state.withLock { $0.agentPort }
+        _ = try await children.start(
+            "agent",
+            [
+                "agent", "--data-dir", "\(directory)/agent", "--http-addr", "127.0.0.1:\(port)", "--dns-disable",
+                "--log-level", "warning",
+            ], readsPort: false)
+        try await waitForHTTP("\(agentURL)/v1/agent")
+    }
+
+    private func startInstance(_ role: String, _ index: Int) async throws {
+        let id = "\(role)-\(index)"
+        try FileManager.default.createDirectory(atPath: "\(directory)/\(role)", withIntermediateDirectories: true)
+        let (_, port) = try await children.start(
+            id,
+            ["demo-service", "--role", role, "--id", id, "--agent", agentURL, "--data-dir", "\(directory)/\(role)"],
+            readsPort: true)
+        state.withLock { $0.instances[id] = (role, port ?? 0, 0, 0, "starting") }
+    }
+
+    // MARK: Traffic
+
+    /// One shopper: checks out a cart through the gateway, again and again, about ten times a second.
+    private func shop(until deadline: ContinuousClock.Instant) async {
+        let gateway = "http://127.0.0.1:\(state.withLock { $0.gatewayPort })"
+        while ContinuousClock.now < deadline {
+            var request = HTTPClientRequest(url: "\(gateway)/api/cart/checkout")
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            let amount = Int.random(in: 1...200) * 100 + (Int.random(in: 0..<20) == 0 ? 13 : 0)
+            let body = #"{"cartId": "cart-\#(UUID().uuidString.lowercased())", "amountCents": \#(amount)}"#
+            request.body = .bytes(ByteBuffer(string: body))
+            var outcome: String?
+            var failure: String?
+            do {
+                let response = try await http.execute(request, timeout: .seconds(10))
+                let data = try await response.body.collect(upTo: 1 << 20)
+                if response.status == .ok {
+                    let object = try? JSONSerialization.jsonObject(with: Data(buffer: data)) as? [String: Any]
+                    outcome = object?["status"] as? String
+                } else {
+                    failure = "\(response.status.code) \(String(buffer: data).prefix(160))"
+                }
+            } catch {
+                failure = "\(error)"
+            }
+            state.withLock { state in
+                state.userRequests += 1
+                if let failure {
+                    state.failed += 1
+                    state.lastFailure = failure
+                } else if outcome == "ordered" {
+                    state.ordered += 1
+                } else {
+                    state.paymentFailed += 1
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    // MARK: Watching
+
+    /// Every second: each instance's requests (from its own counter) and status (from the agent); the live view.
+    private func watch(until deadline: ContinuousClock.Instant) async {
+        while ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .seconds(1))
+            await refreshInstances()
+            if !configuration.json { draw() }
+        }
+    }
+
+    func refreshInstances() async {
+        // A killed instance is not asked: the demo's own polling would count as traffic to the dead.
+        let instances = state.withLock { state in state.instances.filter { !state.killed.contains($0.key) } }
+        var statuses: [String: String] = [:]
+        for service in ["cart", "order", "payment"] {
+            if let object = try? await getJSON("\(agentURL)/v1/services/\(service)?status=any"),
+                let list = object["instances"] as? [[String: Any]]
+            {
+                for instance in list {
+                    if let id = instance["id"] as? String { statuses[id] = instance["status"] as? String ?? "?" }
+                }
+            }
+        }
+        state.withLock { state in
+            for id in state.killed {
+                state.instances[id]?.status = "killed"
+                state.instances[id]?.rate = 0
+            }
+        }
+        for (id, instance) in instances {
+            var requests = instance.requests
+            if let stats = try? await getJSON("http://127.0.0.1:\(instance.port)/stats", timeout: .milliseconds(500)) {
+                requests = stats["requests"] as? Int ?? requests
+            }
+            state.withLock { state in
+                guard var current = state.instances[id] else { return }
+                current.rate = requests - current.requests
+                current.requests = requests
+                current.status = state.killed.contains(id) ? "killed" : statuses[id] ?? "unregistered"
+                state.instances[id] = current
+            }
+        }
+    }
+
+    private func draw() {
+        let snapshot = state.withLock { $0 }
+        var lines = ["\u{1B}[2J\u{1B}[H", "Switchboard shop demo: \(elapsedText) of \(configuration.duration)", ""]
+        lines.append("  instance     status        req/s   requests")
+        for id in snapshot.instances.keys.sorted() {
+            let instance = snapshot.instances[id]!
+            lines.append(
+                "  \(id.padded(12)) \(instance.status.padded(12)) \(String(instance.rate).leftPadded(6)) "
+                    + String(instance.requests).leftPadded(10))
+        }
+        lines.append("")
+        lines.append(
+            "  user requests: \(snapshot.userRequests)   failed: \(snapshot.failed)   ordered: \(snapshot.ordered)"
+                + "   payment failed (declined): \(snapshot.paymentFailed)")
+        if let last = snapshot.lastFailure { lines.append("  last failure: \(last)") }
+        lines.append("")
+        for event in snapshot.events.suffix(8) {
+            lines.append("  [\(String(format: "%5.1f", event.atSeconds))s] \(event.event)")
+        }
+        FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+    }
+
+    private var elapsedText: String {
+        String(format: "%.0fs", (ContinuousClock.now - started).seconds)
+    }
+
+    func record(_ event: String) {
+        let at = (ContinuousClock.now - started).seconds
+        state.withLock { $0.events.append(.init(atSeconds: (at * 10).rounded() / 10, event: event)) }
+    }
+
+    // MARK: HTTP helpers
+
+    func getJSON(_ url: String, timeout: TimeAmount = .seconds(2)) async throws -> [String: Any] {
+        let response = try await http.execute(HTTPClientRequest(url: url), timeout: timeout)
+        let body = try await response.body.collect(upTo: 4 << 20)
+        return (try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]) ?? [:]
+    }
+
+    func send(_ method: HTTPMethod, _ url: String, json: String) async throws -> Int {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: json))
+        let response = try await http.execute(request, timeout: .seconds(5))
+        _ = try await response.body.collect(upTo: 1 << 20)
+        return Int(response.status.code)
+    }
+
+    private func waitForHTTP(_ url: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if (try? await http.execute(HTTPClientRequest(url: url), timeout: .seconds(1))) != nil { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw DemoError("nothing answers at \(url) (logs in \(directory)/logs)")
+    }
+
+    func waitUntilHealthy(_ counts: [String: Int], within limit: Duration) async throws {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            var ready = true
+            for (service, count) in counts {
+                let object = try? await getJSON("\(agentURL)/v1/services/\(service)")
+                if (object?["instances"] as? [Any])?.count ?? 0 < count { ready = false }
+            }
+            if ready { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw DemoError("the shop's instances did not all turn healthy within \(limit)")
+    }
+
+    var snapshot: RunState { state.withLock { $0 } }
+
+    func markKilled(_ id: String) {
+        _ = state.withLock { $0.killed.insert(id) }
+    }
+
+    func childProcesses() -> ChildProcesses { children }
+
+    func start(_ role: String, _ index: Int) async throws { try await startInstance(role, index) }
+
+    func restartAgent() async throws { try await startAgent() }
+}
+
+/// A port nothing listens on right now.
+func freeLocalPort() throws -> Int {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0
+        }
+    }
+    guard bound else { throw DemoError("no free port on 127.0.0.1") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+extension String {
+    func padded(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,167 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the chaos script measured.
+struct ScriptFindings {
+    var killDetection: Double?
+    var newInstanceFirstTraffic: Double?
+    var killedAfterDetection: Int?
+}
+
+/// The chaos script and the summary: what happens to the shop while shoppers check out, and what it showed.
+extension DemoRunner {
+    /// Plays the events at fixed shares of the run: a kill -9, a scale-up, a slow instance, a drain, an agent
+    /// restart. Measures what the summary reports on.
+    func playScript(from beginning: ContinuousClock.Instant, until deadline: ContinuousClock.Instant) async throws {
+        let total = deadline - beginning
+        func at(_ share: Double) async throws {
+            let when = beginning + total * share
+            if when > ContinuousClock.now { try await Task.sleep(until: when, clock: .continuous) }
+        }
+        try await at(0.15)
+        let killedPort = snapshot.instances["order-1"]?.port ?? 0
+        let killed = ContinuousClock.now
+        childProcesses().signal("order-1", SIGKILL)
+        markKilled("order-1")
+        record("kill -9 order-1")
+        var counter: ConnectionCounter?
+        while ContinuousClock.now - killed < .seconds(10) {
+            let instance = try? await getJSON("\(agentURL)/v1/services/order/instances/order-1")
+            let status = (instance?["instance"] as? [String: Any])?["status"] as? String ?? instance?["status"] as? String
+            if status != "passing" && status != "warning" {
+                let seconds = (ContinuousClock.now - killed).seconds
+                findings.withLock { $0.killDetection = seconds }
+                record(String(format: "the agent marked order-1 %@ after %.2fs", status ?? "gone", seconds))
+                // From here on, anything that still reaches order-1's address is traffic to a dead instance.
+                counter = try? ConnectionCounter(port: killedPort)
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+
+        try await at(0.30)
+        let scaled = ContinuousClock.now
+        try await start("order", 4)
+        record("started order-4")
+        while ContinuousClock.now - scaled < .seconds(10) {
+            if let port = snapshot.instances["order-4"]?.port,
+                let stats = try? await getJSON("http://127.0.0.1:\(port)/stats", timeout: .milliseconds(500)),
+                stats["requests"] as? Int ?? 0 > 0
+            {
+                let seconds = (ContinuousClock.now - scaled).seconds
+                findings.withLock { $0.newInstanceFirstTraffic = seconds }
+                record(String(format: "order-4 served its first request %.2fs after it started", seconds))
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+
+        try await at(0.45)
+        if let port = snapshot.instances["payment-1"]?.port {
+            _ = try? await send(.POST, "http://127.0.0.1:\(port)/admin/latency", json: #"{"ms": 400}"#)
+            record("payment-1 answers 400 ms slower: least-requests shifts calls to payment-2")
+        }
+        try await at(0.58)
+        if let port = snapshot.instances["payment-1"]?.port {
+            _ = try? await send(.POST, "http://127.0.0.1:\(port)/admin/latency", json: #"{"ms": 0}"#)
+            record("payment-1 is fast again")
+        }
+        try await at(0.62)
+        _ = try? await send(
+            .PUT, "\(agentURL)/v1/services/payment/instances/payment-2/maintenance",
+            json: #"{"enabled": true, "reason": "demo: draining for a deploy"}"#)
+        record("payment-2 in maintenance (drained): out of every lookup")
+        try await at(0.72)
+        _ = try? await send(
+            .PUT, "\(agentURL)/v1/services/payment/instances/payment-2/maintenance", json: #"{"enabled": false}"#)
+        record("payment-2 back from maintenance")
+
+        try await at(0.80)
+        childProcesses().signal("agent", SIGTERM)
+        record("agent stopped: callers keep going on their cached instances")
+        try await Task.sleep(for: .seconds(min(2, total.seconds * 0.05)))
+        try await restartAgent()
+        record("agent restarted from its data directory; instances heartbeat again")
+
+        if ContinuousClock.now < deadline { try await Task.sleep(until: deadline, clock: .continuous) }
+        if let counter {
+            findings.withLock { $0.killedAfterDetection = counter.count }
+            counter.stop()
+        }
+    }
+
+    /// The summary, after a last look at every instance and at the payment ledger.
+    func summarise() async throws -> DemoSummary {
+        try await Task.sleep(for: .milliseconds(300))
+        await refreshInstances()
+        let run = snapshot
+        var doubleCharges = -1
+        for (id, instance) in run.instances where instance.service == "payment" && !run.killed.contains(id) {
+            if let ledger = try? await getJSON("http://127.0.0.1:\(instance.port)/ledger") {
+                doubleCharges = ledger["doubleCharges"] as? Int ?? -1
+                break
+            }
+        }
+        let reports = run.instances.keys.sorted().map { id in
+            let instance = run.instances[id]!
+            return DemoSummary.InstanceReport(
+                service: instance.service, id: id, requests: instance.requests, killed: run.killed.contains(id))
+        }
+        let found = findings.withLock { $0 }
+        return DemoSummary(
+            durationSeconds: (configuration.duration).seconds, userRequests: run.userRequests,
+            failedUserRequests: run.failed, ordered: run.ordered, paymentFailed: run.paymentFailed, instances: reports,
+            events: run.events, killDetectionSeconds: found.killDetection,
+            trafficToKilledAfterDetection: found.killedAfterDetection,
+            newInstanceFirstTrafficSeconds: found.newInstanceFirstTraffic, doubleCharges: doubleCharges,
+            everyLiveInstanceServed: reports.filter { !$0.killed }.allSatisfy { $0.requests > 0 })
+    }
+}
+
+/// Accepts connections on a port and counts them (closing each): bound to a dead instance's address, it shows
+/// whether anything still sends there.
+final class ConnectionCounter: Sendable {
+    private let descriptor: Int32
+    private let accepted = Atomic(0)
+
+    init(port: Int) throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var reuse: Int32 = 1
+        setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+        guard bound, listen(descriptor, 64) == 0 else {
+            close(descriptor)
+            throw DemoError("cannot listen on 127.0.0.1:\(port)")
+        }
+        // A thread of its own for the blocking accepts; it ends when stop() closes the socket.
+        Thread.detachNewThread { [self] in
+            while true {
+                let connection = accept(descriptor, nil, nil)
+                guard connection >= 0 else { return }
+                accepted.add(1, ordering: .relaxed)
+                close(connection)
+            }
+        }
+    }
+
+    var count: Int { accepted.load(ordering: .relaxed) }
+
+    func stop() {
+        shutdown(descriptor, Int32(SHUT_RDWR))
+        close(descriptor)
+    }
+}

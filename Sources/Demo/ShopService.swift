@@ -1,0 +1,265 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+import ServiceLifecycle
+import SwitchboardClient
+import SwitchboardCore
+import Synchronization
+import UnixSignals
+
+/// The three services of the shop. Each runs as its own process, registers itself with the agent (TTL heartbeats)
+/// and finds the service after it through the client library (client-side discovery).
+public enum ShopRole: String, CaseIterable, Sendable {
+    /// `POST /checkout`: the saga's orchestrator's caller; asks order for an order, tells the cart how it went.
+    case cart
+    /// `POST /orders`: creates a pending order, charges it through payment, confirms it or cancels it.
+    case order
+    /// `POST /charges`: charges an order once per idempotency key, and declines some.
+    case payment
+}
+
+/// How one shop process runs.
+public struct ShopServiceConfiguration: Sendable {
+    public var role: ShopRole
+    public var port: Int
+    public var agents: [String]
+    /// Where the service's own store lives (order and payment instances share their service's file).
+    public var dataDirectory: String
+    /// The instance id; default `<role>-<port>`.
+    public var id: String?
+
+    public init(role: ShopRole, port: Int = 0, agents: [String], dataDirectory: String, id: String? = nil) {
+        self.role = role
+        self.port = port
+        self.agents = agents
+        self.dataDirectory = dataDirectory
+        self.id = id
+    }
+}
+
+/// What every shop instance counts and can be told (the demo's chaos script uses these).
+final class InstanceControls: Sendable {
+    private let state = Mutex((requests: 0, latency: 0))
+
+    func served() { state.withLock { $0.requests += 1 } }
+    var requests: Int { state.withLock { $0.requests } }
+    var latency: Int {
+        get { state.withLock { $0.latency } }
+        set { state.withLock { $0.latency = newValue } }
+    }
+}
+
+/// Runs one shop process until SIGTERM or SIGINT (which drain its registration first).
+public func runShopService(_ configuration: ShopServiceConfiguration) async throws {
+    var logger = Logger(label: "shop.\(configuration.role.rawValue)")
+    logger.logLevel = .warning
+    let connection = AgentConnection(configuration: .init(agents: configuration.agents), logger: logger)
+    let discovery = ServiceDiscovery(connection: connection, logger: logger)
+    let controls = InstanceControls()
+    let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+    let instanceID = Mutex<String>(configuration.id ?? "")
+    let router = Router()
+    router.get("health") { _, _ in "ok\n" }
+    router.get("stats") { _, _ in
+        jsonResponse(["instance": instanceID.withLock { $0 }, "requests": controls.requests])
+    }
+    router.post("admin/latency") { request, _ -> Response in
+        let body = try await request.body.collect(upTo: 4096)
+        let object = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
+        controls.latency = max(0, min(object?["ms"] as? Int ?? 0, 10_000))
+        return jsonResponse(["latencyMs": controls.latency])
+    }
+    switch configuration.role {
+    case .cart:
+        try addCartRoutes(to: router, discovery: discovery, controls: controls)
+    case .order:
+        let book = try OrderBook(path: "\(configuration.dataDirectory)/orders.sqlite")
+        try addOrderRoutes(to: router, book: book, discovery: discovery, controls: controls)
+    case .payment:
+        let ledger = try PaymentLedger(path: "\(configuration.dataDirectory)/payments.sqlite")
+        addPaymentRoutes(to: router, ledger: ledger, controls: controls, instance: { instanceID.withLock { $0 } })
+    }
+    let application = Application(
+        router: router,
+        configuration: .init(address: .hostname("127.0.0.1", port: configuration.port)),
+        onServerRunning: { channel in
+            let bound = channel.localAddress?.port ?? 0
+            FileHandle.standardOutput.write(Data("listening \(bound)\n".utf8))
+            portSink.yield(bound)
+        },
+        logger: logger)
+    let registrar = ShopRegistrar(
+        ports: ports, connection: connection, logger: logger, role: configuration.role, id: configuration.id,
+        instanceID: { id in instanceID.withLock { $0 = id } })
+    let group = ServiceGroup(
+        configuration: .init(
+            services: [application, registrar, discovery], gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+    try await group.run()
+    try await connection.shutdown()
+}
+
+/// Registers the instance once its server has a port.
+struct ShopRegistrar: Service {
+    let ports: AsyncStream<Int>
+    let connection: AgentConnection
+    let logger: Logger
+    let role: ShopRole
+    let id: String?
+    let instanceID: @Sendable (String) -> Void
+
+    func run() async throws {
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { return }
+        let id = self.id ?? "\(role.rawValue)-\(port)"
+        instanceID(id)
+        let registration = ServiceRegistration(
+            connection: connection,
+            configuration: .init(
+                service: try ServiceName(role.rawValue), id: try InstanceID(id), address: "127.0.0.1", port: port,
+                ttl: .seconds(1), drainTime: .milliseconds(600)),
+            logger: logger)
+        try await registration.run()
+    }
+}
+
+func jsonResponse(_ object: [String: Any], status: HTTPResponse.Status = .ok) -> Response {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    return Response(
+        status: status, headers: [.contentType: "application/json"],
+        body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+func jsonObject(_ request: Request) async throws -> [String: Any] {
+    let body = try await request.body.collect(upTo: 64 * 1024)
+    return (try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]) ?? [:]
+}
+
+/// The latency the chaos script injected, then one request counted.
+func serve(_ controls: InstanceControls) async throws {
+    let latency = controls.latency
+    if latency > 0 { try await Task.sleep(for: .milliseconds(latency)) }
+    controls.served()
+}
+
+private func addCartRoutes(to router: Router<BasicRequestContext>, discovery: ServiceDiscovery, controls: InstanceControls) throws {
+    let orders = ServiceClient(
+        service: try ServiceName("order"), discovery: discovery, balancer: LeastRequestsBalancer(),
+        policy: CallPolicy(attemptTimeout: .seconds(3), maximumRetries: 3))
+    router.post("checkout") { request, _ -> Response in
+        try await serve(controls)
+        let input = try await jsonObject(request)
+        guard let cartId = input["cartId"] as? String, let amount = input["amountCents"] as? Int, amount > 0 else {
+            return jsonResponse(
+                ["error": "invalid_argument", "message": "cartId (string) and amountCents (> 0) are required"],
+                status: .badRequest)
+        }
+        let body = try JSONSerialization.data(withJSONObject: ["cartId": cartId, "amountCents": amount])
+        var headers = HTTPHeaders()
+        headers.add(name: "Idempotency-Key", value: "cart-\(cartId)")
+        headers.add(name: "Content-Type", value: "application/json")
+        // The key makes the call safe to send again, to another order instance if this one dies mid-call.
+        let answer: ServiceResponse
+        do {
+            answer = try await orders.execute(
+                ServiceRequest(method: .POST, path: "/orders", headers: headers, body: ByteBuffer(data: body), isIdempotent: true))
+        } catch {
+            return jsonResponse(["error": "order_unavailable", "message": "\(error)"], status: .serviceUnavailable)
+        }
+        guard answer.status == .ok,
+            let order = try? JSONSerialization.jsonObject(with: Data(buffer: answer.body)) as? [String: Any]
+        else {
+            return jsonResponse(
+                ["error": "order_failed", "message": "order answered \(answer.status.code)"], status: .badGateway)
+        }
+        // The saga's end, told to the cart: confirmed is an order, cancelled a failed payment.
+        let confirmed = order["status"] as? String == "confirmed"
+        return jsonResponse([
+            "cartId": cartId, "orderId": order["orderId"] ?? "", "status": confirmed ? "ordered" : "payment_failed",
+            "reason": order["reason"] ?? NSNull(),
+        ])
+    }
+}
+
+private func addOrderRoutes(
+    to router: Router<BasicRequestContext>, book: OrderBook, discovery: ServiceDiscovery, controls: InstanceControls
+) throws {
+    let payments = ServiceClient(
+        service: try ServiceName("payment"), discovery: discovery, balancer: LeastRequestsBalancer(),
+        policy: CallPolicy(attemptTimeout: .seconds(2), maximumRetries: 3))
+    router.post("orders") { request, _ -> Response in
+        try await serve(controls)
+        guard let key = request.headers[.init("Idempotency-Key")!], !key.isEmpty else {
+            return jsonResponse(
+                ["error": "invalid_argument", "message": "an Idempotency-Key header is required"], status: .badRequest)
+        }
+        let input = try await jsonObject(request)
+        guard let cartId = input["cartId"] as? String, let amount = input["amountCents"] as? Int else {
+            return jsonResponse(
+                ["error": "invalid_argument", "message": "cartId and amountCents are required"], status: .badRequest)
+        }
+        var order = try book.pendingOrder(key: key, cartId: cartId, amountCents: amount)
+        if order.status == "pending" {
+            // The saga: charge, then confirm; a charge that fails for good cancels the order (compensation).
+            var headers = HTTPHeaders()
+            headers.add(name: "Idempotency-Key", value: "charge-\(order.orderId)")
+            headers.add(name: "Content-Type", value: "application/json")
+            let body = try JSONSerialization.data(withJSONObject: ["orderId": order.orderId, "amountCents": amount])
+            do {
+                let answer = try await payments.execute(
+                    ServiceRequest(
+                        method: .POST, path: "/charges", headers: headers, body: ByteBuffer(data: body), isIdempotent: true))
+                let charge = try? JSONSerialization.jsonObject(with: Data(buffer: answer.body)) as? [String: Any]
+                switch (answer.status.code, charge?["status"] as? String) {
+                case (200, "charged"?):
+                    order = try book.settle(order.orderId, status: "confirmed", reason: nil)
+                case (200, "declined"?):
+                    order = try book.settle(order.orderId, status: "cancelled", reason: "payment declined")
+                default:
+                    order = try book.settle(
+                        order.orderId, status: "cancelled", reason: "payment answered \(answer.status.code)")
+                }
+            } catch {
+                order = try book.settle(order.orderId, status: "cancelled", reason: "payment unavailable: \(error)")
+            }
+        }
+        return jsonResponse([
+            "orderId": order.orderId, "cartId": order.cartId, "amountCents": order.amountCents, "status": order.status,
+            "reason": order.reason ?? NSNull(),
+        ])
+    }
+}
+
+private func addPaymentRoutes(
+    to router: Router<BasicRequestContext>, ledger: PaymentLedger, controls: InstanceControls,
+    instance: @escaping @Sendable () -> String
+) {
+    router.post("charges") { request, _ -> Response in
+        try await serve(controls)
+        guard let key = request.headers[.init("Idempotency-Key")!], !key.isEmpty else {
+            return jsonResponse(
+                ["error": "invalid_argument", "message": "an Idempotency-Key header is required"], status: .badRequest)
+        }
+        let input = try await jsonObject(request)
+        guard let orderId = input["orderId"] as? String, let amount = input["amountCents"] as? Int else {
+            return jsonResponse(
+                ["error": "invalid_argument", "message": "orderId and amountCents are required"], status: .badRequest)
+        }
+        // Amounts ending in 13 cents are declined: the demo's stand-in for a card that bounces.
+        let charge = try ledger.charge(key: key, orderId: orderId, amountCents: amount, instance: instance()) {
+            $0 % 100 != 13
+        }
+        return jsonResponse([
+            "chargeId": charge.chargeId, "orderId": charge.orderId, "status": charge.status, "instance": charge.instance,
+        ])
+    }
+    router.get("ledger") { _, _ -> Response in
+        let counts = try ledger.counts()
+        return jsonResponse([
+            "doubleCharges": try ledger.doubleCharges(), "charged": counts.charged, "declined": counts.declined,
+        ])
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import GRDB
+
+/// What a payment attempt came to.
+public struct Charge: Codable, Sendable, Equatable {
+    public var chargeId: String
+    public var orderId: String
+    public var amountCents: Int
+    /// `charged` or `declined`.
+    public var status: String
+    public var instance: String
+}
+
+/// An order and where its saga stands.
+public struct Order: Codable, Sendable, Equatable {
+    public var orderId: String
+    public var cartId: String
+    public var amountCents: Int
+    /// `pending`, then `confirmed` or `cancelled`.
+    public var status: String
+    public var reason: String?
+}
+
+/// A store the instances of one service share (and no other service reads): a SQLite file in WAL mode, so two
+/// processes can write it, with a busy timeout for their turns.
+func openSharedDatabase(at path: String, migrate: (inout DatabaseMigrator) -> Void) throws -> DatabasePool {
+    var options = Configuration()
+    options.busyMode = .timeout(10)
+    let database = try DatabasePool(path: path, configuration: options)
+    var migrator = DatabaseMigrator()
+    migrate(&migrator)
+    try migrator.migrate(database)
+    return database
+}
+
+/// The payment service's ledger. A charge is keyed by its idempotency key: the same key charged twice (a retry,
+/// perhaps on the other instance) gets the first answer back, never a second charge.
+public final class PaymentLedger: Sendable {
+    private let database: DatabasePool
+
+    public init(path: String) throws {
+        database = try openSharedDatabase(at: path) { migrator in
+            migrator.registerMigration("charges") { db in
+                try db.execute(
+                    sql: """
+                        CREATE TABLE IF NOT EXISTS charges (
+                            idempotencyKey TEXT PRIMARY KEY, chargeId TEXT NOT NULL, orderId TEXT NOT NULL,
+                            amountCents INTEGER NOT NULL, status TEXT NOT NULL, instance TEXT NOT NULL)
+                        """)
+            }
+        }
+    }
+
+    /// The charge for `key`: the one recorded, or a new one decided by `decide` and recorded.
+    public func charge(
+        key: String, orderId: String, amountCents: Int, instance: String, decide: (Int) -> Bool
+    ) throws -> Charge {
+        try database.write { db in
+            if let row = try Row.fetchOne(db, sql: "SELECT * FROM charges WHERE idempotencyKey = ?", arguments: [key]) {
+                return Self.charge(row)
+            }
+            let charge = Charge(
+                chargeId: "ch-\(UUID().uuidString.prefix(12).lowercased())", orderId: orderId, amountCents: amountCents,
+                status: decide(amountCents) ? "charged" : "declined", instance: instance)
+            try db.execute(
+                sql: "INSERT INTO charges VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [key, charge.chargeId, orderId, amountCents, charge.status, instance])
+            return charge
+        }
+    }
+
+    /// Orders charged more than once: a double charge is a bug the saga must never have.
+    public func doubleCharges() throws -> Int {
+        try database.read { db in
+            try Int.fetchOne(
+                db,
+                sql: """
+                    SELECT COUNT(*) FROM (SELECT orderId FROM charges WHERE status = 'charged'
+                    GROUP BY orderId HAVING COUNT(*) > 1)
+                    """) ?? 0
+        }
+    }
+
+    public func counts() throws -> (charged: Int, declined: Int) {
+        try database.read { db in
+            let charged = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM charges WHERE status = 'charged'") ?? 0
+            let declined = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM charges WHERE status = 'declined'") ?? 0
+            return (charged, declined)
+        }
+    }
+
+    private static func charge(_ row: Row) -> Charge {
+        Charge(
+            chargeId: row["chargeId"], orderId: row["orderId"], amountCents: row["amountCents"], status: row["status"],
+            instance: row["instance"])
+    }
+}
+
+/// The order service's orders, keyed by the cart's idempotency key: a checkout retried finds its order.
+public final class OrderBook: Sendable {
+    private let database: DatabasePool
+
+    public init(path: String) throws {
+        database = try openSharedDatabase(at: path) { migrator in
+            migrator.registerMigration("orders") { db in
+                try db.execute(
+                    sql: """
+                        CREATE TABLE IF NOT EXISTS orders (
+                            idempotencyKey TEXT PRIMARY KEY, orderId TEXT NOT NULL, cartId TEXT NOT NULL,
+                            amountCents INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT)
+                        """)
+            }
+        }
+    }
+
+    /// The order for `key`, created pending if there is none.
+    public func pendingOrder(key: String, cartId: String, amountCents: Int) throws -> Order {
+        try database.write { db in
+            if let row = try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE idempotencyKey = ?", arguments: [key]) {
+                return Self.order(row)
+            }
+            let order = Order(
+                orderId: "ord-\(UUID().uuidString.prefix(12).lowercased())", cartId: cartId, amountCents: amountCents,
+                status: "pending")
+            try db.execute(
+                sql: "INSERT INTO orders VALUES (?, ?, ?, ?, ?, NULL)",
+                arguments: [key, order.orderId, cartId, amountCents, order.status])
+            return order
+        }
+    }
+
+    /// Moves a pending order to `status`; an order already confirmed or cancelled keeps its end.
+    public func settle(_ orderId: String, status: String, reason: String?) throws -> Order {
+        try database.write { db in
+            try db.execute(
+                sql: "UPDATE orders SET status = ?, reason = ? WHERE orderId = ? AND status = 'pending'",
+                arguments: [status, reason, orderId])
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE orderId = ?", arguments: [orderId])
+            else { throw DemoError("order \(orderId) vanished") }
+            return Self.order(row)
+        }
+    }
+
+    private static func order(_ row: Row) -> Order {
+        Order(
+            orderId: row["orderId"], cartId: row["cartId"], amountCents: row["amountCents"], status: row["status"],
+            reason: row["reason"])
+    }
+}
+
+/// A demo failure with a message for the person watching.
+public struct DemoError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
