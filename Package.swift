@@ -208,6 +208,10 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "DemoTests",
+            dependencies: ["SwitchboardTestSupport", "switchboard"]
+        ),
+        .testTarget(
             name: "SwitchboardGatewayTests",
             dependencies: [
                 "SwitchboardCore",

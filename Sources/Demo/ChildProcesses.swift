@@ -39,7 +39,8 @@ final class ChildProcesses: Sendable {
 
     init(logDirectory: String) {
         // /proc/self/exe: the binary itself, whatever the working directory or the way it was started.
-        executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        executable =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         self.logDirectory = logDirectory
     }
 

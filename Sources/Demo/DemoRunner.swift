@@ -94,6 +94,7 @@ public final class DemoRunner: Sendable {
     /// Ends every child process now (Ctrl-C).
     public func interrupt() {
         children.killAll()
+        try? FileManager.default.removeItem(atPath: directory)
     }
 
     /// Runs the whole demo and returns its summary; the children are stopped however it ends.
@@ -110,11 +111,11 @@ public final class DemoRunner: Sendable {
         }
         try await startAgent()
         try """
-            routes:
-              - { name: cart, match: { prefix: /api/cart }, service: cart, stripPrefix: true }
-              - { name: orders, match: { prefix: /api/orders }, service: order, stripPrefix: true }
-              - { name: payments, match: { prefix: /api/payments }, service: payment, stripPrefix: true }
-            """.write(toFile: "\(directory)/gateway.yaml", atomically: true, encoding: .utf8)
+        routes:
+          - { name: cart, match: { prefix: /api/cart }, service: cart, stripPrefix: true }
+          - { name: orders, match: { prefix: /api/orders }, service: order, stripPrefix: true }
+          - { name: payments, match: { prefix: /api/payments }, service: payment, stripPrefix: true }
+        """.write(toFile: "\(directory)/gateway.yaml", atomically: true, encoding: .utf8)
         _ = try await children.start(
             "gateway",
             [

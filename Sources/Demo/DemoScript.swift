@@ -33,7 +33,8 @@ extension DemoRunner {
         var counter: ConnectionCounter?
         while ContinuousClock.now - killed < .seconds(10) {
             let instance = try? await getJSON("\(agentURL)/v1/services/order/instances/order-1")
-            let status = (instance?["instance"] as? [String: Any])?["status"] as? String ?? instance?["status"] as? String
+            let status =
+                (instance?["instance"] as? [String: Any])?["status"] as? String ?? instance?["status"] as? String
             if status != "passing" && status != "warning" {
                 let seconds = (ContinuousClock.now - killed).seconds
                 findings.withLock { $0.killDetection = seconds }

@@ -145,7 +145,9 @@ func serve(_ controls: InstanceControls) async throws {
     controls.served()
 }
 
-private func addCartRoutes(to router: Router<BasicRequestContext>, discovery: ServiceDiscovery, controls: InstanceControls) throws {
+private func addCartRoutes(
+    to router: Router<BasicRequestContext>, discovery: ServiceDiscovery, controls: InstanceControls
+) throws {
     let orders = ServiceClient(
         service: try ServiceName("order"), discovery: discovery, balancer: LeastRequestsBalancer(),
         policy: CallPolicy(attemptTimeout: .seconds(3), maximumRetries: 3))
@@ -165,7 +167,8 @@ private func addCartRoutes(to router: Router<BasicRequestContext>, discovery: Se
         let answer: ServiceResponse
         do {
             answer = try await orders.execute(
-                ServiceRequest(method: .POST, path: "/orders", headers: headers, body: ByteBuffer(data: body), isIdempotent: true))
+                ServiceRequest(
+                    method: .POST, path: "/orders", headers: headers, body: ByteBuffer(data: body), isIdempotent: true))
         } catch {
             return jsonResponse(["error": "order_unavailable", "message": "\(error)"], status: .serviceUnavailable)
         }
@@ -211,7 +214,8 @@ private func addOrderRoutes(
             do {
                 let answer = try await payments.execute(
                     ServiceRequest(
-                        method: .POST, path: "/charges", headers: headers, body: ByteBuffer(data: body), isIdempotent: true))
+                        method: .POST, path: "/charges", headers: headers, body: ByteBuffer(data: body),
+                        isIdempotent: true))
                 let charge = try? JSONSerialization.jsonObject(with: Data(buffer: answer.body)) as? [String: Any]
                 switch (answer.status.code, charge?["status"] as? String) {
                 case (200, "charged"?):
@@ -253,7 +257,8 @@ private func addPaymentRoutes(
             $0 % 100 != 13
         }
         return jsonResponse([
-            "chargeId": charge.chargeId, "orderId": charge.orderId, "status": charge.status, "instance": charge.instance,
+            "chargeId": charge.chargeId, "orderId": charge.orderId, "status": charge.status,
+            "instance": charge.instance,
         ])
     }
     router.get("ledger") { _, _ -> Response in
