@@ -16,7 +16,7 @@ public enum ParentWatch {
     /// (the process was handed to init) ends this process.
     public static func startIfAsked() {
         guard let text = ProcessInfo.processInfo.environment[variable], let parent = Int32(text) else { return }
-        guard getppid() == parent else { exit(3) }
+        guard getppid() == parent else { _exit(3) }
         // A thread for the life of the process: it only sleeps and looks.
         Thread.detachNewThread {
             while getppid() == parent { usleep(200_000) }
@@ -26,11 +26,12 @@ public enum ParentWatch {
 }
 
 /// The demo's child processes: started from this same executable, their output in log files, all ended when the
-/// demo ends (and, through ``ParentWatch``, when it dies).
+/// demo ends (and, through ``ParentWatch``, when it dies). Foundation's `Process` reaps each child; a child is
+/// signalled only while it runs, so a recycled process id is never hit.
 final class ChildProcesses: Sendable {
-    struct Child: Sendable {
+    struct Child: @unchecked Sendable {
         var name: String
-        var pid: Int32
+        var process: Process
     }
 
     private let children = Mutex<[Child]>([])
@@ -44,7 +45,8 @@ final class ChildProcesses: Sendable {
         self.logDirectory = logDirectory
     }
 
-    /// Starts `switchboard <arguments>`; with `readsPort`, waits for its `listening PORT` line and returns the port.
+    /// Starts `switchboard <arguments>`; with `readsPort`, waits (up to 30 s) for its `listening PORT` line and
+    /// returns the port.
     func start(_ name: String, _ arguments: [String], readsPort: Bool) async throws -> (pid: Int32, port: Int?) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -60,9 +62,11 @@ final class ChildProcesses: Sendable {
         process.standardOutput = readsPort ? output : logHandle
         try process.run()
         let pid = process.processIdentifier
-        children.withLock { $0.append(Child(name: name, pid: pid)) }
+        children.withLock { $0.append(Child(name: name, process: process)) }
         guard readsPort else { return (pid, nil) }
         let reader = output.fileHandleForReading
+        // The blocking read runs on a Dispatch thread, not on the concurrency pool; a child that dies closes the
+        // pipe and ends it.
         let line = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 var line = Data()
@@ -71,48 +75,54 @@ final class ChildProcesses: Sendable {
             }
         }
         guard line.hasPrefix("listening "), let port = Int(line.dropFirst("listening ".count)) else {
-            kill(pid, SIGKILL)
+            if process.isRunning { kill(pid, SIGKILL) }
             throw DemoError("\(name) did not start (see \(log)): '\(line)'")
         }
         return (pid, port)
     }
 
-    /// Sends `signal` to the child called `name`; it is forgotten once it is killed.
-    func signal(_ name: String, _ signal: Int32) {
-        let child = children.withLock { children in children.first { $0.name == name } }
-        guard let child else { return }
-        kill(child.pid, signal)
-        if signal == SIGKILL || signal == SIGTERM {
-            var status: Int32 = 0
-            if signal == SIGKILL { waitpid(child.pid, &status, 0) }
-            children.withLock { $0.removeAll { $0.pid == child.pid } }
+    private func take(_ name: String) -> Child? {
+        children.withLock { children in
+            guard let index = children.firstIndex(where: { $0.name == name }) else { return nil }
+            return children.remove(at: index)
         }
     }
 
+    /// Kills the child called `name` at once, as a crash would.
+    func crash(_ name: String) {
+        guard let child = take(name), child.process.isRunning else { return }
+        kill(child.process.processIdentifier, SIGKILL)
+    }
+
+    /// Stops the child called `name` (SIGTERM, SIGKILL after 5 s) and returns once it has exited.
+    func stop(_ name: String) async {
+        guard let child = take(name) else { return }
+        await Self.end([child], grace: .seconds(5))
+    }
+
     /// Ends every child: SIGTERM, a moment to drain, then SIGKILL for any still there.
-    func stopAll(grace: Duration = .seconds(2)) {
+    func stopAll(grace: Duration = .seconds(2)) async {
         let all = children.withLock { children in
             defer { children = [] }
             return children
         }
-        for child in all { kill(child.pid, SIGTERM) }
-        let deadline = ContinuousClock.now + grace
-        for child in all {
-            var status: Int32 = 0
-            while waitpid(child.pid, &status, WNOHANG) == 0 {
-                if ContinuousClock.now >= deadline {
-                    kill(child.pid, SIGKILL)
-                    waitpid(child.pid, &status, 0)
-                    break
-                }
-                usleep(20_000)
-            }
-        }
+        await Self.end(all, grace: grace)
     }
 
-    /// Kills every child at once (from a signal handler's queue).
+    private static func end(_ children: [Child], grace: Duration) async {
+        for child in children where child.process.isRunning { kill(child.process.processIdentifier, SIGTERM) }
+        let deadline = ContinuousClock.now + grace
+        while children.contains(where: { $0.process.isRunning }), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        for child in children where child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) }
+        while children.contains(where: { $0.process.isRunning }) { try? await Task.sleep(for: .milliseconds(20)) }
+    }
+
+    /// Kills every child at once (Ctrl-C).
     func killAll() {
-        let all = children.withLock { $0 }
-        for child in all { kill(child.pid, SIGKILL) }
+        for child in children.withLock({ $0 }) where child.process.isRunning {
+            kill(child.process.processIdentifier, SIGKILL)
+        }
     }
 }

@@ -55,7 +55,10 @@ public struct DemoSummary: Codable, Sendable {
     public var trafficToKilledAfterDetection: Int?
     /// Seconds from the new instance's start until it served its first request.
     public var newInstanceFirstTrafficSeconds: Double?
-    public var doubleCharges: Int
+    /// Carts charged more than once; nil when the stores could not be read.
+    public var doubleCharges: Int?
+    /// The order and payment stores checked against each other (see ``ShopAudit``); nil when they could not be read.
+    public var audit: ShopAudit?
     /// Every live instance served requests.
     public var everyLiveInstanceServed: Bool
 }
@@ -86,7 +89,9 @@ public final class DemoRunner: Sendable {
 
     public init(configuration: DemoConfiguration) throws {
         self.configuration = configuration
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-demo-\(getpid())").path
+        var template = Array("\(FileManager.default.temporaryDirectory.path)/switchboard-demo-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw DemoError("cannot make a temporary directory") }
+        directory = String(cString: made)
         try FileManager.default.createDirectory(atPath: "\(directory)/logs", withIntermediateDirectories: true)
         children = ChildProcesses(logDirectory: "\(directory)/logs")
     }
@@ -99,12 +104,21 @@ public final class DemoRunner: Sendable {
 
     /// Runs the whole demo and returns its summary; the children are stopped however it ends.
     public func run() async throws -> DemoSummary {
-        defer {
-            children.stopAll()
+        do {
+            let summary = try await play()
+            await children.stopAll()
             try? FileManager.default.removeItem(atPath: directory)
+            return summary
+        } catch {
+            await children.stopAll()
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
         }
-        let agentPort = try freeLocalPort()
-        let gatewayPort = try freeLocalPort()
+    }
+
+    private func play() async throws -> DemoSummary {
+        let ports = try freeLocalPorts(2)
+        let (agentPort, gatewayPort) = (ports[0], ports[1])
         state.withLock {
             $0.agentPort = agentPort
             $0.gatewayPort = gatewayPort
@@ -188,6 +202,13 @@ public final class DemoRunner: Sendable {
                 if response.status == .ok {
                     let object = try? JSONSerialization.jsonObject(with: Data(buffer: data)) as? [String: Any]
                     outcome = object?["status"] as? String
+                    // The shopper knows its card: only amounts ending in 13 cents are declined. Any other
+                    // "payment_failed" is an outage passed off as an answer, and counts as a failure.
+                    let declined = amount % 100 == 13
+                    let expected = declined ? "payment_failed" : "ordered"
+                    if outcome != expected || (declined && object?["reason"] as? String != "payment declined") {
+                        failure = "expected \(expected) for \(amount) cents, got \(String(buffer: data).prefix(160))"
+                    }
                 } else {
                     failure = "\(response.status.code) \(String(buffer: data).prefix(160))"
                 }
@@ -287,6 +308,19 @@ public final class DemoRunner: Sendable {
 
     // MARK: HTTP helpers
 
+    /// The status and JSON body of a GET; (0, nil) when it failed.
+    func lookup(_ url: String) async -> (Int, [String: Any]?) {
+        guard let response = try? await http.execute(HTTPClientRequest(url: url), timeout: .seconds(2)),
+            let body = try? await response.body.collect(upTo: 1 << 20)
+        else { return (0, nil) }
+        return (
+            Int(response.status.code), try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
+        )
+    }
+
+    /// Where the services keep their stores.
+    var storeDirectory: String { directory }
+
     func getJSON(_ url: String, timeout: TimeAmount = .seconds(2)) async throws -> [String: Any] {
         let response = try await http.execute(HTTPClientRequest(url: url), timeout: timeout)
         let body = try await response.body.collect(upTo: 4 << 20)
@@ -339,10 +373,18 @@ public final class DemoRunner: Sendable {
     func restartAgent() async throws { try await startAgent() }
 }
 
-/// A port nothing listens on right now.
-func freeLocalPort() throws -> Int {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(descriptor) }
+/// `count` different ports nothing listens on right now (all held until all are chosen, so none repeats).
+func freeLocalPorts(_ count: Int) throws -> [Int] {
+    var descriptors: [Int32] = []
+    defer { descriptors.forEach { close($0) } }
+    return try (0..<count).map { _ in
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        descriptors.append(descriptor)
+        return try boundPort(descriptor)
+    }
+}
+
+private func boundPort(_ descriptor: Int32) throws -> Int {
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")

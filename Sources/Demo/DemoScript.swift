@@ -27,20 +27,27 @@ extension DemoRunner {
         try await at(0.15)
         let killedPort = snapshot.instances["order-1"]?.port ?? 0
         let killed = ContinuousClock.now
-        childProcesses().signal("order-1", SIGKILL)
+        // Marked first: the demo's own polling must not reach the dead address and count as traffic.
         markKilled("order-1")
+        childProcesses().crash("order-1")
         record("kill -9 order-1")
         var counter: ConnectionCounter?
         while ContinuousClock.now - killed < .seconds(10) {
-            let instance = try? await getJSON("\(agentURL)/v1/services/order/instances/order-1")
+            // Only the agent's own word counts: a non-healthy status, or the instance gone (404). A lookup that
+            // failed says nothing.
+            let (code, instance) = await lookup("\(agentURL)/v1/services/order/instances/order-1")
             let status =
                 (instance?["instance"] as? [String: Any])?["status"] as? String ?? instance?["status"] as? String
-            if status != "passing" && status != "warning" {
+            let unhealthy = code == 404 || (code == 200 && status != nil && status != "passing" && status != "warning")
+            if unhealthy {
                 let seconds = (ContinuousClock.now - killed).seconds
                 findings.withLock { $0.killDetection = seconds }
                 record(String(format: "the agent marked order-1 %@ after %.2fs", status ?? "gone", seconds))
                 // From here on, anything that still reaches order-1's address is traffic to a dead instance.
-                counter = try? ConnectionCounter(port: killedPort)
+                for _ in 0..<20 where counter == nil {
+                    counter = try? ConnectionCounter(port: killedPort)
+                    if counter == nil { try await Task.sleep(for: .milliseconds(25)) }
+                }
                 break
             }
             try await Task.sleep(for: .milliseconds(50))
@@ -84,11 +91,14 @@ extension DemoRunner {
         record("payment-2 back from maintenance")
 
         try await at(0.80)
-        childProcesses().signal("agent", SIGTERM)
+        let stopped = ContinuousClock.now
+        await childProcesses().stop("agent")
         record("agent stopped: callers keep going on their cached instances")
-        try await Task.sleep(for: .seconds(min(2, total.seconds * 0.05)))
+        let pause = Duration.seconds(min(2, total.seconds * 0.05))
+        if ContinuousClock.now - stopped < pause { try await Task.sleep(until: stopped + pause, clock: .continuous) }
         try await restartAgent()
-        record("agent restarted from its data directory; instances heartbeat again")
+        try await waitUntilHealthy(["cart": 1, "order": 3, "payment": 2], within: .seconds(10))
+        record("agent restarted from its data directory; every instance healthy in it again")
 
         if ContinuousClock.now < deadline { try await Task.sleep(until: deadline, clock: .continuous) }
         if let counter {
@@ -102,13 +112,8 @@ extension DemoRunner {
         try await Task.sleep(for: .milliseconds(300))
         await refreshInstances()
         let run = snapshot
-        var doubleCharges = -1
-        for (id, instance) in run.instances where instance.service == "payment" && !run.killed.contains(id) {
-            if let ledger = try? await getJSON("http://127.0.0.1:\(instance.port)/ledger") {
-                doubleCharges = ledger["doubleCharges"] as? Int ?? -1
-                break
-            }
-        }
+        let audit = try? ShopAudit.read(
+            orders: "\(storeDirectory)/order/orders.sqlite", payments: "\(storeDirectory)/payment/payments.sqlite")
         let reports = run.instances.keys.sorted().map { id in
             let instance = run.instances[id]!
             return DemoSummary.InstanceReport(
@@ -120,7 +125,8 @@ extension DemoRunner {
             failedUserRequests: run.failed, ordered: run.ordered, paymentFailed: run.paymentFailed, instances: reports,
             events: run.events, killDetectionSeconds: found.killDetection,
             trafficToKilledAfterDetection: found.killedAfterDetection,
-            newInstanceFirstTrafficSeconds: found.newInstanceFirstTraffic, doubleCharges: doubleCharges,
+            newInstanceFirstTrafficSeconds: found.newInstanceFirstTraffic, doubleCharges: audit?.doubleCharges,
+            audit: audit,
             everyLiveInstanceServed: reports.filter { !$0.killed }.allSatisfy { $0.requests > 0 })
     }
 }

@@ -96,7 +96,9 @@ public func runShopService(_ configuration: ShopServiceConfiguration) async thro
         instanceID: { id in instanceID.withLock { $0 = id } })
     let group = ServiceGroup(
         configuration: .init(
-            services: [application, registrar, discovery], gracefulShutdownSignals: [.sigterm, .sigint],
+            // Stopped in reverse: the registration drains first, discovery goes last (calls during the drain
+            // still find their instances).
+            services: [discovery, application, registrar], gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
     try await group.run()
     try await connection.shutdown()
@@ -150,7 +152,10 @@ private func addCartRoutes(
 ) throws {
     let orders = ServiceClient(
         service: try ServiceName("order"), discovery: discovery, balancer: LeastRequestsBalancer(),
-        policy: CallPolicy(attemptTimeout: .seconds(3), maximumRetries: 3))
+        // Longer than order's whole payment budget (3 attempts of 1 s): a slow saga is waited for, not raced.
+        policy: CallPolicy(attemptTimeout: .seconds(5), maximumRetries: 3))
+    // The cart's own store (one cart instance, in memory): each cart's checkout outcome, as the saga told it.
+    let carts = Mutex<[String: [String: String]]>([:])
     router.post("checkout") { request, _ -> Response in
         try await serve(controls)
         let input = try await jsonObject(request)
@@ -159,6 +164,7 @@ private func addCartRoutes(
                 ["error": "invalid_argument", "message": "cartId (string) and amountCents (> 0) are required"],
                 status: .badRequest)
         }
+        if let done = carts.withLock({ $0[cartId] }) { return jsonResponse(done) }
         let body = try JSONSerialization.data(withJSONObject: ["cartId": cartId, "amountCents": amount])
         var headers = HTTPHeaders()
         headers.add(name: "Idempotency-Key", value: "cart-\(cartId)")
@@ -180,10 +186,15 @@ private func addCartRoutes(
         }
         // The saga's end, told to the cart: confirmed is an order, cancelled a failed payment.
         let confirmed = order["status"] as? String == "confirmed"
-        return jsonResponse([
-            "cartId": cartId, "orderId": order["orderId"] ?? "", "status": confirmed ? "ordered" : "payment_failed",
-            "reason": order["reason"] ?? NSNull(),
-        ])
+        let outcome = [
+            "cartId": cartId, "orderId": order["orderId"] as? String ?? "",
+            "status": confirmed ? "ordered" : "payment_failed", "reason": order["reason"] as? String ?? "",
+        ]
+        carts.withLock { carts in
+            if carts.count > 100_000 { carts.removeAll() }
+            carts[cartId] = outcome
+        }
+        return jsonResponse(outcome)
     }
 }
 
@@ -192,7 +203,7 @@ private func addOrderRoutes(
 ) throws {
     let payments = ServiceClient(
         service: try ServiceName("payment"), discovery: discovery, balancer: LeastRequestsBalancer(),
-        policy: CallPolicy(attemptTimeout: .seconds(2), maximumRetries: 3))
+        policy: CallPolicy(attemptTimeout: .seconds(1), maximumRetries: 2))
     router.post("orders") { request, _ -> Response in
         try await serve(controls)
         guard let key = request.headers[.init("Idempotency-Key")!], !key.isEmpty else {
@@ -204,7 +215,7 @@ private func addOrderRoutes(
             return jsonResponse(
                 ["error": "invalid_argument", "message": "cartId and amountCents are required"], status: .badRequest)
         }
-        var order = try book.pendingOrder(key: key, cartId: cartId, amountCents: amount)
+        var order = try await book.pendingOrder(key: key, cartId: cartId, amountCents: amount)
         if order.status == "pending" {
             // The saga: charge, then confirm; a charge that fails for good cancels the order (compensation).
             var headers = HTTPHeaders()
@@ -219,15 +230,27 @@ private func addOrderRoutes(
                 let charge = try? JSONSerialization.jsonObject(with: Data(buffer: answer.body)) as? [String: Any]
                 switch (answer.status.code, charge?["status"] as? String) {
                 case (200, "charged"?):
-                    order = try book.settle(order.orderId, status: "confirmed", reason: nil)
+                    order = try await book.settle(order.orderId, status: "confirmed", reason: nil)
                 case (200, "declined"?):
-                    order = try book.settle(order.orderId, status: "cancelled", reason: "payment declined")
+                    // Compensation: the payment failed for good, so the order is cancelled.
+                    order = try await book.settle(order.orderId, status: "cancelled", reason: "payment declined")
+                case (400..<500, _):
+                    order = try await book.settle(
+                        order.orderId, status: "cancelled", reason: "payment refused the charge: \(answer.status.code)")
                 default:
-                    order = try book.settle(
-                        order.orderId, status: "cancelled", reason: "payment answered \(answer.status.code)")
+                    // The charge may or may not have happened: the order stays pending, and the caller's retry
+                    // (same key) carries the saga on.
+                    return jsonResponse(
+                        [
+                            "error": "payment_unavailable", "orderId": order.orderId,
+                            "message": "payment answered \(answer.status.code)",
+                        ],
+                        status: .serviceUnavailable)
                 }
             } catch {
-                order = try book.settle(order.orderId, status: "cancelled", reason: "payment unavailable: \(error)")
+                return jsonResponse(
+                    ["error": "payment_unavailable", "orderId": order.orderId, "message": "\(error)"],
+                    status: .serviceUnavailable)
             }
         }
         return jsonResponse([
@@ -253,7 +276,7 @@ private func addPaymentRoutes(
                 ["error": "invalid_argument", "message": "orderId and amountCents are required"], status: .badRequest)
         }
         // Amounts ending in 13 cents are declined: the demo's stand-in for a card that bounces.
-        let charge = try ledger.charge(key: key, orderId: orderId, amountCents: amount, instance: instance()) {
+        let charge = try await ledger.charge(key: key, orderId: orderId, amountCents: amount, instance: instance()) {
             $0 % 100 != 13
         }
         return jsonResponse([
@@ -262,9 +285,7 @@ private func addPaymentRoutes(
         ])
     }
     router.get("ledger") { _, _ -> Response in
-        let counts = try ledger.counts()
-        return jsonResponse([
-            "doubleCharges": try ledger.doubleCharges(), "charged": counts.charged, "declined": counts.declined,
-        ])
+        let counts = try await ledger.counts()
+        return jsonResponse(["charged": counts.charged, "declined": counts.declined])
     }
 }

@@ -53,9 +53,9 @@ public final class PaymentLedger: Sendable {
 
     /// The charge for `key`: the one recorded, or a new one decided by `decide` and recorded.
     public func charge(
-        key: String, orderId: String, amountCents: Int, instance: String, decide: (Int) -> Bool
-    ) throws -> Charge {
-        try database.write { db in
+        key: String, orderId: String, amountCents: Int, instance: String, decide: @escaping @Sendable (Int) -> Bool
+    ) async throws -> Charge {
+        try await database.write { db in
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM charges WHERE idempotencyKey = ?", arguments: [key]) {
                 return Self.charge(row)
             }
@@ -69,20 +69,8 @@ public final class PaymentLedger: Sendable {
         }
     }
 
-    /// Orders charged more than once: a double charge is a bug the saga must never have.
-    public func doubleCharges() throws -> Int {
-        try database.read { db in
-            try Int.fetchOne(
-                db,
-                sql: """
-                    SELECT COUNT(*) FROM (SELECT orderId FROM charges WHERE status = 'charged'
-                    GROUP BY orderId HAVING COUNT(*) > 1)
-                    """) ?? 0
-        }
-    }
-
-    public func counts() throws -> (charged: Int, declined: Int) {
-        try database.read { db in
+    public func counts() async throws -> (charged: Int, declined: Int) {
+        try await database.read { db in
             let charged = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM charges WHERE status = 'charged'") ?? 0
             let declined = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM charges WHERE status = 'declined'") ?? 0
             return (charged, declined)
@@ -114,8 +102,8 @@ public final class OrderBook: Sendable {
     }
 
     /// The order for `key`, created pending if there is none.
-    public func pendingOrder(key: String, cartId: String, amountCents: Int) throws -> Order {
-        try database.write { db in
+    public func pendingOrder(key: String, cartId: String, amountCents: Int) async throws -> Order {
+        try await database.write { db in
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE idempotencyKey = ?", arguments: [key]) {
                 return Self.order(row)
             }
@@ -130,8 +118,8 @@ public final class OrderBook: Sendable {
     }
 
     /// Moves a pending order to `status`; an order already confirmed or cancelled keeps its end.
-    public func settle(_ orderId: String, status: String, reason: String?) throws -> Order {
-        try database.write { db in
+    public func settle(_ orderId: String, status: String, reason: String?) async throws -> Order {
+        try await database.write { db in
             try db.execute(
                 sql: "UPDATE orders SET status = ?, reason = ? WHERE orderId = ? AND status = 'pending'",
                 arguments: [status, reason, orderId])
@@ -152,4 +140,50 @@ public final class OrderBook: Sendable {
 public struct DemoError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// The saga's books, checked against each other once the shoppers stop: every confirmed order charged once, every
+/// charge belonging to a confirmed order, no cart charged twice, no order left pending.
+public struct ShopAudit: Codable, Sendable {
+    /// Carts with more than one successful charge (a checkout that charged twice).
+    public var doubleCharges: Int
+    /// Charges whose order is not confirmed (the shopper paid for nothing).
+    public var chargedButNotConfirmed: Int
+    /// Confirmed orders without a charge.
+    public var confirmedButNotCharged: Int
+    /// Orders whose saga never ended.
+    public var pendingOrders: Int
+
+    /// Reads both stores (the order and payment services' SQLite files).
+    public static func read(orders: String, payments: String) throws -> ShopAudit {
+        let queue = try DatabaseQueue(path: orders)
+        return try queue.inDatabase { db in
+            try db.execute(sql: "ATTACH DATABASE ? AS ledger", arguments: [payments])
+            let double =
+                try Int.fetchOne(
+                    db,
+                    sql: """
+                        SELECT COUNT(*) FROM (SELECT o.cartId FROM orders o JOIN ledger.charges c ON c.orderId = o.orderId
+                        WHERE c.status = 'charged' GROUP BY o.cartId HAVING COUNT(*) > 1)
+                        """) ?? 0
+            let chargedNotConfirmed =
+                try Int.fetchOne(
+                    db,
+                    sql: """
+                        SELECT COUNT(*) FROM ledger.charges c LEFT JOIN orders o ON o.orderId = c.orderId
+                        WHERE c.status = 'charged' AND (o.status IS NULL OR o.status != 'confirmed')
+                        """) ?? 0
+            let confirmedNotCharged =
+                try Int.fetchOne(
+                    db,
+                    sql: """
+                        SELECT COUNT(*) FROM orders o WHERE o.status = 'confirmed' AND NOT EXISTS
+                        (SELECT 1 FROM ledger.charges c WHERE c.orderId = o.orderId AND c.status = 'charged')
+                        """) ?? 0
+            let pending = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM orders WHERE status = 'pending'") ?? 0
+            return ShopAudit(
+                doubleCharges: double, chargedButNotConfirmed: chargedNotConfirmed,
+                confirmedButNotCharged: confirmedNotCharged, pendingOrders: pending)
+        }
+    }
 }

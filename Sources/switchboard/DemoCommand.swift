@@ -48,7 +48,8 @@ struct DemoCommand: AsyncParsableCommand {
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
                 runner.interrupt()
-                Glibc.exit(130)
+                // _exit: no atexit handlers racing the threads still running.
+                _exit(130)
             }
             source.resume()
             return source
@@ -62,7 +63,12 @@ struct DemoCommand: AsyncParsableCommand {
         } else {
             print(DemoReport.table(summary))
         }
-        if summary.failedUserRequests > 0 || summary.doubleCharges != 0 { throw ExitCode(1) }
+        let audit = summary.audit
+        if summary.failedUserRequests > 0 || audit == nil || audit?.doubleCharges != 0
+            || audit?.chargedButNotConfirmed != 0 || audit?.confirmedButNotCharged != 0 || audit?.pendingOrders != 0
+        {
+            throw ExitCode(1)
+        }
     }
 }
 
@@ -117,7 +123,10 @@ enum DemoReport {
             "  failed user requests     \(summary.failedUserRequests)",
             "  orders confirmed         \(summary.ordered)",
             "  payments declined        \(summary.paymentFailed) (orders cancelled, carts told)",
-            "  double charges           \(summary.doubleCharges)",
+            "  double charges           \(summary.doubleCharges.map(String.init) ?? "unknown (stores unreadable)")",
+            "  charged, not confirmed   \(summary.audit.map { String($0.chargedButNotConfirmed) } ?? "unknown")",
+            "  confirmed, not charged   \(summary.audit.map { String($0.confirmedButNotCharged) } ?? "unknown")",
+            "  orders left pending      \(summary.audit.map { String($0.pendingOrders) } ?? "unknown")",
             "  kill -9 detected after   \(seconds(summary.killDetectionSeconds))",
             "  traffic to the dead one  \(summary.trafficToKilledAfterDetection.map(String.init) ?? "n/a") connections after detection",
             "  new instance served in   \(seconds(summary.newInstanceFirstTrafficSeconds))",

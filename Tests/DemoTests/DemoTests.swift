@@ -35,6 +35,16 @@ func startDemo(_ arguments: [String]) async throws -> Process {
     return process
 }
 
+/// A process's command line and state, for a failure message.
+func describe(_ pid: Int32) -> String {
+    let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline").map {
+        String(decoding: $0.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
+    }
+    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8))?.split(separator: "\n")
+        .filter { $0.hasPrefix("State") || $0.hasPrefix("PPid") }.joined(separator: ", ")
+    return "\(pid) \(command ?? "?") [\(status ?? "?")]"
+}
+
 func waitUntilNoChildren(of demo: Int32, within limit: Duration) async throws -> [Int32] {
     let deadline = ContinuousClock.now + limit
     var left = demoChildren(of: demo)
@@ -55,7 +65,15 @@ struct DemoTests {
         let summary = try #require(
             try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
         #expect(summary["failedUserRequests"] as? Int == 0, "\(run.stdout)")
+        // The order and payment stores agree: no cart charged twice, every charge's order confirmed, every
+        // confirmed order charged, no saga left pending.
         #expect(summary["doubleCharges"] as? Int == 0)
+        let audit = summary["audit"] as? [String: Int] ?? [:]
+        #expect(
+            audit == [
+                "doubleCharges": 0, "chargedButNotConfirmed": 0, "confirmedButNotCharged": 0, "pendingOrders": 0,
+            ],
+            "\(audit)")
         #expect((summary["userRequests"] as? Int ?? 0) > 200)
         // Declined payments happened, and were compensated (the order cancelled, the cart told): no failures.
         #expect((summary["paymentFailed"] as? Int ?? 0) > 0 && (summary["ordered"] as? Int ?? 0) > 0)
@@ -81,7 +99,7 @@ struct DemoTests {
         let demo = try await startDemo(["--duration", "120"])
         kill(demo.processIdentifier, SIGINT)
         let left = try await waitUntilNoChildren(of: demo.processIdentifier, within: .seconds(10))
-        #expect(left == [], "still running: \(left)")
+        #expect(left == [], "still running: \(left.map(describe))")
         demo.waitUntilExit()
         #expect(demo.terminationStatus == 130)
     }
@@ -92,7 +110,7 @@ struct DemoTests {
         demo.waitUntilExit()
         // Each child sees its parent gone within 200 ms and ends itself.
         let left = try await waitUntilNoChildren(of: demo.processIdentifier, within: .seconds(5))
-        #expect(left == [], "orphans: \(left)")
+        #expect(left == [], "orphans: \(left.map(describe))")
         for pid in left { kill(pid, SIGKILL) }
     }
 }
