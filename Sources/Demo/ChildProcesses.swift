@@ -1,29 +1,11 @@
 import Dispatch
 import Foundation
+import SwitchboardCore
 import Synchronization
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Ties a process started by `switchboard demo` to the demo: when the demo is gone (ended, interrupted, or
-/// killed with -9), the process exits too, so no orphan is left serving.
-public enum ParentWatch {
-    /// The variable the demo sets on its children: its own process id.
-    public static let variable = "SWITCHBOARD_DEMO_PARENT"
-
-    /// Starts watching when this process was started by a demo: every 200 ms, a parent that is no longer the demo
-    /// (the process was handed to init) ends this process.
-    public static func startIfAsked() {
-        guard let text = ProcessInfo.processInfo.environment[variable], let parent = Int32(text) else { return }
-        guard getppid() == parent else { _exit(3) }
-        // A thread for the life of the process: it only sleeps and looks.
-        Thread.detachNewThread {
-            while getppid() == parent { usleep(200_000) }
-            _exit(3)
-        }
-    }
-}
 
 /// The demo's child processes: started from this same executable, their output in log files, all ended when the
 /// demo ends (and, through ``ParentWatch``, when it dies). Foundation's `Process` reaps each child; a child is
@@ -52,7 +34,7 @@ final class ChildProcesses: Sendable {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
-        environment[ParentWatch.variable] = String(getpid())
+        environment.merge(ParentWatch.asChild) { $1 }
         process.environment = environment
         let log = "\(logDirectory)/\(name).log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)

@@ -20,6 +20,7 @@ public struct DemoConfiguration: Sendable {
     /// Concurrent shoppers checking out through the gateway.
     public var shoppers: Int
 
+    /// The defaults are the command line's.
     public init(duration: Duration = .seconds(60), chaos: Bool = true, json: Bool = false, shoppers: Int = 6) {
         self.duration = duration
         self.chaos = chaos
@@ -30,24 +31,39 @@ public struct DemoConfiguration: Sendable {
 
 /// What the demo saw, for the summary table and `--json`.
 public struct DemoSummary: Codable, Sendable {
+    /// One instance's share of the traffic.
     public struct InstanceReport: Codable, Sendable {
+        /// Its service.
         public var service: String
+        /// Its instance id.
         public var id: String
+        /// Requests it served, by its own count.
         public var requests: Int
+        /// Whether the script killed it with -9.
         public var killed: Bool
     }
 
+    /// One thing that happened, when.
     public struct Event: Codable, Sendable {
+        /// Seconds since the demo started.
         public var atSeconds: Double
+        /// What happened, in words.
         public var event: String
     }
 
+    /// How long the shoppers shopped.
     public var durationSeconds: Double
+    /// Checkouts the shoppers sent through the gateway.
     public var userRequests: Int
+    /// Checkouts that failed, or came back with an outcome their amount does not explain: should be 0.
     public var failedUserRequests: Int
+    /// Checkouts that ended in a confirmed order.
     public var ordered: Int
+    /// Checkouts whose payment was declined (the order cancelled, the cart told).
     public var paymentFailed: Int
+    /// Every instance that ran, with its traffic.
     public var instances: [InstanceReport]
+    /// The script's events.
     public var events: [Event]
     /// Seconds from the kill -9 until the agent no longer listed the instance as healthy.
     public var killDetectionSeconds: Double?
@@ -87,6 +103,7 @@ public final class DemoRunner: Sendable {
         var gatewayPort = 0
     }
 
+    /// A runner with its own temporary directory (removed when it ends).
     public init(configuration: DemoConfiguration) throws {
         self.configuration = configuration
         var template = Array("\(FileManager.default.temporaryDirectory.path)/switchboard-demo-XXXXXX".utf8CString)

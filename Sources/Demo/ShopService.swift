@@ -23,14 +23,18 @@ public enum ShopRole: String, CaseIterable, Sendable {
 
 /// How one shop process runs.
 public struct ShopServiceConfiguration: Sendable {
+    /// Which service this process is.
     public var role: ShopRole
+    /// 0 picks a free port, printed as `listening PORT`.
     public var port: Int
+    /// The agents it registers with and discovers through.
     public var agents: [String]
     /// Where the service's own store lives (order and payment instances share their service's file).
     public var dataDirectory: String
     /// The instance id; default `<role>-<port>`.
     public var id: String?
 
+    /// A shop process's configuration.
     public init(role: ShopRole, port: Int = 0, agents: [String], dataDirectory: String, id: String? = nil) {
         self.role = role
         self.port = port

@@ -2,23 +2,23 @@ import Foundation
 import GRDB
 
 /// What a payment attempt came to.
-public struct Charge: Codable, Sendable, Equatable {
-    public var chargeId: String
-    public var orderId: String
-    public var amountCents: Int
+struct Charge: Codable, Sendable, Equatable {
+    var chargeId: String
+    var orderId: String
+    var amountCents: Int
     /// `charged` or `declined`.
-    public var status: String
-    public var instance: String
+    var status: String
+    var instance: String
 }
 
 /// An order and where its saga stands.
-public struct Order: Codable, Sendable, Equatable {
-    public var orderId: String
-    public var cartId: String
-    public var amountCents: Int
+struct Order: Codable, Sendable, Equatable {
+    var orderId: String
+    var cartId: String
+    var amountCents: Int
     /// `pending`, then `confirmed` or `cancelled`.
-    public var status: String
-    public var reason: String?
+    var status: String
+    var reason: String?
 }
 
 /// A store the instances of one service share (and no other service reads): a SQLite file in WAL mode, so two
@@ -35,10 +35,10 @@ func openSharedDatabase(at path: String, migrate: (inout DatabaseMigrator) -> Vo
 
 /// The payment service's ledger. A charge is keyed by its idempotency key: the same key charged twice (a retry,
 /// perhaps on the other instance) gets the first answer back, never a second charge.
-public final class PaymentLedger: Sendable {
+final class PaymentLedger: Sendable {
     private let database: DatabasePool
 
-    public init(path: String) throws {
+    init(path: String) throws {
         database = try openSharedDatabase(at: path) { migrator in
             migrator.registerMigration("charges") { db in
                 try db.execute(
@@ -52,7 +52,7 @@ public final class PaymentLedger: Sendable {
     }
 
     /// The charge for `key`: the one recorded, or a new one decided by `decide` and recorded.
-    public func charge(
+    func charge(
         key: String, orderId: String, amountCents: Int, instance: String, decide: @escaping @Sendable (Int) -> Bool
     ) async throws -> Charge {
         try await database.write { db in
@@ -69,7 +69,7 @@ public final class PaymentLedger: Sendable {
         }
     }
 
-    public func counts() async throws -> (charged: Int, declined: Int) {
+    func counts() async throws -> (charged: Int, declined: Int) {
         try await database.read { db in
             let charged = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM charges WHERE status = 'charged'") ?? 0
             let declined = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM charges WHERE status = 'declined'") ?? 0
@@ -85,10 +85,10 @@ public final class PaymentLedger: Sendable {
 }
 
 /// The order service's orders, keyed by the cart's idempotency key: a checkout retried finds its order.
-public final class OrderBook: Sendable {
+final class OrderBook: Sendable {
     private let database: DatabasePool
 
-    public init(path: String) throws {
+    init(path: String) throws {
         database = try openSharedDatabase(at: path) { migrator in
             migrator.registerMigration("orders") { db in
                 try db.execute(
@@ -102,7 +102,7 @@ public final class OrderBook: Sendable {
     }
 
     /// The order for `key`, created pending if there is none.
-    public func pendingOrder(key: String, cartId: String, amountCents: Int) async throws -> Order {
+    func pendingOrder(key: String, cartId: String, amountCents: Int) async throws -> Order {
         try await database.write { db in
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE idempotencyKey = ?", arguments: [key]) {
                 return Self.order(row)
@@ -118,7 +118,7 @@ public final class OrderBook: Sendable {
     }
 
     /// Moves a pending order to `status`; an order already confirmed or cancelled keeps its end.
-    public func settle(_ orderId: String, status: String, reason: String?) async throws -> Order {
+    func settle(_ orderId: String, status: String, reason: String?) async throws -> Order {
         try await database.write { db in
             try db.execute(
                 sql: "UPDATE orders SET status = ?, reason = ? WHERE orderId = ? AND status = 'pending'",
@@ -138,7 +138,9 @@ public final class OrderBook: Sendable {
 
 /// A demo failure with a message for the person watching.
 public struct DemoError: Error, CustomStringConvertible {
+    /// What went wrong, and where to look (the logs directory, say).
     public var description: String
+    /// A failure saying `description`.
     public init(_ description: String) { self.description = description }
 }
 

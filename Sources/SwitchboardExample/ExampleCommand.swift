@@ -56,6 +56,7 @@ struct Backend: AsyncParsableCommand {
     var tag: [String] = []
 
     func run() async throws {
+        ParentWatch.startIfAsked()
         var logger = Logger(label: "example.backend")
         logger.logLevel = .info
         let service = try ServiceName(agentOptions.service)

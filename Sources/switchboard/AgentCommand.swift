@@ -1,5 +1,4 @@
 import ArgumentParser
-import Demo
 import Foundation
 import Logging
 import ServiceLifecycle

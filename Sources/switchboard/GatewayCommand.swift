@@ -1,9 +1,9 @@
 import ArgumentParser
-import Demo
 import Foundation
 import Logging
 import NIOCore
 import ServiceLifecycle
+import SwitchboardCore
 import SwitchboardGateway
 import UnixSignals
 

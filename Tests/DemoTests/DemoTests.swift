@@ -8,7 +8,7 @@ import Glibc
 
 /// The processes started by the demo with process id `demo` (they carry it in their environment).
 func demoChildren(of demo: Int32) -> [Int32] {
-    let marker = Array("SWITCHBOARD_DEMO_PARENT=\(demo)".utf8)
+    let marker = Array("SWITCHBOARD_PARENT_PID=\(demo)".utf8)
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
     return entries.compactMap(Int32.init).filter { pid in
         guard let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }

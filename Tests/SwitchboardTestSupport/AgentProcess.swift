@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardCore
 
 #if canImport(Glibc)
 import Glibc
@@ -103,6 +104,7 @@ public final class AgentProcess: @unchecked Sendable {
             arguments.append("--dev")
         }
         process.arguments = arguments + extraArguments
+        process.environment = ProcessInfo.processInfo.environment.merging(ParentWatch.asChild) { $1 }
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import SwitchboardCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -25,6 +26,7 @@ public final class ExampleBackend: @unchecked Sendable {
                 "backend", "--service", service, "--ttl-milliseconds", "\(ttlMilliseconds)", "--drain-milliseconds",
                 "\(drainMilliseconds)",
             ] + agents.flatMap { ["--agent", $0] } + tags.flatMap { ["--tag", $0] } + (id.map { ["--id", $0] } ?? [])
+        process.environment = ProcessInfo.processInfo.environment.merging(ParentWatch.asChild) { $1 }
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
