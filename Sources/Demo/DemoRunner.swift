@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import SwitchboardCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -84,7 +85,7 @@ public struct DemoSummary: Codable, Sendable {
 public final class DemoRunner: Sendable {
     let configuration: DemoConfiguration
     private let directory: String
-    private let children: ChildProcesses
+    let children: ChildProcesses
     private let started = ContinuousClock.now
     private let state = Mutex(RunState())
     let findings = Mutex(ScriptFindings())
@@ -178,7 +179,7 @@ public final class DemoRunner: Sendable {
 
     var agentURL: String { "http://127.0.0.1:\(state.withLock { $0.agentPort })" }
 
-    private func startAgent() async throws {
+    func startAgent() async throws {
         let port = state.withLock { $0.agentPort }
         _ = try await children.start(
             "agent",
@@ -189,7 +190,7 @@ public final class DemoRunner: Sendable {
         try await waitForHTTP("\(agentURL)/v1/agent")
     }
 
-    private func startInstance(_ role: String, _ index: Int) async throws {
+    func startInstance(_ role: String, _ index: Int) async throws {
         let id = "\(role)-\(index)"
         try FileManager.default.createDirectory(atPath: "\(directory)/\(role)", withIntermediateDirectories: true)
         let (_, port) = try await children.start(
@@ -299,7 +300,8 @@ public final class DemoRunner: Sendable {
         for id in snapshot.instances.keys.sorted() {
             let instance = snapshot.instances[id]!
             lines.append(
-                "  \(id.padded(12)) \(instance.status.padded(12)) \(String(instance.rate).leftPadded(6)) "
+                "  \(id.padding(toLength: 12, withPad: " ", startingAt: 0)) "
+                    + "\(instance.status.padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(instance.rate).leftPadded(6)) "
                     + String(instance.requests).leftPadded(10))
         }
         lines.append("")
@@ -383,11 +385,6 @@ public final class DemoRunner: Sendable {
         _ = state.withLock { $0.killed.insert(id) }
     }
 
-    func childProcesses() -> ChildProcesses { children }
-
-    func start(_ role: String, _ index: Int) async throws { try await startInstance(role, index) }
-
-    func restartAgent() async throws { try await startAgent() }
 }
 
 /// `count` different ports nothing listens on right now (all held until all are chosen, so none repeats).
@@ -417,15 +414,7 @@ private func boundPort(_ descriptor: Int32) throws -> Int {
 }
 
 extension String {
-    func padded(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
     func leftPadded(_ width: Int) -> String {
         count >= width ? self : String(repeating: " ", count: width - count) + self
-    }
-}
-
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }

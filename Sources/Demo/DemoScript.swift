@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import SwitchboardCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -29,7 +30,7 @@ extension DemoRunner {
         let killed = ContinuousClock.now
         // Marked first: the demo's own polling must not reach the dead address and count as traffic.
         markKilled("order-1")
-        childProcesses().crash("order-1")
+        children.crash("order-1")
         record("kill -9 order-1")
         var counter: ConnectionCounter?
         while ContinuousClock.now - killed < .seconds(10) {
@@ -55,7 +56,7 @@ extension DemoRunner {
 
         try await at(0.30)
         let scaled = ContinuousClock.now
-        try await start("order", 4)
+        try await startInstance("order", 4)
         record("started order-4")
         while ContinuousClock.now - scaled < .seconds(10) {
             if let port = snapshot.instances["order-4"]?.port,
@@ -92,11 +93,11 @@ extension DemoRunner {
 
         try await at(0.80)
         let stopped = ContinuousClock.now
-        await childProcesses().stop("agent")
+        await children.stop("agent")
         record("agent stopped: callers keep going on their cached instances")
         let pause = Duration.seconds(min(2, total.seconds * 0.05))
         if ContinuousClock.now - stopped < pause { try await Task.sleep(until: stopped + pause, clock: .continuous) }
-        try await restartAgent()
+        try await startAgent()
         try await waitUntilHealthy(["cart": 1, "order": 3, "payment": 2], within: .seconds(10))
         record("agent restarted from its data directory; every instance healthy in it again")
 

@@ -1,6 +1,7 @@
 import Foundation
 import JWTKit
 import NIOCore
+import SwitchboardCore
 import Synchronization
 
 /// Who a request comes from, once the gateway has checked it: sent to instances as `X-User-ID` and
@@ -265,13 +266,5 @@ struct GatewayClaims: JWTPayload {
         case .string(let roles): roles.split(separator: " ").map(String.init)
         default: []
         }
-    }
-}
-
-extension Duration {
-    /// The duration in seconds, as a `Double`.
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }

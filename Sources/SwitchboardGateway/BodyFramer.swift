@@ -116,7 +116,7 @@ struct BodyFramer {
             let byte = bytes[consumed]
             switch state {
             case .size(let value, let digits):
-                if let digit = Self.hexValue(byte) {
+                if let digit = Hex.value(byte).map(Int.init) {
                     guard digits < 15 else { throw .bad("a chunk size is too large") }
                     state = .size(value: value << 4 | digit, digits: digits + 1)
                 } else if digits == 0 {
@@ -187,15 +187,6 @@ struct BodyFramer {
                 return
             }
             consumed += 1
-        }
-    }
-
-    private static func hexValue(_ byte: UInt8) -> Int? {
-        switch byte {
-        case 0x30...0x39: Int(byte - 0x30)
-        case 0x41...0x46: Int(byte - 0x41 + 10)
-        case 0x61...0x66: Int(byte - 0x61 + 10)
-        default: nil
         }
     }
 }

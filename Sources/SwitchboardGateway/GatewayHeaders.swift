@@ -4,12 +4,6 @@ import SwitchboardCore
 
 /// The header rules of a proxy (RFC 9110 section 7.6): what is stripped, added and rewritten on each side.
 enum GatewayHeaders {
-    /// Headers that describe one connection and never cross a proxy.
-    static let hopByHop: Set<String> = [
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
-        "transfer-encoding", "upgrade",
-    ]
-
     /// Headers the `Connection` header may not remove: they frame the message or name its target, and removing
     /// them would let one request's body be read as another request (smuggling).
     static let neverRemoved: Set<String> = ["content-length", "transfer-encoding", "host"]
@@ -157,20 +151,7 @@ enum GatewayHeaders {
     /// A `traceparent` for the request the instance receives (W3C Trace Context): the caller's trace, with the
     /// gateway's hop as the parent, or a new trace when the caller sent none (or a malformed one).
     static func traceparent(from fields: HeaderFields, random: inout FastRandom) -> (header: String, traceID: String) {
-        let hex: StaticString = "0123456789abcdef"
-        func hexDigits(_ value: UInt64, count: Int) -> String {
-            String(unsafeUninitializedCapacity: count) { digits in
-                hex.withUTF8Buffer { hex in
-                    var value = value
-                    for position in stride(from: count - 1, through: 0, by: -1) {
-                        digits[position] = hex[Int(value & 0xF)]
-                        value >>= 4
-                    }
-                }
-                return count
-            }
-        }
-        let span = hexDigits(random.next() | 1, count: 16)
+        let span = Hex.digits(random.next() | 1, count: 16)
         if let given = fields.first("traceparent"), given.utf8.count == 55 {
             let parts = given.split(separator: "-", omittingEmptySubsequences: false)
             let isHex = { (part: Substring) in
@@ -183,7 +164,7 @@ enum GatewayHeaders {
                 return ("00-\(parts[1])-\(span)-\(parts[3])", String(parts[1]))
             }
         }
-        let trace = hexDigits(random.next(), count: 16) + hexDigits(random.next() | 1, count: 16)
+        let trace = Hex.digits(random.next(), count: 16) + Hex.digits(random.next() | 1, count: 16)
         return ("00-\(trace)-\(span)-00", trace)
     }
 
@@ -196,19 +177,7 @@ enum GatewayHeaders {
         {
             return given
         }
-        let digits: StaticString = "0123456789abcdef"
-        return String(unsafeUninitializedCapacity: 32) { id in
-            digits.withUTF8Buffer { digits in
-                for half in 0..<2 {
-                    var value = random.next()
-                    for position in stride(from: half * 16 + 15, through: half * 16, by: -1) {
-                        id[position] = digits[Int(value & 0xF)]
-                        value >>= 4
-                    }
-                }
-            }
-            return 32
-        }
+        return Hex.digits(random.next(), count: 16) + Hex.digits(random.next(), count: 16)
     }
 
     /// A whole answer from the gateway itself, with `headers` added: JSON `body`, the request id, and `Connection: close` when

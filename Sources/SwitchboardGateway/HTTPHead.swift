@@ -94,10 +94,6 @@ struct HeaderFields: Sendable {
         bytes[fields[index].name].contains(0x5F)
     }
 
-    func name(at index: Int) -> String {
-        String(decoding: bytes[fields[index].name], as: UTF8.self)
-    }
-
     func value(at index: Int) -> String {
         String(decoding: bytes[fields[index].value], as: UTF8.self)
     }

@@ -162,10 +162,7 @@ extension ProxyHandler {
         responseStatus = entry.head.status
         downstreamExtras!.cache = ("HIT", Int((ContinuousClock.now - entry.stored).seconds))
         // A request body (unusual on a GET) that has not all arrived ends the connection after the answer.
-        if var buffer = inbound {
-            while (try? requestBody.next(from: &buffer)) ?? nil != nil {}
-            inbound = buffer.readableBytes > 0 ? buffer : nil
-        }
+        skipArrivedRequestBody()
         let closing = !keepAlive || !requestBody.isComplete
         let response = GatewayHeaders.downstreamResponse(
             entry.head, callerMinorVersion: head.minorVersion, keepAlive: !closing, chunked: false,

@@ -644,10 +644,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         responseDeadline = nil
         // A request body that has fully arrived is skipped, and the connection kept; one still coming is not read
         // any further: the connection ends after the answer.
-        if !forced, upstream == nil, var buffer = inbound {
-            while (try? requestBody.next(from: &buffer)) ?? nil != nil {}
-            inbound = buffer.readableBytes > 0 ? buffer : nil
-        }
+        if !forced, upstream == nil { skipArrivedRequestBody() }
         let closing = forced || !keepAlive || !requestBody.isComplete
         let body = GatewayHeaders.errorBody(status: status, service: service, reason: reason, requestID: requestID)
         responseStatus = Int(status.code)
@@ -709,6 +706,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         }
     }
 
+    /// Drops what has arrived of a request body the gateway answers itself; ``requestBody`` then says whether all
+    /// of it came (the connection can serve the next request) or not (it must close after the answer).
+    func skipArrivedRequestBody() {
+        guard var buffer = inbound else { return }
+        while (try? requestBody.next(from: &buffer)) ?? nil != nil {}
+        inbound = buffer.readableBytes > 0 ? buffer : nil
+    }
+
     func abandonUpstream() {
         responseDeadline = nil
         finishPick()
@@ -722,8 +727,5 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
 extension Duration {
     /// The same length as a SwiftNIO `TimeAmount`.
-    var timeAmount: TimeAmount {
-        let (seconds, attoseconds) = components
-        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
+    var timeAmount: TimeAmount { .nanoseconds(nanoseconds) }
 }

@@ -24,7 +24,7 @@ enum RequestPath {
                 index += 1
                 continue
             }
-            guard index + 2 < queryStart, let high = hexValue(bytes[index + 1]), let low = hexValue(bytes[index + 2])
+            guard index + 2 < queryStart, let high = Hex.value(bytes[index + 1]), let low = Hex.value(bytes[index + 2])
             else { return nil }
             let value = high << 4 | low
             switch value {
@@ -86,15 +86,6 @@ enum RequestPath {
             return false
         }
         return true
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 
     private static func hexDigit(_ value: UInt8) -> UInt8 {

@@ -1,5 +1,6 @@
 import NIOCore
 import SwitchboardClient
+import SwitchboardCore
 import Synchronization
 
 /// What a route does to the requests it takes, besides sending them on.

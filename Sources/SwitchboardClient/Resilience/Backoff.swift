@@ -1,3 +1,5 @@
+import SwitchboardCore
+
 /// How long to wait before a retry: exponential growth with full jitter.
 ///
 /// Attempt n waits a random time between zero and `min(maximum, initial * multiplier^n)`. The randomness spreads

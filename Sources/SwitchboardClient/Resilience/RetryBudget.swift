@@ -1,3 +1,5 @@
+import SwitchboardCore
+
 /// Caps retries at a share of the calls a client makes, so that when a service struggles its callers do not
 /// multiply the load on it (every caller retrying three times turns an overload into a 4x overload).
 ///

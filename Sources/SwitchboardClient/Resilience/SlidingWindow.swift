@@ -1,3 +1,5 @@
+import SwitchboardCore
+
 /// Counts over the last `window` of time, kept in `bucketCount` buckets: old buckets fall out as time moves on,
 /// so a burst of failures an hour ago says nothing about now. Time is passed in, so tests drive it.
 struct SlidingWindow<Counts: AdditiveArithmetic & Sendable>: Sendable {
@@ -46,15 +48,5 @@ struct SlidingWindow<Counts: AdditiveArithmetic & Sendable>: Sendable {
     private func tick(at now: ContinuousClock.Instant) -> Int64 {
         guard let origin else { return 0 }
         return max(0, (now - origin).nanoseconds / bucketWidth)
-    }
-}
-
-extension Duration {
-    /// The whole duration in nanoseconds (saturating far beyond any timeout this library deals with).
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return seconds < 0 ? .min : .max }
-        return product.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue
     }
 }

@@ -1,3 +1,5 @@
+import SwitchboardCore
+
 /// A rate limiter that allows bursts up to a capacity and a steady rate after that.
 ///
 /// The bucket holds up to ``capacity`` tokens and gains ``refillPerSecond`` a second; a call takes one, and with
