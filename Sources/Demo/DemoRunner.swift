@@ -313,7 +313,7 @@ public final class DemoRunner: Sendable {
         for event in snapshot.events.suffix(8) {
             lines.append("  [\(String(format: "%5.1f", event.atSeconds))s] \(event.event)")
         }
-        FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        StandardStream.output.write(lines.joined(separator: "\n") + "\n")
     }
 
     private var elapsedText: String {

@@ -91,7 +91,8 @@ public func runShopService(_ configuration: ShopServiceConfiguration) async thro
         configuration: .init(address: .hostname("127.0.0.1", port: configuration.port)),
         onServerRunning: { channel in
             let bound = channel.localAddress?.port ?? 0
-            FileHandle.standardOutput.write(Data("listening \(bound)\n".utf8))
+            // A starter gone before this line arrives is ParentWatch's business, not a crash.
+            StandardStream.output.write("listening \(bound)\n")
             portSink.yield(bound)
         },
         logger: logger)

@@ -104,7 +104,7 @@ struct Backend: AsyncParsableCommand {
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? 0
                 // Unbuffered: print's buffer on a pipe would hold the line from whoever started this process.
-                FileHandle.standardOutput.write(Data("listening \(bound)\n".utf8))
+                StandardStream.output.write("listening \(bound)\n")
                 portSink.yield(bound)
             },
             logger: logger

@@ -22,14 +22,13 @@ struct ClientOptions: ParsableArguments {
         do {
             try await body()
         } catch let failure as AgentAPIClient.Failure {
-            FileHandle.standardError.write(Data("switchboard: \(failure)\n".utf8))
+            StandardStream.error.write("switchboard: \(failure)\n")
             throw ExitCode.failure
         }
     }
 
     func printJSON(_ data: Data) {
-        FileHandle.standardOutput.write(data)
-        if data.last != 0x0A { FileHandle.standardOutput.write(Data("\n".utf8)) }
+        StandardStream.output.write(data.last == 0x0A ? data : data + Data("\n".utf8))
     }
 }
 

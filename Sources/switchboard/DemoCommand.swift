@@ -60,7 +60,7 @@ struct DemoCommand: AsyncParsableCommand {
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            FileHandle.standardOutput.write(try encoder.encode(summary) + Data("\n".utf8))
+            StandardStream.output.write(try encoder.encode(summary) + Data("\n".utf8))
         } else {
             print(DemoReport.table(summary))
         }

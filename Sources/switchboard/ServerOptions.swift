@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import SwitchboardCore
 import UnixSignals
 
 /// The logging options of the commands that run a server (`agent`, `gateway`).
@@ -54,7 +55,7 @@ func runUntilSignalled(_ services: [any Service], logger: Logger, command: Strin
     do {
         try await ServiceGroup(configuration: configuration).run()
     } catch {
-        FileHandle.standardError.write(Data("switchboard \(command): \(error)\n".utf8))
+        StandardStream.error.write("switchboard \(command): \(error)\n")
         throw ExitCode.failure
     }
 }

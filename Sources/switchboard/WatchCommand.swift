@@ -69,7 +69,7 @@ extension AgentAPIClient {
                             "cannot reach the agent at \(baseURL): \(Self.describe(error)); is `switchboard agent` running?"
                     )
                 }
-                FileHandle.standardError.write(Data("switchboard: stream interrupted (\(error)); reconnecting\n".utf8))
+                StandardStream.error.write("switchboard: stream interrupted (\(error)); reconnecting\n")
             }
             try await Task.sleep(for: .seconds(1))
         }
@@ -103,9 +103,10 @@ struct WatchPrinter {
         }
     }
 
-    /// Writes a line unbuffered: lines must reach a pipe as they happen, not when a buffer fills.
+    /// Writes a line unbuffered: lines must reach a pipe as they happen, not when a buffer fills. When the reader
+    /// is gone (`switchboard watch | head`) there is no one left to tell: the process ends quietly.
     private func emit(_ line: String) {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        guard StandardStream.output.write(line + "\n") else { _exit(0) }
     }
 
     private static func describe(_ instance: Instance) -> String {

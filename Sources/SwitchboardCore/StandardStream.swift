@@ -1,0 +1,43 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Standard output or standard error, written unbuffered and without trapping when the reader is gone.
+///
+/// Foundation's `FileHandle.write(_:)` traps on a write error, and a closed pipe is an ordinary event here: the
+/// demo that started a shop service killed with -9, `switchboard watch | head` after ten lines, a log collector
+/// restarted. A server must not crash on a log line, so a failed write reports `false` and the caller decides.
+public enum StandardStream: Sendable {
+    /// File descriptor 1.
+    case output
+    /// File descriptor 2.
+    case error
+
+    /// Writes all of `bytes` at once (lines reach a pipe as they happen, not when a buffer fills); `false` when the
+    /// stream is closed or failed.
+    @discardableResult
+    public func write(_ bytes: some Sequence<UInt8>) -> Bool {
+        let descriptor: Int32 = self == .output ? 1 : 2
+        let buffer = Array(bytes)
+        return buffer.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let written = Glibc.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                offset += written
+            }
+            return true
+        }
+    }
+
+    /// Writes `text` as UTF-8; `false` when the stream is closed or failed.
+    @discardableResult
+    public func write(_ text: String) -> Bool {
+        write(text.utf8)
+    }
+}
