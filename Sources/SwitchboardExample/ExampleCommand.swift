@@ -93,6 +93,20 @@ struct Backend: AsyncParsableCommand {
             // Streamed back as it arrives: a large body never sits in memory whole.
             Response(status: .ok, body: ResponseBody(asyncSequence: request.body))
         }
+        // The head and half the body at once, the rest after `ms`: an instance that stalls mid-answer.
+        router.get("stall") { request, _ -> Response in
+            let milliseconds = request.uri.queryParameters.get("ms", as: Int.self) ?? 1000
+            let halves = (ByteBuffer(string: "stalled for "), ByteBuffer(string: "\(milliseconds) ms\n"))
+            return Response(
+                status: .ok,
+                headers: [.contentLength: String(halves.0.readableBytes + halves.1.readableBytes)],
+                body: ResponseBody { writer in
+                    try await writer.write(halves.0)
+                    try await Task.sleep(for: .milliseconds(max(0, min(milliseconds, 60_000))))
+                    try await writer.write(halves.1)
+                    try await writer.finish(nil)
+                })
+        }
         router.get("slow") { request, _ -> String in
             let milliseconds = request.uri.queryParameters.get("ms", as: Int.self) ?? 1000
             try await Task.sleep(for: .milliseconds(max(0, min(milliseconds, 60_000))))

@@ -55,4 +55,37 @@ import Testing
             try await discovery.connection.shutdown()
         }
     }
+
+    @Test func anInstanceThatStallsMidBodyTimesTheAttemptOutInsteadOfHoldingTheCall() async throws {
+        try await withLiveAgent { agent in
+            let backends = [
+                try await ExampleBackend(agents: [agent.baseURL], service: "stalls"),
+                try await ExampleBackend(agents: [agent.baseURL], service: "stalls"),
+            ]
+            let instances = try backends.enumerated().map { index, backend in
+                Instance(
+                    definition: InstanceDefinition(
+                        service: try ServiceName("stalls"), id: try InstanceID("s\(index)"),
+                        address: try HostAddress("127.0.0.1"), port: backend.port),
+                    createIndex: 1, modifyIndex: 1)
+            }
+            let discovery = ServiceDiscovery(fixed: [try ServiceName("stalls"): instances])
+            let client = ServiceClient(
+                service: try ServiceName("stalls"), discovery: discovery, balancer: RoundRobinBalancer(),
+                policy: CallPolicy(attemptTimeout: .milliseconds(300), maximumRetries: 1, circuitBreaker: nil))
+            // A body that comes whole within the attempt's time is read whole.
+            let quick = try await client.execute(ServiceRequest(path: "/stall?ms=50"))
+            #expect(String(buffer: quick.body) == "stalled for 50 ms\n")
+            // Heads at once, bodies stalled for 20 s: each attempt ends at 300 ms, and the call with them.
+            let started = ContinuousClock.now
+            do {
+                let response = try await client.execute(ServiceRequest(path: "/stall?ms=20000"))
+                Issue.record("a stalled body was answered: \(String(buffer: response.body))")
+            } catch let error as SwitchboardClientError {
+                #expect(error.code == .timedOut, "\(error)")
+            }
+            #expect(ContinuousClock.now - started < .seconds(10))
+            try await discovery.connection.shutdown()
+        }
+    }
 }

@@ -4,9 +4,8 @@
 /// each attempt goes to an instance that is neither ejected by outlier detection nor behind an open circuit, with
 /// its own timeout; a failed attempt is retried on another instance while the retry budget allows.
 public struct CallPolicy: Sendable {
-    /// How long one attempt may take until the answer's head arrives. The body must then keep coming: the HTTP
-    /// client gives up on a read that stays silent longer than its read timeout (30 s with
-    /// ``ServiceClientDefaults/httpClient``).
+    /// How long one attempt may take, until the answer's body has arrived whole: an instance that answers the head
+    /// and then stalls is as failed as one that never answers. Raise it for call sites that fetch large bodies.
     public var attemptTimeout: Duration
     /// Retries after the first attempt (0: none).
     public var maximumRetries: Int

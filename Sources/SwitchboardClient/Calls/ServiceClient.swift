@@ -347,7 +347,8 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         }
     }
 
-    /// One attempt on `instance`: the attempt timeout covers the answer's head, the read timeout a silent body.
+    /// One attempt on `instance`: the attempt timeout covers the whole answer, head and body, as Envoy's per-try
+    /// timeout does; an instance that sends a head and then stalls is a timed-out attempt, not a 30 s wait.
     private func attempt(_ request: ServiceRequest, on instance: Instance) async -> AttemptOutcome {
         let address = instance.definition.address.rawValue
         let host = address.contains(":") ? "[\(address)]" : address
@@ -356,9 +357,10 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         call.headers = request.headers
         if let body = request.body { call.body = .bytes(body) }
         let timeout = TimeAmount.nanoseconds(policy.attemptTimeout.nanoseconds)
+        let deadline = ContinuousClock.now + policy.attemptTimeout
         do {
             let response = try await httpClient.execute(call, timeout: timeout)
-            let body = try await response.body.collect(upTo: policy.maximumResponseBytes)
+            let body = try await Self.collect(response.body, upTo: policy.maximumResponseBytes, before: deadline)
             let answer = ServiceResponse(
                 status: response.status, headers: response.headers, body: body, instance: instance, attempts: 1)
             return response.status.code >= 500 ? .serverError(answer) : .answered(answer)
@@ -375,6 +377,27 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
             case .other(let text):
                 return .failed(SwitchboardClientError(.instanceFailed, "\(where_) failed: \(text)"))
             }
+        }
+    }
+}
+
+extension ServiceClient {
+    /// The body, read before `deadline` (AsyncHTTPClient's own deadline ends with the head). Past it the read is
+    /// cancelled, which closes the connection, and the attempt has timed out.
+    static func collect(
+        _ body: HTTPClientResponse.Body, upTo limit: Int, before deadline: ContinuousClock.Instant
+    ) async throws -> ByteBuffer {
+        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await body.collect(upTo: limit) }
+            group.addTask {
+                try await Task.sleep(until: deadline)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let collected = first else {
+                throw HTTPClientError.deadlineExceeded
+            }
+            return collected
         }
     }
 }

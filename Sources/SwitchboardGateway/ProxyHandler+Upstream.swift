@@ -1,0 +1,288 @@
+import NIOCore
+import NIOHTTP1
+import SwitchboardClient
+import SwitchboardCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The exchange's upstream half: choosing an instance, connecting (or taking a pooled connection), sending the
+/// request, and passing the instance's answer back to the caller as it arrives.
+extension ProxyHandler {
+    func connect() {
+        guard let target = match?.target, let loop = context?.eventLoop else { return }
+        // Usually the instances are in discovery's cache: no future, no hop.
+        if let snapshot = router.cachedSnapshot(of: target.service) {
+            choose(from: snapshot, service: target.service)
+            return
+        }
+        let proxy = NIOLoopBound(self, eventLoop: loop)
+        router.snapshot(of: target.service, on: loop).whenComplete { result in
+            let handler = proxy.value
+            guard handler.state == .connecting else { return }
+            switch result {
+            case .success(let snapshot):
+                handler.choose(from: snapshot, service: target.service)
+            case .failure(is GatewayRouter.NoInstance):
+                handler.respondWithError(.serviceUnavailable, service: target.service, reason: "no healthy instance")
+            case .failure(let error):
+                handler.respondWithError(
+                    .serviceUnavailable, service: target.service, reason: "the registry could not be asked: \(error)")
+            }
+        }
+    }
+
+    func choose(from snapshot: DiscoverySnapshot, service: ServiceName) {
+        guard let match else { return }
+        finishPick()
+        let key = UpstreamSelector.BalancerKey(target: match.target, balancer: match.route?.balancer ?? .roundRobin)
+        guard !snapshot.instances.isEmpty,
+            let (instance, permit) = router.selector.pick(key, from: snapshot, avoiding: tried)
+        else {
+            respondWithError(
+                .serviceUnavailable, service: service, reason: "no healthy instance (or every circuit is open)")
+            return
+        }
+        balancerKey = key
+        breakerPermit = permit
+        tried.insert(instance.id)
+        self.instance = instance
+        knownInstances = snapshot.instances.count
+        let address = UpstreamAddress(host: instance.definition.address.rawValue, port: instance.definition.port)
+        if let connection = pool.idleConnection(to: address) {
+            attach(connection)
+            return
+        }
+        let proxy = NIOLoopBound(self, eventLoop: pool.eventLoop)
+        pool.connect(address).whenComplete { result in
+            let handler = proxy.value
+            guard handler.state == .connecting, handler.instance?.id == instance.id else {
+                if case .success(let connection) = result { connection.value.channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .success(let connection):
+                handler.attach(connection.value)
+            case .failure(let error):
+                handler.recordOutcome(false, on: instance)
+                handler.retryOrFail(reason: "\(instance.id): \(TransportFailure(error))")
+            }
+        }
+    }
+
+    /// Another instance when attempts remain and the request can still be sent whole; else the caller gets a 502.
+    func retryOrFail(reason: String) {
+        guard let target = match?.target else { return }
+        if replayable, tried.count <= match?.route?.retries ?? configuration.connectRetries {
+            state = .connecting
+            connect()
+        } else {
+            respondWithError(.badGateway, service: target.service, reason: reason)
+        }
+    }
+
+    func attach(_ connection: UpstreamConnection) {
+        guard let request, let match, let context, let instance else { return }
+        upstream = connection
+        connection.begin(for: self, toHEAD: request.isHEAD)
+        state = .forwarding
+        let head = GatewayHeaders.upstreamRequest(
+            request, path: match.path, clientAddress: clientAddress, requestID: requestID,
+            instanceHost: { "\(instance.definition.address.rawValue):\(instance.definition.port)" },
+            extras: UpstreamExtras(
+                identity: identity, edits: match.route?.policies.requestHeaders ?? HeaderEdits(),
+                traceparent: traceparent),
+            allocator: context.channel.allocator)
+        connection.channel.write(head, promise: nil)
+        for part in sentBody { connection.channel.write(part, promise: nil) }
+        if request.expectsContinue, !requestBody.isComplete, !continueSent {
+            // The gateway took the request on the caller's `Expect: 100-continue` (instances never see it).
+            continueSent = true
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
+        }
+        forwardRequestBody()
+        connection.channel.flush()
+        processInbound()
+    }
+
+    /// Sends on whatever of the request's body has arrived, keeping it for a replay while it fits.
+    func forwardRequestBody() {
+        guard let upstream, var buffer = inbound else {
+            startResponseTimeoutOnceSent()
+            return
+        }
+        var wrote = false
+        do {
+            while let part = try requestBody.next(from: &buffer) {
+                if replayable {
+                    sentBytes += part.readableBytes
+                    if sentBytes > Self.replayLimit {
+                        replayable = false
+                        sentBody = []
+                    } else {
+                        sentBody.append(part)
+                    }
+                }
+                upstream.channel.write(part, promise: nil)
+                wrote = true
+            }
+        } catch {
+            // A body that breaks its own framing: the instance cannot get a sane request, nor the caller an answer
+            // on this connection after it.
+            inbound = nil
+            abandonUpstream()
+            if state == .forwarding {
+                respondWithError(.badRequest, service: nil, reason: error.message, closing: true)
+            } else {
+                state = .closing
+                context?.close(promise: nil)
+            }
+            return
+        }
+        inbound = buffer.readableBytes > 0 ? buffer : nil
+        if wrote { upstream.channel.flush() }
+        startResponseTimeoutOnceSent()
+    }
+
+    /// The instance's time to answer counts from the end of the request, so a slow upload is not a slow instance.
+    func startResponseTimeoutOnceSent() {
+        guard state == .forwarding, requestBody.isComplete, responseDeadline == nil, let loop = context?.eventLoop
+        else { return }
+        let timeout = (match?.route?.timeout ?? configuration.responseTimeout).timeAmount
+        let deadline = NIODeadline.now() + timeout
+        responseDeadline = deadline
+        // A route reloaded with a timeout shorter than this connection's timer looks: a timer of its own, so the
+        // 504 is not late by a period.
+        if timeout.nanoseconds < checkPeriod.nanoseconds * 4 {
+            let proxy = NIOLoopBound(self, eventLoop: loop)
+            loop.scheduleTask(deadline: deadline) {
+                let handler = proxy.value
+                if handler.state == .forwarding, handler.responseDeadline == deadline { handler.responseTimedOut() }
+            }
+        }
+    }
+
+    func responseTimedOut() {
+        guard state == .forwarding, let target = match?.target else { return }
+        if let instance { recordOutcome(false, on: instance) }
+        abandonUpstream()
+        respondWithError(
+            .gatewayTimeout, service: target.service,
+            reason:
+                "\(instance?.id.rawValue ?? "the instance") did not answer within \(match?.route?.timeout ?? configuration.responseTimeout)"
+        )
+    }
+
+    // MARK: The instance's side
+
+    func upstreamResponded(_ head: ResponseHead, framing: BodyFraming) -> Bool {
+        guard let context, let request, state == .forwarding else { return false }
+        responseDeadline = nil
+        state = .responding
+        if let instance {
+            recordOutcome(head.status < 500, on: instance)
+        }
+        sentBody = []
+        replayable = false
+        // A caller learns where a body without a length ends only from the connection closing; an HTTP/1.0
+        // caller cannot read chunks, so it gets the data alone, and the close.
+        let dechunking = request.minorVersion == 0 && framing == .chunked
+        if framing == .untilClose || dechunking { keepAlive = false }
+        upstreamAnswered = .now()
+        responseStatus = head.status
+        startCapture(head, framing: framing)
+        let response = GatewayHeaders.downstreamResponse(
+            head, callerMinorVersion: request.minorVersion, keepAlive: keepAlive,
+            chunked: framing == .chunked && !dechunking, requestID: requestID, extras: downstreamExtras,
+            allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(response), promise: nil)
+        unflushed = true
+        return dechunking
+    }
+
+    func upstreamBody(_ bytes: ByteBuffer) {
+        guard let context, state == .responding else { return }
+        lastActivity = .now()
+        if cacheCapture != nil { capture(bytes) }
+        context.write(wrapOutboundOut(bytes), promise: nil)
+        unflushed = true
+        if !context.channel.isWritable {
+            // Held before the flush: the flush may make the caller writable again, and that releases the hold.
+            upstream?.holdReading(true)
+            unflushed = false
+            context.flush()
+        }
+    }
+
+    func upstreamReadComplete() {
+        guard unflushed, let context else { return }
+        unflushed = false
+        context.flush()
+    }
+
+    func upstreamEnded(reusable: Bool) {
+        guard state == .responding else { return }
+        storeCapture()
+        let connection = upstream
+        upstream = nil
+        if let connection {
+            // Reuse only a connection whose exchange ended cleanly on both sides and which the instance keeps.
+            if reusable, requestBody.isComplete {
+                pool.release(connection)
+            } else {
+                connection.channel.close(promise: nil)
+            }
+        }
+        // A response that ended before its request did leaves body bytes unread: the connection ends with it.
+        finishExchange(closing: !keepAlive || !requestBody.isComplete)
+    }
+
+    func upstreamFailed(_ error: any Error) {
+        let connection = upstream
+        upstream = nil
+        connection?.channel.close(promise: nil)
+        switch state {
+        case .forwarding:
+            responseDeadline = nil
+            let reason = "\(instance?.id.rawValue ?? "the instance") failed: \(TransportFailure(error))"
+            let idempotent = request?.isIdempotent ?? false
+            if connection?.isReused == true, !retriedStaleConnection, replayable, idempotent,
+                Self.isStaleConnectionFailure(error)
+            {
+                retriedStaleConnection = true
+                // A kept-alive connection the instance closed while it waited: nothing against the instance, and
+                // the same instance may take the request on a new connection.
+                if let instance { tried.remove(instance.id) }
+                retryOrFail(reason: reason)
+                return
+            }
+            if let instance { recordOutcome(false, on: instance) }
+            // Nothing reached the caller yet: another instance may take the request if it may be sent twice and
+            // can still be sent whole.
+            if replayable, idempotent {
+                retryOrFail(reason: reason)
+            } else if let target = match?.target {
+                respondWithError(.badGateway, service: target.service, reason: reason)
+            }
+        case .responding:
+            // Half a response is out: the caller must see the connection end, not a truncated success.
+            state = .closing
+            context?.flush()
+            context?.close(promise: nil)
+        default:
+            break
+        }
+    }
+
+    /// A failure a kept-alive connection shows when the instance closed it while it waited in the pool.
+    static func isStaleConnectionFailure(_ error: any Error) -> Bool {
+        if let error = error as? ChannelError, error == .eof || error == .ioOnClosedChannel { return true }
+        if let error = error as? IOError, [ECONNRESET, EPIPE].contains(error.errnoCode) { return true }
+        return false
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable { resumeCallerIfWanted() }
+    }
+}
