@@ -46,6 +46,7 @@ struct RouteFileWatcher {
             current = text
             do {
                 let table = try await RouteFile.parse(text, source: path)
+                if let previous = router.routes { table.keepState(of: previous) }
                 router.install(table)
                 logger.info("routes reloaded", metadata: ["file": "\(path)", "routes": "\(table.routes.count)"])
             } catch {

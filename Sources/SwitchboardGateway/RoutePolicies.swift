@@ -66,6 +66,15 @@ final class RateLimiter: Sendable {
         self.burst = burst
     }
 
+    /// Takes over `previous`'s buckets when it limits the same way: a reloaded route file must not hand every
+    /// caller a full burst again. (Requests still counted on `previous` until the new table is in force are lost:
+    /// a reload's moment.)
+    func keepBuckets(of previous: RateLimiter) {
+        guard previous !== self, previous.key == key, previous.rate == rate, previous.burst == burst else { return }
+        let kept = previous.buckets.withLock { $0 }
+        buckets.withLock { $0 = kept }
+    }
+
     func decide(for caller: String, at now: ContinuousClock.Instant = .now) -> Decision {
         buckets.withLock { buckets in
             if buckets[caller] == nil {

@@ -148,6 +148,18 @@ final class RouteTable: Sendable {
         self.source = source
     }
 
+    /// Carries over from the table in force what a reload must not reset: the rate-limit buckets of each route
+    /// (by name) whose limit is unchanged.
+    func keepState(of previous: RouteTable) {
+        var before: [String: RateLimiter] = [:]
+        for route in previous.routes {
+            if let limiter = route.policies.rateLimit { before[route.name] = limiter }
+        }
+        for route in routes {
+            if let limiter = route.policies.rateLimit, let old = before[route.name] { limiter.keepBuckets(of: old) }
+        }
+    }
+
     /// The route of `request`, with one target picked by weight (`roll` in 0..<total weight).
     func match(_ request: RequestHead, roll: (Int) -> Int) -> RouteMatch? {
         let target = request.target

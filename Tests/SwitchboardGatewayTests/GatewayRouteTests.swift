@@ -395,6 +395,53 @@ struct GatewayRouteTests {
 }
 
 extension GatewayRouteTests {
+    @Test func aReloadKeepsCallersRateLimitsUnlessTheLimitChanged() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop")
+        try await waitForHealthy(agent, "shop", count: 1)
+        @Sendable func routes(burst: Int, extra: String) -> String {
+            """
+            routes:
+              - name: limited
+                match: { prefix: /limited }
+                service: shop
+                rewrite: /hello
+                rateLimit: { key: client-ip, rate: 0.01, burst: \(burst) }
+              - name: marker
+                match: { prefix: /marker }
+                service: shop
+                rewrite: \(extra)
+            """
+        }
+        let file = try RouteFileOnDisk(routes(burst: 2, extra: "/hello"))
+        try await withGateway(agent: agent, configure: { $0.routeFile = file.path }) { gateway in
+            @Sendable func limitedStatuses(_ count: Int) async throws -> [Int] {
+                var statuses: [Int] = []
+                for _ in 0..<count { statuses.append(try await get("\(gateway)/limited").status) }
+                return statuses
+            }
+            /// Rewrites the file and waits until the gateway answers /marker from the new routes.
+            @Sendable func reload(burst: Int, extra: String, expecting marker: String) async throws {
+                try file.write(routes(burst: burst, extra: extra))
+                let deadline = ContinuousClock.now + .seconds(10)
+                while try await get("\(gateway)/marker").text.hasPrefix(marker) == false {
+                    guard ContinuousClock.now < deadline else {
+                        throw TestFailure("the changed route file was never put in force")
+                    }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            #expect(try await limitedStatuses(3) == [200, 200, 429])
+            // Another route changed, this one did not: the caller's bucket is still empty.
+            try await reload(burst: 2, extra: "/uri", expecting: "/uri")
+            #expect(try await limitedStatuses(1) == [429])
+            // The limit itself changed: a new bucket, full.
+            try await reload(burst: 3, extra: "/hello", expecting: "hello")
+            #expect(try await limitedStatuses(4) == [200, 200, 200, 429])
+        }
+        _ = backend
+    }
+
     @Test func anAggregateRouteAnswersWithEveryPartAndMarksTheOnesThatFailed() async throws {
         let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
         let users = try await ExampleBackend(agents: [agent.baseURL], service: "users")
