@@ -65,6 +65,8 @@ public final class HealthChecker: Service, Sendable {
     private let metrics: AgentMetrics
     private let table: Mutex<HealthTable>
     private let probesInFlight = Atomic<Int>(0)
+    /// Cuts the scheduler's sleep short when the table gets work due before it.
+    private let alarm = Alarm()
     private let lateness = Mutex(LatenessSamples(capacity: 10_000))
     private let selfPreservationSince = Mutex<Date?>(nil)
 
@@ -84,7 +86,7 @@ public final class HealthChecker: Service, Sendable {
         // Observe first, then seed under the table's lock: a change applied meanwhile is either in the snapshot
         // (and re-applied, harmlessly) or reaches the table after the seed, in order.
         catalog.addChangeObserver { [weak self] changes in
-            self?.table.withLock { $0.apply(changes.map(\.event), now: .now) }
+            self?.changeTable { $0.apply(changes.map(\.event), now: .now) }
         }
         table.withLock { table in
             let now = ContinuousClock.now
@@ -107,7 +109,10 @@ public final class HealthChecker: Service, Sendable {
         _ instance: InstanceKey, status: HealthStatus = .passing, output: String = ""
     ) async -> HeartbeatResult {
         metrics.heartbeats.increment()
-        let outcome = table.withLock { $0.heartbeat(instance, status: status, output: output, now: .now) }
+        let (outcome, deadline) = table.withLock {
+            ($0.heartbeat(instance, status: status, output: output, now: .now), $0.nextTTLDeadline)
+        }
+        alarm.wake(before: deadline)
         switch outcome {
         case .unknownInstance: return .unknownInstance
         case .noTTLCheck: return .noTTLCheck
@@ -138,10 +143,11 @@ public final class HealthChecker: Service, Sendable {
         try await httpClient.shutdown()
     }
 
-    /// The scheduler loop: wakes when the table has work (at most `tick` apart), starts due probes as child tasks
+    /// The scheduler loop: wakes when the table has work (a change due sooner wakes it), starts due probes as child tasks
     /// and carries out TTL expiry, self-preservation and removals.
     private func schedule(prober: Prober, group: inout DiscardingTaskGroup) async {
-        let tick = Duration.milliseconds(10)
+        // Nothing is due: a look at the table once a second all the same.
+        let idleLimit = Duration.seconds(1)
         while !Task.isCancelled {
             let now = ContinuousClock.now
             let room = max(0, configuration.maximumConcurrentProbes - probesInFlight.load(ordering: .relaxed))
@@ -166,17 +172,29 @@ public final class HealthChecker: Service, Sendable {
                     let (status, output) = await prober.probe(order.definition)
                     guard !Task.isCancelled else { return }
                     self.metrics.probes(order.definition.type, status).increment()
-                    let effects = self.table.withLock {
+                    self.probesInFlight.add(-1, ordering: .relaxed)
+                    // The probe's room is free again: probes held back for want of it may be due.
+                    let effects = self.changeTable {
                         $0.recordProbe(order, status: status, output: output, now: .now)
                     }
-                    self.probesInFlight.add(-1, ordering: .relaxed)
                     for effect in effects { await self.perform(effect) }
                 }
             }
             // Always sleep, if only briefly: the loop must never hold a thread of the shared pool.
-            let target = max(min(wake ?? now + tick, now + tick), ContinuousClock.now + .microseconds(100))
-            try? await Task.sleep(until: target, clock: .continuous)
+            let target = max(min(wake ?? now + idleLimit, now + idleLimit), ContinuousClock.now + .microseconds(100))
+            await alarm.sleep(until: target)
         }
+    }
+
+    /// Changes the table and wakes the scheduler when the change brought work due before it means to wake.
+    private func changeTable<T>(_ change: (inout HealthTable) -> T) -> T {
+        let (result, wake) = table.withLock { table in
+            let result = change(&table)
+            let room = max(0, configuration.maximumConcurrentProbes - probesInFlight.load(ordering: .relaxed))
+            return (result, table.nextWake(after: .now, room: room))
+        }
+        alarm.wake(before: wake)
+        return result
     }
 
     /// Carries out one decision of the table.

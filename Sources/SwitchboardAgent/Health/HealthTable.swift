@@ -339,6 +339,9 @@ struct HealthTable: Sendable {
     ///
     /// Due probes count only when there is `room` for them, and held misses only while expiry is not paused:
     /// otherwise the answer would be a moment already past, and the scheduler would spin instead of sleeping.
+    /// The earliest TTL deadline: all a heartbeat can bring forward (it only ever takes misses away).
+    var nextTTLDeadline: ContinuousClock.Instant? { ttlDeadlines.min?.at }
+
     func nextWake(after now: ContinuousClock.Instant, room: Int) -> ContinuousClock.Instant? {
         var candidates = [ttlDeadlines.min?.at, reapTimers.min?.at].compactMap { $0 }
         if room > 0, let probe = probeSchedule.min?.at { candidates.append(probe) }

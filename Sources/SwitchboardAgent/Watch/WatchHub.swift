@@ -119,6 +119,8 @@ public final class WatchHub: Service, Sendable {
     /// The limits it was created with (streams read the keep-alive interval, queries the waits).
     public let configuration: WatchConfiguration
     private let state: Mutex<State>
+    /// Cuts the deadline loop's sleep short when a waiter's deadline comes before it.
+    private let deadlineAlarm = Alarm()
 
     /// A hub following `catalog` from now on (create it before the catalog takes writes).
     public init(catalog: Catalog, configuration: WatchConfiguration = WatchConfiguration()) {
@@ -245,6 +247,7 @@ public final class WatchHub: Service, Sendable {
                     return true
                 }
                 guard registered else { return continuation.resume(returning: .closed) }
+                deadlineAlarm.wake(before: deadline)
                 if Task.isCancelled {
                     wake(id, .closed)
                 } else if isChanged() {
@@ -294,22 +297,22 @@ public final class WatchHub: Service, Sendable {
         }
     }
 
-    /// Serves deadlines until graceful shutdown, then closes the hub.
+    /// Serves deadlines until graceful shutdown, then closes the hub. It sleeps until the next deadline (a new
+    /// waiter due sooner wakes it), at most a second.
     public func run() async throws {
-        let tick = Duration.milliseconds(20)
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let now = ContinuousClock.now
-                let expired = self.state.withLock { state -> [Int] in
+                let (expired, next) = self.state.withLock { state -> ([Int], ContinuousClock.Instant?) in
                     var expired: [Int] = []
                     while let next = state.deadlines.min, next.at <= now {
                         state.deadlines.removeMin()
                         if state.waiters[next.waiter] != nil { expired.append(next.waiter) }
                     }
-                    return expired
+                    return (expired, state.deadlines.min?.at)
                 }
                 for id in expired { self.wake(id, .timedOut) }
-                try? await Task.sleep(for: tick)
+                await self.deadlineAlarm.sleep(until: min(next ?? .now + .seconds(1), .now + .seconds(1)))
             }
         }
         close()
