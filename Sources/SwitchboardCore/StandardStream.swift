@@ -1,7 +1,9 @@
-import Foundation
-
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Standard output or standard error, written unbuffered and without trapping when the reader is gone.
@@ -15,16 +17,21 @@ public enum StandardStream: Sendable {
     /// File descriptor 2.
     case error
 
+    /// SIGPIPE would end the process before the write could report the closed pipe; SwiftNIO ignores it too,
+    /// but only once it opens its first socket.
+    private static let brokenPipesReported: Void = { _ = signal(SIGPIPE, SIG_IGN) }()
+
     /// Writes all of `bytes` at once (lines reach a pipe as they happen, not when a buffer fills); `false` when the
-    /// stream is closed or failed.
+    /// stream is closed or failed, with `errno` saying why (`EPIPE`: no one reads any more).
     @discardableResult
     public func write(_ bytes: some Sequence<UInt8>) -> Bool {
+        Self.brokenPipesReported
         let descriptor: Int32 = self == .output ? 1 : 2
         let buffer = Array(bytes)
         return buffer.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
-                let written = Glibc.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
+                let written = systemWrite(descriptor, raw.baseAddress! + offset, raw.count - offset)
                 if written < 0 {
                     if errno == EINTR { continue }
                     return false
@@ -40,4 +47,14 @@ public enum StandardStream: Sendable {
     public func write(_ text: String) -> Bool {
         write(text.utf8)
     }
+}
+
+private func systemWrite(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
+    #if canImport(Glibc)
+    Glibc.write(descriptor, bytes, count)
+    #elseif canImport(Musl)
+    Musl.write(descriptor, bytes, count)
+    #else
+    Darwin.write(descriptor, bytes, count)
+    #endif
 }

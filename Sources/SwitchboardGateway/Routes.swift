@@ -69,6 +69,12 @@ final class Route: Sendable {
         self.policies = policies
     }
 
+    /// Whether `other` takes the same requests (its targets and policies aside).
+    func matchesAlike(_ other: Route) -> Bool {
+        prefix == other.prefix && hosts == other.hosts && methods == other.methods
+            && headers.elementsEqual(other.headers) { $0.name == $1.name && $0.value == $1.value }
+    }
+
     /// The rest of `path` after the prefix when the route takes `request`, else nil.
     func match(_ request: RequestHead, path: Substring) -> Substring? {
         guard let rest = Self.afterPrefix(prefix, of: path) else { return nil }
@@ -149,14 +155,17 @@ final class RouteTable: Sendable {
     }
 
     /// Carries over from the table in force what a reload must not reset: the rate-limit buckets of each route
-    /// (by name) whose limit is unchanged.
+    /// whose limit is unchanged. A route is the same one when its name and what it matches are: an unnamed route
+    /// is named by its place, and routes inserted before it must not hand it another route's buckets.
     func keepState(of previous: RouteTable) {
-        var before: [String: RateLimiter] = [:]
+        var before: [String: (route: Route, limiter: RateLimiter)] = [:]
         for route in previous.routes {
-            if let limiter = route.policies.rateLimit { before[route.name] = limiter }
+            if let limiter = route.policies.rateLimit { before[route.name] = (route, limiter) }
         }
         for route in routes {
-            if let limiter = route.policies.rateLimit, let old = before[route.name] { limiter.keepBuckets(of: old) }
+            guard let limiter = route.policies.rateLimit, let old = before[route.name], old.route.matchesAlike(route)
+            else { continue }
+            limiter.keepBuckets(of: old.limiter)
         }
     }
 

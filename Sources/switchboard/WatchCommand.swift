@@ -104,9 +104,10 @@ struct WatchPrinter {
     }
 
     /// Writes a line unbuffered: lines must reach a pipe as they happen, not when a buffer fills. When the reader
-    /// is gone (`switchboard watch | head`) there is no one left to tell: the process ends quietly.
+    /// is gone (`switchboard watch | head`) there is no one left to tell: the process ends quietly; any other
+    /// failure to write (a full disk) ends it with status 1.
     private func emit(_ line: String) {
-        guard StandardStream.output.write(line + "\n") else { _exit(0) }
+        guard StandardStream.output.write(line + "\n") else { _exit(errno == EPIPE ? 0 : 1) }
     }
 
     private static func describe(_ instance: Instance) -> String {

@@ -109,10 +109,8 @@ public final class HealthChecker: Service, Sendable {
         _ instance: InstanceKey, status: HealthStatus = .passing, output: String = ""
     ) async -> HeartbeatResult {
         metrics.heartbeats.increment()
-        let (outcome, deadline) = table.withLock {
-            ($0.heartbeat(instance, status: status, output: output, now: .now), $0.nextTTLDeadline)
-        }
-        alarm.wake(before: deadline)
+        // A heartbeat can bring work forward: a check given back its TTL deadline, a critical status's timer.
+        let outcome = changeTable { $0.heartbeat(instance, status: status, output: output, now: .now) }
         switch outcome {
         case .unknownInstance: return .unknownInstance
         case .noTTLCheck: return .noTTLCheck
@@ -172,10 +170,12 @@ public final class HealthChecker: Service, Sendable {
                     let (status, output) = await prober.probe(order.definition)
                     guard !Task.isCancelled else { return }
                     self.metrics.probes(order.definition.type, status).increment()
-                    self.probesInFlight.add(-1, ordering: .relaxed)
-                    // The probe's room is free again: probes held back for want of it may be due.
+                    // The probe's room is free again once its result is in: probes held back for want of it may
+                    // be due (its own next round too, which a room freed before the result would skip).
                     let effects = self.changeTable {
-                        $0.recordProbe(order, status: status, output: output, now: .now)
+                        let effects = $0.recordProbe(order, status: status, output: output, now: .now)
+                        self.probesInFlight.add(-1, ordering: .relaxed)
+                        return effects
                     }
                     for effect in effects { await self.perform(effect) }
                 }

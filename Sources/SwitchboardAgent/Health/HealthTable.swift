@@ -339,13 +339,14 @@ struct HealthTable: Sendable {
     ///
     /// Due probes count only when there is `room` for them, and held misses only while expiry is not paused:
     /// otherwise the answer would be a moment already past, and the scheduler would spin instead of sleeping.
-    /// The earliest TTL deadline: all a heartbeat can bring forward (it only ever takes misses away).
-    var nextTTLDeadline: ContinuousClock.Instant? { ttlDeadlines.min?.at }
-
+    /// While self-preservation is on, what ends it is heartbeats coming back, not a deadline: the table is then
+    /// looked at every 10 ms.
     func nextWake(after now: ContinuousClock.Instant, room: Int) -> ContinuousClock.Instant? {
         var candidates = [ttlDeadlines.min?.at, reapTimers.min?.at].compactMap { $0 }
         if room > 0, let probe = probeSchedule.min?.at { candidates.append(probe) }
-        if !selfPreservation.active, let oldest = pendingMisses.values.min() {
+        if selfPreservation.active {
+            candidates.append(now + .milliseconds(10))
+        } else if let oldest = pendingMisses.values.min() {
             candidates.append(oldest + policy.hold)
         }
         return candidates.min()
