@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "switchboard", targets: ["switchboard"]),
         .library(name: "SwitchboardCore", targets: ["SwitchboardCore"]),
+        .library(name: "SwitchboardCatalog", targets: ["SwitchboardCatalog"]),
         .library(name: "SwitchboardAgent", targets: ["SwitchboardAgent"]),
         .library(name: "SwitchboardClient", targets: ["SwitchboardClient"]),
         .library(name: "SwitchboardDNS", targets: ["SwitchboardDNS"]),
@@ -37,18 +38,27 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
     ],
     targets: [
+        // The model, its validation, the API's wire types and paths: what every part (and every user of the client
+        // library) shares. Foundation only.
+        .target(name: "SwitchboardCore"),
+        // The catalog: its state machine, the live catalog and the store contract. The agent and DNS build on it;
+        // the client library never does.
         .target(
-            name: "SwitchboardCore",
+            name: "SwitchboardCatalog",
             dependencies: [
+                "SwitchboardCore",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HashTreeCollections", package: "swift-collections"),
             ]
         ),
+        // What the executables share about being a process: unbuffered standard streams, ending with the parent.
+        .target(name: "ProcessSupport"),
         // DNS for the agent: a hand-written message codec (no listed package does DNS) and UDP/TCP servers.
         .target(
             name: "SwitchboardDNS",
             dependencies: [
                 "SwitchboardCore",
+                "SwitchboardCatalog",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -59,6 +69,8 @@ let package = Package(
             name: "SwitchboardAgent",
             dependencies: [
                 "SwitchboardCore",
+                "SwitchboardCatalog",
+                "SwitchboardClient",
                 "SwitchboardDNS",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -70,6 +82,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ],
             resources: [.embedInCode("Resources/openapi.yaml")]
@@ -82,6 +95,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -111,6 +125,7 @@ let package = Package(
             name: "Demo",
             dependencies: [
                 "SwitchboardCore",
+                "ProcessSupport",
                 "SwitchboardClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -126,6 +141,7 @@ let package = Package(
         .executableTarget(
             name: "SwitchboardExample",
             dependencies: [
+                "ProcessSupport",
                 "SwitchboardClient",
                 "SwitchboardCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -153,7 +169,10 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
+                "ProcessSupport",
                 "SwitchboardCore",
+                "SwitchboardCatalog",
+                "SwitchboardClient",
                 "SwitchboardAgent",
                 "SwitchboardDNS",
                 "SwitchboardGateway",
@@ -168,15 +187,22 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
+        .testTarget(name: "SwitchboardCoreTests", dependencies: ["SwitchboardCore"]),
         .testTarget(
-            name: "SwitchboardCoreTests",
-            dependencies: ["SwitchboardCore", .product(name: "HashTreeCollections", package: "swift-collections")]
+            name: "SwitchboardCatalogTests",
+            dependencies: [
+                "SwitchboardCatalog",
+                "SwitchboardCore",
+                .product(name: "HashTreeCollections", package: "swift-collections"),
+            ]
         ),
         // What the test targets share: an in-process agent, the built binary as a process.
         .target(
             name: "SwitchboardTestSupport",
             dependencies: [
+                "ProcessSupport",
                 "SwitchboardCore",
+                "SwitchboardCatalog",
                 "SwitchboardAgent",
                 "SwitchboardDNS",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

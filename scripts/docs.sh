@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds the DocC documentation of the library modules from the debug build's modules (run `swift build` first),
 # failing on any DocC warning (a broken symbol link, say). Output: .build/docs/<Module>.doccarchive.
-# Usage: scripts/docs.sh [Module ...]   (default: SwitchboardCore SwitchboardAgent SwitchboardClient SwitchboardDNS SwitchboardGateway)
+# Usage: scripts/docs.sh [Module ...]   (default: every library module)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 modules=("$@")
-[ ${#modules[@]} -gt 0 ] || modules=(SwitchboardCore SwitchboardAgent SwitchboardClient SwitchboardDNS SwitchboardGateway)
+[ ${#modules[@]} -gt 0 ] || modules=(SwitchboardCore SwitchboardCatalog SwitchboardAgent SwitchboardClient SwitchboardDNS SwitchboardGateway)
 bin=$(swift build --show-bin-path)
 triple=$(swiftc -print-target-info | python3 -c 'import json, sys; print(json.load(sys.stdin)["target"]["triple"])')
 

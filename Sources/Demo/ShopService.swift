@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import ProcessSupport
 import ServiceLifecycle
 import SwitchboardClient
 import SwitchboardCore

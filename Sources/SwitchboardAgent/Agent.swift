@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import ServiceLifecycle
+import SwitchboardCatalog
 import SwitchboardCore
 import SwitchboardDNS
 
@@ -122,7 +123,7 @@ public struct Agent: Service {
         let watches = WatchHub(catalog: catalog, configuration: configuration.watch)
         let api = AgentHTTPAPI(
             catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription)
-        var services: [any Service] = [CatalogWriterService(catalog: catalog), health, watches]
+        var services: [any Service] = [CatalogService(catalog: catalog), health, watches]
         if let dns = configuration.dns {
             services.append(
                 DNSServer(
@@ -156,15 +157,16 @@ func hostAndPort(_ address: SocketAddress) -> String {
     return address.protocol == .inet6 ? "[\(host)]:\(port)" : "\(host):\(port)"
 }
 
-/// Runs the catalog's writer for as long as the application runs; stops it on graceful shutdown.
-struct CatalogWriterService: Service {
+/// Runs the catalog (its writer, and the application of what the store commits) for as long as the application
+/// runs; stops it on graceful shutdown.
+struct CatalogService: Service {
     let catalog: Catalog
 
     func run() async throws {
         // Graceful shutdown stops new writes and lets the writer commit what is queued; only a hard cancellation
         // fails queued writes.
-        await withGracefulShutdownHandler {
-            await catalog.runWriter()
+        try await withGracefulShutdownHandler {
+            try await catalog.run()
         } onGracefulShutdown: {
             catalog.finishWrites()
         }

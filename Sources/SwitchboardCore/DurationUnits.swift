@@ -1,7 +1,7 @@
 extension Duration {
     /// The whole duration in nanoseconds (saturating far beyond any timeout this project deals with), for the
     /// APIs that count in them (SwiftNIO's `TimeAmount`, metrics, arithmetic on instants).
-    public var nanoseconds: Int64 {
+    package var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
         let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds < 0 ? .min : .max }
@@ -9,7 +9,7 @@ extension Duration {
     }
 
     /// The duration in seconds, as a `Double` (for people and JSON).
-    public var seconds: Double {
+    package var seconds: Double {
         let (seconds, attoseconds) = components
         return Double(seconds) + Double(attoseconds) / 1e18
     }

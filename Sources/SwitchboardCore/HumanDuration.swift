@@ -15,6 +15,11 @@ public struct HumanDuration: Hashable, Comparable, Sendable, CustomStringConvert
         self.milliseconds = milliseconds
     }
 
+    /// Creates a duration as long as `duration`, to the millisecond.
+    public init(_ duration: Duration) {
+        self.init(milliseconds: Int64(duration / .milliseconds(1)))
+    }
+
     /// Creates a duration of `seconds`.
     public static func seconds(_ seconds: Int64) -> HumanDuration { HumanDuration(milliseconds: seconds * 1000) }
 

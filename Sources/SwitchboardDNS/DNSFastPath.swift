@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardCatalog
 import SwitchboardCore
 import Synchronization
 

@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardCatalog
 import SwitchboardCore
 
 /// Answers DNS queries for the agent's zone from the catalog in memory (no store round trip per query).

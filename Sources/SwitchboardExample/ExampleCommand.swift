@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import ProcessSupport
 import ServiceLifecycle
 import SwitchboardClient
 import SwitchboardCore

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import SwitchboardClient
 import SwitchboardCore
 
 /// The CLI's connection to an agent's HTTP API: one request, a deadline, and errors in words.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import ProcessSupport
 import ServiceLifecycle
 import SwitchboardAgent
 import SwitchboardCore

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NIOHTTP1
+import ProcessSupport
 import SwitchboardCore
 
 /// Options every client command shares.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Demo
 import Dispatch
 import Foundation
+import ProcessSupport
 import SwitchboardCore
 
 #if canImport(Glibc)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import NIOCore
+import ProcessSupport
 import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardGateway

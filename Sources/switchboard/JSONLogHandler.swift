@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ProcessSupport
 import SwitchboardCore
 
 /// Writes one JSON object per log line to standard error, for log shippers (`--log-format json`).

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import SwitchboardAgent
+import SwitchboardCatalog
 import SwitchboardCore
 import SwitchboardTestSupport
 import Testing

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardCatalog
 import SwitchboardCore
 import Testing
 

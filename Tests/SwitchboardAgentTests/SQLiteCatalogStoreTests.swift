@@ -1,5 +1,6 @@
 import Foundation
 import SwitchboardAgent
+import SwitchboardCatalog
 import SwitchboardCore
 import SwitchboardTestSupport
 import Testing
@@ -23,7 +24,7 @@ struct SQLiteCatalogStoreTests {
         do {
             let catalog = try await Catalog.load(from: try SQLiteCatalogStore(directory: directory))
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await catalog.runWriter() }
+                group.addTask { try await catalog.run() }
                 _ = try await catalog.register(definition("p1", tags: ["v1"]))
                 _ = try await catalog.register(definition("p2"))
                 _ = try await catalog.register(definition("p3"))
@@ -52,7 +53,7 @@ struct SQLiteCatalogStoreTests {
         do {
             let catalog = try await Catalog.load(from: try SQLiteCatalogStore(directory: directory))
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await catalog.runWriter() }
+                group.addTask { try await catalog.run() }
                 _ = try await catalog.register(definition("p1"))
                 _ = try await catalog.recordObservation(observation, service: payment, id: try InstanceID("p1"))
                 group.cancelAll()
@@ -75,7 +76,7 @@ struct SQLiteCatalogStoreTests {
         do {
             let catalog = try await Catalog.load(from: try SQLiteCatalogStore(directory: directory))
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await catalog.runWriter() }
+                group.addTask { try await catalog.run() }
                 _ = try await catalog.register(definition("p1"))
                 _ = try await catalog.register(definition("p2"))
                 _ = try await catalog.deregister(service: payment, id: try InstanceID("p2"))
@@ -95,11 +96,11 @@ struct SQLiteCatalogStoreTests {
         let store = try SQLiteCatalogStore(directory: directory, configuration: .init(eventRetention: 3))
         let catalog = try await Catalog.load(from: store, configuration: Catalog.Configuration(eventCapacity: 1))
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await catalog.runWriter() }
+            group.addTask { try await catalog.run() }
             for number in 1...6 { _ = try await catalog.register(definition("p\(number)")) }
             group.cancelAll()
         }
-        let logged = try await store.events(after: 0, limit: 100)
+        let logged = try await store.events(after: 0, limit: 100).events
         #expect(logged.map(\.index) == [4, 5, 6])
         let page = try await catalog.events(since: 0, limit: 100)
         #expect(page.truncated)

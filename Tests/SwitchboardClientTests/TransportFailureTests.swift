@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import SwitchboardClient
 import SwitchboardCore
 import SwitchboardTestSupport
 import Testing

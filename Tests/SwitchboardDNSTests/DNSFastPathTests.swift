@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardCatalog
 import SwitchboardCore
 import Testing
 
@@ -28,7 +29,7 @@ struct DNSFastPathTests {
     @Test func fastAndGeneralAnswersAgreeForEveryShapeTheFastPathTakes() async throws {
         let catalog = try await Catalog.load(from: InMemoryCatalogStore())
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await catalog.runWriter() }
+            group.addTask { try await catalog.run() }
             defer { group.cancelAll() }
             let payment = try ServiceName("payment")
             func register(_ id: String, _ address: String, tags: [String] = [], weight: Int = 1) async throws {
@@ -131,7 +132,7 @@ extension DNSFastPathTests {
         let catalog = try await Catalog.load(from: InMemoryCatalogStore())
         let responder = DNSResponder(catalog: catalog, configuration: DNSConfiguration())
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await catalog.runWriter() }
+            group.addTask { try await catalog.run() }
             defer { group.cancelAll() }
             _ = try await catalog.register(
                 InstanceDefinition(

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import SwitchboardCatalog
 import SwitchboardCore
 import Testing
 
@@ -12,7 +13,7 @@ struct DNSFuzzTests {
     @Test func randomAndMutatedPacketsNeverCrashTheResponderAndEveryAnswerParses() async throws {
         let catalog = try await Catalog.load(from: InMemoryCatalogStore())
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await catalog.runWriter() }
+            group.addTask { try await catalog.run() }
             defer { group.cancelAll() }
             for (index, address) in ["10.0.0.1", "10.0.0.2", "::1", "db.example.com"].enumerated() {
                 _ = try await catalog.register(

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import SwitchboardAgent
+import SwitchboardCatalog
 import SwitchboardCore
 import SwitchboardDNS
 

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import SwitchboardCatalog
 import SwitchboardCore
 
 /// An error as the HTTP API reports it: a status and the body `{"error": CODE, "message": ..., "field": ...}`.

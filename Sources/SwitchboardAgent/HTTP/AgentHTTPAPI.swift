@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import SwitchboardCatalog
 import SwitchboardCore
 
 /// The native HTTP API v1: routes, request decoding and response encoding over the `Catalog`.
@@ -467,82 +468,6 @@ public struct AgentHTTPAPI: Sendable {
             headers: [.contentType: "application/json", Self.indexHeader: String(index)],
             body: ResponseBody(byteBuffer: buffer)
         )
-    }
-}
-
-/// `GET /v1/agent`.
-public struct AgentInfo: Codable, Sendable {
-    public var version: String
-    public var startedAt: Date
-    public var uptimeSeconds: Double
-    public var index: UInt64
-    public var services: Int
-    public var instances: Int
-    public var counts: StatusCounts
-    /// Where the catalog is kept: `sqlite:<path>` or `memory`.
-    public var store: String
-    /// Checks watched, probe lateness and self-preservation.
-    public var health: HealthReport
-    /// Held queries, open streams and the changes held for them.
-    public var watches: WatchReport
-}
-
-/// The optional body of `PUT .../heartbeat`.
-public struct HeartbeatRequest: Decodable, Sendable, StrictlyDecodable {
-    public static let knownKeys: Set<String> = ["status", "output"]
-
-    public var status: String?
-    public var output: String?
-
-    public init(from decoder: any Decoder) throws {
-        try Self.rejectUnknownKeys(in: decoder)
-        let container = try decoder.container(keyedBy: AnyCodingKey.self)
-        status = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "status"))
-        output = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "output"))
-    }
-
-    func validated() throws(ValidationError) -> (HealthStatus, String) {
-        var status = HealthStatus.passing
-        if let text = self.status {
-            guard let parsed = HealthStatus(rawValue: text), parsed != .maintenance else {
-                throw ValidationError(field: "status", message: "status must be one of passing, warning, critical")
-            }
-            status = parsed
-        }
-        let output = output ?? ""
-        guard output.utf8.count <= CheckState.outputLimit else {
-            throw ValidationError(field: "output", message: "output must be at most \(CheckState.outputLimit) bytes")
-        }
-        return (status, output)
-    }
-}
-
-/// The body of `PUT .../maintenance`.
-public struct MaintenanceRequest: Decodable, Sendable, StrictlyDecodable {
-    public static let knownKeys: Set<String> = ["enabled", "reason"]
-
-    public var enabled: Bool?
-    public var reason: String?
-
-    public init(from decoder: any Decoder) throws {
-        try Self.rejectUnknownKeys(in: decoder)
-        let container = try decoder.container(keyedBy: AnyCodingKey.self)
-        enabled = try container.decodeIfPresent(Bool.self, forKey: AnyCodingKey(stringValue: "enabled"))
-        reason = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "reason"))
-    }
-
-    func validated() throws(ValidationError) -> (enabled: Bool, reason: String) {
-        guard let enabled else {
-            throw ValidationError(field: "enabled", message: "enabled is required: true or false")
-        }
-        let reason = reason ?? ""
-        guard reason.utf8.count <= 512,
-            !reason.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
-        else {
-            throw ValidationError(
-                field: "reason", message: "reason must be at most 512 characters without control characters")
-        }
-        return (enabled, reason)
     }
 }
 

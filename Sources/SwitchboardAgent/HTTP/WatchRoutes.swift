@@ -4,6 +4,7 @@ import Hummingbird
 import NIOCore
 import Prometheus
 import ServiceLifecycle
+import SwitchboardCatalog
 import SwitchboardCore
 
 /// Blocking queries and Server-Sent Events streams: the two ways a caller learns about changes without polling.

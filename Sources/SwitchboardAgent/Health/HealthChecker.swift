@@ -3,6 +3,8 @@ import Logging
 import NIOPosix
 import Prometheus
 import ServiceLifecycle
+import SwitchboardCatalog
+import SwitchboardClient
 import SwitchboardCore
 import Synchronization
 
@@ -275,44 +277,6 @@ public final class HealthChecker: Service, Sendable {
             )
         )
     }
-}
-
-/// Health checking as `GET /v1/agent` reports it.
-public struct HealthReport: Sendable, Codable, Hashable {
-    public struct CheckCounts: Sendable, Codable, Hashable {
-        public var ttl: Int
-        public var http: Int
-        public var tcp: Int
-    }
-
-    public struct SelfPreservation: Sendable, Codable, Hashable {
-        public var enabled: Bool
-        /// Whether TTL expiry is paused now.
-        public var active: Bool
-        public var since: Date?
-        /// The share of TTL instances that must miss at once to engage it.
-        public var share: Double
-        /// TTL instances overdue or missed within the window.
-        public var missing: Int
-        /// TTL instances watched.
-        public var instances: Int
-    }
-
-    public var checks: CheckCounts
-    public var probesInFlight: Int
-    /// Probes skipped because the previous one of the same check was still running.
-    public var skippedProbes: Int
-    /// How late probes started against their schedule, over the latest probes.
-    public var probeLateness: LatenessSummary
-    public var selfPreservation: SelfPreservation
-}
-
-/// Percentiles of probe lateness, in milliseconds.
-public struct LatenessSummary: Sendable, Codable, Hashable {
-    public var samples: Int
-    public var p50Ms: Double
-    public var p99Ms: Double
-    public var maxMs: Double
 }
 
 /// The latest lateness samples, in a ring, for percentiles on demand.

@@ -1,4 +1,5 @@
 import HeapModule
+import SwitchboardCatalog
 import SwitchboardCore
 
 /// One check of one instance, as the health checker knows it.

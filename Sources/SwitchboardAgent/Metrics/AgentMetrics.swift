@@ -1,4 +1,5 @@
 import Prometheus
+import SwitchboardCatalog
 import SwitchboardCore
 
 /// The agent's metrics, kept in its own Prometheus registry and served at `GET /metrics`.

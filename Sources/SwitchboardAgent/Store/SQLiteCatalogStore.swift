@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SwitchboardCatalog
 import SwitchboardCore
 
 #if canImport(Glibc)
@@ -10,10 +11,12 @@ import Darwin
 
 /// The default durable store: one SQLite database (through GRDB, in WAL mode) in the agent's data directory.
 ///
-/// Each ``commit(_:)`` is one transaction holding a batch of events, the instance rows they leave and the new index;
-/// it returns only once SQLite has committed, so an acknowledged write survives a `kill -9` of the agent. With
+/// Each ``commit(_:)`` is one transaction: it checks every change's precondition against the instance rows, gives
+/// the changes consecutive indexes, and writes the events, the instance rows they leave and the new index. It
+/// returns only once SQLite has committed, so an acknowledged write survives a `kill -9` of the agent. With
 /// ``Configuration/Synchronous/full`` (the default) it also survives a power loss, at the price of an fsync per
-/// batch; group commit in the `Catalog` shares that fsync among all writes that arrive meanwhile.
+/// batch; group commit in the `Catalog` shares that fsync among all writes that arrive meanwhile. Committed changes
+/// are handed to the catalog's change sequence from SQLite's writer, in commit order.
 ///
 /// The data directory is locked (`flock`) while the store is open, so two agents cannot share one by mistake.
 public final class SQLiteCatalogStore: CatalogStore {
@@ -47,6 +50,7 @@ public final class SQLiteCatalogStore: CatalogStore {
     private let database: DatabasePool
     private let configuration: Configuration
     private let lockDescriptor: Int32
+    private let feed = LocalChangeFeed()
 
     /// Opens (creating if needed) the store in `directory`.
     public init(directory: String, configuration: Configuration = Configuration()) throws {
@@ -68,6 +72,7 @@ public final class SQLiteCatalogStore: CatalogStore {
     }
 
     deinit {
+        feed.finish()
         close(lockDescriptor)
     }
 
@@ -117,6 +122,20 @@ public final class SQLiteCatalogStore: CatalogStore {
                     """
             )
         }
+        migrator.registerMigration("v3: modify indexes and the pruned log") { db in
+            // Preconditions compare an instance's modify index without decoding its record; the log remembers how
+            // far it was pruned, because indexes alone cannot tell a gap from a pruned event.
+            try db.execute(
+                sql: """
+                    ALTER TABLE instances ADD COLUMN modify_index INTEGER NOT NULL DEFAULT 0;
+                    UPDATE instances SET modify_index = json_extract(record, '$.modifyIndex');
+                    INSERT INTO catalog_meta (key, value) VALUES ('pruned_through',
+                        CASE WHEN (SELECT COUNT(*) FROM events) = 0
+                            THEN (SELECT value FROM catalog_meta WHERE key = 'index')
+                            ELSE (SELECT MIN(idx) FROM events) - 1 END);
+                    """
+            )
+        }
         return migrator
     }
 
@@ -148,11 +167,23 @@ public final class SQLiteCatalogStore: CatalogStore {
         )
     }
 
-    public func commit(_ changes: [CommittedChange]) async throws {
-        guard let last = changes.last else { return }
-        let pruneThrough = Int64(last.event.index) - Int64(configuration.eventRetention)
-        try await database.write { db in
+    public func commit(_ changes: [PlannedChange]) async throws -> [CommittedChange] {
+        guard !changes.isEmpty else { return [] }
+        let retention = Int64(configuration.eventRetention)
+        let feed = self.feed
+        return try await database.write { db in
+            let index = try Self.meta("index", in: db)
+            // Every precondition against the rows as they are before the commit.
             for change in changes {
+                let current = try Int64.fetchOne(
+                    db, sql: "SELECT modify_index FROM instances WHERE service = ? AND id = ?",
+                    arguments: [change.key.service.rawValue, change.key.id.rawValue])
+                guard change.holds(against: current.map { UInt64($0) }) else {
+                    throw CatalogStoreError.conflict(at: UInt64(index))
+                }
+            }
+            let committed = PlannedChange.committing(changes, at: UInt64(index + 1)...)
+            for change in committed {
                 let event = change.event
                 if !event.changesCatalog {
                     // An observation leaves the instance and the service's index as they are: only the log holds it.
@@ -163,8 +194,10 @@ public final class SQLiteCatalogStore: CatalogStore {
                     )
                 } else {
                     try db.execute(
-                        sql: "INSERT OR REPLACE INTO instances (service, id, record) VALUES (?, ?, ?)",
-                        arguments: [event.service.rawValue, event.id.rawValue, Data(change.instanceJSON)]
+                        sql: "INSERT OR REPLACE INTO instances (service, id, record, modify_index) VALUES (?, ?, ?, ?)",
+                        arguments: [
+                            event.service.rawValue, event.id.rawValue, Data(change.instanceJSON), Int64(event.index),
+                        ]
                     )
                 }
                 try db.execute(
@@ -178,24 +211,56 @@ public final class SQLiteCatalogStore: CatalogStore {
                     )
                 }
             }
-            try db.execute(
-                sql: "UPDATE catalog_meta SET value = ? WHERE key = 'index'", arguments: [Int64(last.event.index)])
+            let last = index + Int64(committed.count)
+            try db.execute(sql: "UPDATE catalog_meta SET value = ? WHERE key = 'index'", arguments: [last])
+            let pruneThrough = last - retention
             if pruneThrough > 0 {
                 try db.execute(sql: "DELETE FROM events WHERE idx <= ?", arguments: [pruneThrough])
+                try db.execute(
+                    sql: "UPDATE catalog_meta SET value = MAX(value, ?) WHERE key = 'pruned_through'",
+                    arguments: [pruneThrough])
             }
+            // Handed on from SQLite's writer once the transaction is committed: in commit order, never before.
+            db.afterNextTransaction(onCommit: { _ in feed.publish(committed) })
+            return committed
         }
     }
 
-    public func events(after index: UInt64, limit: Int) async throws -> [ChangeEvent] {
-        let records = try await database.read { db in
-            try Data.fetchAll(
+    public func changes(after index: UInt64) async throws -> AsyncThrowingStream<[CommittedChange], any Error> {
+        let feed = self.feed
+        // On SQLite's writer, between commits: every commit is either read here or published to the new sequence.
+        let replay: Result<[CommittedChange], CatalogStoreError> = try await database.writeWithoutTransaction { db in
+            let prunedThrough = UInt64(try Self.meta("pruned_through", in: db))
+            guard index >= prunedThrough else { return .failure(.compacted(through: prunedThrough)) }
+            let records = try Data.fetchAll(
+                db, sql: "SELECT record FROM events WHERE idx > ? ORDER BY idx", arguments: [Int64(clamping: index)])
+            let decoder = SwitchboardJSON.decoder()
+            return .success(try records.map { CommittedChange(event: try decoder.decode(ChangeEvent.self, from: $0)) })
+        }
+        switch replay {
+        case .success(let changes): return feed.subscribe(replaying: changes)
+        case .failure(let error): throw error
+        }
+    }
+
+    public func events(after index: UInt64, limit: Int) async throws -> EventLogPage {
+        let (records, prunedThrough) = try await database.read { db in
+            let records = try Data.fetchAll(
                 db,
                 sql: "SELECT record FROM events WHERE idx > ? ORDER BY idx LIMIT ?",
                 arguments: [Int64(clamping: index), limit]
             )
+            return (records, UInt64(try Self.meta("pruned_through", in: db)))
         }
         let decoder = SwitchboardJSON.decoder()
-        return try records.map { try decoder.decode(ChangeEvent.self, from: $0) }
+        return EventLogPage(
+            events: try records.map { try decoder.decode(ChangeEvent.self, from: $0) }, complete: index >= prunedThrough
+        )
+    }
+
+    /// A value of the `catalog_meta` table.
+    private static func meta(_ key: String, in db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT value FROM catalog_meta WHERE key = ?", arguments: [key]) ?? 0
     }
 }
 

@@ -2,6 +2,7 @@ import DequeModule
 import HeapModule
 import NIOCore
 import ServiceLifecycle
+import SwitchboardCatalog
 import SwitchboardCore
 import Synchronization
 
@@ -122,13 +123,17 @@ public final class WatchHub: Service, Sendable {
     /// Cuts the deadline loop's sleep short when a waiter's deadline comes before it.
     private let deadlineAlarm = Alarm()
 
-    /// A hub following `catalog` from now on (create it before the catalog takes writes).
+    /// A hub following `catalog` from now on.
     public init(catalog: Catalog, configuration: WatchConfiguration = WatchConfiguration()) {
         self.configuration = configuration
-        let index = catalog.index
-        self.state = Mutex(State(latest: index, heldSince: index))
-        catalog.addChangeObserver { [weak self] changes in
+        self.state = Mutex(State(latest: 0, heldSince: 0))
+        let start = catalog.addChangeObserver { [weak self] changes in
             self?.publish(changes)
+        }
+        // Every change after `start` reaches `publish`, perhaps already: the frames hold every change after it.
+        state.withLock { state in
+            state.heldSince = max(state.heldSince, start)
+            state.latest = max(state.latest, start)
         }
     }
 
@@ -171,20 +176,27 @@ public final class WatchHub: Service, Sendable {
             previous: change.previous, bytes: bytes)
     }
 
-    /// The frames after `cursor` (at most `limit`, of `service` only when given), or ``Batch/behind``.
+    /// The frames after `cursor` (at most `limit`, of `service` only when given, and never ending inside an index),
+    /// or ``Batch/behind``.
     public func frames(after cursor: UInt64, service: ServiceName?, limit: Int = 256) -> Batch {
         state.withLock { state in
             guard cursor >= state.heldSince else { return .behind }
             // A cursor from the future (a snapshot read before its change was published) has nothing to read yet.
-            guard cursor < state.latest, let first = state.frames.first else { return .frames([], through: cursor) }
-            // Only if a change slipped in between the hub's creation and its first frame.
-            guard first.index <= cursor + 1 else { return .behind }
-            // Indexes in the ring are consecutive.
-            var position = Int(cursor + 1 - first.index)
+            guard cursor < state.latest, !state.frames.isEmpty else { return .frames([], through: cursor) }
+            // The first frame after the cursor, by binary search: indexes skip, so no arithmetic finds it.
+            var low = 0
+            var high = state.frames.count
+            while low < high {
+                let middle = (low + high) / 2
+                if state.frames[middle].index <= cursor { low = middle + 1 } else { high = middle }
+            }
+            var position = low
             var found: [Frame] = []
             var through = cursor
-            while position < state.frames.count, found.count < limit {
+            while position < state.frames.count {
                 let frame = state.frames[position]
+                // Frames that share an index go together: the cursor moves by whole indexes.
+                if found.count >= limit, frame.index != through { break }
                 if service == nil || frame.instance.service == service { found.append(frame) }
                 through = frame.index
                 position += 1
@@ -317,16 +329,4 @@ public final class WatchHub: Service, Sendable {
         }
         close()
     }
-}
-
-/// Watches as `GET /v1/agent` reports them.
-public struct WatchReport: Sendable, Codable, Hashable {
-    /// Blocking queries and streams waiting for a change now.
-    public var waiting: Int
-    /// Changes held for streams to catch up on.
-    public var framesHeld: Int
-    /// The bytes those changes take, at most ``WatchConfiguration/frameByteLimit``.
-    public var frameBytes: Int
-    /// Streams that fell behind the held changes and were sent a snapshot instead.
-    public var resynchronisations: Int
 }

@@ -1,22 +1,26 @@
 import HashTreeCollections
+import SwitchboardCore
 import Synchronization
 
 import struct Foundation.Date
 
-/// The live catalog: safe to read from any task at any time, written through one committing writer.
+/// The live catalog: safe to read from any task at any time, changed only by what its store commits.
 ///
 /// Reads take a lock only long enough to grab the one service they need (the catalog's dictionaries are
-/// persistent, so that is a reference, not a copy, and the writer's next change copies only the path it touches),
-/// then filter outside the lock: a lookup costs the size of its service, never the size of the catalog. Hot reads
+/// persistent, so that is a reference, not a copy, and the next change copies only the path it touches), then
+/// filter outside the lock: a lookup costs the size of its service, never the size of the catalog. Hot reads
 /// answer from each instance's JSON, encoded once per change.
 ///
-/// Writes are queued and committed by ``runWriter()`` in batches (group commit): each batch is planned against the
-/// current state, made durable by the ``CatalogStore`` in one transaction, applied in memory, and only then
-/// acknowledged. Readers therefore never see a change that a crash could take back.
+/// Writes are queued and committed in batches (group commit) by ``run()``: each batch is planned against the
+/// current state and committed by the ``CatalogStore`` in one transaction, which gives the changes their indexes
+/// and checks that nothing changed under the plan. The catalog never applies its own writes directly: ``run()``
+/// also follows the store's committed changes and applies each one, its own and any other writer's, and a write
+/// is acknowledged once its changes are applied. Readers therefore never see a change that a crash could take
+/// back, and a change made elsewhere reaches readers by the same path as a local one.
 ///
 /// ```swift
 /// let catalog = try await Catalog.load(from: InMemoryCatalogStore())
-/// async let writer: Void = catalog.runWriter()
+/// async let running: Void = catalog.run()
 /// _ = try await catalog.register(definition)
 /// ```
 public final class Catalog: Sendable {
@@ -26,10 +30,14 @@ public final class Catalog: Sendable {
         public var eventCapacity: Int
         /// The most writes committed in one store transaction.
         public var maximumBatch: Int
+        /// How many times a batch is planned again after the store found that an instance changed under it (another
+        /// writer got there first) before its writes fail with a conflict.
+        public var maximumReplans: Int
 
-        public init(eventCapacity: Int = 4096, maximumBatch: Int = 512) {
+        public init(eventCapacity: Int = 4096, maximumBatch: Int = 512, maximumReplans: Int = 8) {
             self.eventCapacity = eventCapacity
             self.maximumBatch = maximumBatch
+            self.maximumReplans = maximumReplans
         }
     }
 
@@ -41,84 +49,37 @@ public final class Catalog: Sendable {
         public var event: ChangeEvent?
         /// The catalog index once the write is applied.
         public var index: UInt64
-        /// The instance as JSON when the write changed it (encoded once, by the writer).
+        /// The instance as JSON when the write changed it (encoded once, when committed).
         public var instanceJSON: [UInt8]?
     }
 
-    private struct PendingWrite {
-        var mutation: CatalogMutation
-        var continuation: CheckedContinuation<WriteOutcome, any Error>
-    }
-
-    private struct WriteQueue {
-        var pending: [PendingWrite] = []
-        var closed = false
-    }
-
-    /// Called with each applied batch's changes (events and their encodings) before its writes are acknowledged.
+    /// Called with each applied commit's changes (events, encodings and the instances as they were before) before
+    /// the writes that made them are acknowledged.
     public typealias ChangeObserver = @Sendable ([CommittedChange]) -> Void
 
-    private let state: Mutex<CatalogState>
-    private let observers = Mutex<[ChangeObserver]>([])
-    private let queue = Mutex(WriteQueue())
-    private let wakeups: AsyncStream<Void>
-    private let wakeupSignal: AsyncStream<Void>.Continuation
-    private let store: any CatalogStore
-    private let configuration: Configuration
+    let state: Mutex<CatalogState>
+    let observers = Mutex<[ChangeObserver]>([])
+    let writes = WriteQueue()
+    let applied = AppliedIndex()
+    let store: any CatalogStore
+    let configuration: Configuration
 
     private init(state: CatalogState, store: any CatalogStore, configuration: Configuration) {
         self.state = Mutex(state)
         self.store = store
         self.configuration = configuration
-        (wakeups, wakeupSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Loads the catalog from `store`.
     public static func load(
         from store: any CatalogStore, configuration: Configuration = Configuration()
-    ) async throws
-        -> Catalog
-    {
+    ) async throws -> Catalog {
         let stored = try await store.load()
         return Catalog(
             state: CatalogState(restoring: stored, eventCapacity: configuration.eventCapacity),
             store: store,
             configuration: configuration
         )
-    }
-
-    // MARK: Writes
-
-    /// Registers or updates an instance; with `cas`, only if its modify index still equals `cas` (0: only create).
-    public func register(_ definition: InstanceDefinition, cas: UInt64? = nil) async throws -> WriteOutcome {
-        try await submit(.register(definition, cas: cas))
-    }
-
-    /// Removes an instance; throws ``CatalogError/instanceNotFound(service:id:)`` when it is not registered.
-    public func deregister(service: ServiceName, id: InstanceID) async throws -> WriteOutcome {
-        try await submit(.deregister(service: service, id: id))
-    }
-
-    /// Turns maintenance (drain) on or off for an instance.
-    public func setMaintenance(
-        service: ServiceName, id: InstanceID, enabled: Bool, reason: String = ""
-    ) async throws
-        -> WriteOutcome
-    {
-        try await submit(.maintenance(service: service, id: id, enabled: enabled, reason: reason))
-    }
-
-    /// Logs what a client saw of an instance as an `observed` event; the instance and its health stay as they are.
-    /// Throws ``CatalogError/instanceNotFound(service:id:)`` when the instance is not registered.
-    public func recordObservation(
-        _ observation: Observation, service: ServiceName, id: InstanceID
-    ) async throws -> WriteOutcome {
-        try await submit(.observe(service: service, id: id, observation: observation))
-    }
-
-    /// Records a check's new status (the health checker's verdict after its thresholds) as a change event.
-    public func recordCheckStatus(_ update: CheckStatusUpdate) async throws -> WriteOutcome {
-        try await submit(.checkStatus(update))
     }
 
     /// Replaces the output of check `checkID` of instance `key` while its status stays `status`, in memory and
@@ -137,150 +98,25 @@ public final class Catalog: Sendable {
         if current.checks[position].output == capped { return true }
         var updated = current
         updated.checks[position].output = capped
-        // Encoded outside the lock; the swap below refuses it if the writer changed the instance meanwhile.
+        // Encoded outside the lock; the swap below refuses it if a change applied meanwhile touched the instance.
         let encoded = CommittedChange.encode(updated)
         return state.withLock { $0.replaceOutput(of: current, with: updated, encoded: encoded) }
     }
 
-    /// Registers `observer` to be told of every applied change, before the writes that made it are acknowledged.
+    /// Registers `observer` to be told of every change applied from now on, before the writes that made it are
+    /// acknowledged; returns the catalog index it starts after (every change above it reaches the observer).
     ///
     /// So a component that mirrors the catalog (the health checker's heartbeat table, say) is never behind a
-    /// client that saw its write acknowledged. The observer runs on the writer: it must be quick and must not wait.
-    public func addChangeObserver(_ observer: @escaping ChangeObserver) {
-        observers.withLock { $0.append(observer) }
-    }
-
-    /// Queues `mutation` for the writer and waits until it is durable and applied (or refused).
-    public func submit(_ mutation: CatalogMutation) async throws -> WriteOutcome {
-        try await withCheckedThrowingContinuation { continuation in
-            let accepted = queue.withLock { queue in
-                guard !queue.closed else { return false }
-                queue.pending.append(PendingWrite(mutation: mutation, continuation: continuation))
-                return true
-            }
-            if accepted {
-                wakeupSignal.yield()
-            } else {
-                continuation.resume(throwing: CatalogError.unavailable)
-            }
-        }
-    }
-
-    /// Commits queued writes until ``finishWrites()`` is called or the calling task is cancelled.
-    ///
-    /// Run it exactly once, for as long as the catalog takes writes (the agent runs it as a service). After
-    /// ``finishWrites()`` it commits what was already queued, then returns; on cancellation it fails the writes
-    /// still queued with ``CatalogError/unavailable``. Either way no caller waits forever.
-    public func runWriter() async {
-        await withTaskCancellationHandler {
-            for await _ in wakeups {
-                while await commitNextBatch() {}
-            }
-            // A write queued just before finishWrites() may have lost its wake-up to the finished stream.
-            while await commitNextBatch() {}
-        } onCancel: {
-            finishWrites()
-        }
-        failQueuedWrites()
-    }
-
-    /// Stops taking writes: later ones fail with ``CatalogError/unavailable``; queued ones are still committed.
-    ///
-    /// The graceful way to stop ``runWriter()``: call it once the HTTP server no longer takes requests.
-    public func finishWrites() {
-        queue.withLock { $0.closed = true }
-        wakeupSignal.finish()
-    }
-
-    /// The number of writes waiting for the writer (a gauge of write pressure).
-    public var queuedWrites: Int { queue.withLock { $0.pending.count } }
-
-    private func failQueuedWrites() {
-        let leftover = queue.withLock { queue in
-            queue.closed = true
-            defer { queue.pending = [] }
-            return queue.pending
-        }
-        for write in leftover {
-            write.continuation.resume(throwing: CatalogError.unavailable)
-        }
-    }
-
-    /// Commits one batch; returns `false` when the queue was empty or the writer was cancelled.
-    private func commitNextBatch() async -> Bool {
-        // A cancelled writer commits nothing more: the store would refuse it anyway, and the callers learn at once.
-        guard !Task.isCancelled else { return false }
-        let batch = queue.withLock { queue in
-            let count = min(queue.pending.count, configuration.maximumBatch)
-            defer { queue.pending.removeFirst(count) }
-            return Array(queue.pending.prefix(count))
-        }
-        guard !batch.isEmpty else { return false }
-
-        let now = SwitchboardJSON.millisecondPrecision(Date())
-        // Writes in one batch may touch the same instance; later ones are planned against earlier ones' results,
-        // which are not durable yet: if the commit fails, every write to a key the batch changed fails with it.
-        var planned: [InstanceKey: Instance?] = [:]
-        var changes: [CommittedChange] = []
-        var outcomes: [Result<WriteOutcome, CatalogError>] = []
-        let current = state.withLock { state in
-            (index: state.index, instances: batch.map { state.instance($0.mutation.key) })
-        }
-        for (position, write) in batch.enumerated() {
-            let key = write.mutation.key
-            let before = planned[key] ?? current.instances[position]
-            let index = current.index + UInt64(changes.count) + 1
-            do {
-                if let event = try CatalogState.plan(write.mutation, current: before, index: index, at: now) {
-                    let change = CommittedChange(event: event, previous: before)
-                    changes.append(change)
-                    planned[key] = .some(event.kind == .removed ? nil : event.instance)
-                    outcomes.append(
-                        .success(
-                            WriteOutcome(
-                                instance: event.instance, event: event, index: 0, instanceJSON: change.instanceJSON))
-                    )
-                } else if let before {
-                    outcomes.append(.success(WriteOutcome(instance: before, event: nil, index: 0, instanceJSON: nil)))
-                } else {
-                    outcomes.append(.failure(.storeFailed("a write planned no change for a missing instance")))
-                }
-            } catch {
-                outcomes.append(.failure(error))
-            }
-        }
-
-        var storeError: CatalogError?
-        if !changes.isEmpty {
-            do {
-                try await store.commit(changes)
-            } catch {
-                storeError = error is CancellationError ? .unavailable : .storeFailed(String(describing: error))
-            }
-        }
-        let index = state.withLock { state in
-            if storeError == nil {
-                for change in changes { state.apply(change) }
-            }
+    /// client that saw its write acknowledged. The observer runs on the task that applies changes: it must be quick
+    /// and must not wait.
+    @discardableResult
+    public func addChangeObserver(_ observer: @escaping ChangeObserver) -> UInt64 {
+        // Under the state's lock, which applying a change also holds: no change falls between the index returned
+        // and the first one the observer sees.
+        state.withLock { state in
+            observers.withLock { $0.append(observer) }
             return state.index
         }
-        if storeError == nil, !changes.isEmpty {
-            for observer in observers.withLock({ $0 }) { observer(changes) }
-        }
-        for (write, outcome) in zip(batch, outcomes) {
-            if let storeError, planned[write.mutation.key] != nil {
-                write.continuation.resume(throwing: storeError)
-                continue
-            }
-            switch outcome {
-            case .success(var result):
-                result.index = index
-                write.continuation.resume(returning: result)
-            case .failure(let error):
-                write.continuation.resume(throwing: error)
-            }
-        }
-        return true
     }
 
     // MARK: Reads
@@ -431,15 +267,10 @@ public final class Catalog: Sendable {
     /// Changes after `since`, from memory when the ring still holds them, else from the store's log.
     public func events(since: UInt64, limit: Int) async throws -> EventPage {
         let (index, recent) = state.withLock { ($0.index, $0.recentEvents(after: since, limit: limit)) }
-        let events: [ChangeEvent]
-        if let recent {
-            events = recent
-        } else {
-            events = try await store.events(after: since, limit: limit)
-        }
-        // A gap between `since` and the first event held means older events were pruned from every log.
-        let truncated = since < index && (events.first.map { $0.index > since + 1 } ?? true)
-        return EventPage(index: index, events: events, truncated: truncated)
+        if let recent { return EventPage(index: index, events: recent, truncated: false) }
+        let page = try await store.events(after: since, limit: limit)
+        // Older events pruned from every log: the caller missed changes it can only learn by reading the catalog.
+        return EventPage(index: index, events: page.events, truncated: !page.complete)
     }
 }
 
@@ -453,41 +284,10 @@ public struct WatchSnapshot: Sendable {
     public var body: [UInt8]
 }
 
-/// The answer to a service lookup.
-public struct ServiceLookup: Sendable, Codable {
-    public var service: ServiceName
-    /// The index of the service's latest change (what a blocking query on it waits past).
-    public var index: UInt64
-    public var instances: [Instance]
-}
-
-/// One row of `GET /v1/services`.
-public struct ServiceSummary: Sendable, Codable, Hashable {
-    public var name: ServiceName
-    public var index: UInt64
-    public var tags: [String]
-    public var counts: StatusCounts
-}
-
-/// The answer of `GET /v1/services`.
-public struct ServiceList: Sendable, Codable {
-    public var index: UInt64
-    public var services: [ServiceSummary]
-}
-
 /// Catalog totals.
 public struct CatalogSummary: Sendable, Codable {
     public var index: UInt64
     public var services: Int
     public var instances: Int
     public var counts: StatusCounts
-}
-
-/// A page of the change log.
-public struct EventPage: Sendable, Codable {
-    /// The catalog's index now.
-    public var index: UInt64
-    public var events: [ChangeEvent]
-    /// `true` when events after the requested index are gone from every log: re-read the catalog instead.
-    public var truncated: Bool
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardCatalog
 import SwitchboardCore
 import Testing
 
@@ -28,12 +29,8 @@ struct CatalogStateTests {
     /// Plans and applies one mutation the way the catalog's writer does.
     @discardableResult
     func apply(_ mutation: CatalogMutation, to state: inout CatalogState) throws -> ChangeEvent? {
-        let event = try CatalogState.plan(
-            mutation,
-            current: state.instance(mutation.key),
-            index: state.index + 1,
-            at: now
-        )
+        let planned = try CatalogState.plan(mutation, current: state.instance(mutation.key), at: now)
+        let event = planned?.committed(at: state.index + 1).event
         if let event { state.apply(event) }
         return event
     }

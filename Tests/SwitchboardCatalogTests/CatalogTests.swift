@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardCatalog
 import SwitchboardCore
 import Synchronization
 import Testing
@@ -11,7 +12,7 @@ func withCatalog<T: Sendable>(
 ) async throws -> T {
     let catalog = try await Catalog.load(from: store, configuration: configuration)
     return try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { await catalog.runWriter() }
+        group.addTask { try await catalog.run() }
         defer { group.cancelAll() }
         return try await body(catalog)
     }
@@ -20,9 +21,15 @@ func withCatalog<T: Sendable>(
 /// A store whose disk "fails": the one failure a real SQLite file cannot be made to produce on demand.
 final class FailingStore: CatalogStore {
     struct DiskFull: Error {}
+    private let inner = InMemoryCatalogStore()
     func load() async throws -> StoredCatalog { StoredCatalog() }
-    func commit(_ changes: [CommittedChange]) async throws { throw DiskFull() }
-    func events(after index: UInt64, limit: Int) async throws -> [ChangeEvent] { [] }
+    func commit(_ changes: [PlannedChange]) async throws -> [CommittedChange] { throw DiskFull() }
+    func changes(after index: UInt64) async throws -> AsyncThrowingStream<[CommittedChange], any Error> {
+        try await inner.changes(after: index)
+    }
+    func events(after index: UInt64, limit: Int) async throws -> EventLogPage {
+        EventLogPage(events: [], complete: true)
+    }
 }
 
 @Suite("The concurrent catalog")
@@ -94,10 +101,10 @@ struct CatalogTests {
 
     @Test func writesAfterTheWriterStoppedFailAsUnavailable() async throws {
         let catalog = try await Catalog.load(from: InMemoryCatalogStore())
-        let writer = Task { await catalog.runWriter() }
+        let writer = Task { try await catalog.run() }
         _ = try await catalog.register(makeDefinition())
         writer.cancel()
-        await writer.value
+        _ = await writer.result
         await #expect {
             try await catalog.register(makeDefinition("payment", "p2"))
         } throws: { error in
@@ -142,7 +149,7 @@ final class GatedStore: CatalogStore {
 
     func load() async throws -> StoredCatalog { try await inner.load() }
 
-    func commit(_ changes: [CommittedChange]) async throws {
+    func commit(_ changes: [PlannedChange]) async throws -> [CommittedChange] {
         let number = commitCount.withLock { count -> Int in
             count += 1
             return count
@@ -157,10 +164,14 @@ final class GatedStore: CatalogStore {
             }
         }
         if number == failingCommit { throw FailingStore.DiskFull() }
-        try await inner.commit(changes)
+        return try await inner.commit(changes)
     }
 
-    func events(after index: UInt64, limit: Int) async throws -> [ChangeEvent] {
+    func changes(after index: UInt64) async throws -> AsyncThrowingStream<[CommittedChange], any Error> {
+        try await inner.changes(after: index)
+    }
+
+    func events(after index: UInt64, limit: Int) async throws -> EventLogPage {
         try await inner.events(after: index, limit: limit)
     }
 }
@@ -229,7 +240,7 @@ struct GroupCommitTests {
         let store = GatedStore()
         let catalog = try await Catalog.load(from: store)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await catalog.runWriter() }
+            group.addTask { try await catalog.run() }
             async let first = catalog.register(makeDefinition("payment", "a"))
             try await eventually { store.commits == 1 }
             async let queued = catalog.register(makeDefinition("payment", "b"))

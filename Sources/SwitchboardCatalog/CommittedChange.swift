@@ -1,6 +1,7 @@
 import Foundation
+import SwitchboardCore
 
-/// A change with its JSON encodings, made once by the catalog's writer.
+/// A committed change with its JSON encodings, made once when the change is committed.
 ///
 /// Encoding is the dearest part of serving the catalog, so it is done once per change rather than once per
 /// read: the store keeps these bytes, and lookups answer by concatenating the cached instance JSON instead of
@@ -11,14 +12,14 @@ public struct CommittedChange: Sendable {
     public let instanceJSON: [UInt8]
     /// The event in the API's JSON form (what `GET /v1/events` and the event log hold).
     public let eventJSON: [UInt8]
-    /// The instance just before the change (nil for an addition, or when not known): lets a filtered watcher tell
-    /// whether the instance was in its view without keeping state of its own.
-    public let previous: Instance?
+    /// The instance just before the change (nil for an addition), filled in by the catalog as it applies the
+    /// change: lets a filtered watcher tell whether the instance was in its view without keeping state of its own.
+    public internal(set) var previous: Instance?
 
     /// Encodes `event` and its instance.
-    public init(event: ChangeEvent, previous: Instance? = nil) {
+    public init(event: ChangeEvent) {
         self.event = event
-        self.previous = previous
+        self.previous = nil
         self.instanceJSON = Self.encode(event.instance)
         // The keys in the order a sorted-keys encoder writes them, so both forms are byte-identical. Service
         // names and instance ids never need escaping (their validation allows no quote, backslash or control).
@@ -40,38 +41,5 @@ public struct CommittedChange: Sendable {
     public static func encode(_ instance: Instance) -> [UInt8] {
         // Encoding our own value types cannot fail: every field is a string, number, array or object.
         Array((try? SwitchboardJSON.encoder().encode(instance)) ?? Data("{}".utf8))
-    }
-}
-
-/// Builds JSON text by hand where the generic encoder is too slow for a hot path (lookups, the service list).
-public struct JSONText: Sendable {
-    public var bytes: [UInt8] = []
-
-    public init() {}
-
-    /// Appends raw JSON text.
-    public mutating func append(_ text: String) {
-        bytes.append(contentsOf: text.utf8)
-    }
-
-    /// Appends `text` as a JSON string literal, escaped.
-    public mutating func appendString(_ text: String) {
-        bytes.append(0x22)
-        for byte in text.utf8 {
-            switch byte {
-            case 0x22: bytes += [0x5C, 0x22]
-            case 0x5C: bytes += [0x5C, 0x5C]
-            case 0x0A: bytes += [0x5C, 0x6E]
-            case 0x0D: bytes += [0x5C, 0x72]
-            case 0x09: bytes += [0x5C, 0x74]
-            case 0x08: bytes += [0x5C, 0x62]
-            case 0x0C: bytes += [0x5C, 0x66]
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                bytes += [0x5C, 0x75, 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
-            default: bytes.append(byte)
-            }
-        }
-        bytes.append(0x22)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import HashTreeCollections
+import SwitchboardCatalog
 import SwitchboardCore
 import Testing
 
@@ -10,8 +11,8 @@ struct CheckHealthTests {
 
     @discardableResult
     func apply(_ mutation: CatalogMutation, to state: inout CatalogState) throws -> ChangeEvent? {
-        let event = try CatalogState.plan(
-            mutation, current: state.instance(mutation.key), index: state.index + 1, at: now)
+        let planned = try CatalogState.plan(mutation, current: state.instance(mutation.key), at: now)
+        let event = planned?.committed(at: state.index + 1).event
         if let event { state.apply(event) }
         return event
     }

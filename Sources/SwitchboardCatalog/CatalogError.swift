@@ -1,3 +1,5 @@
+import SwitchboardCore
+
 /// Why the catalog refused or could not carry out a change.
 ///
 /// A struct wrapping a private code (the swift-service-lifecycle pattern), so new reasons can be added without
@@ -37,6 +39,14 @@ public struct CatalogError: Error, Hashable, Sendable, CustomStringConvertible {
         )
     }
 
+    /// Another writer of a shared store kept changing the instance while the write was planned again and again.
+    public static func contended(_ key: InstanceKey) -> CatalogError {
+        CatalogError(
+            .conflict,
+            "instance '\(key.id)' of service '\(key.service)' kept changing elsewhere while this write was planned; retry it"
+        )
+    }
+
     /// The change itself is invalid.
     public static func invalid(_ error: ValidationError) -> CatalogError {
         CatalogError(.invalid, error.message, field: error.field)
@@ -57,4 +67,26 @@ public struct CatalogError: Error, Hashable, Sendable, CustomStringConvertible {
     public var isStoreFailure: Bool { code == .storeFailed }
 
     public var description: String { message }
+}
+
+extension CatalogError: APIReportableError {
+    public var apiStatus: Int {
+        switch code {
+        case .instanceNotFound: 404
+        case .conflict: 409
+        case .invalid: 422
+        case .unavailable: 503
+        case .storeFailed: 500
+        }
+    }
+
+    public var apiErrorBody: APIErrorBody {
+        switch code {
+        case .instanceNotFound: APIErrorBody(error: .notFound, message: message)
+        case .conflict: APIErrorBody(error: .conflict, message: message, field: field)
+        case .invalid: APIErrorBody(error: .invalidArgument, message: message, field: field)
+        case .unavailable: APIErrorBody(error: .unavailable, message: message)
+        case .storeFailed: APIErrorBody(error: .internal, message: message)
+        }
+    }
 }

@@ -7,18 +7,37 @@ import Synchronization
 
 /// Runs one probe of an HTTP or TCP check and says what it found, never throwing: every failure is a result.
 ///
+/// The agent's health checker probes with it, and so can any process that checks a service itself (a sidecar
+/// beside a service that knows nothing of Switchboard) without importing the agent. The rules are the agent's:
+/// an HTTP check passes on 2xx, warns on 429 and is critical otherwise (a redirect included: redirects are not
+/// followed), with `expectBody` looked for in the first 64 KiB; a TCP check passes when it connects in time.
+///
 /// HTTP probes share one AsyncHTTPClient with keep-alive, so thousands of checks against a few hosts reuse their
-/// connections; a killed backend closes them, and the next probe's fresh connection is refused at once. Redirects
-/// are not followed (a 3xx is not a healthy answer) and connection attempts are not retried within a probe.
-struct Prober: Sendable {
-    /// The most body bytes read for `expectBody` matching; output keeps fewer (``CheckState/outputLimit``).
-    static let bodyReadLimit = 64 * 1024
+/// connections; a killed backend closes them, and the next probe's fresh connection is refused at once.
+/// Connection attempts are not retried within a probe.
+///
+/// ```swift
+/// let client = HTTPClient(eventLoopGroupProvider: .singleton,
+///                         configuration: Prober.httpClientConfiguration(maximumConnectionsPerHost: 8))
+/// let prober = Prober(httpClient: client, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+/// let (status, output) = await prober.probe(check)
+/// ```
+public struct Prober: Sendable {
+    /// The most body bytes read for `expectBody` matching; output keeps fewer (``SwitchboardCore/CheckState/outputLimit``).
+    public static let bodyReadLimit = 64 * 1024
 
     let httpClient: HTTPClient
     let eventLoopGroup: any EventLoopGroup
 
+    /// A prober sending HTTP probes through `httpClient` (configured with ``httpClientConfiguration(maximumConnectionsPerHost:)``)
+    /// and connecting TCP probes on `eventLoopGroup`.
+    public init(httpClient: HTTPClient, eventLoopGroup: any EventLoopGroup) {
+        self.httpClient = httpClient
+        self.eventLoopGroup = eventLoopGroup
+    }
+
     /// The client configuration health checks need (see the type's comment).
-    static func httpClientConfiguration(maximumConnectionsPerHost: Int) -> HTTPClient.Configuration {
+    public static func httpClientConfiguration(maximumConnectionsPerHost: Int) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             decompression: .disabled
@@ -35,7 +54,7 @@ struct Prober: Sendable {
     ///
     /// Both probes run on the event loops from start to end and resume the caller once: at thousands of probes a
     /// second, hops between the event loops and the concurrency pool would cost more than the probes themselves.
-    func probe(_ check: CheckDefinition) async -> (status: HealthStatus, output: String) {
+    public func probe(_ check: CheckDefinition) async -> (status: HealthStatus, output: String) {
         let timeout = (check.timeout ?? .seconds(5)).duration
         switch check.type {
         case .http: return await probeHTTP(check, timeout: timeout)
@@ -157,10 +176,4 @@ final class ProbeResponseCollector: HTTPClientResponseDelegate {
     }
 
     func didFinishRequest(task: HTTPClient.Task<Void>) throws {}
-}
-
-extension HumanDuration {
-    init(_ duration: Duration) {
-        self.init(milliseconds: Int64(duration / .milliseconds(1)))
-    }
 }

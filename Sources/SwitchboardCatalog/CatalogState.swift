@@ -1,68 +1,8 @@
 import DequeModule
 import HashTreeCollections
+import SwitchboardCore
 
 import struct Foundation.Date
-
-/// A change a client asks of the catalog.
-public enum CatalogMutation: Sendable, Hashable {
-    /// Register or update an instance. With `cas`, only if the instance's modify index equals it (0: only create).
-    case register(InstanceDefinition, cas: UInt64?)
-    /// Remove an instance.
-    case deregister(service: ServiceName, id: InstanceID)
-    /// Drain an instance (or bring it back): out of every lookup, still registered.
-    case maintenance(service: ServiceName, id: InstanceID, enabled: Bool, reason: String)
-    /// Record a check's new status, decided by the health checker after its thresholds.
-    case checkStatus(CheckStatusUpdate)
-    /// Remove an instance whose check `checkID` (as `definition` defines it) has been critical longer than its
-    /// `deregisterAfterCritical`, unless it recovered or was re-registered with another check meanwhile.
-    case expire(service: ServiceName, id: InstanceID, checkID: String, definition: CheckDefinition)
-    /// Log what a client saw of an instance (an `observed` event); the instance is left as it is.
-    case observe(service: ServiceName, id: InstanceID, observation: Observation)
-
-    /// The instance this mutation is about.
-    public var key: InstanceKey {
-        switch self {
-        case .register(let definition, _): InstanceKey(service: definition.service, id: definition.id)
-        case .deregister(let service, let id): InstanceKey(service: service, id: id)
-        case .maintenance(let service, let id, _, _): InstanceKey(service: service, id: id)
-        case .checkStatus(let update): update.key
-        case .expire(let service, let id, _, _): InstanceKey(service: service, id: id)
-        case .observe(let service, let id, _): InstanceKey(service: service, id: id)
-        }
-    }
-}
-
-/// Service plus instance id: what identifies an instance in the whole catalog.
-public struct InstanceKey: Hashable, Sendable {
-    public var service: ServiceName
-    public var id: InstanceID
-
-    public init(service: ServiceName, id: InstanceID) {
-        self.service = service
-        self.id = id
-    }
-}
-
-/// A check's new status, as the health checker reports it to the catalog.
-///
-/// It names the check by id and by the definition that produced the result, so that a result computed for a check
-/// that was re-registered with another definition meanwhile changes nothing.
-public struct CheckStatusUpdate: Sendable, Hashable {
-    public var key: InstanceKey
-    public var checkID: String
-    public var definition: CheckDefinition
-    public var status: HealthStatus
-    /// What the probe or heartbeat said (capped to ``CheckState/outputLimit``).
-    public var output: String
-
-    public init(key: InstanceKey, checkID: String, definition: CheckDefinition, status: HealthStatus, output: String) {
-        self.key = key
-        self.checkID = checkID
-        self.definition = definition
-        self.status = status
-        self.output = CheckState.capped(output)
-    }
-}
 
 /// One service's instances, with the aggregates that `GET /v1/services` needs kept up to date as changes arrive.
 ///
@@ -102,9 +42,10 @@ public struct ServiceEntry: Sendable {
 /// The catalog as a plain value: services, instances, the change index and the recent-event ring.
 ///
 /// All catalog logic lives here, free of locks, clocks and I/O, so it is tested as a value. Changes happen in two
-/// steps: ``plan(_:current:index:at:)`` decides what a mutation does (or refuses it) without touching the state,
-/// then ``apply(_:)-(CommittedChange)`` applies the resulting event once the store has committed it. The state is therefore never
-/// ahead of what is durable.
+/// steps: ``plan(_:current:at:)`` decides what a mutation does (or refuses it) without touching the state, then,
+/// once a store has committed the planned change and given it its index, ``apply(_:)-(CommittedChange)`` applies
+/// it. The state is therefore never ahead of what is durable, and a change committed by another writer of a
+/// shared store is applied the same way.
 public struct CatalogState: Sendable {
     /// The index of the latest change (0 for an empty, new catalog).
     public private(set) var index: UInt64 = 0
@@ -114,6 +55,9 @@ public struct CatalogState: Sendable {
     public private(set) var counts = StatusCounts()
     /// The latest changes, oldest first, at most `eventCapacity` of them.
     public private(set) var recentEvents: Deque<ChangeEvent> = []
+    /// Every change after this index is in ``recentEvents`` (indexes skip, so the ring's first index alone cannot
+    /// tell whether an older change is missing).
+    public private(set) var recentEventsHeldSince: UInt64 = 0
     /// How many events the ring keeps.
     public let eventCapacity: Int
 
@@ -144,6 +88,9 @@ public struct CatalogState: Sendable {
             recentEvents.append(event)
         }
         index = max(index, stored.index, recentEvents.last?.index ?? 0)
+        // The stored events are whole indexes (see ``StoredCatalog/recentEvents``): the ring holds every change from
+        // its first one on.
+        recentEventsHeldSince = recentEvents.first.map { $0.index - 1 } ?? index
     }
 
     /// The entry of `service`: its instances, index and aggregates.
@@ -159,65 +106,63 @@ public struct CatalogState: Sendable {
     /// The number of registered instances.
     public var instanceCount: Int { counts.total }
 
-    /// Decides what `mutation` does to `current` (the instance it names, as it stands), numbered `index`.
+    /// Decides what `mutation` does to `current` (the instance it names, as it stands).
     ///
     /// Returns `nil` when the mutation changes nothing (an identical re-registration, maintenance already in the
     /// asked state): such writes succeed without bumping the index, so periodic re-registration wakes no watcher.
+    /// The planned change carries `current`'s modify index as its precondition, for the store to check.
     public static func plan(
-        _ mutation: CatalogMutation, current: Instance?, index: UInt64, at: Date
-    ) throws(CatalogError)
-        -> ChangeEvent?
-    {
+        _ mutation: CatalogMutation, current: Instance?, at: Date
+    ) throws(CatalogError) -> PlannedChange? {
+        func planned(_ kind: ChangeEvent.Kind, _ instance: Instance, observation: Observation? = nil) -> PlannedChange {
+            PlannedChange(
+                kind: kind, at: at, instance: instance, observation: observation,
+                expectedModifyIndex: current?.modifyIndex)
+        }
         switch mutation {
         case .register(let definition, let cas):
             if let cas, cas != (current?.modifyIndex ?? 0) {
                 throw CatalogError.conflict(expected: cas, actual: current?.modifyIndex ?? 0)
             }
             guard let current else {
-                let instance = Instance(definition: definition, createIndex: index, modifyIndex: index)
-                return ChangeEvent(index: index, kind: .added, at: at, instance: instance)
+                return planned(.added, Instance(definition: definition, createIndex: 0, modifyIndex: 0))
             }
             if current.definition == definition { return nil }
-            return ChangeEvent(
-                index: index, kind: .updated, at: at, instance: current.reregistered(as: definition, index: index))
+            return planned(.updated, current.reregistered(as: definition, index: current.modifyIndex))
         case .deregister(let service, let id):
-            guard var current else { throw CatalogError.instanceNotFound(service: service, id: id) }
-            current.modifyIndex = index
-            return ChangeEvent(index: index, kind: .removed, at: at, instance: current)
+            guard let current else { throw CatalogError.instanceNotFound(service: service, id: id) }
+            return planned(.removed, current)
         case .maintenance(let service, let id, let enabled, let reason):
-            guard var current else { throw CatalogError.instanceNotFound(service: service, id: id) }
+            guard var instance = current else { throw CatalogError.instanceNotFound(service: service, id: id) }
             if enabled {
-                if current.maintenance?.reason == reason { return nil }
-                current.maintenance = Maintenance(reason: reason, since: current.maintenance?.since ?? at)
+                if instance.maintenance?.reason == reason { return nil }
+                instance.maintenance = Maintenance(reason: reason, since: instance.maintenance?.since ?? at)
             } else {
-                if current.maintenance == nil { return nil }
-                current.maintenance = nil
+                if instance.maintenance == nil { return nil }
+                instance.maintenance = nil
             }
-            current.modifyIndex = index
-            return ChangeEvent(index: index, kind: .status, at: at, instance: current)
+            return planned(.status, instance)
         case .checkStatus(let update):
-            guard var current else {
+            guard var instance = current else {
                 throw CatalogError.instanceNotFound(service: update.key.service, id: update.key.id)
             }
-            guard let position = current.checks.firstIndex(where: { $0.id == update.checkID }),
-                current.checks[position].definition == update.definition,
-                current.checks[position].status != update.status
+            guard let position = instance.checks.firstIndex(where: { $0.id == update.checkID }),
+                instance.checks[position].definition == update.definition,
+                instance.checks[position].status != update.status
             else { return nil }
-            current.checks[position].record(update.status, output: update.output, at: at)
-            current.modifyIndex = index
-            return ChangeEvent(index: index, kind: .status, at: at, instance: current)
+            instance.checks[position].record(update.status, output: update.output, at: at)
+            return planned(.status, instance)
         case .expire(let service, let id, let checkID, let definition):
-            guard var current else { throw CatalogError.instanceNotFound(service: service, id: id) }
+            guard let current else { throw CatalogError.instanceNotFound(service: service, id: id) }
             guard
                 current.checks.contains(where: {
                     $0.id == checkID && $0.definition == definition && $0.status == .critical
                 })
             else { return nil }
-            current.modifyIndex = index
-            return ChangeEvent(index: index, kind: .removed, at: at, instance: current)
+            return planned(.removed, current)
         case .observe(let service, let id, let observation):
             guard let current else { throw CatalogError.instanceNotFound(service: service, id: id) }
-            return ChangeEvent(index: index, kind: .observed, at: at, instance: current, observation: observation)
+            return planned(.observed, current, observation: observation)
         }
     }
 
@@ -237,22 +182,31 @@ public struct CatalogState: Sendable {
         return true
     }
 
-    /// Applies a planned change, encoding it first.
+    /// Applies a committed event, encoding it first.
     public mutating func apply(_ event: ChangeEvent) {
         apply(CommittedChange(event: event))
     }
 
-    /// Applies a planned (and, where the catalog is durable, committed) change.
-    public mutating func apply(_ change: CommittedChange) {
+    /// Applies a committed change; returns it with ``CommittedChange/previous`` filled in (the instance as it was
+    /// just before).
+    @discardableResult
+    public mutating func apply(_ change: CommittedChange) -> CommittedChange {
+        var change = change
         let event = change.event
+        change.previous = instance(InstanceKey(service: event.service, id: event.id))
         if event.changesCatalog {
             applyToInstances(change)
         }
         index = max(index, event.index)
         if eventCapacity > 0 {
-            if recentEvents.count == eventCapacity { recentEvents.removeFirst() }
+            if recentEvents.count == eventCapacity, let dropped = recentEvents.popFirst() {
+                recentEventsHeldSince = max(recentEventsHeldSince, dropped.index)
+            }
             recentEvents.append(event)
+        } else {
+            recentEventsHeldSince = index
         }
+        return change
     }
 
     /// The instance and service side of ``apply(_:)-(CommittedChange)``.
@@ -267,14 +221,12 @@ public struct CatalogState: Sendable {
         services[event.service]!.refreshSummary(name: event.service)
     }
 
-    /// Events with an index above `since`, at most `limit`; `nil` when the ring no longer holds all of them.
+    /// Events with an index above `since`, at most `limit` (or a few more, to end on a whole index); `nil` when
+    /// the ring no longer holds all of them.
     public func recentEvents(after since: UInt64, limit: Int) -> [ChangeEvent]? {
         if since >= index { return [] }
-        guard let oldest = recentEvents.first?.index, oldest <= since + 1 else { return nil }
-        // Indexes in the ring are consecutive, so the first wanted event's position is known without a search.
-        let start = Int(since + 1 - oldest)
-        guard start < recentEvents.count else { return [] }
-        return Array(recentEvents[start..<min(recentEvents.count, start + limit)])
+        guard since >= recentEventsHeldSince else { return nil }
+        return EventLogSlicing.page(of: recentEvents, after: since, limit: limit)
     }
 
     private mutating func insert(_ instance: Instance, encoded: [UInt8], index: UInt64) {
