@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import SwitchboardCatalog
 import SwitchboardCore
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -49,13 +50,15 @@ public final class SQLiteCatalogStore: CatalogStore {
 
     private let database: DatabasePool
     private let configuration: Configuration
-    private let lockDescriptor: Int32
+    /// The data directory's lock, held until ``close()``.
+    private let lockDescriptor: Mutex<Int32?>
     private let feed = LocalChangeFeed()
 
     /// Opens (creating if needed) the store in `directory`.
     public init(directory: String, configuration: Configuration = Configuration()) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        lockDescriptor = try Self.lockDirectory(directory)
+        let descriptor = try Self.lockDirectory(directory)
+        lockDescriptor = Mutex(descriptor)
         var options = GRDB.Configuration()
         let synchronous = configuration.synchronous.rawValue
         options.prepareDatabase { db in
@@ -65,15 +68,27 @@ public final class SQLiteCatalogStore: CatalogStore {
             database = try DatabasePool(path: "\(directory)/\(Self.databaseFileName)", configuration: options)
             try Self.migrator.migrate(database)
         } catch {
-            close(lockDescriptor)
+            closeDescriptor(descriptor)
             throw error
         }
         self.configuration = configuration
     }
 
     deinit {
+        close()
+    }
+
+    /// Ends the change sequences, closes the database and lets another agent open the directory. Later calls to the
+    /// store fail; closing again does nothing.
+    public func close() {
+        let descriptor = lockDescriptor.withLock { descriptor -> Int32? in
+            defer { descriptor = nil }
+            return descriptor
+        }
+        guard let descriptor else { return }
         feed.finish()
-        close(lockDescriptor)
+        try? database.close()
+        closeDescriptor(descriptor)
     }
 
     private static func lockDirectory(_ directory: String) throws -> Int32 {
@@ -83,7 +98,7 @@ public final class SQLiteCatalogStore: CatalogStore {
             throw StoreError("cannot open \(path): \(String(cString: strerror(errno)))")
         }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            close(descriptor)
+            closeDescriptor(descriptor)
             throw StoreError(
                 "data directory \(directory) is in use by another switchboard agent; stop it or pick another --data-dir"
             )
@@ -271,4 +286,9 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
     init(_ description: String) {
         self.description = description
     }
+}
+
+/// Closes a file descriptor (a free function: inside the store, `close` names the store's own method).
+private func closeDescriptor(_ descriptor: Int32) {
+    _ = close(descriptor)
 }

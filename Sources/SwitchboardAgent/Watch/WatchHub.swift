@@ -141,7 +141,14 @@ public final class WatchHub: Service, Sendable {
     ///
     /// Called on the catalog's writer after the batch is applied, so a woken watcher always reads the new state.
     func publish(_ changes: [CommittedChange]) {
-        let frames = changes.map(Self.frame)
+        // Changes committed together may share an index: only the last of them carries the event id, so a consumer
+        // that resumes from an id never skips part of an index (one cut off inside it gets the whole index again).
+        let frames = changes.indices.map { position in
+            Self.frame(
+                changes[position],
+                carryingID: position == changes.count - 1
+                    || changes[position + 1].event.index != changes[position].event.index)
+        }
         let woken = state.withLock { state -> [CheckedContinuation<Wake, Never>] in
             for frame in frames {
                 state.frames.append(frame)
@@ -165,10 +172,11 @@ public final class WatchHub: Service, Sendable {
     }
 
     /// The SSE frame of one change; the event JSON is the one the writer encoded (it holds no line breaks).
-    static func frame(_ change: CommittedChange) -> Frame {
+    static func frame(_ change: CommittedChange, carryingID: Bool = true) -> Frame {
         var bytes = ByteBuffer()
         bytes.reserveCapacity(change.eventJSON.count + 48)
-        bytes.writeString("id: \(change.event.index)\nevent: \(change.event.kind.rawValue)\ndata: ")
+        if carryingID { bytes.writeString("id: \(change.event.index)\n") }
+        bytes.writeString("event: \(change.event.kind.rawValue)\ndata: ")
         bytes.writeBytes(change.eventJSON)
         bytes.writeString("\n\n")
         return Frame(
