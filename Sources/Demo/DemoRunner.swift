@@ -4,6 +4,7 @@ import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
 import ProcessSupport
+import SwitchboardClient
 import SwitchboardCore
 import Synchronization
 
@@ -91,6 +92,8 @@ public final class DemoRunner: Sendable {
     private let state = Mutex(RunState())
     let findings = Mutex(ScriptFindings())
     private let http = HTTPClient.shared
+    /// The agent's API, through the client library (the agent keeps its port across the restart the script plays).
+    let agent: AgentClient
 
     struct RunState {
         var instances: [String: (service: String, port: Int, requests: Int, rate: Int, status: String)] = [:]
@@ -113,6 +116,16 @@ public final class DemoRunner: Sendable {
         directory = String(cString: made)
         try FileManager.default.createDirectory(atPath: "\(directory)/logs", withIntermediateDirectories: true)
         children = ChildProcesses(logDirectory: "\(directory)/logs")
+        let ports = try freeLocalPorts(2)
+        state.withLock {
+            $0.agentPort = ports[0]
+            $0.gatewayPort = ports[1]
+        }
+        agent = AgentClient(
+            connection: AgentConnection(
+                configuration: AgentConnectionConfiguration(
+                    agents: ["http://127.0.0.1:\(ports[0])"], connectTimeout: .seconds(1), requestTimeout: .seconds(2)))
+        )
     }
 
     /// Ends every child process now (Ctrl-C).
@@ -126,22 +139,19 @@ public final class DemoRunner: Sendable {
         do {
             let summary = try await play()
             await children.stopAll()
+            try? await agent.connection.shutdown()
             try? FileManager.default.removeItem(atPath: directory)
             return summary
         } catch {
             await children.stopAll()
+            try? await agent.connection.shutdown()
             try? FileManager.default.removeItem(atPath: directory)
             throw error
         }
     }
 
     private func play() async throws -> DemoSummary {
-        let ports = try freeLocalPorts(2)
-        let (agentPort, gatewayPort) = (ports[0], ports[1])
-        state.withLock {
-            $0.agentPort = agentPort
-            $0.gatewayPort = gatewayPort
-        }
+        let gatewayPort = state.withLock { $0.gatewayPort }
         try await startAgent()
         try """
         routes:
@@ -159,7 +169,7 @@ public final class DemoRunner: Sendable {
         for (role, count) in [("payment", 2), ("order", 3), ("cart", 1)] {
             for index in 1...count { try await startInstance(role, index) }
         }
-        try await waitUntilHealthy(["cart": 1, "order": 3, "payment": 2], within: .seconds(15))
+        try await waitUntilHealthy([.cart: 1, .order: 3, .payment: 2], within: .seconds(15))
         record("the shop is up: 1 cart, 3 order, 2 payment instances behind the gateway")
 
         let deadline = ContinuousClock.now + configuration.duration
@@ -188,7 +198,13 @@ public final class DemoRunner: Sendable {
                 "agent", "--data-dir", "\(directory)/agent", "--http-addr", "127.0.0.1:\(port)", "--dns-disable",
                 "--log-level", "warning",
             ], readsPort: false)
-        try await waitForHTTP("\(agentURL)/v1/agent")
+        let deadline = ContinuousClock.now + .seconds(20)
+        while (try? await agent.agentInfo()) == nil {
+            guard ContinuousClock.now < deadline else {
+                throw DemoError("the agent does not answer at \(agentURL) (logs in \(directory)/logs)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
 
     func startInstance(_ role: String, _ index: Int) async throws {
@@ -264,13 +280,9 @@ public final class DemoRunner: Sendable {
         // A killed instance is not asked: the demo's own polling would count as traffic to the dead.
         let instances = state.withLock { state in state.instances.filter { !state.killed.contains($0.key) } }
         var statuses: [String: String] = [:]
-        for service in ["cart", "order", "payment"] {
-            if let object = try? await getJSON("\(agentURL)/v1/services/\(service)?status=any"),
-                let list = object["instances"] as? [[String: Any]]
-            {
-                for instance in list {
-                    if let id = instance["id"] as? String { statuses[id] = instance["status"] as? String ?? "?" }
-                }
+        for service in ShopRole.allCases.map(\.serviceName) {
+            if let lookup = try? await agent.lookup(service, matching: InstanceQuery(status: .any)) {
+                for instance in lookup.instances { statuses[instance.id.rawValue] = instance.status.rawValue }
             }
         }
         state.withLock { state in
@@ -328,16 +340,6 @@ public final class DemoRunner: Sendable {
 
     // MARK: HTTP helpers
 
-    /// The status and JSON body of a GET; (0, nil) when it failed.
-    func lookup(_ url: String) async -> (Int, [String: Any]?) {
-        guard let response = try? await http.execute(HTTPClientRequest(url: url), timeout: .seconds(2)),
-            let body = try? await response.body.collect(upTo: 1 << 20)
-        else { return (0, nil) }
-        return (
-            Int(response.status.code), try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
-        )
-    }
-
     /// Where the services keep their stores.
     var storeDirectory: String { directory }
 
@@ -366,13 +368,13 @@ public final class DemoRunner: Sendable {
         throw DemoError("nothing answers at \(url) (logs in \(directory)/logs)")
     }
 
-    func waitUntilHealthy(_ counts: [String: Int], within limit: Duration) async throws {
+    func waitUntilHealthy(_ counts: [ShopRole: Int], within limit: Duration) async throws {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             var ready = true
-            for (service, count) in counts {
-                let object = try? await getJSON("\(agentURL)/v1/services/\(service)")
-                if (object?["instances"] as? [Any])?.count ?? 0 < count { ready = false }
+            for (role, count) in counts {
+                let lookup = try? await agent.lookup(role.serviceName)
+                if lookup?.instances.count ?? 0 < count { ready = false }
             }
             if ready { return }
             try await Task.sleep(for: .milliseconds(100))

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import SwitchboardClient
 import SwitchboardCore
 import Synchronization
 
@@ -36,10 +37,15 @@ extension DemoRunner {
         while ContinuousClock.now - killed < .seconds(10) {
             // Only the agent's own word counts: a non-healthy status, or the instance gone (404). A lookup that
             // failed says nothing.
-            let (code, instance) = await lookup("\(agentURL)/v1/services/order/instances/order-1")
-            let status =
-                (instance?["instance"] as? [String: Any])?["status"] as? String ?? instance?["status"] as? String
-            let unhealthy = code == 404 || (code == 200 && status != nil && status != "passing" && status != "warning")
+            var status: String?
+            var unhealthy = false
+            do throws(SwitchboardClientError) {
+                let instance = try await agent.instance(ShopRole.order.serviceName, id: try! InstanceID("order-1"))
+                status = instance.status.rawValue
+                unhealthy = !instance.status.isHealthy
+            } catch {
+                unhealthy = error.status == .notFound
+            }
             if unhealthy {
                 let seconds = (ContinuousClock.now - killed).seconds
                 findings.withLock { $0.killDetection = seconds }
@@ -82,13 +88,12 @@ extension DemoRunner {
             record("payment-1 is fast again")
         }
         try await at(0.62)
-        _ = try? await send(
-            .PUT, "\(agentURL)/v1/services/payment/instances/payment-2/maintenance",
-            json: #"{"enabled": true, "reason": "demo: draining for a deploy"}"#)
+        let payment2 = try! InstanceID("payment-2")
+        _ = try? await agent.setMaintenance(
+            ShopRole.payment.serviceName, id: payment2, enabled: true, reason: "demo: draining for a deploy")
         record("payment-2 in maintenance (drained): out of every lookup")
         try await at(0.72)
-        _ = try? await send(
-            .PUT, "\(agentURL)/v1/services/payment/instances/payment-2/maintenance", json: #"{"enabled": false}"#)
+        _ = try? await agent.setMaintenance(ShopRole.payment.serviceName, id: payment2, enabled: false)
         record("payment-2 back from maintenance")
 
         try await at(0.80)
@@ -98,7 +103,7 @@ extension DemoRunner {
         let pause = Duration.seconds(min(2, total.seconds * 0.05))
         if ContinuousClock.now - stopped < pause { try await Task.sleep(until: stopped + pause, clock: .continuous) }
         try await startAgent()
-        try await waitUntilHealthy(["cart": 1, "order": 3, "payment": 2], within: .seconds(10))
+        try await waitUntilHealthy([.cart: 1, .order: 3, .payment: 2], within: .seconds(10))
         record("agent restarted from its data directory; every instance healthy in it again")
 
         if ContinuousClock.now < deadline { try await Task.sleep(until: deadline, clock: .continuous) }

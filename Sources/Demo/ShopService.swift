@@ -20,6 +20,12 @@ public enum ShopRole: String, CaseIterable, Sendable {
     case order
     /// `POST /charges`: charges an order once per idempotency key, and declines some.
     case payment
+
+    /// The service the role registers as (and is found under).
+    public var serviceName: ServiceName {
+        // The roles' names are valid service names.
+        try! ServiceName(rawValue)
+    }
 }
 
 /// How one shop process runs.

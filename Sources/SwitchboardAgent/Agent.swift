@@ -92,6 +92,8 @@ public struct Agent: Service {
             onServerRunning: onServerRunning
         )
         try await application.run()
+        // The data directory is free for the next agent as soon as this one has stopped.
+        (store as? SQLiteCatalogStore)?.close()
         logger.info("agent stopped", metadata: ["index": "\(catalog.index)"])
     }
 

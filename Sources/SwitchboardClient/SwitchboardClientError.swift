@@ -1,4 +1,5 @@
 import NIOHTTP1
+import SwitchboardCore
 
 /// Why a Switchboard client call failed: a code to switch on, and a message a person can act on.
 ///
@@ -37,13 +38,23 @@ public struct SwitchboardClientError: Error, Sendable, Hashable, CustomStringCon
     public let code: Code
     /// The whole story, in words.
     public let message: String
-    /// The HTTP status an agent answered with, for ``Code/refused``.
+    /// The HTTP status an agent answered with, for ``Code/refused`` (and for ``Code/agentUnreachable`` when the
+    /// last agent tried answered with a server error).
     public let status: HTTPResponseStatus?
+    /// The agent's error body, when it sent one: its code, its message and the field at fault.
+    public let apiError: APIErrorBody?
+    /// What went wrong with the connection to the last agent tried, when that is why the call failed.
+    public let transport: TransportFailure?
 
-    init(_ code: Code, _ message: String, status: HTTPResponseStatus? = nil) {
+    init(
+        _ code: Code, _ message: String, status: HTTPResponseStatus? = nil, apiError: APIErrorBody? = nil,
+        transport: TransportFailure? = nil
+    ) {
         self.code = code
         self.message = message
         self.status = status
+        self.apiError = apiError
+        self.transport = transport
     }
 
     public var description: String { message }

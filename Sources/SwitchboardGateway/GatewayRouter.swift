@@ -71,11 +71,17 @@ final class GatewayRouter: Sendable {
             return loop.makeFailedFuture(NoInstance())
         }
         let discovery = selector.discovery
-        let tagFilter = usesRouteFile ? "" : "?tag=\(AgentConnection.escape(publicTag))"
+        // Healthy instances; without a route file, only those tagged public.
+        let query = usesRouteFile ? InstanceQuery() : InstanceQuery(tags: [publicTag])
         return loop.makeFutureWithTask { [absent = self] in
             // A plain lookup first: only a service that has instances the gateway may call is worth following.
-            let answer = try await discovery.connection.send(.GET, "/v1/services/\(service)\(tagFilter)", body: nil)
-            let lookup = answer.status == .ok ? try answer.decode(ServiceLookup.self) : nil
+            let lookup: ServiceLookup?
+            do throws(SwitchboardClientError) {
+                lookup = try await discovery.agent.lookup(service, matching: query)
+            } catch {
+                guard error.code == .refused else { throw error }
+                lookup = nil
+            }
             guard let lookup, !lookup.instances.isEmpty else {
                 absent.remember(absentService: service)
                 throw NoInstance()

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 import NIOHTTP1
 import ProcessSupport
+import SwitchboardClient
 import SwitchboardCore
 
 /// Options every client command shares.
@@ -12,28 +14,65 @@ struct ClientOptions: ParsableArguments {
     @Flag(help: "Print JSON instead of a table, for scripts.")
     var json = false
 
-    var client: AgentAPIClient {
+    /// The agent's URL without a trailing slash.
+    var baseURL: String {
         var url = agentURL ?? Environment.value("SWITCHBOARD_AGENT") ?? "http://127.0.0.1:7500"
         while url.hasSuffix("/") { url.removeLast() }
-        return AgentAPIClient(baseURL: url)
+        return url
     }
 
-    /// Runs a client call, turning any failure into one line on standard error and exit status 1.
-    func perform(_ body: () async throws -> Void) async throws {
+    /// Runs a client call against the agent, turning any failure into one line on standard error and exit status 1.
+    ///
+    /// The CLI commands are thin clients of the API (as Consul's are): everything they print comes from the agent's
+    /// answers, through the client library's typed client.
+    func perform(_ body: (AgentClient) async throws -> Void) async throws {
+        // A command makes one request: a dead agent should cost seconds, not a long-lived client's patience.
+        let connection = AgentConnection(
+            configuration: AgentConnectionConfiguration(
+                agents: [baseURL], connectTimeout: .seconds(3), requestTimeout: .seconds(10)))
+        var failure: String?
         do {
-            try await body()
-        } catch let failure as AgentAPIClient.Failure {
+            try await body(AgentClient(connection: connection))
+        } catch let error as SwitchboardClientError {
+            failure = describe(error)
+        } catch let error as SwitchboardCore.ValidationError {
+            failure = "\(error.message) (field: \(error.field))"
+        }
+        try? await connection.shutdown()
+        if let failure {
             StandardStream.error.write("switchboard: \(failure)\n")
             throw ExitCode.failure
         }
     }
 
-    func printJSON(_ data: Data) {
-        StandardStream.output.write(data.last == 0x0A ? data : data + Data("\n".utf8))
+    /// A failed call in one line: the agent's refusal in its own words, or why it could not be reached.
+    func describe(_ error: SwitchboardClientError) -> String {
+        if let apiError = error.apiError, let status = error.status {
+            let field = apiError.field.map { " (field: \($0))" } ?? ""
+            return "the agent refused: \(apiError.message)\(field) [\(status.code) \(apiError.error)]"
+        }
+        if let status = error.status {
+            return "the agent answered \(status.code) \(status.reasonPhrase)"
+        }
+        switch error.code {
+        case .agentUnreachable:
+            let reason = error.transport?.description ?? error.message
+            return "cannot reach the agent at \(baseURL): \(reason); is `switchboard agent` running?"
+        case .invalidAnswer:
+            return "the agent's answer could not be read: \(error.message)"
+        default:
+            return error.message
+        }
+    }
+
+    /// Prints an answer's body as the agent sent it, with a final line break.
+    func printJSON(_ body: ByteBuffer) {
+        let bytes = Array(body.readableBytesView)
+        StandardStream.output.write(Data(bytes.last == 0x0A ? bytes : bytes + [0x0A]))
     }
 }
 
-/// The lookup filters `instances` and `watch` share, as the API's query parameters.
+/// The lookup filters `instances` and `watch` share.
 struct InstanceFilterOptions: ParsableArguments {
     @Option(help: "healthy, any, passing, warning, critical or maintenance.")
     var status = "any"
@@ -44,13 +83,25 @@ struct InstanceFilterOptions: ParsableArguments {
     @Option(help: "Only instances with this meta value, key:value (repeatable).")
     var meta: [String] = []
 
-    /// `status=…&tag=…&meta=…`, escaped.
-    var queryString: String {
-        var query = ["status=\(AgentAPIClient.escape(status))"]
-        query += tag.map { "tag=\(AgentAPIClient.escape($0))" }
-        query += meta.map { "meta=\(AgentAPIClient.escape($0))" }
-        return query.joined(separator: "&")
+    /// The filters as the API's query, checked by the same rules the agent applies.
+    func query() throws(SwitchboardCore.ValidationError) -> InstanceQuery {
+        InstanceQuery(
+            status: try InstanceQuery.StatusFilter(parsing: status),
+            tags: tag,
+            meta: try meta.map { text throws(SwitchboardCore.ValidationError) in
+                try InstanceQuery.MetaCondition(parsing: text)
+            })
     }
+}
+
+/// `text` as a service name, checked as the agent checks it.
+func serviceName(_ text: String) throws(SwitchboardCore.ValidationError) -> ServiceName {
+    try ServiceName(text, field: "service")
+}
+
+/// `text` as an instance id, checked as the agent checks it.
+func instanceID(_ text: String) throws(SwitchboardCore.ValidationError) -> InstanceID {
+    try InstanceID(text, field: "id")
 }
 
 struct ServicesCommand: AsyncParsableCommand {
@@ -60,11 +111,10 @@ struct ServicesCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        try await options.perform {
-            let data = try await options.client.send(.GET, "/v1/services")
-            if options.json { return options.printJSON(data) }
-            let list = try SwitchboardJSON.decoder().decode(ServiceList.self, from: data)
-            let rows = list.services.map { service in
+        try await options.perform { agent in
+            let answer = try await agent.call(.services())
+            if options.json { return options.printJSON(answer.body) }
+            let rows = answer.value.services.map { service in
                 [
                     service.name.rawValue, "\(service.counts.passing)", "\(service.counts.warning)",
                     "\(service.counts.critical)", "\(service.counts.maintenance)", service.tags.joined(separator: ","),
@@ -87,12 +137,10 @@ struct InstancesCommand: AsyncParsableCommand {
     @OptionGroup var filters: InstanceFilterOptions
 
     func run() async throws {
-        let path = "/v1/services/\(AgentAPIClient.escape(service))?\(filters.queryString)"
-        try await options.perform {
-            let data = try await options.client.send(.GET, path)
-            if options.json { return options.printJSON(data) }
-            let lookup = try SwitchboardJSON.decoder().decode(ServiceLookup.self, from: data)
-            let rows = lookup.instances.map { instance in
+        try await options.perform { agent in
+            let answer = try await agent.call(.lookup(try serviceName(service), matching: try filters.query()))
+            if options.json { return options.printJSON(answer.body) }
+            let rows = answer.value.instances.map { instance in
                 [
                     instance.id.rawValue, instance.definition.address.rawValue, "\(instance.definition.port)",
                     instance.status.rawValue, "\(instance.definition.weight)",
@@ -188,13 +236,12 @@ struct RegisterCommand: AsyncParsableCommand {
         }
         check?.deregisterAfterCritical = deregisterAfter
         request.checks = check.map { [$0] }
-        let instanceID = try id ?? defaultID()
-        let path = "/v1/services/\(AgentAPIClient.escape(service))/instances/\(AgentAPIClient.escape(instanceID))"
-        let body = try JSONEncoder().encode(request)
-        try await options.perform {
-            let data = try await options.client.send(.PUT, path, body: body)
-            if options.json { return options.printJSON(data) }
-            let instance = try SwitchboardJSON.decoder().decode(Instance.self, from: data)
+        let instance = try id ?? defaultID()
+        try await options.perform { agent in
+            let answer = try await agent.call(
+                .register(request, service: try serviceName(service), id: try instanceID(instance)))
+            if options.json { return options.printJSON(answer.body) }
+            let instance = answer.value
             print(
                 "registered \(instance.service)/\(instance.id) at \(instance.definition.address):\(instance.definition.port) (\(instance.status.rawValue), index \(instance.modifyIndex))"
             )
@@ -224,10 +271,9 @@ struct DeregisterCommand: AsyncParsableCommand {
     var id: String
 
     func run() async throws {
-        let path = "/v1/services/\(AgentAPIClient.escape(service))/instances/\(AgentAPIClient.escape(id))"
-        try await options.perform {
-            let data = try await options.client.send(.DELETE, path)
-            if options.json { return options.printJSON(data) }
+        try await options.perform { agent in
+            let answer = try await agent.call(.deregister(try serviceName(service), id: try instanceID(id)))
+            if options.json { return options.printJSON(answer.body) }
             print("deregistered \(service)/\(id)")
         }
     }
@@ -259,28 +305,12 @@ struct MaintenanceCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let path = "/v1/services/\(AgentAPIClient.escape(service))/instances/\(AgentAPIClient.escape(id))/maintenance"
-        var body: [String: AnyEncodable] = ["enabled": AnyEncodable(mode == .enable)]
-        if let reason { body["reason"] = AnyEncodable(reason) }
-        let encoded = try JSONEncoder().encode(body)
-        try await options.perform {
-            let data = try await options.client.send(.PUT, path, body: encoded)
-            if options.json { return options.printJSON(data) }
-            let instance = try SwitchboardJSON.decoder().decode(Instance.self, from: data)
-            print("\(service)/\(id) is now \(instance.status.rawValue)")
+        try await options.perform { agent in
+            let answer = try await agent.call(
+                .maintenance(try serviceName(service), id: try instanceID(id), enabled: mode == .enable, reason: reason)
+            )
+            if options.json { return options.printJSON(answer.body) }
+            print("\(service)/\(id) is now \(answer.value.status.rawValue)")
         }
-    }
-}
-
-/// A JSON value of either kind the maintenance body needs.
-struct AnyEncodable: Encodable {
-    private let encodeValue: (any Encoder) throws -> Void
-
-    init(_ value: some Encodable) {
-        encodeValue = value.encode(to:)
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        try encodeValue(encoder)
     }
 }

@@ -1,9 +1,9 @@
 import ArgumentParser
-import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
 import ProcessSupport
+import SwitchboardClient
 import SwitchboardCore
 
 struct WatchCommand: AsyncParsableCommand {
@@ -24,55 +24,17 @@ struct WatchCommand: AsyncParsableCommand {
     @OptionGroup var filters: InstanceFilterOptions
 
     func run() async throws {
-        let path = (service.map { "/v1/services/\(AgentAPIClient.escape($0))/watch" } ?? "/v1/watch")
         let printer = WatchPrinter(json: options.json)
-        try await options.perform {
-            try await options.client.follow(path + "?" + filters.queryString) { event in
-                printer.print(event)
+        try await options.perform { agent in
+            let name = try service.map(serviceName)
+            let query = try filters.query()
+            // A dropped connection is resumed from the last event id (the agent sends a fresh snapshot when it no
+            // longer holds the changes since); only a first connection that fails, or a refusal, ends the command.
+            let events = agent.watch(name, matching: query) { interruption in
+                let reason = interruption.transport?.description ?? interruption.message
+                StandardStream.error.write("switchboard: stream interrupted (\(reason)); reconnecting\n")
             }
-        }
-    }
-}
-
-extension AgentAPIClient {
-    /// Follows the event stream at `path`, calling `handle` for each event, until the process is stopped.
-    ///
-    /// A dropped connection is resumed from the last event id (the agent sends a fresh snapshot when it no longer
-    /// holds the changes since). Only a first connection that fails, or a refusal, ends it with a ``Failure``.
-    func follow(_ path: String, handle: (ServerSentEvent) -> Void) async throws {
-        let client = HTTPClient.shared
-        var lastEventID: String?
-        var connected = false
-        while !Task.isCancelled {
-            var request = HTTPClientRequest(url: baseURL + path)
-            request.headers.add(name: "Accept", value: "text/event-stream")
-            if let lastEventID { request.headers.add(name: "Last-Event-ID", value: lastEventID) }
-            do {
-                let response = try await client.execute(request, timeout: .hours(24 * 365))
-                guard response.status == .ok else {
-                    let body = try await response.body.collect(upTo: 1024 * 1024)
-                    throw Self.refusal(status: response.status, body: Data(body.readableBytesView))
-                }
-                connected = true
-                var parser = ServerSentEventParser()
-                for try await chunk in response.body {
-                    for event in parser.feed(chunk.readableBytesView) {
-                        if let id = event.id { lastEventID = id }
-                        handle(event)
-                    }
-                }
-            } catch let failure as Failure {
-                throw failure
-            } catch {
-                guard connected else {
-                    throw Failure(
-                        description:
-                            "cannot reach the agent at \(baseURL): \(Self.describe(error)); is `switchboard agent` running?"
-                    )
-                }
-                StandardStream.error.write("switchboard: stream interrupted (\(error)); reconnecting\n")
-            }
-            try await Task.sleep(for: .seconds(1))
+            for try await event in events { printer.print(event) }
         }
     }
 }
@@ -81,17 +43,18 @@ extension AgentAPIClient {
 struct WatchPrinter {
     let json: Bool
 
-    func print(_ event: ServerSentEvent) {
+    func print(_ event: WatchEvent) {
+        let raw = event.raw
         if json {
-            emit(#"{"event":"\#(event.event)","id":\#(event.id ?? "null"),"data":\#(event.data)}"#)
+            emit(#"{"event":"\#(raw.event)","id":\#(raw.id ?? "null"),"data":\#(raw.data)}"#)
             return
         }
-        let decoder = SwitchboardJSON.decoder()
-        if event.event == "snapshot", let snapshot = try? decoder.decode(Snapshot.self, from: Data(event.data.utf8)) {
+        switch event.content {
+        case .snapshot(let snapshot):
             let scope = snapshot.service.map { "\($0)" } ?? "the catalog"
             emit("[\(snapshot.index)] \(scope): \(snapshot.instances.count) instance(s)")
             for instance in snapshot.instances { emit("    " + Self.describe(instance)) }
-        } else if let change = try? decoder.decode(ChangeEvent.self, from: Data(event.data.utf8)) {
+        case .change(let change):
             var line = "[\(change.index)] \(change.kind.rawValue) " + Self.describe(change.instance)
             if let seen = change.observation {
                 line += " (\(seen.kind.rawValue) by \(seen.reporter)"
@@ -99,8 +62,8 @@ struct WatchPrinter {
                     (seen.duration.map { " for \($0)" } ?? "") + (seen.reason.isEmpty ? "" : ": \(seen.reason)") + ")"
             }
             emit(line)
-        } else {
-            emit("[\(event.id ?? "-")] \(event.event): \(event.data)")
+        case .other:
+            emit("[\(raw.id ?? "-")] \(raw.event): \(raw.data)")
         }
     }
 
@@ -115,11 +78,5 @@ struct WatchPrinter {
         let raw = instance.definition.address.rawValue
         let address = raw.contains(":") ? "[\(raw)]" : raw
         return "\(instance.service)/\(instance.id) \(address):\(instance.definition.port) \(instance.status.rawValue)"
-    }
-
-    private struct Snapshot: Decodable {
-        var index: UInt64
-        var service: String?
-        var instances: [Instance]
     }
 }

@@ -150,7 +150,7 @@ struct CallObservabilityTests {
                     service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer(),
                     policy: CallPolicy(
                         circuitBreaker: nil, outlierDetection: OutlierDetector.Configuration(consecutiveFailures: 2)))
-                let before = try await connection.send(.GET, "/v1/services/shop").decode(ServiceLookup.self)
+                let before = try await AgentClient(connection: connection).lookup(try ServiceName("shop"))
                 let seen = Recorded<[String]>()
                 try await whileRunning(discovery) {
                     let subscription = discovery.subscribe(to: try ServiceName("shop"))
@@ -163,7 +163,7 @@ struct CallObservabilityTests {
                     #expect(await eventually { seen.all == [["a-dead", "b-live"]] })
                     for _ in 0..<6 { _ = try await client.execute(ServiceRequest(path: "/")) }
                     let reported = try await eventually {
-                        let page = try await connection.send(.GET, "/v1/events?since=0").decode(EventPage.self)
+                        let page = try await AgentClient(connection: connection).events(since: 0)
                         return page.events.contains {
                             $0.kind == .observed && $0.id.rawValue == "a-dead"
                                 && $0.observation?.reporter == "observability-test"
@@ -171,7 +171,7 @@ struct CallObservabilityTests {
                         }
                     }
                     #expect(reported, "the ejection never reached the agent's event log")
-                    let after = try await connection.send(.GET, "/v1/services/shop").decode(ServiceLookup.self)
+                    let after = try await AgentClient(connection: connection).lookup(try ServiceName("shop"))
                     #expect(after.instances == before.instances, "an observation must not change the instances")
                     #expect(after.index == before.index)
 

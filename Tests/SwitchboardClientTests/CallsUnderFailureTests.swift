@@ -149,7 +149,7 @@ func withLoadedShop(
                 })
             // Every backend is registered and passing on the restarted agent, kept there by its own heartbeats.
             let connection = AgentConnection(configuration: .init(agents: [again.baseURL]))
-            let lookup = try await connection.send(.GET, "/v1/services/order", body: nil).decode(ServiceLookup.self)
+            let lookup = try await AgentClient(connection: connection).lookup(try ServiceName("order"))
             #expect(Set(lookup.instances.map(\.definition.port)) == Set(backends.map(\.port)))
             try await connection.shutdown()
             await load.waitForCompleted(load.completed.load(ordering: .relaxed) + 300)

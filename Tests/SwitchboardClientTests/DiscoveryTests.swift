@@ -20,15 +20,12 @@ func eventually(
     return try await condition()
 }
 
-struct RegistrationBody: Encodable, Sendable {
-    var address = "127.0.0.1"
-    var port: Int
-}
-
 /// Registers `id` of `shop` on `port` through the agent's API.
 func register(_ id: String, port: Int, with connection: AgentConnection) async throws {
-    let answer = try await connection.send(
-        .PUT, "/v1/services/shop/instances/\(id)", json: RegistrationBody(port: port))
+    let answer = try await AgentClient(connection: connection).call(
+        .register(
+            RegistrationRequest(address: "127.0.0.1", port: port), service: try ServiceName("shop"),
+            id: try InstanceID(id)))
     #expect((200..<300).contains(answer.status.code))
 }
 
@@ -63,8 +60,8 @@ func whileRunning<T: Sendable>(
                 #expect(added?.isLive == true)
 
                 // Maintenance takes an instance out of the healthy list: the change removes it from the cache.
-                _ = try await connection.send(
-                    .PUT, "/v1/services/shop/instances/a/maintenance", json: ["enabled": true])
+                _ = try await AgentClient(connection: connection).setMaintenance(
+                    try ServiceName("shop"), id: try InstanceID("a"), enabled: true)
                 let drained = await snapshots.next()
                 #expect(drained?.instances.instances.map(\.id.rawValue) == ["b", "c"])
                 #expect(try await discovery.lookup("shop").map(\.id.rawValue) == ["b", "c"])

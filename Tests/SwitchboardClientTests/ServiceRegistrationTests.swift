@@ -10,8 +10,12 @@ import Testing
 @Suite struct ServiceRegistrationTests {
     /// The registered instance as the agent has it, or nil when it is not registered.
     func registered(_ id: String, _ connection: AgentConnection) async throws -> Instance? {
-        let answer = try await connection.send(.GET, "/v1/services/shop/instances/\(id)", body: nil)
-        return answer.status == .ok ? try answer.decode(Instance.self) : nil
+        do {
+            return try await AgentClient(connection: connection).instance(
+                try ServiceName("shop"), id: try InstanceID(id))
+        } catch let error as SwitchboardClientError where error.status == .notFound {
+            return nil
+        }
     }
 
     @Test func registersKeepsTheTTLCheckPassingComesBackWhenForgottenAndDrainsBeforeLeaving() async throws {
@@ -34,7 +38,8 @@ import Testing
                 #expect(try await registered("r1", connection)?.status == .passing)
 
                 // The agent forgets it (an operator, another agent): the next heartbeat's 404 registers it again.
-                _ = try await connection.send(.DELETE, "/v1/services/shop/instances/r1", body: nil)
+                _ = try await AgentClient(connection: connection).deregister(
+                    try ServiceName("shop"), id: try InstanceID("r1"))
                 #expect(try await eventually(.seconds(2)) { try await registered("r1", connection) != nil })
 
                 // Shutdown: maintenance first (callers stop picking it), deregistration after the drain time.

@@ -28,17 +28,17 @@ public struct AgentConnectionConfiguration: Sendable {
     }
 }
 
-/// An agent's answer: status, the catalog index it was current at, and the body.
-public struct AgentAnswer: Sendable {
-    public var status: HTTPResponseStatus
+/// An agent's answer as it came: status, the catalog index it was current at, and the body.
+struct AgentAnswer: Sendable {
+    var status: HTTPResponseStatus
     /// `X-Switchboard-Index`, when the answer carried one.
-    public var index: UInt64?
-    public var body: ByteBuffer
+    var index: UInt64?
+    var body: ByteBuffer
     /// The agent that answered.
-    public var agent: String
+    var agent: String
 
     /// Decodes the body as `type` with Switchboard's JSON conventions.
-    public func decode<Answer: Decodable>(_ type: Answer.Type) throws(SwitchboardClientError) -> Answer {
+    func decode<Answer: Decodable>(_ type: Answer.Type) throws(SwitchboardClientError) -> Answer {
         do {
             return try SwitchboardJSON.decoder().decode(type, from: Data(body.readableBytesView))
         } catch {
@@ -46,13 +46,19 @@ public struct AgentAnswer: Sendable {
                 .invalidAnswer, "the agent at \(agent) sent an answer that could not be read: \(error)")
         }
     }
+
+    /// The agent's error body, when the answer is one.
+    var apiError: APIErrorBody? {
+        try? SwitchboardJSON.decoder().decode(APIErrorBody.self, from: Data(body.readableBytesView))
+    }
 }
 
 /// The client's link to one or more agents: every request goes to the agent that answered last, and moves on to
 /// the next when that one cannot be reached or is shutting down.
 ///
 /// It owns its HTTP clients (short connect timeouts, so a dead agent costs a second, not AsyncHTTPClient's
-/// default ten); call ``shutdown()`` when done.
+/// default ten); call ``shutdown()`` when done. The calls themselves are made through ``AgentClient``, which
+/// speaks the API's types over this connection.
 public final class AgentConnection: Sendable {
     public let configuration: AgentConnectionConfiguration
     let httpClient: HTTPClient
@@ -97,29 +103,17 @@ public final class AgentConnection: Sendable {
 
     /// Sends a request, moving on to the next agent when one cannot be reached or answers 5xx; returns the first
     /// other answer (4xx included: what 404 means is the caller's business). `timeout` (default
-    /// ``AgentConnectionConfiguration/requestTimeout``) covers every agent tried.
-    public func send(
-        _ method: HTTPMethod, _ path: String, json body: (some Encodable & Sendable)? = nil as String?,
-        timeout: Duration? = nil
+    /// ``AgentConnectionConfiguration/requestTimeout``) covers every agent tried. `target` is a path with its
+    /// query, from ``SwitchboardCore/APIPath``.
+    func send(
+        _ method: HTTPMethod, _ target: String, body: ByteBuffer?, timeout: Duration? = nil
     ) async throws(SwitchboardClientError) -> AgentAnswer {
-        var bytes: ByteBuffer?
-        if let body {
-            do {
-                bytes = ByteBuffer(bytes: try SwitchboardJSON.encoder().encode(body))
-            } catch {
-                throw SwitchboardClientError(.invalidAnswer, "the request body could not be encoded: \(error)")
-            }
-        }
-        return try await send(method, path, body: bytes, timeout: timeout)
-    }
-
-    /// Sends a request with a raw body; see ``send(_:_:json:timeout:)``.
-    public func send(
-        _ method: HTTPMethod, _ path: String, body: ByteBuffer?, timeout: Duration? = nil
-    ) async throws(SwitchboardClientError) -> AgentAnswer {
+        let path = target
         let agents = configuration.agents
         let first = preferred.withLock { $0 }
         var failures: [String] = []
+        var lastServerError: AgentAnswer?
+        var lastTransport: TransportFailure?
         // The timeout covers the whole request, however many agents it takes.
         let deadline = ContinuousClock.now + (timeout ?? configuration.requestTimeout)
         for attempt in 0..<agents.count {
@@ -141,6 +135,9 @@ public final class AgentConnection: Sendable {
                 let answerBody = try await response.body.collect(upTo: 64 * 1024 * 1024)
                 if response.status.code >= 500 {
                     failures.append("\(agent) answered \(response.status.code)")
+                    lastServerError = AgentAnswer(
+                        status: response.status, index: nil, body: answerBody, agent: agent)
+                    lastTransport = nil
                     continue
                 }
                 if attempt > 0 {
@@ -151,15 +148,14 @@ public final class AgentConnection: Sendable {
                 return AgentAnswer(status: response.status, index: index, body: answerBody, agent: agent)
             } catch {
                 if Task.isCancelled { throw SwitchboardClientError(.timedOut, "the request was cancelled") }
-                failures.append("\(agent): \(TransportFailure(error))")
+                let failure = TransportFailure(error)
+                lastTransport = failure
+                lastServerError = nil
+                failures.append("\(agent): \(failure)")
             }
         }
         throw SwitchboardClientError(
-            .agentUnreachable, "no agent answered \(method) \(path): " + failures.joined(separator: "; "))
-    }
-
-    /// Percent-encodes one path segment or query value.
-    public static func escape(_ text: String) -> String {
-        PercentEncoding.component(text)
+            .agentUnreachable, "no agent answered \(method) \(path): " + failures.joined(separator: "; "),
+            status: lastServerError?.status, apiError: lastServerError?.apiError, transport: lastTransport)
     }
 }

@@ -27,15 +27,12 @@ extension ServiceDiscovery {
     /// Sends queued reports until cancelled; a report the agent refuses or cannot take is logged and dropped.
     func sendReports() async {
         for await report in reports {
-            let path =
-                "/v1/services/\(report.service)/instances/\(AgentConnection.escape(report.id.rawValue))/observations"
             do {
-                let answer = try await connection.send(.POST, path, json: report.observation)
-                if answer.status != .created {
-                    logger.debug(
-                        "the agent refused an observation",
-                        metadata: ["instance": "\(report.service)/\(report.id)", "status": "\(answer.status.code)"])
-                }
+                _ = try await agent.report(report.observation, about: report.service, id: report.id)
+            } catch  where error.code == .refused {
+                logger.debug(
+                    "the agent refused an observation",
+                    metadata: ["instance": "\(report.service)/\(report.id)", "error": "\(error)"])
             } catch {
                 if Task.isCancelled { return }
                 logger.debug(

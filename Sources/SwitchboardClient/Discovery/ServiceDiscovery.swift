@@ -68,6 +68,8 @@ public final class ServiceDiscovery: Service, Sendable {
     }
 
     public let connection: AgentConnection
+    /// The typed API over ``connection``.
+    public let agent: AgentClient
     public let configuration: Configuration
     let logger: Logger
     private let state = Mutex(State())
@@ -78,6 +80,7 @@ public final class ServiceDiscovery: Service, Sendable {
 
     public init(connection: AgentConnection, configuration: Configuration = Configuration(), logger: Logger? = nil) {
         self.connection = connection
+        self.agent = AgentClient(connection: connection)
         self.configuration = configuration
         self.logger = logger ?? Logger(label: "switchboard.discovery", factory: { _ in SwiftLogNoOpLogHandler() })
         (watchRequests, watchRequestsContinuation) = AsyncStream.makeStream()
@@ -132,14 +135,14 @@ public final class ServiceDiscovery: Service, Sendable {
         if let cached, running { return cached }
         let timeout = deadline.map { max(.zero, $0 - .now) }
         do throws(SwitchboardClientError) {
-            let answer = try await connection.send(
-                .GET, "/v1/services/\(service)?\(configuration.query.parameters)", body: nil, timeout: timeout)
-            guard answer.status == .ok else {
+            let lookup: ServiceLookup
+            do {
+                lookup = try await agent.lookup(service, matching: configuration.query, timeout: timeout)
+            } catch  where error.code == .refused && error.status == .notFound {
                 throw SwitchboardClientError(
-                    answer.status == .notFound ? .unknownService : .refused,
-                    "the agent refused the lookup of \(service): \(answer.status.code)", status: answer.status)
+                    .unknownService, "the agent refused the lookup of \(service): 404", status: error.status,
+                    apiError: error.apiError)
             }
-            let lookup = try answer.decode(ServiceLookup.self)
             return replace(service, with: lookup.instances, index: lookup.index, isLive: false)
         } catch {
             if let cached { return cached }
@@ -231,7 +234,7 @@ public final class ServiceDiscovery: Service, Sendable {
                 try await stream(
                     service, from: agent, resumingAfter: resume?.agent == agent ? resume?.eventID : nil,
                     connected: { failures = 0 }, delivered: { resume = (agent, $0) })
-            } catch let refusal as SwitchboardClientError {
+            } catch let refusal as SwitchboardClientError where refusal.code == .refused {
                 logger.debug("watch refused", metadata: ["service": "\(service)", "error": "\(refusal)"])
             } catch {
                 if Task.isCancelled { break }
@@ -258,41 +261,33 @@ public final class ServiceDiscovery: Service, Sendable {
         _ service: ServiceName, from agent: String, resumingAfter eventID: String?,
         connected: () -> Void, delivered: (String) -> Void
     ) async throws {
-        var request = HTTPClientRequest(url: "\(agent)/v1/services/\(service)/watch?\(configuration.query.parameters)")
-        request.headers.add(name: "Accept", value: "text/event-stream")
-        if let eventID { request.headers.add(name: "Last-Event-ID", value: eventID) }
-        let response = try await connection.streamClient.execute(request, timeout: .hours(24 * 365))
-        guard response.status == .ok else {
-            throw SwitchboardClientError(
-                .refused, "the agent at \(agent) refused the watch of \(service): \(response.status.code)",
-                status: response.status)
-        }
+        let stream = try await self.agent.openWatch(
+            service, matching: configuration.query, resumingAfter: eventID)
         connected()
         if eventID != nil {
             // The agent accepted the resumption: the cache is current as of the last event, and only changes since
             // will follow (a snapshot comes instead when the agent no longer holds them).
             markLive(service)
         }
-        var parser = ServerSentEventParser()
-        for try await chunk in response.body {
-            for event in parser.feed(chunk.readableBytesView) {
-                try apply(event, to: service)
-                if let id = event.id { delivered(id) }
-            }
+        for try await event in stream {
+            apply(event, to: service)
+            if let id = event.raw.id { delivered(id) }
         }
     }
 
     /// Applies one stream event to the cache.
-    private func apply(_ event: ServerSentEvent, to service: ServiceName) throws {
-        let decoder = SwitchboardJSON.decoder()
-        if event.event == "snapshot" {
-            let lookup = try decoder.decode(ServiceLookup.self, from: Data(event.data.utf8))
-            replace(service, with: lookup.instances, index: lookup.index, isLive: true)
+    private func apply(_ event: WatchEvent, to service: ServiceName) {
+        let change: ChangeEvent
+        switch event.content {
+        case .snapshot(let snapshot):
+            replace(service, with: snapshot.instances, index: snapshot.index, isLive: true)
+            return
+        case .change(let event) where event.kind != .observed:
+            change = event
+        case .change, .other:
+            // Observations and unknown kinds (from a newer agent) change no instance.
             return
         }
-        // Unknown kinds (from a newer agent) and observations change no instance.
-        guard let kind = ChangeEvent.Kind(rawValue: event.event), kind != .observed else { return }
-        let change = try decoder.decode(ChangeEvent.self, from: Data(event.data.utf8))
         update(service, index: change.index) { instances in
             // A stream with filters sends a change when the instance matched before or after it: keep it only if
             // it matches now.
@@ -308,10 +303,10 @@ public final class ServiceDiscovery: Service, Sendable {
     private func blockingQueryRound(_ service: ServiceName) async -> Bool {
         let index = state.withLock { $0.entries[service]?.snapshot?.index } ?? 0
         let wait = configuration.fallbackWait
-        let path =
-            "/v1/services/\(service)?\(configuration.query.parameters)&index=\(index)&wait=\(wait.nanoseconds / 1_000_000)ms"
-        guard let answer = try? await connection.send(.GET, path, body: nil, timeout: wait + .seconds(2)),
-            answer.status == .ok, let lookup = try? answer.decode(ServiceLookup.self)
+        guard
+            let lookup = try? await agent.lookup(
+                service, matching: configuration.query, blocking: BlockingQuery(index: index, wait: wait),
+                timeout: wait + .seconds(2))
         else { return false }
         replace(service, with: lookup.instances, index: lookup.index, isLive: false)
         return true

@@ -57,16 +57,14 @@ public final class ServiceRegistration: Service, Sendable {
 
     public let connection: AgentConnection
     public let configuration: Configuration
+    private let agent: AgentClient
     private let logger: Logger
 
     public init(connection: AgentConnection, configuration: Configuration, logger: Logger? = nil) {
         self.connection = connection
+        self.agent = AgentClient(connection: connection)
         self.configuration = configuration
         self.logger = logger ?? Logger(label: "switchboard.registration", factory: { _ in SwiftLogNoOpLogHandler() })
-    }
-
-    private var instancePath: String {
-        "/v1/services/\(configuration.service)/instances/\(AgentConnection.escape(configuration.id.rawValue))"
     }
 
     /// The registration body.
@@ -98,22 +96,17 @@ public final class ServiceRegistration: Service, Sendable {
         while true {
             try Task.checkCancellation()
             do {
-                let answer = try await connection.send(.PUT, instancePath, json: registration)
-                guard (200..<300).contains(answer.status.code) else {
-                    throw SwitchboardClientError(
-                        .refused,
-                        "the agent refused the registration of \(configuration.service)/\(configuration.id): "
-                            + String(buffer: answer.body), status: answer.status)
-                }
+                let answer = try await agent.call(
+                    .register(registration, service: configuration.service, id: configuration.id))
                 logger.info(
                     "registered",
                     metadata: [
                         "service": "\(configuration.service)", "id": "\(configuration.id)", "agent": "\(answer.agent)",
                     ])
                 return
-            } catch let error as SwitchboardClientError
-                where error.code == .agentUnreachable || error.code == .timedOut
-            {
+            } catch {
+                // A refusal (a bad registration) is final; an agent out of reach is waited for.
+                guard error.code == .agentUnreachable || error.code == .timedOut else { throw error }
                 logger.warning("registration failed, retrying", metadata: ["error": "\(error)"])
             }
             try await Task.sleep(for: configuration.retryBackoff.delay(forAttempt: attempt))
@@ -130,14 +123,14 @@ public final class ServiceRegistration: Service, Sendable {
             if !first { try await Task.sleep(for: configuration.ttl / 3) }
             first = false
             do {
-                let answer = try await connection.send(
-                    .PUT, instancePath + "/heartbeat", body: nil, timeout: configuration.ttl / 3)
-                if answer.status == .notFound {
-                    logger.info("the agent does not know this instance any more; registering again")
-                    try await register()
-                }
-            } catch let error as SwitchboardClientError where error.code == .refused {
-                throw error  // the agent refuses this registration: retrying it would not help
+                _ = try await agent.heartbeat(
+                    configuration.service, id: configuration.id, timeout: configuration.ttl / 3)
+            } catch  where error.code == .refused && error.status == .notFound {
+                logger.info("the agent does not know this instance any more; registering again")
+                // A refusal of the registration itself ends the heartbeats: retrying it would not help.
+                try await register()
+            } catch  where error.code == .refused {
+                logger.warning("the agent refused a heartbeat", metadata: ["error": "\(error)"])
             } catch {
                 // No agent answered: keep trying at the same pace; the connection moves on to another agent.
                 logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
@@ -147,17 +140,24 @@ public final class ServiceRegistration: Service, Sendable {
 
     /// Drains (maintenance, then a wait) and deregisters; failures are logged, as the process is leaving anyway.
     private func leave() async {
-        struct MaintenanceRequest: Encodable, Sendable {
-            var enabled: Bool
-            var reason: String
-        }
-        do {
-            _ = try await connection.send(
-                .PUT, instancePath + "/maintenance", json: MaintenanceRequest(enabled: true, reason: "draining"))
+        do throws(SwitchboardClientError) {
+            _ = try await agent.setMaintenance(
+                configuration.service, id: configuration.id, enabled: true, reason: "draining")
             logger.info("draining", metadata: ["for": "\(configuration.drainTime)"])
             try? await Task.sleep(for: configuration.drainTime)
-            _ = try await connection.send(.DELETE, instancePath, body: nil)
+        } catch  where error.code == .refused {
+            // The agent no longer knows the instance: nobody is sending it calls through the registry.
+        } catch {
+            logger.warning(
+                "could not leave the registry cleanly; the TTL check will expire", metadata: ["error": "\(error)"])
+            return
+        }
+        do throws(SwitchboardClientError) {
+            _ = try await agent.deregister(configuration.service, id: configuration.id)
             logger.info("deregistered", metadata: ["service": "\(configuration.service)", "id": "\(configuration.id)"])
+        } catch  where error.code == .refused {
+            logger.info(
+                "already deregistered", metadata: ["service": "\(configuration.service)", "id": "\(configuration.id)"])
         } catch {
             logger.warning(
                 "could not leave the registry cleanly; the TTL check will expire", metadata: ["error": "\(error)"])
