@@ -188,6 +188,9 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SwitchboardCoreTests", dependencies: ["SwitchboardCore"]),
+        // The rules of ARCHITECTURE.md (arrows that must never exist, paths built in one place), checked against the
+        // manifest, the compiler's dependency files and the sources.
+        .testTarget(name: "ArchitectureTests"),
         .testTarget(
             name: "SwitchboardCatalogTests",
             dependencies: [

@@ -1,72 +1,42 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
-import SwitchboardCatalog
 import SwitchboardCore
 
-/// An error as the HTTP API reports it: a status and the body `{"error": CODE, "message": ..., "field": ...}`.
+/// An error of the HTTP layer itself: a parameter that breaks a rule, a body that is not JSON, a method a path
+/// does not serve, a rate limit.
 ///
-/// Domain errors (validation, catalog, decoding) are turned into this in one place, ``init(converting:)``, so every
-/// endpoint answers the same way for the same mistake.
-public struct APIError: Error, HTTPResponseError, Sendable {
-    /// Machine-readable error codes; clients switch on these, people read the message.
-    public struct Code: RawRepresentable, Hashable, Sendable, Codable {
-        public var rawValue: String
-        public init(rawValue: String) { self.rawValue = rawValue }
-
-        public static let invalidArgument = Code(rawValue: "invalid_argument")
-        public static let malformedJSON = Code(rawValue: "malformed_json")
-        public static let notFound = Code(rawValue: "not_found")
-        public static let methodNotAllowed = Code(rawValue: "method_not_allowed")
-        public static let conflict = Code(rawValue: "conflict")
-        public static let payloadTooLarge = Code(rawValue: "payload_too_large")
-        public static let unsupportedMediaType = Code(rawValue: "unsupported_media_type")
-        public static let rateLimited = Code(rawValue: "rate_limited")
-        public static let unavailable = Code(rawValue: "unavailable")
-        public static let `internal` = Code(rawValue: "internal")
-    }
-
-    /// The JSON body of an error response.
-    public struct Body: Codable, Sendable, Hashable {
-        public var error: Code
-        public var message: String
-        public var field: String?
-    }
-
+/// Domain errors (``SwitchboardCore/ValidationError``, `CatalogError`) decide their own status and body through
+/// ``SwitchboardCore/APIReportableError`` where they are defined; this type covers what only the HTTP layer knows,
+/// and the errors of the frameworks beneath it (decoding, body limits, unknown routes), in ``init(converting:)``.
+/// Whatever the source, the request context's ``AgentErrorRendering`` renders it, so a compatibility layer answers
+/// the same mistake its own way.
+public struct APIError: Error, HTTPResponseError, APIReportableError, Sendable {
     public var status: HTTPResponse.Status
-    public var body: Body
+    public var body: APIErrorBody
 
-    public init(_ status: HTTPResponse.Status, _ code: Code, _ message: String, field: String? = nil) {
+    public init(_ status: HTTPResponse.Status, _ code: APIErrorCode, _ message: String, field: String? = nil) {
         self.status = status
-        self.body = Body(error: code, message: message, field: field)
+        self.body = APIErrorBody(error: code, message: message, field: field)
     }
+
+    public var apiStatus: Int { status.code }
+    public var apiErrorBody: APIErrorBody { body }
 
     /// A path or query parameter that breaks a rule: 400, naming the parameter.
     public static func badParameter(_ error: ValidationError) -> APIError {
         APIError(.badRequest, .invalidArgument, error.message, field: error.field)
     }
 
-    /// Maps any error a handler throws to its API form.
+    /// Any error a handler throws, as the API reports it.
     public init(converting error: any Error) {
         switch error {
         case let error as APIError:
             self = error
-        case let error as ValidationError:
-            self.init(
-                .unprocessableContent, .invalidArgument, error.message, field: error.field.isEmpty ? nil : error.field)
-        case let error as CatalogError:
-            if error.isInstanceNotFound {
-                self.init(.notFound, .notFound, error.message)
-            } else if error.isConflict {
-                self.init(.conflict, .conflict, error.message, field: error.field)
-            } else if error.isInvalid {
-                self.init(.unprocessableContent, .invalidArgument, error.message, field: error.field)
-            } else if error.isUnavailable {
-                self.init(.serviceUnavailable, .unavailable, error.message)
-            } else {
-                self.init(.internalServerError, .internal, error.message)
-            }
+        case let error as any APIReportableError:
+            self.init(HTTPResponse.Status(code: error.apiStatus), body: error.apiErrorBody)
         case let error as DecodingError:
             self = Self.converting(error)
         case is NIOTooManyBytesError:
@@ -74,7 +44,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         case let error as HTTPError:
             switch error.status {
             case .notFound:
-                self.init(.notFound, .notFound, "no such route; see GET /v1/openapi.yaml for the API")
+                self.init(.notFound, .notFound, "no such route; see GET \(APIPath.openAPIDocument) for the API")
             case .methodNotAllowed:
                 self.init(.methodNotAllowed, .methodNotAllowed, "this method is not allowed on this path")
             case .contentTooLarge:
@@ -85,6 +55,11 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         default:
             self.init(.internalServerError, .internal, "internal error: \(error)")
         }
+    }
+
+    private init(_ status: HTTPResponse.Status, body: APIErrorBody) {
+        self.status = status
+        self.body = body
     }
 
     private static func converting(_ error: DecodingError) -> APIError {
@@ -125,11 +100,51 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         }
     }
 
+    /// Rendered by the request context's error rendering when there is one, else in the native form.
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var buffer = ByteBuffer()
-        buffer.writeBytes((try? SwitchboardJSON.encoder().encode(body)) ?? Data())
-        buffer.writeString("\n")
-        return Response(
-            status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer))
+        let rendering = (context as? AgentRequestContext)?.errorRendering ?? NativeErrorRendering()
+        return rendering.response(status: status, body: body, request: request)
+    }
+}
+
+/// Turns every thrown error into its API form (as the request's context renders errors) and stamps the catalog
+/// index on every response, unknown routes included.
+struct APIResponseMiddleware: RouterMiddleware {
+    typealias Context = AgentRequestContext
+
+    let indexHeader: HTTPField.Name
+    let currentIndex: @Sendable () -> UInt64
+    /// The methods served on a path no route matched, for a `405` instead of a `404`.
+    let allowedMethods: @Sendable (String) -> [HTTPRequest.Method]
+
+    func handle(
+        _ request: Request, context: AgentRequestContext,
+        next: (Request, AgentRequestContext) async throws -> Response
+    ) async throws -> Response {
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            var apiError = APIError(converting: error)
+            var allow: String?
+            if (error as? HTTPError)?.status == .notFound {
+                let allowed = allowedMethods(request.uri.path)
+                if !allowed.isEmpty {
+                    let names = allowed.map(\.rawValue).joined(separator: ", ")
+                    allow = names
+                    apiError = APIError(
+                        .methodNotAllowed, .methodNotAllowed, "\(request.method) is not served here; use \(names)")
+                }
+            }
+            if apiError.status == .internalServerError {
+                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            }
+            response = try apiError.response(from: request, context: context)
+            if let allow { response.headers[.allow] = allow }
+        }
+        if response.headers[indexHeader] == nil {
+            response.headers[indexHeader] = String(currentIndex())
+        }
+        return response
     }
 }

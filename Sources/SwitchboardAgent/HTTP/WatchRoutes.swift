@@ -62,12 +62,12 @@ extension AgentHTTPAPI {
         }
     }
 
-    @Sendable func watchService(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    @Sendable func watchService(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let service = try serviceName(context)
         return try eventStream(service: service, query: try instanceQuery(request), request: request)
     }
 
-    @Sendable func watchCatalog(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    @Sendable func watchCatalog(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         try eventStream(service: nil, query: try instanceQuery(request), request: request)
     }
 

@@ -1,0 +1,92 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import SwitchboardCore
+
+/// What the agent knows about one request while it is handled: who sent it, its id, and how its errors are told.
+///
+/// Every route of the agent's HTTP API (the native one today; the Consul and Eureka layers and the dashboard
+/// later) runs with this context, so a middleware can establish the caller once (an ACL token, when ACLs come)
+/// and a compatibility layer can have the same domain errors rendered its own way.
+public struct AgentRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The request's id: the caller's `X-Request-ID` when it sent one, else the one the server gave it. It goes
+    /// into the logs of the request (and, with ACLs, into the audit trail).
+    public var requestID: String
+    /// Who is calling.
+    public var caller: CallerIdentity
+    /// How errors are rendered for the API the request was made to.
+    public var errorRendering: any AgentErrorRendering
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = CoreRequestContextStorage(source: source)
+        requestID = source.logger[metadataKey: "hb.request.id"]?.description ?? ""
+        caller = .anonymous
+        errorRendering = NativeErrorRendering()
+    }
+
+    /// Request bodies are collected by the handlers themselves, with the API's own limit.
+    public var maxUploadSize: Int { AgentHTTPAPI.maximumBodySize }
+}
+
+/// The caller of a request, as far as the agent has established it.
+///
+/// Anonymous until ACL tokens arrive; then a middleware resolves the request's token to its accessor and policies.
+public struct CallerIdentity: Sendable, Hashable, CustomStringConvertible {
+    /// The token's public accessor id, when the caller presented a known token.
+    public var accessorID: String?
+
+    public init(accessorID: String? = nil) {
+        self.accessorID = accessorID
+    }
+
+    /// A caller who presented no token.
+    public static let anonymous = CallerIdentity()
+
+    public var description: String { accessorID ?? "anonymous" }
+}
+
+/// Turns an error into the response an API answers with.
+///
+/// The native API answers `{"error", "message", "field"}` with the error's own status; a compatibility layer (Consul
+/// answers plain text, Eureka XML or nothing) sets its own rendering on the context of its routes.
+public protocol AgentErrorRendering: Sendable {
+    /// The response for an error with `status` and `body`.
+    func response(status: HTTPResponse.Status, body: APIErrorBody, request: Request) -> Response
+}
+
+/// The native API's errors: the error body as JSON, with the error's status.
+public struct NativeErrorRendering: AgentErrorRendering {
+    public init() {}
+
+    public func response(status: HTTPResponse.Status, body: APIErrorBody, request: Request) -> Response {
+        var buffer = ByteBuffer()
+        buffer.writeBytes((try? SwitchboardJSON.encoder().encode(body)) ?? Data())
+        buffer.writeString("\n")
+        return Response(
+            status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer))
+    }
+}
+
+/// Establishes the request's id (the caller's `X-Request-ID` wins, when it is a sane one) and puts it in the logs.
+struct RequestIdentityMiddleware: RouterMiddleware {
+    typealias Context = AgentRequestContext
+
+    static let requestIDHeader = HTTPField.Name("X-Request-ID")!
+
+    func handle(
+        _ request: Request, context: AgentRequestContext,
+        next: (Request, AgentRequestContext) async throws -> Response
+    ) async throws -> Response {
+        var context = context
+        if let sent = request.headers[Self.requestIDHeader], !sent.isEmpty, sent.utf8.count <= 128,
+            sent.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
+        {
+            context.requestID = sent
+            context.logger[metadataKey: "request-id"] = "\(sent)"
+        }
+        return try await next(request, context)
+    }
+}
