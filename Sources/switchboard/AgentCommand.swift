@@ -8,190 +8,204 @@ import SwitchboardCore
 import SwitchboardDNS
 import UnixSignals
 
+/// The agent's settings: flag, variable, configuration-file key, default and help, each written once. The defaults
+/// are the library's own (`AgentConfiguration()` and its parts), so the command and the library cannot disagree.
+enum AgentSettings {
+    private static let defaults = AgentConfiguration()
+    private static let dnsDefaults = DNSConfiguration()
+
+    static let httpAddress = Setting(
+        "http-addr", default: "\(defaults.httpHost):\(defaults.httpPort)", valueName: "host:port",
+        "Address of the HTTP API; port 0 picks a free one.")
+    static let dataDirectory = Setting(
+        "data-dir", default: defaultDataDirectory, valueName: "directory", "Directory of the durable catalog.")
+    static let dev = Setting(
+        "dev", default: "false", "Development mode: keep the catalog in memory only; nothing survives a restart.")
+    static let sqliteSync = Setting(
+        "sqlite-sync", default: defaults.sqlite.synchronous.rawValue.lowercased(), valueName: "full|normal",
+        "full: a write survives a power loss (fsync per commit); normal: it survives a crash of the agent.")
+    static let selfPreservationShare = Setting(
+        "self-preservation-share", default: "\(defaults.health.selfPreservation.share)", valueName: "share",
+        "Pause TTL expiry when more than this share (0 to 1) of TTL instances miss their heartbeat within 10 s; 0 turns self-preservation off."
+    )
+    static let selfPreservationMinimumInstances = Setting(
+        "self-preservation-min-instances", default: "\(defaults.health.selfPreservation.minimumInstances)",
+        valueName: "count", "Self-preservation needs at least this many TTL instances to engage.")
+    static let maximumQueryTime = Setting(
+        "max-query-time", default: "\(HumanDuration(defaults.watch.maximumWait))", valueName: "duration",
+        "The longest a blocking query is held; a longer wait is cut to it.")
+    static let defaultQueryTime = Setting(
+        "default-query-time", default: "\(HumanDuration(defaults.watch.defaultWait))", valueName: "duration",
+        "How long a blocking query without wait is held (at most the maximum).")
+    static let dnsAddress = Setting(
+        "dns-addr", default: "\(dnsDefaults.host):\(dnsDefaults.port)", valueName: "host:port",
+        "Address DNS answers on (UDP and TCP); port 0 picks a free one.")
+    static let dnsDomain = Setting(
+        "dns-domain", default: "\(dnsDefaults.domain)", valueName: "domain", "The zone DNS answers for.")
+    static let dnsTTL = Setting(
+        "dns-ttl", default: "\(dnsDefaults.ttl)s", valueName: "duration",
+        "TTL of DNS answers, such as 0s or 5s; 0 keeps resolvers from caching a dead instance.")
+    static let dnsAnswerLimit = Setting(
+        "dns-answer-limit", default: "\(dnsDefaults.answerLimit ?? 0)", valueName: "count",
+        "The most address or SRV records in one DNS answer, picked at random each time; 0: as many as fit.")
+    static let dnsDisable = Setting("dns-disable", default: "false", "Do not serve DNS.")
+
+    static let all: [Setting] = [
+        httpAddress, dataDirectory, dev, sqliteSync, selfPreservationShare, selfPreservationMinimumInstances,
+        maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable,
+        CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
+    ]
+
+    private static var defaultDataDirectory: String {
+        if case .sqlite(let directory) = defaults.storage { return directory }
+        return ".switchboard"
+    }
+
+    /// The agent's configuration from `settings`; every bad value is refused naming its flag and the rule.
+    static func configuration(from settings: SettingsReader) throws -> AgentConfiguration {
+        let address = try settings.required(httpAddress, rule: "host:port with a port of 0..65535", HostAndPort.init)
+        let synchronous = try settings.required(sqliteSync, rule: "full or normal") {
+            SQLiteCatalogStore.Configuration.Synchronous(rawValue: $0.uppercased())
+        }
+        let share = try settings.required(selfPreservationShare, rule: "a number from 0 to 1") { text in
+            Double(text).flatMap { (0...1).contains($0) ? $0 : nil }
+        }
+        let minimum = try settings.required(selfPreservationMinimumInstances, rule: "a whole number of at least 1") {
+            Int($0).flatMap { $0 >= 1 ? $0 : nil }
+        }
+        let positiveDuration = "a duration such as 30s or 10m"
+        let maximumWait = try settings.required(maximumQueryTime, rule: positiveDuration, Self.positiveDuration)
+        let defaultWait = try settings.required(defaultQueryTime, rule: positiveDuration, Self.positiveDuration)
+        let inMemory = try settings.isOn(dev)
+        return AgentConfiguration(
+            httpHost: address.host,
+            httpPort: address.port,
+            storage: inMemory ? .memory : .sqlite(directory: settings.text(dataDirectory) ?? defaultDataDirectory),
+            sqlite: SQLiteCatalogStore.Configuration(synchronous: synchronous),
+            health: HealthConfiguration(
+                selfPreservation: .init(enabled: share > 0, share: share, minimumInstances: minimum)),
+            watch: WatchConfiguration(defaultWait: min(defaultWait, maximumWait), maximumWait: maximumWait),
+            dns: try dns(from: settings)
+        )
+    }
+
+    private static func positiveDuration(_ text: String) -> Duration? {
+        guard let parsed = try? HumanDuration(parsing: text, field: ""), parsed.milliseconds > 0 else { return nil }
+        return parsed.duration
+    }
+
+    private static func dns(from settings: SettingsReader) throws -> DNSConfiguration? {
+        if try settings.isOn(dnsDisable) { return nil }
+        let address = try settings.required(dnsAddress, rule: "host:port with a port of 0..65535", HostAndPort.init)
+        let domain = try settings.required(
+            dnsDomain,
+            rule: "a domain name of letters, digits, '-' and '_' labels, such as switchboard. or consul."
+        ) { text -> DNSName? in
+            guard let name = try? DNSName(text), !name.labels.isEmpty,
+                name.labels.allSatisfy({ label in
+                    label.allSatisfy {
+                        $0 == 0x2D || $0 == 0x5F || $0 >= 0x30 && $0 <= 0x39 || $0 >= 0x61 && $0 <= 0x7A
+                    }
+                })
+            else { return nil }
+            return name
+        }
+        let ttl = try settings.required(dnsTTL, rule: "a duration such as 0s or 30s") { text -> UInt32? in
+            guard let parsed = try? HumanDuration(parsing: text, field: ""),
+                parsed.milliseconds < Int64(UInt32.max) * 1000
+            else { return nil }
+            return UInt32(parsed.milliseconds / 1000)
+        }
+        let limit = try settings.required(dnsAnswerLimit, rule: "a whole number from 0 to 65535") {
+            Int($0).flatMap { (0...65535).contains($0) ? $0 : nil }
+        }
+        return DNSConfiguration(
+            host: address.host, port: address.port, domain: domain, ttl: ttl, answerLimit: limit == 0 ? nil : limit)
+    }
+}
+
 /// `switchboard agent`: runs the registry until SIGINT or SIGTERM.
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
         abstract: "Run the Switchboard agent (the registry).",
         discussion: """
-            Every option can also be set with an environment variable: SWITCHBOARD_HTTP_ADDR, SWITCHBOARD_DATA_DIR, \
-            SWITCHBOARD_DEV, SWITCHBOARD_LOG_LEVEL, SWITCHBOARD_LOG_FORMAT, SWITCHBOARD_SQLITE_SYNC, \
-            SWITCHBOARD_SELF_PRESERVATION_SHARE, SWITCHBOARD_SELF_PRESERVATION_MIN_INSTANCES, \
-            SWITCHBOARD_MAX_QUERY_TIME, SWITCHBOARD_DEFAULT_QUERY_TIME, SWITCHBOARD_DNS_ADDR, SWITCHBOARD_DNS_DOMAIN, \
-            SWITCHBOARD_DNS_TTL, SWITCHBOARD_DNS_ANSWER_LIMIT, SWITCHBOARD_DNS_DISABLE. A flag wins over its variable.
+            Every setting can also come from its environment variable (named in its help) or from a YAML file given \
+            with --config-file, keyed by flag name. A flag wins over its variable, which wins over the file.
             """
     )
 
-    @Option(
-        name: .customLong("http-addr"),
-        help: "Address of the HTTP API, host:port; port 0 picks a free one. (default: 127.0.0.1:7500)")
+    @Option(name: AgentSettings.httpAddress.argumentName, help: AgentSettings.httpAddress.help)
     var httpAddress: String?
 
-    @Option(name: .customLong("data-dir"), help: "Directory of the durable catalog. (default: ./.switchboard)")
+    @Option(name: AgentSettings.dataDirectory.argumentName, help: AgentSettings.dataDirectory.help)
     var dataDirectory: String?
 
-    @Flag(help: "Development mode: keep the catalog in memory only; nothing survives a restart.")
+    @Flag(name: AgentSettings.dev.argumentName, help: AgentSettings.dev.help)
     var dev = false
 
     @OptionGroup var logging: LoggingOptions
 
-    @Option(
-        name: .customLong("sqlite-sync"),
-        help:
-            "full: a write survives a power loss (fsync per commit); normal: it survives a crash of the agent. (default: full)"
-    )
+    @Option(name: AgentSettings.sqliteSync.argumentName, help: AgentSettings.sqliteSync.help)
     var sqliteSync: String?
 
     @Option(
-        name: .customLong("self-preservation-share"),
-        help: """
-            Pause TTL expiry when more than this share (0 to 1) of TTL instances miss their heartbeat within 10 s; \
-            0 turns self-preservation off. (default: 0.5)
-            """
-    )
+        name: AgentSettings.selfPreservationShare.argumentName, help: AgentSettings.selfPreservationShare.help)
     var selfPreservationShare: String?
 
     @Option(
-        name: .customLong("self-preservation-min-instances"),
-        help: "Self-preservation needs at least this many TTL instances to engage. (default: 10)")
+        name: AgentSettings.selfPreservationMinimumInstances.argumentName,
+        help: AgentSettings.selfPreservationMinimumInstances.help)
     var selfPreservationMinimumInstances: String?
 
-    @Option(
-        name: .customLong("max-query-time"),
-        help: "The longest a blocking query is held; a longer wait is cut to it. (default: 10m)")
+    @Option(name: AgentSettings.maximumQueryTime.argumentName, help: AgentSettings.maximumQueryTime.help)
     var maximumQueryTime: String?
 
-    @Option(
-        name: .customLong("default-query-time"),
-        help: "How long a blocking query without wait is held. (default: 5m, or the maximum if lower)")
+    @Option(name: AgentSettings.defaultQueryTime.argumentName, help: AgentSettings.defaultQueryTime.help)
     var defaultQueryTime: String?
 
-    @Option(
-        name: .customLong("dns-addr"),
-        help: "Address DNS answers on (UDP and TCP), host:port; port 0 picks a free one. (default: 127.0.0.1:7553)")
+    @Option(name: AgentSettings.dnsAddress.argumentName, help: AgentSettings.dnsAddress.help)
     var dnsAddress: String?
 
-    @Option(name: .customLong("dns-domain"), help: "The zone DNS answers for. (default: switchboard.)")
+    @Option(name: AgentSettings.dnsDomain.argumentName, help: AgentSettings.dnsDomain.help)
     var dnsDomain: String?
 
-    @Option(
-        name: .customLong("dns-ttl"),
-        help: "TTL of DNS answers, such as 0s or 5s; 0 keeps resolvers from caching a dead instance. (default: 0s)")
+    @Option(name: AgentSettings.dnsTTL.argumentName, help: AgentSettings.dnsTTL.help)
     var dnsTTL: String?
 
-    @Option(
-        name: .customLong("dns-answer-limit"),
-        help:
-            "The most address or SRV records in one DNS answer, picked at random each time; 0: as many as fit. (default: 0)"
-    )
+    @Option(name: AgentSettings.dnsAnswerLimit.argumentName, help: AgentSettings.dnsAnswerLimit.help)
     var dnsAnswerLimit: String?
 
-    @Flag(name: .customLong("dns-disable"), help: "Do not serve DNS.")
+    @Flag(name: AgentSettings.dnsDisable.argumentName, help: AgentSettings.dnsDisable.help)
     var dnsDisable = false
 
-    func validate() throws {
-        _ = try resolvedDNS()
-        _ = try resolvedAddress()
-        _ = try logging.resolved()
-        _ = try resolvedSynchronous()
-        _ = try resolvedSelfPreservation()
-        _ = try resolvedWatch()
+    /// The settings given on the command line.
+    var commandLine: [Setting: String] {
+        var given = logging.commandLine
+        let options: [(Setting, String?)] = [
+            (AgentSettings.httpAddress, httpAddress), (AgentSettings.dataDirectory, dataDirectory),
+            (AgentSettings.dev, dev ? "true" : nil), (AgentSettings.sqliteSync, sqliteSync),
+            (AgentSettings.selfPreservationShare, selfPreservationShare),
+            (AgentSettings.selfPreservationMinimumInstances, selfPreservationMinimumInstances),
+            (AgentSettings.maximumQueryTime, maximumQueryTime), (AgentSettings.defaultQueryTime, defaultQueryTime),
+            (AgentSettings.dnsAddress, dnsAddress), (AgentSettings.dnsDomain, dnsDomain),
+            (AgentSettings.dnsTTL, dnsTTL), (AgentSettings.dnsAnswerLimit, dnsAnswerLimit),
+            (AgentSettings.dnsDisable, dnsDisable ? "true" : nil),
+        ]
+        for case (let setting, let value?) in options { given[setting] = value }
+        return given
     }
 
     func run() async throws {
+        let (configuration, level, format) = try await Self.settled {
+            let settings = try await SettingsReader(AgentSettings.all, commandLine: commandLine)
+            let (level, format) = try LoggingOptions.resolved(settings)
+            return (try AgentSettings.configuration(from: settings), level, format)
+        }
         ParentWatch.startIfAsked()
-        try logging.bootstrap()
+        LoggingOptions.bootstrap(level: level, format: format)
         let logger = Logger(label: "switchboard.agent")
-        let address = try resolvedAddress()
-        let dev = dev || Environment.flag("SWITCHBOARD_DEV")
-        let configuration = AgentConfiguration(
-            httpHost: address.host,
-            httpPort: address.port,
-            storage: dev
-                ? .memory
-                : .sqlite(directory: dataDirectory ?? Environment.value("SWITCHBOARD_DATA_DIR") ?? ".switchboard"),
-            sqlite: SQLiteCatalogStore.Configuration(synchronous: try resolvedSynchronous()),
-            health: HealthConfiguration(selfPreservation: try resolvedSelfPreservation()),
-            watch: try resolvedWatch(),
-            dns: try resolvedDNS()
-        )
         try await runUntilSignalled(
             [Agent(configuration: configuration, logger: logger)], logger: logger, command: "agent")
-    }
-
-    private func resolvedAddress() throws -> HostAndPort {
-        let text = httpAddress ?? Environment.value("SWITCHBOARD_HTTP_ADDR") ?? "127.0.0.1:7500"
-        guard let address = HostAndPort(text) else {
-            throw ValidationError("--http-addr must be host:port with a port of 0..65535, got '\(text)'")
-        }
-        return address
-    }
-
-    private func resolvedDNS() throws -> DNSConfiguration? {
-        if dnsDisable || Environment.flag("SWITCHBOARD_DNS_DISABLE") { return nil }
-        let addressText = dnsAddress ?? Environment.value("SWITCHBOARD_DNS_ADDR") ?? "127.0.0.1:7553"
-        guard let address = HostAndPort(addressText) else {
-            throw ValidationError("--dns-addr must be host:port with a port of 0..65535, got '\(addressText)'")
-        }
-        let domainText = dnsDomain ?? Environment.value("SWITCHBOARD_DNS_DOMAIN") ?? "switchboard."
-        guard let domain = try? DNSName(domainText), !domain.labels.isEmpty,
-            domain.labels.allSatisfy({ label in
-                label.allSatisfy { $0 == 0x2D || $0 == 0x5F || $0 >= 0x30 && $0 <= 0x39 || $0 >= 0x61 && $0 <= 0x7A }
-            })
-        else {
-            throw ValidationError(
-                "--dns-domain must be a domain name of letters, digits, '-' and '_' labels, such as switchboard. or consul., got '\(domainText)'"
-            )
-        }
-        let ttlText = dnsTTL ?? Environment.value("SWITCHBOARD_DNS_TTL") ?? "0s"
-        guard let ttl = try? HumanDuration(parsing: ttlText, field: "dns-ttl"),
-            ttl.milliseconds < Int64(UInt32.max) * 1000
-        else {
-            throw ValidationError("--dns-ttl must be a duration such as 0s or 30s, got '\(ttlText)'")
-        }
-        let limitText = dnsAnswerLimit ?? Environment.value("SWITCHBOARD_DNS_ANSWER_LIMIT") ?? "0"
-        guard let limit = Int(limitText), limit >= 0, limit <= 65535 else {
-            throw ValidationError("--dns-answer-limit must be a whole number from 0 to 65535, got '\(limitText)'")
-        }
-        return DNSConfiguration(
-            host: address.host, port: address.port, domain: domain, ttl: UInt32(ttl.milliseconds / 1000),
-            answerLimit: limit == 0 ? nil : limit)
-    }
-
-    private func resolvedSynchronous() throws -> SQLiteCatalogStore.Configuration.Synchronous {
-        let text = sqliteSync ?? Environment.value("SWITCHBOARD_SQLITE_SYNC") ?? "full"
-        guard let value = SQLiteCatalogStore.Configuration.Synchronous(rawValue: text.uppercased()) else {
-            throw ValidationError("--sqlite-sync must be full or normal, got '\(text)'")
-        }
-        return value
-    }
-
-    private func resolvedSelfPreservation() throws -> HealthConfiguration.SelfPreservation {
-        let shareText =
-            selfPreservationShare ?? Environment.value("SWITCHBOARD_SELF_PRESERVATION_SHARE") ?? "0.5"
-        guard let share = Double(shareText), share >= 0, share <= 1 else {
-            throw ValidationError("--self-preservation-share must be a number from 0 to 1, got '\(shareText)'")
-        }
-        let minimumText =
-            selfPreservationMinimumInstances ?? Environment.value("SWITCHBOARD_SELF_PRESERVATION_MIN_INSTANCES")
-            ?? "10"
-        guard let minimum = Int(minimumText), minimum >= 1 else {
-            throw ValidationError(
-                "--self-preservation-min-instances must be a whole number of at least 1, got '\(minimumText)'")
-        }
-        return HealthConfiguration.SelfPreservation(enabled: share > 0, share: share, minimumInstances: minimum)
-    }
-
-    private func resolvedWatch() throws -> WatchConfiguration {
-        func duration(_ flag: String, _ value: String?, _ variable: String, _ fallback: String) throws -> Duration {
-            let text = value ?? Environment.value(variable) ?? fallback
-            guard let parsed = try? HumanDuration(parsing: text, field: flag), parsed.milliseconds > 0 else {
-                throw ValidationError("--\(flag) must be a duration such as 30s or 10m, got '\(text)'")
-            }
-            return parsed.duration
-        }
-        let maximum = try duration("max-query-time", maximumQueryTime, "SWITCHBOARD_MAX_QUERY_TIME", "10m")
-        let standard = try duration("default-query-time", defaultQueryTime, "SWITCHBOARD_DEFAULT_QUERY_TIME", "5m")
-        return WatchConfiguration(defaultWait: min(standard, maximum), maximumWait: maximum)
     }
 }

@@ -6,35 +6,54 @@ import ProcessSupport
 import SwitchboardClient
 import SwitchboardCore
 
+/// The settings of the client commands.
+enum ClientSettings {
+    static let agents = Setting(
+        "agent", environment: "SWITCHBOARD_AGENT",
+        default: AgentConnectionConfiguration().agents.joined(separator: ","), valueName: "url",
+        "The agent's URL; repeat for several, tried in order (the variable takes them comma-separated).")
+
+    static let all: [Setting] = [agents, Setting.configFile]
+}
+
 /// Options every client command shares.
 struct ClientOptions: ParsableArguments {
-    @Option(name: .customLong("agent"), help: "The agent's URL. (default: $SWITCHBOARD_AGENT or http://127.0.0.1:7500)")
-    var agentURL: String?
+    @Option(name: ClientSettings.agents.argumentName, help: ClientSettings.agents.help)
+    var agents: [String] = []
+
+    @Option(name: Setting.configFile.argumentName, help: Setting.configFile.help)
+    var configFile: String?
 
     @Flag(help: "Print JSON instead of a table, for scripts.")
     var json = false
-
-    /// The agent's URL without a trailing slash.
-    var baseURL: String {
-        var url = agentURL ?? Environment.value("SWITCHBOARD_AGENT") ?? "http://127.0.0.1:7500"
-        while url.hasSuffix("/") { url.removeLast() }
-        return url
-    }
 
     /// Runs a client call against the agent, turning any failure into one line on standard error and exit status 1.
     ///
     /// The CLI commands are thin clients of the API (as Consul's are): everything they print comes from the agent's
     /// answers, through the client library's typed client.
     func perform(_ body: (AgentClient) async throws -> Void) async throws {
+        var given: [Setting: String] = [:]
+        given[ClientSettings.agents] = agents.isEmpty ? nil : agents.joined(separator: ",")
+        given[Setting.configFile] = configFile
+        let urls = try await ServicesCommand.settled {
+            let settings = try await SettingsReader(ClientSettings.all, commandLine: given)
+            let urls = settings.list(ClientSettings.agents).map { url in
+                var url = url
+                while url.hasSuffix("/") { url.removeLast() }
+                return url
+            }
+            guard !urls.isEmpty else { throw ValidationError("--agent must name at least one agent URL") }
+            return urls
+        }
         // A command makes one request: a dead agent should cost seconds, not a long-lived client's patience.
         let connection = AgentConnection(
             configuration: AgentConnectionConfiguration(
-                agents: [baseURL], connectTimeout: .seconds(3), requestTimeout: .seconds(10)))
+                agents: urls, connectTimeout: .seconds(3), requestTimeout: .seconds(10)))
         var failure: String?
         do {
             try await body(AgentClient(connection: connection))
         } catch let error as SwitchboardClientError {
-            failure = describe(error)
+            failure = describe(error, agents: urls.joined(separator: ", "))
         } catch let error as SwitchboardCore.ValidationError {
             failure = "\(error.message) (field: \(error.field))"
         }
@@ -46,7 +65,7 @@ struct ClientOptions: ParsableArguments {
     }
 
     /// A failed call in one line: the agent's refusal in its own words, or why it could not be reached.
-    func describe(_ error: SwitchboardClientError) -> String {
+    func describe(_ error: SwitchboardClientError, agents: String) -> String {
         if let apiError = error.apiError, let status = error.status {
             let field = apiError.field.map { " (field: \($0))" } ?? ""
             return "the agent refused: \(apiError.message)\(field) [\(status.code) \(apiError.error)]"
@@ -57,7 +76,7 @@ struct ClientOptions: ParsableArguments {
         switch error.code {
         case .agentUnreachable:
             let reason = error.transport?.description ?? error.message
-            return "cannot reach the agent at \(baseURL): \(reason); is `switchboard agent` running?"
+            return "cannot reach the agent at \(agents): \(reason); is `switchboard agent` running?"
         case .invalidAnswer:
             return "the agent's answer could not be read: \(error.message)"
         default:

@@ -3,11 +3,49 @@ import Demo
 import Dispatch
 import Foundation
 import ProcessSupport
+import SwitchboardClient
 import SwitchboardCore
 
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// The demo's settings; the defaults are `DemoConfiguration()`'s.
+enum DemoSettings {
+    private static let defaults = DemoConfiguration()
+
+    static let duration = Setting(
+        "duration", environment: "SWITCHBOARD_DEMO_DURATION", default: "\(defaults.duration.components.seconds)",
+        valueName: "seconds", "How long the shoppers shop.")
+    static let noChaos = Setting(
+        "no-chaos", environment: "SWITCHBOARD_DEMO_NO_CHAOS", default: "\(!defaults.chaos)",
+        "Traffic only: no kill, scale-up, slow-down, drain or restart.")
+    static let shoppers = Setting(
+        "shoppers", environment: "SWITCHBOARD_DEMO_SHOPPERS", default: "\(defaults.shoppers)", valueName: "count",
+        "Concurrent shoppers.")
+
+    static let all: [Setting] = [duration, noChaos, shoppers, Setting.configFile]
+}
+
+/// The settings of one shop process (`switchboard demo` gives them as flags).
+enum DemoServiceSettings {
+    static let role = Setting(
+        "role", environment: "SWITCHBOARD_DEMO_SERVICE_ROLE", valueName: "role", "cart, order or payment.")
+    static let port = Setting(
+        "port", environment: "SWITCHBOARD_DEMO_SERVICE_PORT", default: "0", valueName: "port",
+        "The port to listen on (0: any free port; the chosen one is printed as 'listening PORT').")
+    static let id = Setting(
+        "id", environment: "SWITCHBOARD_DEMO_SERVICE_ID", valueName: "id", "The instance id; none: <role>-<port>.")
+    static let agents = Setting(
+        "agent", environment: "SWITCHBOARD_AGENT",
+        default: AgentConnectionConfiguration().agents.joined(separator: ","),
+        valueName: "url", "An agent URL; repeat for several.")
+    static let dataDirectory = Setting(
+        "data-dir", environment: "SWITCHBOARD_DEMO_SERVICE_DATA_DIR", default: ".", valueName: "directory",
+        "Where the service keeps its store (order and payment).")
+
+    static let all: [Setting] = [role, port, id, agents, dataDirectory, Setting.configFile]
+}
 
 /// `switchboard demo`: the shop, as real processes, with a crash, a scale-up, a slow instance, a drain and an agent
 /// restart, while shoppers check out through the gateway.
@@ -22,27 +60,40 @@ struct DemoCommand: AsyncParsableCommand {
             says whether any shopper saw a failure. Ctrl-C stops every process the demo started.
             """)
 
-    @Option(help: "How long the shoppers shop, in seconds.")
-    var duration: Int = 60
+    @Option(name: DemoSettings.duration.argumentName, help: DemoSettings.duration.help)
+    var duration: String?
 
-    @Flag(name: .customLong("no-chaos"), help: "Traffic only: no kill, scale-up, slow-down, drain or restart.")
+    @Flag(name: DemoSettings.noChaos.argumentName, help: DemoSettings.noChaos.help)
     var noChaos = false
 
     @Flag(help: "Print the summary as JSON (and no live view).")
     var json = false
 
-    @Option(help: "Concurrent shoppers.")
-    var shoppers: Int = 6
+    @Option(name: DemoSettings.shoppers.argumentName, help: DemoSettings.shoppers.help)
+    var shoppers: String?
 
-    func validate() throws {
-        guard (10...3600).contains(duration) else { throw ValidationError("--duration must be 10 to 3600 seconds") }
-        guard (1...64).contains(shoppers) else { throw ValidationError("--shoppers must be 1 to 64") }
-    }
+    @Option(name: Setting.configFile.argumentName, help: Setting.configFile.help)
+    var configFile: String?
 
     func run() async throws {
-        let runner = try DemoRunner(
-            configuration: DemoConfiguration(
-                duration: .seconds(duration), chaos: !noChaos, json: json, shoppers: shoppers))
+        var given: [Setting: String] = [:]
+        given[DemoSettings.duration] = duration
+        given[DemoSettings.noChaos] = noChaos ? "true" : nil
+        given[DemoSettings.shoppers] = shoppers
+        given[Setting.configFile] = configFile
+        let configuration = try await Self.settled {
+            let settings = try await SettingsReader(DemoSettings.all, commandLine: given)
+            let seconds = try settings.required(DemoSettings.duration, rule: "10 to 3600 seconds") {
+                Int($0).flatMap { (10...3600).contains($0) ? $0 : nil }
+            }
+            let shoppers = try settings.required(DemoSettings.shoppers, rule: "1 to 64") {
+                Int($0).flatMap { (1...64).contains($0) ? $0 : nil }
+            }
+            return DemoConfiguration(
+                duration: .seconds(seconds), chaos: !(try settings.isOn(DemoSettings.noChaos)), json: json,
+                shoppers: shoppers)
+        }
+        let runner = try DemoRunner(configuration: configuration)
         // Ctrl-C or a TERM: every child goes at once, then the demo.
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
@@ -80,31 +131,45 @@ struct DemoServiceCommand: AsyncParsableCommand {
         commandName: "demo-service",
         abstract: "Run one shop service (cart, order or payment) of the demo; it registers itself with the agent.")
 
-    @Option(help: "cart, order or payment.")
-    var role: String
+    @Option(name: DemoServiceSettings.role.argumentName, help: DemoServiceSettings.role.help)
+    var role: String?
 
-    @Option(help: "The port to listen on (0: any free port; the chosen one is printed as 'listening PORT').")
-    var port: Int = 0
+    @Option(name: DemoServiceSettings.port.argumentName, help: DemoServiceSettings.port.help)
+    var port: String?
 
-    @Option(help: "The instance id. (default: <role>-<port>)")
+    @Option(name: DemoServiceSettings.id.argumentName, help: DemoServiceSettings.id.help)
     var id: String?
 
-    @Option(help: "An agent URL; repeat for several.")
-    var agent: [String] = ["http://127.0.0.1:7500"]
+    @Option(name: DemoServiceSettings.agents.argumentName, help: DemoServiceSettings.agents.help)
+    var agent: [String] = []
 
-    @Option(name: .customLong("data-dir"), help: "Where the service keeps its store (order and payment).")
-    var dataDir: String = "."
+    @Option(name: DemoServiceSettings.dataDirectory.argumentName, help: DemoServiceSettings.dataDirectory.help)
+    var dataDir: String?
 
-    func validate() throws {
-        guard ShopRole(rawValue: role) != nil else { throw ValidationError("--role must be cart, order or payment") }
-        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
-    }
+    @Option(name: Setting.configFile.argumentName, help: Setting.configFile.help)
+    var configFile: String?
 
     func run() async throws {
+        var given: [Setting: String] = [:]
+        given[DemoServiceSettings.role] = role
+        given[DemoServiceSettings.port] = port
+        given[DemoServiceSettings.id] = id
+        given[DemoServiceSettings.agents] = agent.isEmpty ? nil : agent.joined(separator: ",")
+        given[DemoServiceSettings.dataDirectory] = dataDir
+        given[Setting.configFile] = configFile
+        let configuration = try await Self.settled {
+            let settings = try await SettingsReader(DemoServiceSettings.all, commandLine: given)
+            let role = try settings.required(DemoServiceSettings.role, rule: "cart, order or payment", ShopRole.init)
+            let port = try settings.required(DemoServiceSettings.port, rule: "0 to 65535") {
+                Int($0).flatMap { (0...65535).contains($0) ? $0 : nil }
+            }
+            return ShopServiceConfiguration(
+                role: role, port: port, agents: settings.list(DemoServiceSettings.agents),
+                dataDirectory: settings.text(DemoServiceSettings.dataDirectory) ?? ".",
+                id: settings.text(DemoServiceSettings.id))
+        }
         ParentWatch.startIfAsked()
-        try await runShopService(
-            ShopServiceConfiguration(
-                role: ShopRole(rawValue: role)!, port: port, agents: agent, dataDirectory: dataDir, id: id))
+        try await runShopService(configuration)
     }
 }
 

@@ -8,6 +8,72 @@ import SwitchboardCore
 import SwitchboardGateway
 import UnixSignals
 
+/// The gateway's settings. The defaults are the library's (`GatewayConfiguration()`), except the access log and the
+/// admin address, which the library leaves off and the command turns on.
+enum GatewaySettings {
+    private static let defaults = GatewayConfiguration()
+
+    static let listen = Setting(
+        "listen", environment: "SWITCHBOARD_GATEWAY_LISTEN", default: "\(defaults.host):\(defaults.port)",
+        valueName: "host:port", "Address callers send requests to.")
+    static let agents = Setting(
+        "agent", environment: "SWITCHBOARD_AGENT", default: defaults.agents.joined(separator: ","), valueName: "url",
+        "An agent URL; repeat for several (the variable takes them comma-separated).")
+    static let routeFile = Setting(
+        "config", environment: "SWITCHBOARD_GATEWAY_CONFIG", valueName: "file",
+        "Route file (YAML): routes, authentication and policies; without one, /<service>/... goes to services tagged public."
+    )
+    static let accessLog = Setting(
+        "access-log", environment: "SWITCHBOARD_GATEWAY_ACCESS_LOG", default: "-", valueName: "destination",
+        "Where the JSON access log goes: '-' for standard output, a file path, or 'off'.")
+    static let admin = Setting(
+        "admin", environment: "SWITCHBOARD_GATEWAY_ADMIN", default: "127.0.0.1:7081", valueName: "host:port",
+        "Admin address for /metrics, /routes and /health, or 'off'.")
+    static let threads = Setting(
+        "threads", environment: "SWITCHBOARD_GATEWAY_THREADS", valueName: "count",
+        "Event-loop threads serving callers and instances; none: one per core the process may run on.")
+
+    static let all: [Setting] = [
+        listen, agents, routeFile, accessLog, admin, threads, CommonSettings.logLevel, CommonSettings.logFormat,
+        Setting.configFile,
+    ]
+
+    /// The gateway's configuration from `settings`; every bad value is refused naming its flag and the rule.
+    static func configuration(from settings: SettingsReader) throws -> GatewayConfiguration {
+        let address = try settings.required(listen, rule: "host:port with a port of 0..65535", HostAndPort.init)
+        let agentURLs = settings.list(agents)
+        for url in agentURLs where !(url.hasPrefix("http://") && url.count > "http://".count) {
+            throw ValidationError("--agent must be an http:// URL such as http://127.0.0.1:7500, got '\(url)'")
+        }
+        guard !agentURLs.isEmpty else { throw ValidationError("--agent must name at least one agent URL") }
+        let destination = try settings.required(accessLog, rule: "'-', 'off' or a file path") {
+            text -> GatewayConfiguration.AccessLogDestination? in
+            switch text {
+            case "-": .standardOutput
+            case "off": .off
+            case "": nil
+            default: .file(text)
+            }
+        }
+        let adminAddress = try settings.required(admin, rule: "host:port or 'off'") {
+            text -> (host: String, port: Int)?? in
+            if text == "off" { return .some(nil) }
+            return HostAndPort(text).map { .some(($0.host, $0.port)) }
+        }
+        return GatewayConfiguration(
+            host: address.host, port: address.port,
+            agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
+            routeFile: settings.text(routeFile), accessLog: destination, admin: adminAddress)
+    }
+
+    /// The event-loop threads, when set.
+    static func threadCount(from settings: SettingsReader) throws -> Int? {
+        try settings.value(threads, rule: "a whole number from 1 to 256") {
+            Int($0).flatMap { (1...256).contains($0) ? $0 : nil }
+        }
+    }
+}
+
 /// `switchboard gateway`: the HTTP entry point for callers that know nothing of the registry.
 struct GatewayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,94 +81,60 @@ struct GatewayCommand: AsyncParsableCommand {
         abstract: "Route requests to healthy instances (server-side discovery): by a route file, or /<service>/... to "
             + "services tagged public.",
         discussion: """
-            Options also read SWITCHBOARD_GATEWAY_LISTEN, SWITCHBOARD_GATEWAY_CONFIG, SWITCHBOARD_GATEWAY_ACCESS_LOG, \
-            SWITCHBOARD_GATEWAY_ADMIN, \
-            SWITCHBOARD_AGENT (comma-separated URLs), SWITCHBOARD_LOG_LEVEL and SWITCHBOARD_LOG_FORMAT. A flag wins over \
-            its variable. The route file is read again every second; a changed, valid file replaces the routes \
-            without dropping a connection.
+            Every setting can also come from its environment variable (named in its help) or from a YAML file given \
+            with --config-file, keyed by flag name. A flag wins over its variable, which wins over the file. The \
+            route file is read again every second; a changed, valid file replaces the routes without dropping a \
+            connection.
             """
     )
 
-    @Option(name: .customLong("listen"), help: "Address callers send requests to, host:port. (default: 127.0.0.1:7080)")
+    @Option(name: GatewaySettings.listen.argumentName, help: GatewaySettings.listen.help)
     var listen: String?
 
-    @Option(name: .customLong("agent"), help: "An agent URL; repeat for several. (default: http://127.0.0.1:7500)")
+    @Option(name: GatewaySettings.agents.argumentName, help: GatewaySettings.agents.help)
     var agents: [String] = []
 
-    @Option(
-        name: .customLong("config"),
-        help: "Route file (YAML): routes, authentication and policies. (default: /<service>/... to public services)")
+    @Option(name: GatewaySettings.routeFile.argumentName, help: GatewaySettings.routeFile.help)
     var config: String?
 
-    @Option(
-        name: .customLong("access-log"),
-        help: "Where the JSON access log goes: '-' for standard output, a file path, or 'off'. (default: -)")
+    @Option(name: GatewaySettings.accessLog.argumentName, help: GatewaySettings.accessLog.help)
     var accessLog: String?
 
-    @Option(
-        name: .customLong("admin"),
-        help: "Admin address for /metrics, /routes and /health, host:port, or 'off'. (default: 127.0.0.1:7081)")
+    @Option(name: GatewaySettings.admin.argumentName, help: GatewaySettings.admin.help)
     var admin: String?
 
-    @Option(
-        name: .customLong("threads"),
-        help: "Event-loop threads serving callers and instances. (default: one per core the process may run on)")
-    var threads: Int?
+    @Option(name: GatewaySettings.threads.argumentName, help: GatewaySettings.threads.help)
+    var threads: String?
 
     @OptionGroup var logging: LoggingOptions
 
-    func validate() throws {
-        if let threads, threads < 1 || threads > 256 {
-            throw ValidationError("--threads must be from 1 to 256, got \(threads)")
-        }
-        _ = try resolvedConfiguration()
-        _ = try logging.resolved()
+    /// The settings given on the command line.
+    var commandLine: [Setting: String] {
+        var given = logging.commandLine
+        given[GatewaySettings.listen] = listen
+        given[GatewaySettings.agents] = agents.isEmpty ? nil : agents.joined(separator: ",")
+        given[GatewaySettings.routeFile] = config
+        given[GatewaySettings.accessLog] = accessLog
+        given[GatewaySettings.admin] = admin
+        given[GatewaySettings.threads] = threads
+        return given
     }
 
     func run() async throws {
+        let (configuration, threads, level, format) = try await Self.settled {
+            let settings = try await SettingsReader(GatewaySettings.all, commandLine: commandLine)
+            let (level, format) = try LoggingOptions.resolved(settings)
+            return (
+                try GatewaySettings.configuration(from: settings), try GatewaySettings.threadCount(from: settings),
+                level, format
+            )
+        }
         ParentWatch.startIfAsked()
         // Before anything creates the shared event loops: their number is fixed when they start.
         NIOSingletons.groupLoopCountSuggestion = threads ?? CPUAffinity.usableCores()
-        try logging.bootstrap()
+        LoggingOptions.bootstrap(level: level, format: format)
         let logger = Logger(label: "switchboard.gateway")
-        let gateway = GatewayServer(configuration: try resolvedConfiguration(), logger: logger)
+        let gateway = GatewayServer(configuration: configuration, logger: logger)
         try await runUntilSignalled([gateway], logger: logger, command: "gateway")
-    }
-
-    private func resolvedConfiguration() throws -> GatewayConfiguration {
-        let text = listen ?? Environment.value("SWITCHBOARD_GATEWAY_LISTEN") ?? "127.0.0.1:7080"
-        guard let address = HostAndPort(text) else {
-            throw ValidationError("--listen must be host:port with a port of 0..65535, got '\(text)'")
-        }
-        var agentURLs = agents
-        if agentURLs.isEmpty {
-            agentURLs = (Environment.value("SWITCHBOARD_AGENT") ?? "http://127.0.0.1:7500").split(separator: ",").map {
-                String($0).trimmingCharacters(in: .whitespaces)
-            }
-        }
-        for url in agentURLs where !(url.hasPrefix("http://") && url.count > "http://".count) {
-            throw ValidationError("--agent must be an http:// URL such as http://127.0.0.1:7500, got '\(url)'")
-        }
-        let accessLogText = accessLog ?? Environment.value("SWITCHBOARD_GATEWAY_ACCESS_LOG") ?? "-"
-        let destination: GatewayConfiguration.AccessLogDestination =
-            switch accessLogText {
-            case "-": .standardOutput
-            case "off": .off
-            case "": throw ValidationError("--access-log must be '-', 'off' or a file path")
-            default: .file(accessLogText)
-            }
-        let adminText = admin ?? Environment.value("SWITCHBOARD_GATEWAY_ADMIN") ?? "127.0.0.1:7081"
-        var adminAddress: (host: String, port: Int)?
-        if adminText != "off" {
-            guard let parsed = HostAndPort(adminText) else {
-                throw ValidationError("--admin must be host:port or 'off', got '\(adminText)'")
-            }
-            adminAddress = (parsed.host, parsed.port)
-        }
-        return GatewayConfiguration(
-            host: address.host, port: address.port,
-            agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
-            routeFile: config ?? Environment.value("SWITCHBOARD_GATEWAY_CONFIG"), accessLog: destination,
-            admin: adminAddress)
     }
 }

@@ -6,32 +6,39 @@ import ServiceLifecycle
 import SwitchboardCore
 import UnixSignals
 
-/// The logging options of the commands that run a server (`agent`, `gateway`).
+/// The logging options of the commands that run a server (`agent`, `gateway`), and the configuration file.
 struct LoggingOptions: ParsableArguments {
-    @Option(
-        name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. (default: info)")
+    @Option(name: CommonSettings.logLevel.argumentName, help: CommonSettings.logLevel.help)
     var logLevel: String?
 
-    @Option(name: .customLong("log-format"), help: "text or json. (default: text)")
+    @Option(name: CommonSettings.logFormat.argumentName, help: CommonSettings.logFormat.help)
     var logFormat: String?
 
-    /// The level and format, from the flags or `SWITCHBOARD_LOG_LEVEL` / `SWITCHBOARD_LOG_FORMAT`.
-    func resolved() throws -> (Logger.Level, LogFormat) {
-        let levelText = logLevel ?? Environment.value("SWITCHBOARD_LOG_LEVEL") ?? "info"
-        guard let level = Logger.Level(rawValue: levelText.lowercased()) else {
-            throw ValidationError(
-                "--log-level must be trace, debug, info, notice, warning, error or critical, got '\(levelText)'")
-        }
-        let formatText = logFormat ?? Environment.value("SWITCHBOARD_LOG_FORMAT") ?? "text"
-        guard let format = LogFormat(rawValue: formatText.lowercased()) else {
-            throw ValidationError("--log-format must be text or json, got '\(formatText)'")
+    @Option(name: Setting.configFile.argumentName, help: Setting.configFile.help)
+    var configFile: String?
+
+    /// The settings given on the command line.
+    var commandLine: [Setting: String] {
+        var given: [Setting: String] = [:]
+        given[CommonSettings.logLevel] = logLevel
+        given[CommonSettings.logFormat] = logFormat
+        given[Setting.configFile] = configFile
+        return given
+    }
+
+    /// The level and format.
+    static func resolved(_ settings: SettingsReader) throws -> (Logger.Level, LogFormat) {
+        let level = try settings.required(
+            CommonSettings.logLevel, rule: "trace, debug, info, notice, warning, error or critical"
+        ) { Logger.Level(rawValue: $0.lowercased()) }
+        let format = try settings.required(CommonSettings.logFormat, rule: "text or json") {
+            LogFormat(rawValue: $0.lowercased())
         }
         return (level, format)
     }
 
     /// Sends every log line to standard error in the chosen format, from the chosen level up.
-    func bootstrap() throws {
-        let (level, format) = try resolved()
+    static func bootstrap(level: Logger.Level, format: LogFormat) {
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler =
                 format == .json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)

@@ -1,19 +1,5 @@
 import Foundation
 
-/// Reads `SWITCHBOARD_*` environment variables, the fallback for every flag.
-enum Environment {
-    static func value(_ name: String) -> String? {
-        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
-        return value
-    }
-
-    /// Whether a boolean variable is set to a true value (`1`, `true`, `yes`, `on`).
-    static func flag(_ name: String) -> Bool {
-        guard let value = value(name)?.lowercased() else { return false }
-        return ["1", "true", "yes", "on"].contains(value)
-    }
-}
-
 /// `host:port` as the CLI takes it (`127.0.0.1:7500`, `[::1]:7500`, `localhost:0`).
 struct HostAndPort: Equatable {
     var host: String
