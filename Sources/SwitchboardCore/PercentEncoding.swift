@@ -1,7 +1,7 @@
 import Foundation
 
 /// The one percent-encoding every Switchboard part uses for a path segment or query value of the HTTP API.
-public enum PercentEncoding {
+package enum PercentEncoding {
     private static let allowed: CharacterSet = {
         var allowed = CharacterSet.alphanumerics
         allowed.insert(charactersIn: "-._~:")
@@ -9,7 +9,7 @@ public enum PercentEncoding {
     }()
 
     /// `text` with every byte outside letters, digits and `-._~:` percent-encoded.
-    public static func component(_ text: String) -> String {
+    package static func component(_ text: String) -> String {
         text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
     }
 }

@@ -22,17 +22,24 @@ func makeDefinition(
     )
 }
 
+extension CatalogState {
+    /// Plans `mutation` and applies it as committed at the next index, the way a catalog on a store with
+    /// consecutive indexes does; returns the change, nil when the mutation changed nothing.
+    mutating func planAndApply(_ mutation: CatalogMutation, at now: Date) throws -> ChangeEvent? {
+        let planned = try CatalogState.plan(mutation, current: instance(mutation.key), at: now)
+        let event = planned?.committed(at: index + 1).event
+        if let event { apply(event) }
+        return event
+    }
+}
+
 @Suite("The catalog state machine")
 struct CatalogStateTests {
     let now = Date(timeIntervalSince1970: 1_800_000_000)
 
-    /// Plans and applies one mutation the way the catalog's writer does.
     @discardableResult
     func apply(_ mutation: CatalogMutation, to state: inout CatalogState) throws -> ChangeEvent? {
-        let planned = try CatalogState.plan(mutation, current: state.instance(mutation.key), at: now)
-        let event = planned?.committed(at: state.index + 1).event
-        if let event { state.apply(event) }
-        return event
+        try state.planAndApply(mutation, at: now)
     }
 
     @Test func registeringBumpsTheGlobalAndServiceIndexAndRecordsAnEvent() throws {

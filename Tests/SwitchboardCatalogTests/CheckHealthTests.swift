@@ -11,10 +11,7 @@ struct CheckHealthTests {
 
     @discardableResult
     func apply(_ mutation: CatalogMutation, to state: inout CatalogState) throws -> ChangeEvent? {
-        let planned = try CatalogState.plan(mutation, current: state.instance(mutation.key), at: now)
-        let event = planned?.committed(at: state.index + 1).event
-        if let event { state.apply(event) }
-        return event
+        try state.planAndApply(mutation, at: now)
     }
 
     func update(
