@@ -49,7 +49,7 @@ public struct CheckStatusUpdate: Sendable, Hashable {
     public var checkID: String
     public var definition: CheckDefinition
     public var status: HealthStatus
-    /// What the probe or heartbeat said (capped to ``SwitchboardCore/CheckState/outputLimit``).
+    /// What the probe or heartbeat said (capped to `CheckState.outputLimit`).
     public var output: String
 
     public init(key: InstanceKey, checkID: String, definition: CheckDefinition, status: HealthStatus, output: String) {

@@ -8,8 +8,8 @@ import SwitchboardCore
 /// An error of the HTTP layer itself: a parameter that breaks a rule, a body that is not JSON, a method a path
 /// does not serve, a rate limit.
 ///
-/// Domain errors (``SwitchboardCore/ValidationError``, `CatalogError`) decide their own status and body through
-/// ``SwitchboardCore/APIReportableError`` where they are defined; this type covers what only the HTTP layer knows,
+/// Domain errors (`ValidationError`, `CatalogError`) decide their own status and body through
+/// `APIReportableError` where they are defined; this type covers what only the HTTP layer knows,
 /// and the errors of the frameworks beneath it (decoding, body limits, unknown routes), in ``init(converting:)``.
 /// Whatever the source, the request context's ``AgentErrorRendering`` renders it, so a compatibility layer answers
 /// the same mistake its own way.

@@ -8,7 +8,7 @@ import SwitchboardCore
 
 /// The native HTTP API v1 over the `Catalog`: its routes, in groups, with an ``AgentRequestContext`` per request.
 ///
-/// Every route is declared once, in ``groups``: ``makeRouter()`` serves exactly those, ``routes`` lists them for the
+/// Every route is declared once, in `groups`: ``makeRouter()`` serves exactly those, ``routes`` lists them for the
 /// test that keeps the OpenAPI document honest (a route cannot be added without being documented), and a path that
 /// matched none answers 405 when another method serves it. The handlers live with their group: catalog reads
 /// (`CatalogRoutes.swift`), instance writes (`InstanceRoutes.swift`), blocking queries and streams

@@ -7,7 +7,7 @@ import SwitchboardCore
 /// one cannot be reached).
 ///
 /// Every part that talks to the agent (``ServiceRegistration``, ``ServiceDiscovery``, the gateway, the CLI) does so
-/// through this one client: paths come from ``SwitchboardCore/APIPath``, bodies and answers are the API's own
+/// through this one client: paths come from `APIPath`, bodies and answers are the API's own
 /// `Codable` types, and a refusal arrives as a ``SwitchboardClientError`` carrying the agent's error body (its
 /// code, message and field).
 ///
@@ -125,7 +125,7 @@ public struct AgentClient: Sendable {
 /// Made by the static functions (one per endpoint), sent with ``AgentClient/call(_:)``.
 public struct AgentRequest<Value: Decodable & Sendable>: Sendable {
     public var method: HTTPMethod
-    /// The path and query, built by ``SwitchboardCore/APIPath``.
+    /// The path and query, built by `APIPath`.
     public var target: String
     /// The JSON body.
     public var body: ByteBuffer?

@@ -104,7 +104,7 @@ public final class AgentConnection: Sendable {
     /// Sends a request, moving on to the next agent when one cannot be reached or answers 5xx; returns the first
     /// other answer (4xx included: what 404 means is the caller's business). `timeout` (default
     /// ``AgentConnectionConfiguration/requestTimeout``) covers every agent tried. `target` is a path with its
-    /// query, from ``SwitchboardCore/APIPath``.
+    /// query, from `APIPath`.
     func send(
         _ method: HTTPMethod, _ target: String, body: ByteBuffer?, timeout: Duration? = nil
     ) async throws(SwitchboardClientError) -> AgentAnswer {

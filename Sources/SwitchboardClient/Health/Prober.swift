@@ -23,7 +23,7 @@ import Synchronization
 /// let (status, output) = await prober.probe(check)
 /// ```
 public struct Prober: Sendable {
-    /// The most body bytes read for `expectBody` matching; output keeps fewer (``SwitchboardCore/CheckState/outputLimit``).
+    /// The most body bytes read for `expectBody` matching; output keeps fewer (`CheckState.outputLimit`).
     public static let bodyReadLimit = 64 * 1024
 
     let httpClient: HTTPClient
