@@ -52,7 +52,7 @@ extension AgentClient {
     ) async throws(SwitchboardClientError) -> WatchConnection {
         let agent = connection.currentAgent
         let path = service.map(APIPath.serviceWatch) ?? APIPath.catalogWatch
-        var request = HTTPClientRequest(url: agent + APIPath.target(path, APIQuery(query)))
+        var request = connection.request(.GET, APIPath.target(path, APIQuery(query)), to: agent)
         request.headers.add(name: "Accept", value: "text/event-stream")
         if let lastEventID { request.headers.add(name: "Last-Event-ID", value: lastEventID) }
         let response: HTTPClientResponse

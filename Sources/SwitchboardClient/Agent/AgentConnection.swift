@@ -88,6 +88,14 @@ public final class AgentConnection: Sendable {
         try await streamClient.shutdown()
     }
 
+    /// A request to `agent` for `target` (a path and query from `APIPath`): the one place every call to an agent is
+    /// made, so what each must carry (an ACL token, when ACLs come) is added here once.
+    func request(_ method: HTTPMethod, _ target: String, to agent: String) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: agent + target)
+        request.method = method
+        return request
+    }
+
     /// Moves on from `agent` (if it is still the first choice): a stream to it failed.
     public func reportUnreachable(_ agent: String) {
         let agents = configuration.agents
@@ -108,7 +116,6 @@ public final class AgentConnection: Sendable {
     func send(
         _ method: HTTPMethod, _ target: String, body: ByteBuffer?, timeout: Duration? = nil
     ) async throws(SwitchboardClientError) -> AgentAnswer {
-        let path = target
         let agents = configuration.agents
         let first = preferred.withLock { $0 }
         var failures: [String] = []
@@ -124,8 +131,7 @@ public final class AgentConnection: Sendable {
             }
             let position = (first + attempt) % agents.count
             let agent = agents[position]
-            var request = HTTPClientRequest(url: agent + path)
-            request.method = method
+            var request = self.request(method, target, to: agent)
             if let body {
                 request.headers.add(name: "Content-Type", value: "application/json")
                 request.body = .bytes(body)
@@ -155,7 +161,7 @@ public final class AgentConnection: Sendable {
             }
         }
         throw SwitchboardClientError(
-            .agentUnreachable, "no agent answered \(method) \(path): " + failures.joined(separator: "; "),
+            .agentUnreachable, "no agent answered \(method) \(target): " + failures.joined(separator: "; "),
             status: lastServerError?.status, apiError: lastServerError?.apiError, transport: lastTransport)
     }
 }
