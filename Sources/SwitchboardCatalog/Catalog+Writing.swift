@@ -59,7 +59,16 @@ extension Catalog {
         // Opened before any write: every commit after the loaded index reaches the catalog, its own included.
         let start = index
         applied.advance(to: start)
-        let changes = try await store.changes(after: start)
+        let changes: AsyncThrowingStream<[CommittedChange], any Error>
+        do {
+            changes = try await store.changes(after: start)
+        } catch {
+            // No change will ever be applied: no write may wait for one.
+            writes.close()
+            applied.fail(with: error)
+            for write in writes.drain() { write.continuation.resume(throwing: CatalogError.unavailable) }
+            throw error
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.apply(changes) }
             group.addTask {
@@ -193,20 +202,34 @@ extension Catalog {
             if !plan.changes.isEmpty {
                 do {
                     committed = try await store.commit(plan.changes)
-                    try await applied.wait(for: committed.map(\.event.index).max() ?? 0)
                 } catch let error as CatalogStoreError where error.isConflict && replans < configuration.maximumReplans
                 {
-                    // Another writer changed an instance of the batch: catch up with the store and plan again.
+                    // Another writer changed an instance of the batch: catch up with the store (for a while at most:
+                    // a plan against a view still behind is refused again, and counted) and plan again.
                     replans += 1
-                    try? await applied.wait(for: error.index)
-                    continue
+                    do {
+                        try await applied.wait(for: error.index, atMost: configuration.catchUpWait)
+                        continue
+                    } catch {
+                        // Cancelled, or the catalog stopped applying changes: the writes cannot be planned again.
+                        failure = .unavailable
+                    }
                 } catch let error as CatalogStoreError where error.isConflict {
-                    let key = plan.changes.first.map(\.key)
-                    failure = key.map(CatalogError.contended) ?? .unavailable
-                } catch let error as CatalogError {
-                    failure = error
+                    failure = plan.changes.first.map { CatalogError.contended($0.key) } ?? .unavailable
                 } catch {
                     failure = error is CancellationError ? .unavailable : .storeFailed(String(describing: error))
+                }
+                if failure == nil, committed.count != plan.changes.count {
+                    // A store that broke its contract: nothing can be said of what it did.
+                    failure = .storeFailed(
+                        "the store answered \(committed.count) committed changes for \(plan.changes.count)")
+                } else if failure == nil {
+                    do {
+                        try await applied.wait(for: committed.map(\.event.index).max() ?? 0)
+                    } catch {
+                        // Durable, but this catalog will not apply it: the write may have happened.
+                        failure = .unconfirmed
+                    }
                 }
             }
             acknowledge(batch, plan: plan, committed: committed, failure: failure)
@@ -336,6 +359,8 @@ final class AppliedIndex: Sendable {
                 let outcome = contents.withLock { contents -> Result<Bool, any Error> in
                     if contents.index >= index { return .success(true) }
                     if let failure = contents.failure { return .failure(failure) }
+                    // Cancelled before the waiter was registered: the cancellation handler found nothing to end.
+                    if Task.isCancelled { return .failure(CancellationError()) }
                     contents.waiters[id] = Waiter(index: index, continuation: continuation)
                     return .success(false)
                 }
@@ -348,6 +373,16 @@ final class AppliedIndex: Sendable {
         } onCancel: {
             contents.withLock { $0.waiters.removeValue(forKey: id) }?.continuation.resume(
                 throwing: CancellationError())
+        }
+    }
+
+    /// Waits as ``wait(for:)`` does, for `limit` at most; returns without an error when the time is up.
+    func wait(for index: UInt64, atMost limit: Duration) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.wait(for: index) }
+            group.addTask { try await Task.sleep(for: limit) }
+            defer { group.cancelAll() }
+            try await group.next()
         }
     }
 

@@ -33,11 +33,18 @@ public final class Catalog: Sendable {
         /// How many times a batch is planned again after the store found that an instance changed under it (another
         /// writer got there first) before its writes fail with a conflict.
         public var maximumReplans: Int
+        /// How long the writer waits, after such a refusal, for the change that caused it to be applied before it
+        /// plans again anyway.
+        public var catchUpWait: Duration
 
-        public init(eventCapacity: Int = 4096, maximumBatch: Int = 512, maximumReplans: Int = 8) {
+        public init(
+            eventCapacity: Int = 4096, maximumBatch: Int = 512, maximumReplans: Int = 8,
+            catchUpWait: Duration = .seconds(1)
+        ) {
             self.eventCapacity = eventCapacity
             self.maximumBatch = maximumBatch
             self.maximumReplans = maximumReplans
+            self.catchUpWait = catchUpWait
         }
     }
 

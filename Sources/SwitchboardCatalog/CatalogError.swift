@@ -52,6 +52,12 @@ public struct CatalogError: Error, Hashable, Sendable, CustomStringConvertible {
         CatalogError(.invalid, error.message, field: error.field)
     }
 
+    /// The store committed the change, but this catalog will not apply it (its store's change sequence ended): it
+    /// may well have happened.
+    public static let unconfirmed = CatalogError(
+        .unavailable,
+        "the change was committed to the store, but this agent is stopping and could not confirm it; read it back")
+
     /// The catalog is shutting down and takes no more writes.
     public static let unavailable = CatalogError(.unavailable, "the agent is shutting down; retry on another agent")
 
@@ -60,17 +66,23 @@ public struct CatalogError: Error, Hashable, Sendable, CustomStringConvertible {
         CatalogError(.storeFailed, "the change could not be stored, nothing was applied: \(reason)")
     }
 
+    /// Whether the instance named is not registered.
     public var isInstanceNotFound: Bool { code == .instanceNotFound }
+    /// Whether a compare-and-set found another modify index, or another writer kept changing the instance.
     public var isConflict: Bool { code == .conflict }
+    /// Whether the change itself broke a rule.
     public var isInvalid: Bool { code == .invalid }
+    /// Whether the catalog takes no writes now (shutting down), or could not confirm one.
     public var isUnavailable: Bool { code == .unavailable }
+    /// Whether the store failed to commit (nothing was applied).
     public var isStoreFailure: Bool { code == .storeFailed }
 
     public var description: String { message }
 }
 
 extension CatalogError: APIReportableError {
-    public var apiStatus: Int {
+    /// The status the API answers with: 404, 409, 422, 503 or 500.
+    package var apiStatus: Int {
         switch code {
         case .instanceNotFound: 404
         case .conflict: 409
@@ -80,7 +92,7 @@ extension CatalogError: APIReportableError {
         }
     }
 
-    public var apiErrorBody: APIErrorBody {
+    package var apiErrorBody: APIErrorBody {
         switch code {
         case .instanceNotFound: APIErrorBody(error: .notFound, message: message)
         case .conflict: APIErrorBody(error: .conflict, message: message, field: field)

@@ -89,8 +89,9 @@ public struct CatalogState: Sendable {
         }
         index = max(index, stored.index, recentEvents.last?.index ?? 0)
         // The stored events are whole indexes (see ``StoredCatalog/recentEvents``): the ring holds every change from
-        // its first one on.
-        recentEventsHeldSince = recentEvents.first.map { $0.index - 1 } ?? index
+        // its first one on, unless it kept only the newest of them, which may start inside an index.
+        let trimmed = stored.recentEvents.count > recentEvents.count
+        recentEventsHeldSince = recentEvents.first.map { trimmed ? $0.index : $0.index - 1 } ?? index
     }
 
     /// The entry of `service`: its instances, index and aggregates.

@@ -13,8 +13,9 @@ import struct Foundation.Date
 ///   transaction one revision).
 /// - **The store checks compare-and-set.** Each ``PlannedChange`` names the modify index of the instance it was
 ///   planned against (or that there was none). A commit applies all of its changes or none, and none when one of
-///   those preconditions no longer holds: it throws ``CatalogStoreError/conflict(at:)``, and the catalog catches
-///   up and plans again. Two writers therefore never lose each other's update.
+///   those preconditions no longer holds: it throws ``CatalogStoreError/conflict(at:)`` with an index its change
+///   sequence yields (the conflicting instance's modify index, not a revision of keys the catalog does not
+///   follow), and the catalog catches up and plans again. Two writers therefore never lose each other's update.
 /// - **The store is the one path of change.** ``changes(after:)`` yields every commit after an index, in index
 ///   order, the catalog's own included; the catalog applies what it yields and nothing else, so a change written
 ///   by another agent reaches lookups, watches, DNS and the health checker the same way as a local one.
@@ -48,6 +49,7 @@ public protocol CatalogStore: Sendable {
 
 /// What a store hands back at start-up.
 public struct StoredCatalog: Sendable {
+    /// Every registered instance, as last committed.
     public var instances: [Instance]
     /// The index of the latest committed change: the catalog follows ``CatalogStore/changes(after:)`` from here.
     public var index: UInt64
@@ -90,7 +92,9 @@ public struct EventLogPage: Sendable {
 /// The store turns it into a ``CommittedChange`` with ``committed(at:)`` once it knows the index; until then the
 /// instance's `createIndex` and `modifyIndex` mean nothing.
 public struct PlannedChange: Sendable, Hashable {
+    /// What the change does to the instance.
     public var kind: ChangeEvent.Kind
+    /// When the change was planned (the event's time).
     public var at: Date
     /// The instance after the change (for a removal, as it was).
     public var instance: Instance
@@ -130,6 +134,13 @@ public struct PlannedChange: Sendable, Hashable {
             event: ChangeEvent(index: index, kind: kind, at: at, instance: instance, observation: observation))
     }
 
+    private static func event(_ event: ChangeEvent, modifyIndex: UInt64) -> ChangeEvent {
+        var instance = event.instance
+        instance.modifyIndex = modifyIndex
+        return ChangeEvent(
+            index: event.index, kind: event.kind, at: event.at, instance: instance, observation: event.observation)
+    }
+
     /// One commit's changes as committed at `indexes` (one per change, in order): what a store returns once it has
     /// committed them.
     ///
@@ -137,6 +148,7 @@ public struct PlannedChange: Sendable, Hashable {
     /// keeps the `createIndex` the commit gave the earlier one.
     public static func committing(_ changes: [PlannedChange], at indexes: some Sequence<UInt64>) -> [CommittedChange] {
         var created: [InstanceKey: UInt64] = [:]
+        var modified: [InstanceKey: UInt64] = [:]
         var committed: [CommittedChange] = []
         committed.reserveCapacity(changes.count)
         for (change, index) in zip(changes, indexes) {
@@ -144,7 +156,14 @@ public struct PlannedChange: Sendable, Hashable {
             let createIndex = change.kind == .added ? index : created[key] ?? change.instance.createIndex
             if change.kind == .added { created[key] = index }
             if change.kind == .removed { created[key] = nil }
-            committed.append(change.committed(at: index, createIndex: createIndex))
+            var done = change.committed(at: index, createIndex: createIndex)
+            if change.kind == .observed, let last = modified[key] {
+                // An observation leaves the instance as the earlier change of the commit made it.
+                done = CommittedChange(event: Self.event(done.event, modifyIndex: last))
+            } else if change.kind != .observed {
+                modified[key] = index
+            }
+            committed.append(done)
         }
         return committed
     }
@@ -168,8 +187,9 @@ public struct CatalogStoreError: Error, Hashable, Sendable, CustomStringConverti
         self.index = index
     }
 
-    /// An instance changed since the change was planned against it: nothing was committed. The store had reached
-    /// `index`; a catalog that has applied that far can plan again.
+    /// An instance changed since the change was planned against it: nothing was committed. `index` is the modify
+    /// index of the change that beat the plan (one the store's change sequence yields): a catalog that has applied
+    /// that far can plan again.
     public static func conflict(at index: UInt64) -> CatalogStoreError {
         CatalogStoreError(.conflict, index: index)
     }
@@ -179,7 +199,9 @@ public struct CatalogStoreError: Error, Hashable, Sendable, CustomStringConverti
         CatalogStoreError(.compacted, index: index)
     }
 
+    /// Whether a precondition failed (see ``conflict(at:)``).
     public var isConflict: Bool { code == .conflict }
+    /// Whether the changes asked for are no longer held (see ``compacted(through:)``).
     public var isCompacted: Bool { code == .compacted }
 
     public var description: String {

@@ -88,10 +88,10 @@ public final class InMemoryCatalogStore: CatalogStore {
 }
 
 /// Reading pages out of an event log kept in index order.
-public enum EventLogSlicing {
+package enum EventLogSlicing {
     /// The events of `log` (sorted by index) after `index`: at most `limit`, extended to the end of the last index
     /// taken, so a page never ends between two events that share an index.
-    public static func page<Log: RandomAccessCollection<ChangeEvent>>(
+    package static func page<Log: RandomAccessCollection<ChangeEvent>>(
         of log: Log, after index: UInt64, limit: Int
     ) -> [ChangeEvent] where Log.Index == Int {
         var start = log.startIndex

@@ -31,11 +31,11 @@ struct ClientOptions: ParsableArguments {
     ///
     /// The CLI commands are thin clients of the API (as Consul's are): everything they print comes from the agent's
     /// answers, through the client library's typed client.
-    func perform(_ body: (AgentClient) async throws -> Void) async throws {
+    func perform(as command: any ParsableCommand.Type, _ body: (AgentClient) async throws -> Void) async throws {
         var given: [Setting: String] = [:]
         given[ClientSettings.agents] = agents.isEmpty ? nil : agents.joined(separator: ",")
         given[Setting.configFile] = configFile
-        let urls = try await ServicesCommand.settled {
+        let urls = try await command.settled {
             let settings = try await SettingsReader(ClientSettings.all, commandLine: given)
             let urls = settings.list(ClientSettings.agents).map { url in
                 var url = url
@@ -55,7 +55,7 @@ struct ClientOptions: ParsableArguments {
         } catch let error as SwitchboardClientError {
             failure = describe(error, agents: urls.joined(separator: ", "))
         } catch let error as SwitchboardCore.ValidationError {
-            failure = "\(error.message) (field: \(error.field))"
+            failure = error.field.isEmpty ? error.message : "\(error.message) (field: \(error.field))"
         }
         try? await connection.shutdown()
         if let failure {
@@ -130,9 +130,10 @@ struct ServicesCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        try await options.perform { agent in
-            let answer = try await agent.call(.services())
-            if options.json { return options.printJSON(answer.body) }
+        try await options.perform(as: Self.self) { agent in
+            let request = AgentRequest.services()
+            if options.json { return options.printJSON(try await agent.call(request.ignoringAnswer()).body) }
+            let answer = try await agent.call(request)
             let rows = answer.value.services.map { service in
                 [
                     service.name.rawValue, "\(service.counts.passing)", "\(service.counts.warning)",
@@ -156,9 +157,10 @@ struct InstancesCommand: AsyncParsableCommand {
     @OptionGroup var filters: InstanceFilterOptions
 
     func run() async throws {
-        try await options.perform { agent in
-            let answer = try await agent.call(.lookup(try serviceName(service), matching: try filters.query()))
-            if options.json { return options.printJSON(answer.body) }
+        try await options.perform(as: Self.self) { agent in
+            let request = AgentRequest.lookup(try serviceName(service), matching: try filters.query())
+            if options.json { return options.printJSON(try await agent.call(request.ignoringAnswer()).body) }
+            let answer = try await agent.call(request)
             let rows = answer.value.instances.map { instance in
                 [
                     instance.id.rawValue, instance.definition.address.rawValue, "\(instance.definition.port)",
@@ -256,10 +258,11 @@ struct RegisterCommand: AsyncParsableCommand {
         check?.deregisterAfterCritical = deregisterAfter
         request.checks = check.map { [$0] }
         let instance = try id ?? defaultID()
-        try await options.perform { agent in
-            let answer = try await agent.call(
-                .register(request, service: try serviceName(service), id: try instanceID(instance)))
-            if options.json { return options.printJSON(answer.body) }
+        try await options.perform(as: Self.self) { agent in
+            let registration = AgentRequest.register(
+                request, service: try serviceName(service), id: try instanceID(instance))
+            if options.json { return options.printJSON(try await agent.call(registration.ignoringAnswer()).body) }
+            let answer = try await agent.call(registration)
             let instance = answer.value
             print(
                 "registered \(instance.service)/\(instance.id) at \(instance.definition.address):\(instance.definition.port) (\(instance.status.rawValue), index \(instance.modifyIndex))"
@@ -290,8 +293,9 @@ struct DeregisterCommand: AsyncParsableCommand {
     var id: String
 
     func run() async throws {
-        try await options.perform { agent in
-            let answer = try await agent.call(.deregister(try serviceName(service), id: try instanceID(id)))
+        try await options.perform(as: Self.self) { agent in
+            let answer = try await agent.call(
+                AgentRequest.deregister(try serviceName(service), id: try instanceID(id)).ignoringAnswer())
             if options.json { return options.printJSON(answer.body) }
             print("deregistered \(service)/\(id)")
         }
@@ -324,7 +328,7 @@ struct MaintenanceCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await options.perform { agent in
+        try await options.perform(as: Self.self) { agent in
             let answer = try await agent.call(
                 .maintenance(try serviceName(service), id: try instanceID(id), enabled: mode == .enable, reason: reason)
             )

@@ -25,7 +25,7 @@ struct WatchCommand: AsyncParsableCommand {
 
     func run() async throws {
         let printer = WatchPrinter(json: options.json)
-        try await options.perform { agent in
+        try await options.perform(as: Self.self) { agent in
             let name = try service.map(serviceName)
             let query = try filters.query()
             // A dropped connection is resumed from the last event id (the agent sends a fresh snapshot when it no
@@ -62,7 +62,7 @@ struct WatchPrinter {
                     (seen.duration.map { " for \($0)" } ?? "") + (seen.reason.isEmpty ? "" : ": \(seen.reason)") + ")"
             }
             emit(line)
-        case .other:
+        case .other, .unreadable:
             emit("[\(raw.id ?? "-")] \(raw.event): \(raw.data)")
         }
     }

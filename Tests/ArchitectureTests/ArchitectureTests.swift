@@ -54,9 +54,18 @@ struct ArchitectureTests {
             forbiddenPackages: []),
     ]
 
+    /// The manifest's JSON, read once for every rule.
+    static let manifestJSON = Task { try dumpPackage() }
+
+    /// The root package's manifest, parsed.
+    static func manifest() async throws -> [String: Any] {
+        let data = try await manifestJSON.value
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
     /// The root package's manifest as `swift package dump-package` gives it (with a scratch folder of its own, so it
     /// never waits for the build that runs these tests).
-    static func manifest() async throws -> [String: Any] {
+    static func dumpPackage() throws -> Data {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("architecture-\(UUID())")
         defer { try? FileManager.default.removeItem(at: scratch) }
         let process = Process()
@@ -69,8 +78,14 @@ struct ArchitectureTests {
         try process.run()
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
-        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        guard process.terminationStatus == 0 else {
+            throw ManifestUnreadable(status: process.terminationStatus)
+        }
+        return data
+    }
+
+    struct ManifestUnreadable: Error {
+        var status: Int32
     }
 
     /// Every target of this package `module` depends on, directly or not, and every package product it uses.

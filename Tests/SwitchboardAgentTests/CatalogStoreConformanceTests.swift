@@ -309,4 +309,36 @@ struct CatalogStoreConformanceTests {
             #expect(catalog.index == (try await store.load()).index)
         }
     }
+
+    @Test(arguments: StoreUnderTest.Kind.allCases)
+    func aSequenceOpenedWhileCommitsLandMissesNoneOfThem(_ kind: StoreUnderTest.Kind) async throws {
+        try await withStore(kind) { _, store in
+            let total = 60
+            // Sequences opened at every moment of a stream of commits: each one must see every commit, from the
+            // replay or from the publication, and none twice.
+            let sequences = try await withThrowingTaskGroup(
+                of: AsyncThrowingStream<[CommittedChange], any Error>?.self
+            ) { group in
+                group.addTask {
+                    for number in 0..<total { _ = try await store.commit([added(instance("c\(number)"))]) }
+                    return nil
+                }
+                for _ in 0..<12 {
+                    group.addTask {
+                        try await Task.sleep(for: .microseconds(Int.random(in: 0...4000)))
+                        return try await store.changes(after: 0)
+                    }
+                }
+                var opened: [AsyncThrowingStream<[CommittedChange], any Error>] = []
+                for try await sequence in group { if let sequence { opened.append(sequence) } }
+                return opened
+            }
+            let all = try await store.events(after: 0, limit: 1000).events.map(\.index)
+            #expect(all.count == total)
+            for changes in sequences {
+                let received = try await read(total, from: changes).map(\.event.index)
+                #expect(received == all, "a sequence missed or repeated a commit")
+            }
+        }
+    }
 }

@@ -176,4 +176,31 @@ struct SkippingIndexStoreAgentTests {
             stream.close()
         }
     }
+
+    @Test func aFilteredStreamStillLearnsTheIdOfAnIndexItGotPartOf() async throws {
+        let store = SkippingIndexStore(seed: 9)
+        try await withLiveAgent(store: store) { agent in
+            let snapshotIndex = try #require(try await register(agent, "p1").index)
+            let stream = try await EventStreamClient("\(agent.baseURL)/v1/services/payment/watch")
+            #expect(try await stream.next().index == snapshotIndex)
+            func order(_ id: String) -> PlannedChange {
+                let definition = InstanceDefinition(
+                    service: try! ServiceName("order"), id: try! InstanceID(id), address: try! HostAddress("10.0.0.1"),
+                    port: 80)
+                return PlannedChange(
+                    kind: .added, at: Date(),
+                    instance: Instance(definition: definition, createIndex: 0, modifyIndex: 0),
+                    expectedModifyIndex: nil)
+            }
+            // The order change carries each shared index's id; the payment stream filters it out.
+            let first = try store.commitFromElsewhere([elsewhere("p8"), order("o1")], sharingOneIndex: true)
+            let second = try store.commitFromElsewhere([elsewhere("p9"), order("o2")], sharingOneIndex: true)
+            let p8 = try await stream.next()
+            #expect(p8.event == "added" && p8.index == snapshotIndex, "the frame itself carries no id")
+            let p9 = try await stream.next()
+            #expect(p9.index == first[0].event.index, "the id of p8's index reached the stream on its own")
+            #expect(second[0].event.index > first[0].event.index)
+            stream.close()
+        }
+    }
 }

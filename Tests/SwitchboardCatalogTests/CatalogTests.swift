@@ -32,8 +32,33 @@ final class FailingStore: CatalogStore {
     }
 }
 
+/// A store whose change sequence cannot be opened (a remote store out of reach, say).
+final class UnreachableChangesStore: CatalogStore {
+    struct Unreachable: Error {}
+    private let inner = InMemoryCatalogStore()
+    func load() async throws -> StoredCatalog { StoredCatalog() }
+    func commit(_ changes: [PlannedChange]) async throws -> [CommittedChange] { try await inner.commit(changes) }
+    func changes(after index: UInt64) async throws -> AsyncThrowingStream<[CommittedChange], any Error> {
+        throw Unreachable()
+    }
+    func events(after index: UInt64, limit: Int) async throws -> EventLogPage {
+        try await inner.events(after: index, limit: limit)
+    }
+}
+
 @Suite("The concurrent catalog")
 struct CatalogTests {
+    @Test func writesQueuedWhenTheChangeSequenceCannotBeOpenedFailInsteadOfWaiting() async throws {
+        let catalog = try await Catalog.load(from: UnreachableChangesStore())
+        let queued = Task { try await catalog.register(makeDefinition()) }
+        try await eventually { catalog.queuedWrites == 1 }
+        await #expect(throws: UnreachableChangesStore.Unreachable.self) { try await catalog.run() }
+        await #expect { _ = try await queued.value } throws: { ($0 as? CatalogError)?.isUnavailable == true }
+        await #expect { _ = try await catalog.register(makeDefinition("payment", "p2")) } throws: {
+            ($0 as? CatalogError)?.isUnavailable == true
+        }
+    }
+
     @Test func concurrentRegistrationsAllLandWithConsecutiveIndexes() async throws {
         try await withCatalog { catalog in
             try await withThrowingTaskGroup(of: UInt64.self) { group in

@@ -145,7 +145,7 @@ struct EventStream: Sendable {
                 cursor = try await sendSnapshot(&writer, retry: false)
                 lastWrite = .now
             case .frames(let frames, let through):
-                let outgoing = frames.filter(concerns).map(\.bytes)
+                let outgoing = Self.outgoing(frames, concerning: concerns)
                 if !outgoing.isEmpty {
                     try await writer.write(contentsOf: outgoing)
                     lastWrite = .now
@@ -164,6 +164,25 @@ struct EventStream: Sendable {
                 }
             }
         }
+    }
+
+    /// The bytes to send of `frames`: those `concerns` admits, and where the change that carries an index's id was
+    /// left out after others of its index were sent, that id alone, so the consumer's `Last-Event-ID` still moves
+    /// past the index it was sent part of.
+    static func outgoing(_ frames: [WatchHub.Frame], concerning concerns: (WatchHub.Frame) -> Bool) -> [ByteBuffer] {
+        var outgoing: [ByteBuffer] = []
+        // The index of a frame sent without its id, until the frame carrying that id comes by.
+        var partlySent: UInt64?
+        for frame in frames {
+            if !frame.isIDOnly, concerns(frame) {
+                outgoing.append(frame.bytes)
+                partlySent = frame.carriesID ? nil : frame.index
+            } else if frame.carriesID, partlySent == frame.index {
+                outgoing.append(frame.isIDOnly ? frame.bytes : ByteBuffer(string: "id: \(frame.index)\n\n"))
+                partlySent = nil
+            }
+        }
+        return outgoing
     }
 
     /// Whether the consumer needs `frame`: the instance matches the filters after the change or matched before.

@@ -243,19 +243,21 @@ public final class SQLiteCatalogStore: CatalogStore {
 
     public func changes(after index: UInt64) async throws -> AsyncThrowingStream<[CommittedChange], any Error> {
         let feed = self.feed
-        // On SQLite's writer, between commits: every commit is either read here or published to the new sequence.
-        let replay: Result<[CommittedChange], CatalogStoreError> = try await database.writeWithoutTransaction { db in
-            let prunedThrough = UInt64(try Self.meta("pruned_through", in: db))
-            guard index >= prunedThrough else { return .failure(.compacted(through: prunedThrough)) }
-            let records = try Data.fetchAll(
-                db, sql: "SELECT record FROM events WHERE idx > ? ORDER BY idx", arguments: [Int64(clamping: index)])
-            let decoder = SwitchboardJSON.decoder()
-            return .success(try records.map { CommittedChange(event: try decoder.decode(ChangeEvent.self, from: $0)) })
-        }
-        switch replay {
-        case .success(let changes): return feed.subscribe(replaying: changes)
-        case .failure(let error): throw error
-        }
+        // On SQLite's writer, between commits, replay and subscription together: a commit's publication also runs
+        // on the writer, after its transaction, so every commit is either read here or published to the new
+        // sequence, never neither.
+        let subscribed: Result<AsyncThrowingStream<[CommittedChange], any Error>, CatalogStoreError> =
+            try await database.writeWithoutTransaction { db in
+                let prunedThrough = UInt64(try Self.meta("pruned_through", in: db))
+                guard index >= prunedThrough else { return .failure(.compacted(through: prunedThrough)) }
+                let records = try Data.fetchAll(
+                    db, sql: "SELECT record FROM events WHERE idx > ? ORDER BY idx",
+                    arguments: [Int64(clamping: index)])
+                let decoder = SwitchboardJSON.decoder()
+                let replay = try records.map { CommittedChange(event: try decoder.decode(ChangeEvent.self, from: $0)) }
+                return .success(feed.subscribe(replaying: replay))
+            }
+        return try subscribed.get()
     }
 
     public func events(after index: UInt64, limit: Int) async throws -> EventLogPage {

@@ -60,15 +60,29 @@ public final class WatchHub: Service, Sendable {
 
     /// One change as a ready-to-send stream frame, with what a watcher needs to filter it.
     public struct Frame: Sendable {
-        /// The catalog index the change produced (the frame's event id).
+        /// The catalog index the change produced (its event id: changes committed together may share one).
         public var index: UInt64
         public var kind: ChangeEvent.Kind
         /// The instance after the change (as it was, for a removal): what filters are applied to.
         public var instance: Instance
         /// The instance just before the change (nil for an addition).
         public var previous: Instance?
-        /// `id: N`, `event: kind`, `data: {event JSON}` and the blank line that ends an SSE event.
+        /// `id: N` (on the last frame of an index only), `event: kind`, `data: {event JSON}` and the blank line that
+        /// ends an SSE event.
         public var bytes: ByteBuffer
+        /// Whether ``bytes`` carries the event id: the last of the changes that share an index does.
+        public var carriesID: Bool
+        /// Whether this stands only for the id of an index (see ``frames(after:service:limit:)``): it is no change.
+        public var isIDOnly = false
+
+        /// This frame's id alone, for a consumer that got part of its index and not this change.
+        func idOnly() -> Frame {
+            var frame = self
+            frame.bytes = ByteBuffer(string: "id: \(index)\n\n")
+            frame.isIDOnly = true
+            return frame
+        }
+
     }
 
     /// What a watcher finds after its cursor.
@@ -181,11 +195,12 @@ public final class WatchHub: Service, Sendable {
         bytes.writeString("\n\n")
         return Frame(
             index: change.event.index, kind: change.event.kind, instance: change.event.instance,
-            previous: change.previous, bytes: bytes)
+            previous: change.previous, bytes: bytes, carriesID: carryingID)
     }
 
     /// The frames after `cursor` (at most `limit`, of `service` only when given, and never ending inside an index),
-    /// or ``Batch/behind``.
+    /// or ``Batch/behind``. When `service` leaves out the change that carries an index's id after taking others of
+    /// that index, an id-only frame (``Frame/isIDOnly``) stands in for it, so the stream can still send the id.
     public func frames(after cursor: UInt64, service: ServiceName?, limit: Int = 256) -> Batch {
         state.withLock { state in
             guard cursor >= state.heldSince else { return .behind }
@@ -201,11 +216,19 @@ public final class WatchHub: Service, Sendable {
             var position = low
             var found: [Frame] = []
             var through = cursor
+            // The index of a frame taken without its id, until the frame carrying that id comes by.
+            var partlyTaken: UInt64?
             while position < state.frames.count {
                 let frame = state.frames[position]
                 // Frames that share an index go together: the cursor moves by whole indexes.
                 if found.count >= limit, frame.index != through { break }
-                if service == nil || frame.instance.service == service { found.append(frame) }
+                if service == nil || frame.instance.service == service {
+                    found.append(frame)
+                    partlyTaken = frame.carriesID ? nil : frame.index
+                } else if frame.carriesID, partlyTaken == frame.index {
+                    found.append(frame.idOnly())
+                    partlyTaken = nil
+                }
                 through = frame.index
                 position += 1
             }

@@ -14,14 +14,18 @@ public struct WatchEvent: Sendable {
         case change(ChangeEvent)
         /// An event this client does not know (from a newer agent): ignore it.
         case other
+        /// An event of a kind this client knows whose data it cannot read (from a newer agent, say): whether that
+        /// matters is the consumer's call (a cache of instances cannot skip a change; a printer shows it raw).
+        case unreadable(SwitchboardClientError)
     }
 
+    /// What the event says, decoded.
     public let content: Content
     /// The event as the agent sent it: its id (the catalog index it brings the consumer to), its name and data.
     public let raw: ServerSentEvent
 
-    /// Decodes `raw`; throws ``SwitchboardClientError/Code/invalidAnswer`` when its data is not what its name says.
-    public init(decoding raw: ServerSentEvent) throws(SwitchboardClientError) {
+    /// Decodes `raw`; data that is not what its name says is ``Content/unreadable(_:)``, not an error.
+    public init(decoding raw: ServerSentEvent) {
         self.raw = raw
         let decoder = SwitchboardJSON.decoder()
         do {
@@ -33,24 +37,26 @@ public struct WatchEvent: Sendable {
                 content = .other
             }
         } catch {
-            throw SwitchboardClientError(.invalidAnswer, "a \(raw.event) event could not be read: \(error)")
+            content = .unreadable(
+                SwitchboardClientError(.invalidAnswer, "a \(raw.event) event could not be read: \(error)"))
         }
     }
 }
 
 extension AgentClient {
     /// Opens the event stream of `service` (nil: of the whole catalog), with the instances that pass `query`, on
-    /// the agent requests go to now; with `lastEventID`, asks that agent to resume after it (it sends a snapshot
-    /// instead when it no longer holds what followed).
+    /// `agent` (by default the one requests go to now); with `lastEventID`, asks that agent to resume after it (it
+    /// sends a snapshot instead when it no longer holds what followed).
     ///
     /// Throws ``SwitchboardClientError/Code/refused`` when the agent refuses the stream and
     /// ``SwitchboardClientError/Code/agentUnreachable`` when it cannot be reached. The connection's events then
     /// arrive in order until it ends (the agent stopped) or throws (it dropped).
     public func openWatch(
         _ service: ServiceName?, matching query: InstanceQuery = InstanceQuery(),
-        resumingAfter lastEventID: String? = nil
+        resumingAfter lastEventID: String? = nil, on agent: String? = nil
     ) async throws(SwitchboardClientError) -> WatchConnection {
-        let agent = connection.currentAgent
+        // The caller names the agent when it keeps event ids per agent: ids mean something only to their agent.
+        let agent = agent ?? connection.currentAgent
         let path = service.map(APIPath.serviceWatch) ?? APIPath.catalogWatch
         var request = connection.request(.GET, APIPath.target(path, APIQuery(query)), to: agent)
         request.headers.add(name: "Accept", value: "text/event-stream")
@@ -106,19 +112,19 @@ public struct WatchConnection: AsyncSequence, Sendable {
         AsyncIterator(chunks: body.makeAsyncIterator())
     }
 
+    /// Reads the connection's bytes and hands over its events one by one.
     public struct AsyncIterator: AsyncIteratorProtocol {
         var chunks: HTTPClientResponse.Body.AsyncIterator
         var parser = ServerSentEventParser()
         var pending: [ServerSentEvent] = []
         var position = 0
 
-        /// The next event; nil when the agent ended the stream; throws when the connection dropped or an event
-        /// could not be read.
+        /// The next event; nil when the agent ended the stream; throws when the connection dropped.
         public mutating func next() async throws -> WatchEvent? {
             while true {
                 if position < pending.count {
                     defer { position += 1 }
-                    return try WatchEvent(decoding: pending[position])
+                    return WatchEvent(decoding: pending[position])
                 }
                 guard let chunk = try await chunks.next() else { return nil }
                 pending = parser.feed(chunk.readableBytesView)
@@ -142,6 +148,7 @@ public struct AgentWatch: AsyncSequence, Sendable {
         AsyncIterator(watch: self)
     }
 
+    /// Follows the stream, connecting again (and resuming) when a connection drops.
     public struct AsyncIterator: AsyncIteratorProtocol {
         let watch: AgentWatch
         var connection: WatchConnection.AsyncIterator?
@@ -150,20 +157,23 @@ public struct AgentWatch: AsyncSequence, Sendable {
         var resume: (agent: String, id: String)?
         var everConnected = false
 
+        /// The next event; nil once the consuming task is cancelled; throws when the first connection fails or an
+        /// agent refuses the stream.
         public mutating func next() async throws -> WatchEvent? {
             while !Task.isCancelled {
                 if connection == nil {
                     do {
+                        // One read of the agent for the resumption, the stream and a failure report alike.
                         let current = watch.client.connection.currentAgent
+                        agent = current
                         let opened = try await watch.client.openWatch(
                             watch.service, matching: watch.query,
-                            resumingAfter: resume?.agent == current ? resume?.id : nil)
-                        agent = opened.agent
+                            resumingAfter: resume?.agent == current ? resume?.id : nil, on: current)
                         connection = opened.makeAsyncIterator()
                         everConnected = true
                     } catch {
                         guard everConnected, error.code != .refused else { throw error }
-                        watch.client.connection.reportUnreachable(watch.client.connection.currentAgent)
+                        watch.client.connection.reportUnreachable(agent)
                         watch.onInterruption(error)
                         try? await Task.sleep(for: watch.reconnectDelay)
                         continue

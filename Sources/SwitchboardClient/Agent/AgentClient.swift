@@ -124,6 +124,7 @@ public struct AgentClient: Sendable {
 ///
 /// Made by the static functions (one per endpoint), sent with ``AgentClient/call(_:)``.
 public struct AgentRequest<Value: Decodable & Sendable>: Sendable {
+    /// The HTTP method.
     public var method: HTTPMethod
     /// The path and query, built by `APIPath`.
     public var target: String
@@ -139,13 +140,33 @@ public struct AgentRequest<Value: Decodable & Sendable>: Sendable {
         // Encoding the API's own request types cannot fail: every field is a string, number, array or object.
         self.body = body.flatMap { try? SwitchboardJSON.encoder().encode($0) }.map { ByteBuffer(bytes: $0) }
     }
+
+    private init(method: HTTPMethod, target: String, encodedBody: ByteBuffer?, timeout: Duration?) {
+        self.method = method
+        self.target = target
+        self.body = encodedBody
+        self.timeout = timeout
+    }
+
+    /// The same call, its answer's body left unread: for a caller that needs only to know it succeeded, so that an
+    /// answer from a newer agent it could not decode still counts as the success it is.
+    public func ignoringAnswer() -> AgentRequest<IgnoredAnswer> {
+        AgentRequest<IgnoredAnswer>(method: method, target: target, encodedBody: body, timeout: timeout)
+    }
+}
+
+/// The answer of a call made with ``AgentRequest/ignoringAnswer()``: nothing of it is read.
+public struct IgnoredAnswer: Decodable, Sendable {
+    public init(from decoder: any Decoder) throws {}
 }
 
 extension AgentRequest where Value == AgentInfo {
+    /// `GET /v1/agent`.
     public static func agentInfo() -> Self { Self(.GET, APIPath.agent) }
 }
 
 extension AgentRequest where Value == ServiceList {
+    /// `GET /v1/services`, held until the catalog changes when `blocking`.
     public static func services(blocking: BlockingQuery? = nil) -> Self {
         var query = APIQuery()
         if let blocking { query.add(blocking) }
@@ -154,6 +175,7 @@ extension AgentRequest where Value == ServiceList {
 }
 
 extension AgentRequest where Value == ServiceLookup {
+    /// `GET /v1/services/{service}` with `query`'s filters, held until the service changes when `blocking`.
     public static func lookup(
         _ service: ServiceName, matching query: InstanceQuery = InstanceQuery(), blocking: BlockingQuery? = nil,
         timeout: Duration? = nil
@@ -174,10 +196,12 @@ extension AgentRequest {
 }
 
 extension AgentRequest where Value == Instance {
+    /// `GET /v1/services/{service}/instances/{id}`.
     public static func instance(_ service: ServiceName, id: InstanceID) -> Self {
         Self(.GET, APIPath.instance(service, id: id))
     }
 
+    /// `PUT /v1/services/{service}/instances/{id}`, with `?cas=` when `cas` is given.
     public static func register(
         _ registration: RegistrationRequest, service: ServiceName, id: InstanceID, cas: UInt64? = nil
     ) -> Self {
@@ -186,10 +210,12 @@ extension AgentRequest where Value == Instance {
         return Self(.PUT, APIPath.target(APIPath.instance(service, id: id), query), body: registration)
     }
 
+    /// `DELETE /v1/services/{service}/instances/{id}`.
     public static func deregister(_ service: ServiceName, id: InstanceID) -> Self {
         Self(.DELETE, APIPath.instance(service, id: id))
     }
 
+    /// `PUT .../maintenance`.
     public static func maintenance(
         _ service: ServiceName, id: InstanceID, enabled: Bool, reason: String? = nil
     ) -> Self {
@@ -209,12 +235,14 @@ extension AgentRequest where Value == HeartbeatAnswer {
 }
 
 extension AgentRequest where Value == ChangeEvent {
+    /// `POST .../observations`.
     public static func observation(_ observation: Observation, about service: ServiceName, id: InstanceID) -> Self {
         Self(.POST, APIPath.observations(service, id: id), body: ObservationRequest(observation))
     }
 }
 
 extension AgentRequest where Value == EventPage {
+    /// `GET /v1/events?since=&limit=`.
     public static func events(since: UInt64, limit: Int? = nil) -> Self {
         var query = APIQuery()
         query.add("since", String(since))
@@ -225,9 +253,11 @@ extension AgentRequest where Value == EventPage {
 
 /// An agent's answer to an ``AgentRequest``: the decoded value, with what came with it.
 public struct AgentResponse<Value: Sendable>: Sendable {
+    /// The answer, decoded.
     public var value: Value
     /// `X-Switchboard-Index`: the catalog index the answer is current at.
     public var index: UInt64?
+    /// The answer's status (2xx: other statuses are thrown as refusals).
     public var status: HTTPResponseStatus
     /// The body as the agent sent it.
     public var body: ByteBuffer

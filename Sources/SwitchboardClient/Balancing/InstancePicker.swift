@@ -51,6 +51,9 @@ public struct InstancePicker: Sendable {
     /// Whether some breaker may not be closed. While none is, a pick asks no breaker before the balancer: breakers
     /// trip rarely, and a scan of them all on every pick would cost every call.
     private var someBreakerTripped = false
+    /// The last set without its open circuits, kept while neither its source nor the open circuits change, so the
+    /// balancer sees one set (one generation) from pick to pick and keeps its per-set state.
+    private var withoutOpenCircuits: (source: UInt64, open: Set<InstanceID>, set: InstanceSet)?
 
     /// A picker ejecting instances as `outlierDetection` says and guarding each with a breaker configured by
     /// `circuitBreaker`; nil turns either off.
@@ -143,11 +146,16 @@ public struct InstancePicker: Sendable {
     ) -> InstanceSet {
         someBreakerTripped = breakers.values.contains { $0.state(at: now) != .closed }
         guard someBreakerTripped else { return candidates }
-        func isOpen(_ instance: Instance) -> Bool {
-            if case .open = breakers[instance.id]?.state(at: now) { return true }
-            return false
+        var open: Set<InstanceID> = []
+        for instance in candidates.instances {
+            if case .open = breakers[instance.id]?.state(at: now) { open.insert(instance.id) }
         }
-        guard candidates.instances.contains(where: isOpen) else { return candidates }
-        return InstanceSet(candidates.instances.filter { !isOpen($0) })
+        guard !open.isEmpty else { return candidates }
+        if let cached = withoutOpenCircuits, cached.source == candidates.generation, cached.open == open {
+            return cached.set
+        }
+        let set = InstanceSet(candidates.instances.filter { !open.contains($0.id) })
+        withoutOpenCircuits = (candidates.generation, open, set)
+        return set
     }
 }

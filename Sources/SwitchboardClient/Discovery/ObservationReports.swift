@@ -29,7 +29,7 @@ extension ServiceDiscovery {
         for await report in reports {
             do {
                 _ = try await agent.report(report.observation, about: report.service, id: report.id)
-            } catch  where error.code == .refused {
+            } catch let error where error.code == .refused {
                 logger.debug(
                     "the agent refused an observation",
                     metadata: ["instance": "\(report.service)/\(report.id)", "error": "\(error)"])

@@ -138,7 +138,7 @@ public final class ServiceDiscovery: Service, Sendable {
             let lookup: ServiceLookup
             do {
                 lookup = try await agent.lookup(service, matching: configuration.query, timeout: timeout)
-            } catch  where error.code == .refused && error.status == .notFound {
+            } catch let error where error.code == .refused && error.status == .notFound {
                 throw SwitchboardClientError(
                     .unknownService, "the agent refused the lookup of \(service): 404", status: error.status,
                     apiError: error.apiError)
@@ -262,7 +262,7 @@ public final class ServiceDiscovery: Service, Sendable {
         connected: () -> Void, delivered: (String) -> Void
     ) async throws {
         let stream = try await self.agent.openWatch(
-            service, matching: configuration.query, resumingAfter: eventID)
+            service, matching: configuration.query, resumingAfter: eventID, on: agent)
         connected()
         if eventID != nil {
             // The agent accepted the resumption: the cache is current as of the last event, and only changes since
@@ -270,13 +270,14 @@ public final class ServiceDiscovery: Service, Sendable {
             markLive(service)
         }
         for try await event in stream {
-            apply(event, to: service)
+            try apply(event, to: service)
             if let id = event.raw.id { delivered(id) }
         }
     }
 
-    /// Applies one stream event to the cache.
-    private func apply(_ event: WatchEvent, to service: ServiceName) {
+    /// Applies one stream event to the cache; throws for a change it cannot read (the cache cannot skip one: the
+    /// stream is opened again, and another agent, or a snapshot, may do better).
+    private func apply(_ event: WatchEvent, to service: ServiceName) throws(SwitchboardClientError) {
         let change: ChangeEvent
         switch event.content {
         case .snapshot(let snapshot):
@@ -284,8 +285,10 @@ public final class ServiceDiscovery: Service, Sendable {
             return
         case .change(let event) where event.kind != .observed:
             change = event
-        case .change, .other:
-            // Observations and unknown kinds (from a newer agent) change no instance.
+        case .unreadable(let error) where event.raw.event != ChangeEvent.Kind.observed.rawValue:
+            throw error
+        case .change, .other, .unreadable:
+            // Observations (read or not) and unknown kinds (from a newer agent) change no instance.
             return
         }
         update(service, index: change.index) { instances in

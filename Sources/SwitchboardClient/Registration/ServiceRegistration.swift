@@ -96,8 +96,10 @@ public final class ServiceRegistration: Service, Sendable {
         while true {
             try Task.checkCancellation()
             do {
+                // Registered on any 2xx: an answer this client cannot read (a newer agent's) is still a registration.
                 let answer = try await agent.call(
-                    .register(registration, service: configuration.service, id: configuration.id))
+                    AgentRequest.register(registration, service: configuration.service, id: configuration.id)
+                        .ignoringAnswer())
                 logger.info(
                     "registered",
                     metadata: [
@@ -125,11 +127,11 @@ public final class ServiceRegistration: Service, Sendable {
             do {
                 _ = try await agent.heartbeat(
                     configuration.service, id: configuration.id, timeout: configuration.ttl / 3)
-            } catch  where error.code == .refused && error.status == .notFound {
+            } catch let error where error.code == .refused && error.status == .notFound {
                 logger.info("the agent does not know this instance any more; registering again")
                 // A refusal of the registration itself ends the heartbeats: retrying it would not help.
                 try await register()
-            } catch  where error.code == .refused {
+            } catch let error where error.code == .refused {
                 logger.warning("the agent refused a heartbeat", metadata: ["error": "\(error)"])
             } catch {
                 // No agent answered: keep trying at the same pace; the connection moves on to another agent.
@@ -141,21 +143,27 @@ public final class ServiceRegistration: Service, Sendable {
     /// Drains (maintenance, then a wait) and deregisters; failures are logged, as the process is leaving anyway.
     private func leave() async {
         do throws(SwitchboardClientError) {
-            _ = try await agent.setMaintenance(
-                configuration.service, id: configuration.id, enabled: true, reason: "draining")
+            _ = try await agent.call(
+                AgentRequest.maintenance(configuration.service, id: configuration.id, enabled: true, reason: "draining")
+                    .ignoringAnswer())
             logger.info("draining", metadata: ["for": "\(configuration.drainTime)"])
             try? await Task.sleep(for: configuration.drainTime)
-        } catch  where error.code == .refused {
+        } catch let error where error.code == .refused && error.status == .notFound {
             // The agent no longer knows the instance: nobody is sending it calls through the registry.
+        } catch let error where error.code == .refused {
+            // Refused for another reason: the calls under way still deserve their drain.
+            logger.warning("the agent refused the drain", metadata: ["error": "\(error)"])
+            try? await Task.sleep(for: configuration.drainTime)
         } catch {
             logger.warning(
                 "could not leave the registry cleanly; the TTL check will expire", metadata: ["error": "\(error)"])
             return
         }
         do throws(SwitchboardClientError) {
-            _ = try await agent.deregister(configuration.service, id: configuration.id)
+            _ = try await agent.call(
+                AgentRequest.deregister(configuration.service, id: configuration.id).ignoringAnswer())
             logger.info("deregistered", metadata: ["service": "\(configuration.service)", "id": "\(configuration.id)"])
-        } catch  where error.code == .refused {
+        } catch let error where error.code == .refused {
             logger.info(
                 "already deregistered", metadata: ["service": "\(configuration.service)", "id": "\(configuration.id)"])
         } catch {

@@ -64,7 +64,7 @@ public struct APIErrorCode: RawRepresentable, Codable, Hashable, Sendable, Custo
 /// Domain errors (a broken validation rule, an unknown instance, a compare-and-set conflict) conform where they are
 /// defined, so each decides its own status; the agent renders them, in its native form or, for a compatibility
 /// layer, in another API's.
-public protocol APIReportableError: Error {
+package protocol APIReportableError: Error {
     /// The HTTP status code the API answers with.
     var apiStatus: Int { get }
     /// The body the native API answers with.
@@ -73,9 +73,9 @@ public protocol APIReportableError: Error {
 
 extension ValidationError: APIReportableError {
     /// A rule broken by a request's body: 422, naming the field.
-    public var apiStatus: Int { 422 }
+    package var apiStatus: Int { 422 }
 
-    public var apiErrorBody: APIErrorBody {
+    package var apiErrorBody: APIErrorBody {
         APIErrorBody(error: .invalidArgument, message: message, field: field.isEmpty ? nil : field)
     }
 }

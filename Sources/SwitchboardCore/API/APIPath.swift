@@ -6,7 +6,7 @@
 ///
 /// ```swift
 /// let path = APIPath.instance(payment, id: p1)        // "/v1/services/payment/instances/p1"
-/// let target = APIPath.service(payment, query: InstanceQuery(tags: ["v2"]))
+/// let target = APIPath.target(APIPath.service(payment), APIQuery(InstanceQuery(tags: ["v2"])))
 /// ```
 public enum APIPath {
     /// `GET`: the agent itself.

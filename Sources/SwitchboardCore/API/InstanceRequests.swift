@@ -6,7 +6,9 @@ public struct HeartbeatRequest: Codable, Sendable, Hashable, StrictlyDecodable {
         case status, output
     }
 
+    /// `passing` (the default), `warning` or `critical`.
     public var status: String?
+    /// What the instance says of itself, kept as the check's output (at most 4 KiB).
     public var output: String?
 
     /// A heartbeat reporting `status` (passing when `nil`) with `output`.
@@ -22,7 +24,7 @@ public struct HeartbeatRequest: Codable, Sendable, Hashable, StrictlyDecodable {
         output = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "output"))
     }
 
-    public func validated() throws(ValidationError) -> (HealthStatus, String) {
+    package func validated() throws(ValidationError) -> (HealthStatus, String) {
         var status = HealthStatus.passing
         if let text = self.status {
             guard let parsed = HealthStatus(rawValue: text), parsed != .maintenance else {
@@ -62,7 +64,7 @@ public struct MaintenanceRequest: Codable, Sendable, Hashable, StrictlyDecodable
         reason = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "reason"))
     }
 
-    public func validated() throws(ValidationError) -> (enabled: Bool, reason: String) {
+    package func validated() throws(ValidationError) -> (enabled: Bool, reason: String) {
         guard let enabled else {
             throw ValidationError(field: "enabled", message: "enabled is required: true or false")
         }
@@ -107,7 +109,7 @@ public struct ObservationRequest: Codable, Sendable, Hashable, StrictlyDecodable
         duration = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "duration"))
     }
 
-    public func validated() throws(ValidationError) -> Observation {
+    package func validated() throws(ValidationError) -> Observation {
         let kinds = Observation.Kind.allCases.map(\.rawValue).joined(separator: ", ")
         guard let text = kind else {
             throw ValidationError(field: "kind", message: "kind is required: one of \(kinds)")

@@ -49,7 +49,7 @@ struct Setting: Sendable, Hashable {
     /// The setting that names the configuration file itself (read from the command line or the environment).
     static let configFile = Setting(
         "config-file", valueName: "file",
-        "A YAML file of settings, keyed by flag name (http-addr: 127.0.0.1:7500); flags and variables win over it.")
+        "A YAML file of settings, keyed by flag name (flag: value); flags and variables win over it.")
 }
 
 /// The values a command was given for its settings, from (in this order) the command line, the environment, a YAML
