@@ -28,6 +28,7 @@ import SwitchboardCore
 public struct InstancePicker: Sendable {
     /// The instance chosen for a call, and its breaker's leave to call it (nil without breakers).
     public struct Pick: Sendable {
+        /// The instance to call.
         public let instance: Instance
         /// Handed back with the call's outcome, so the breaker can tell a trial call from an earlier one.
         public let permit: CircuitBreaker.Permit?
