@@ -107,8 +107,9 @@ public struct APIError: Error, HTTPResponseError, APIReportableError, Sendable {
     }
 }
 
-/// Turns every thrown error into its API form (as the request's context renders errors) and stamps the catalog
-/// index on every response, unknown routes included.
+/// Establishes the request's identity on its context, turns every thrown error into its API form (as the request's
+/// context renders errors) and stamps the catalog index on every response, unknown routes included. One middleware,
+/// not one per concern: each costs every request a call.
 struct APIResponseMiddleware: RouterMiddleware {
     typealias Context = AgentRequestContext
 
@@ -121,6 +122,8 @@ struct APIResponseMiddleware: RouterMiddleware {
         _ request: Request, context: AgentRequestContext,
         next: (Request, AgentRequestContext) async throws -> Response
     ) async throws -> Response {
+        var context = context
+        context.identify(request)
         var response: Response
         do {
             response = try await next(request, context)

@@ -112,7 +112,6 @@ public struct AgentHTTPAPI: Sendable {
     public func makeRouter() -> Router<AgentRequestContext> {
         let router = Router(context: AgentRequestContext.self)
         let catalog = self.catalog
-        router.add(middleware: RequestIdentityMiddleware())
         router.add(
             middleware: APIResponseMiddleware(
                 indexHeader: Self.indexHeader, currentIndex: { catalog.index },

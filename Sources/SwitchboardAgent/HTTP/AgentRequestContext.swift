@@ -12,9 +12,8 @@ import SwitchboardCore
 /// and a compatibility layer can have the same domain errors rendered its own way.
 public struct AgentRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    /// The request's id: the caller's `X-Request-ID` when it sent one, else the one the server gave it. It goes
-    /// into the logs of the request (and, with ACLs, into the audit trail).
-    public var requestID: String
+    /// The `X-Request-ID` the caller sent, when it is a sane one.
+    public var sentRequestID: String?
     /// Who is calling.
     public var caller: CallerIdentity
     /// How errors are rendered for the API the request was made to.
@@ -22,10 +21,14 @@ public struct AgentRequestContext: RequestContext {
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = CoreRequestContextStorage(source: source)
-        requestID = source.logger[metadataKey: "hb.request.id"]?.description ?? ""
         caller = .anonymous
         errorRendering = NativeErrorRendering()
     }
+
+    /// The request's id: the caller's `X-Request-ID` when it sent one, else the one the server gave it. It goes
+    /// into the logs of the request (and, with ACLs, into the audit trail). Worked out when asked: most requests
+    /// never need it.
+    public var requestID: String { sentRequestID ?? id }
 
     /// Request bodies are collected by the handlers themselves, with the API's own limit.
     public var maxUploadSize: Int { AgentHTTPAPI.maximumBodySize }
@@ -70,23 +73,16 @@ public struct NativeErrorRendering: AgentErrorRendering {
     }
 }
 
-/// Establishes the request's id (the caller's `X-Request-ID` wins, when it is a sane one) and puts it in the logs.
-struct RequestIdentityMiddleware: RouterMiddleware {
-    typealias Context = AgentRequestContext
-
+extension AgentRequestContext {
     static let requestIDHeader = HTTPField.Name("X-Request-ID")!
 
-    func handle(
-        _ request: Request, context: AgentRequestContext,
-        next: (Request, AgentRequestContext) async throws -> Response
-    ) async throws -> Response {
-        var context = context
-        if let sent = request.headers[Self.requestIDHeader], !sent.isEmpty, sent.utf8.count <= 128,
+    /// Takes the caller's `X-Request-ID` (when it is a sane one: printable ASCII, at most 128 bytes) as the request's
+    /// id, in the logs too.
+    mutating func identify(_ request: Request) {
+        guard let sent = request.headers[Self.requestIDHeader], !sent.isEmpty, sent.utf8.count <= 128,
             sent.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
-        {
-            context.requestID = sent
-            context.logger[metadataKey: "request-id"] = "\(sent)"
-        }
-        return try await next(request, context)
+        else { return }
+        sentRequestID = sent
+        logger[metadataKey: "request-id"] = "\(sent)"
     }
 }

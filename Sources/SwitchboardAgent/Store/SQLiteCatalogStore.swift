@@ -187,43 +187,39 @@ public final class SQLiteCatalogStore: CatalogStore {
         let retention = Int64(configuration.eventRetention)
         let feed = self.feed
         return try await database.write { db in
-            let index = try Self.meta("index", in: db)
+            // Statements compiled once per connection and reused: a batch runs them once or twice per change.
+            let index = try Int64.fetchOne(
+                try db.cachedStatement(sql: "SELECT value FROM catalog_meta WHERE key = 'index'")) ?? 0
             // Every precondition against the rows as they are before the commit.
+            let modifyIndex = try db.cachedStatement(
+                sql: "SELECT modify_index FROM instances WHERE service = ? AND id = ?")
             for change in changes {
                 let current = try Int64.fetchOne(
-                    db, sql: "SELECT modify_index FROM instances WHERE service = ? AND id = ?",
-                    arguments: [change.key.service.rawValue, change.key.id.rawValue])
+                    modifyIndex, arguments: [change.key.service.rawValue, change.key.id.rawValue])
                 guard change.holds(against: current.map { UInt64($0) }) else {
                     throw CatalogStoreError.conflict(at: UInt64(index))
                 }
             }
             let committed = PlannedChange.committing(changes, at: UInt64(index + 1)...)
+            let deleteInstance = try db.cachedStatement(sql: "DELETE FROM instances WHERE service = ? AND id = ?")
+            let storeInstance = try db.cachedStatement(
+                sql: "INSERT OR REPLACE INTO instances (service, id, record, modify_index) VALUES (?, ?, ?, ?)")
+            let logEvent = try db.cachedStatement(sql: "INSERT INTO events (idx, record) VALUES (?, ?)")
+            let indexService = try db.cachedStatement(sql: "INSERT OR REPLACE INTO services (name, idx) VALUES (?, ?)")
             for change in committed {
                 let event = change.event
                 if !event.changesCatalog {
                     // An observation leaves the instance and the service's index as they are: only the log holds it.
                 } else if event.kind == .removed {
-                    try db.execute(
-                        sql: "DELETE FROM instances WHERE service = ? AND id = ?",
-                        arguments: [event.service.rawValue, event.id.rawValue]
-                    )
+                    try deleteInstance.execute(arguments: [event.service.rawValue, event.id.rawValue])
                 } else {
-                    try db.execute(
-                        sql: "INSERT OR REPLACE INTO instances (service, id, record, modify_index) VALUES (?, ?, ?, ?)",
-                        arguments: [
-                            event.service.rawValue, event.id.rawValue, Data(change.instanceJSON), Int64(event.index),
-                        ]
-                    )
+                    try storeInstance.execute(arguments: [
+                        event.service.rawValue, event.id.rawValue, Data(change.instanceJSON), Int64(event.index),
+                    ])
                 }
-                try db.execute(
-                    sql: "INSERT INTO events (idx, record) VALUES (?, ?)",
-                    arguments: [Int64(event.index), Data(change.eventJSON)]
-                )
+                try logEvent.execute(arguments: [Int64(event.index), Data(change.eventJSON)])
                 if event.changesCatalog {
-                    try db.execute(
-                        sql: "INSERT OR REPLACE INTO services (name, idx) VALUES (?, ?)",
-                        arguments: [event.service.rawValue, Int64(event.index)]
-                    )
+                    try indexService.execute(arguments: [event.service.rawValue, Int64(event.index)])
                 }
             }
             let last = index + Int64(committed.count)
