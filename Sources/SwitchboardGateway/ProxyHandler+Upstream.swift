@@ -38,14 +38,15 @@ extension ProxyHandler {
         finishPick()
         let key = UpstreamSelector.BalancerKey(target: match.target, balancer: match.route?.balancer ?? .roundRobin)
         guard !snapshot.instances.isEmpty,
-            let (instance, permit) = router.selector.pick(key, from: snapshot, avoiding: tried)
+            let picked = router.selector.pick(key, from: snapshot, avoiding: tried)
         else {
             respondWithError(
                 .serviceUnavailable, service: service, reason: "no healthy instance (or every circuit is open)")
             return
         }
+        let instance = picked.instance
         balancerKey = key
-        breakerPermit = permit
+        breakerPermit = picked.permit
         tried.insert(instance.id)
         self.instance = instance
         knownInstances = snapshot.instances.count

@@ -6,60 +6,13 @@ import Synchronization
 ///
 /// Shared by every event loop: the instances come from the client library's discovery cache (kept current by the
 /// agent's watch stream), narrowed to a route's tags and metadata; the choice from the route's balancer (one per
-/// target and kind of balancer); instances that keep failing are ejected for a while by the client library's
-/// outlier detector (one per service, whatever the route), as a ``ServiceClient`` does.
+/// target and kind of balancer); which instances may be chosen, the client library's ``InstancePicker`` decides
+/// (one per service, whatever the route: its outlier detector and circuit breakers), as in a ``ServiceClient``.
 final class UpstreamSelector: Sendable {
     /// A target and the balancer kind picking for it: routes that share both share the balancer's state.
     struct BalancerKey: Hashable, Sendable {
         var target: RouteTarget
         var balancer: BalancerKind
-    }
-
-    private struct ServiceState {
-        var outliers: OutlierDetector
-        var breakers: [InstanceID: CircuitBreaker] = [:]
-        var generation: UInt64 = 0
-        /// Whether some breaker is not closed (else none needs asking while narrowing).
-        var someBreakerTripped = false
-
-        /// `candidates` less ejected instances, instances already tried (while others remain) and instances whose
-        /// circuit is open.
-        mutating func narrow(
-            _ candidates: inout InstanceSet, from all: InstanceSet, avoiding tried: Set<InstanceID>, breakers: Bool,
-            at now: ContinuousClock.Instant
-        ) {
-            if generation != all.generation {
-                generation = all.generation
-                let present = Set(all.instances.map(\.id))
-                outliers.retain(only: present)
-                self.breakers = self.breakers.filter { present.contains($0.key) }
-            }
-            candidates = outliers.excludingEjected(from: candidates, at: now).preferringOthers(than: tried)
-            guard breakers, someBreakerTripped else { return }
-            let states = self.breakers
-            someBreakerTripped = states.values.contains { $0.state(at: now) != .closed }
-            candidates = InstanceSet(
-                candidates.instances.filter {
-                    if case .open = states[$0.id]?.state(at: now) { return false }
-                    return true
-                })
-        }
-
-        mutating func acquire(
-            _ instance: InstanceID, configuration: CircuitBreaker.Configuration, at now: ContinuousClock.Instant
-        ) -> CircuitBreaker.Permit? {
-            breakers[instance, default: CircuitBreaker(configuration: configuration)].acquire(at: now)
-        }
-
-        mutating func record(
-            _ succeeded: Bool, on instance: InstanceID, permit: CircuitBreaker.Permit?, knownInstances: Int,
-            at now: ContinuousClock.Instant
-        ) -> OutlierDetector.Ejection? {
-            if let permit, breakers[instance]?.record(succeeded, for: permit, at: now) == .opened {
-                someBreakerTripped = true
-            }
-            return outliers.record(succeeded, on: instance, knownInstances: knownInstances, at: now)
-        }
     }
 
     private struct TargetState {
@@ -84,7 +37,8 @@ final class UpstreamSelector: Sendable {
     }
 
     private struct State {
-        var services: [ServiceName: ServiceState] = [:]
+        /// Per service, whatever the route: its outlier detector and breakers.
+        var services: [ServiceName: InstancePicker] = [:]
         var targets: [BalancerKey: TargetState] = [:]
     }
 
@@ -107,7 +61,7 @@ final class UpstreamSelector: Sendable {
     /// the target's service. The balancer counts the call as started: ``finished(_:on:permit:)`` must follow.
     func pick(
         _ key: BalancerKey, from snapshot: DiscoverySnapshot, avoiding tried: Set<InstanceID>
-    ) -> (instance: Instance, permit: CircuitBreaker.Permit?)? {
+    ) -> InstancePicker.Pick? {
         let now = ContinuousClock.now
         let service = key.target.service
         return state.withLock { state in
@@ -119,26 +73,13 @@ final class UpstreamSelector: Sendable {
             let filtered: InstanceSet? = unfiltered ? all : nil
             // Targets come and go with route files: the table is bounded.
             if state.targets.count >= 10_000, state.targets[key] == nil { state.targets.removeAll() }
-            var candidates = state.targets[key, default: TargetState(balancer: key.balancer.make())]
+            let candidates = state.targets[key, default: TargetState(balancer: key.balancer.make())]
                 .candidates(from: all, filtered: filtered, query: query)
-            state.services[
-                service, default: ServiceState(outliers: OutlierDetector(configuration: outlierDetection))
-            ].narrow(&candidates, from: all, avoiding: tried, breakers: circuitBreaker != nil, at: now)
-            var picked: (Instance, CircuitBreaker.Permit?)?
-            while picked == nil,
-                let instance = state.targets[key]!.balancer.pick(from: candidates, context: PickContext())
-            {
-                guard let configuration = circuitBreaker else {
-                    picked = (instance, nil)
-                    break
-                }
-                if let permit = state.services[service]!.acquire(instance.id, configuration: configuration, at: now) {
-                    picked = (instance, permit)
-                } else {
-                    candidates = InstanceSet(candidates.instances.filter { $0.id != instance.id })
-                }
-            }
-            if let picked { state.targets[key]!.balancer.callStarted(on: picked.0.id) }
+            let picked = state.services[
+                service,
+                default: InstancePicker(outlierDetection: outlierDetection, circuitBreaker: circuitBreaker)
+            ].pick(from: candidates, outOf: all, avoiding: tried, balancer: &state.targets[key]!.balancer, at: now)
+            if let picked { state.targets[key]!.balancer.callStarted(on: picked.instance.id) }
             return picked
         }
     }
@@ -148,7 +89,7 @@ final class UpstreamSelector: Sendable {
     func finished(_ key: BalancerKey, on instance: Instance, permit: CircuitBreaker.Permit?) {
         state.withLock { state in
             state.targets[key]?.balancer.callFinished(on: instance.id)
-            if let permit { state.services[instance.service]?.breakers[instance.id]?.abandon(permit) }
+            if let permit { state.services[instance.service]?.abandon(permit, on: instance.id) }
         }
     }
 
@@ -156,11 +97,11 @@ final class UpstreamSelector: Sendable {
     /// ejection to the agent as an observation.
     func record(_ succeeded: Bool, on instance: Instance, knownInstances: Int, permit: CircuitBreaker.Permit?) {
         let now = ContinuousClock.now
-        let ejection = state.withLock { state in
+        let effects = state.withLock { state in
             state.services[instance.service]?.record(
                 succeeded, on: instance.id, permit: permit, knownInstances: knownInstances, at: now)
         }
-        if let ejection {
+        if let ejection = effects?.ejection {
             discovery.report(
                 .ejected, about: instance,
                 reason: "gateway: \(outlierDetection.consecutiveFailures) consecutive failed calls",

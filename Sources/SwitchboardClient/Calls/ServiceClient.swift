@@ -29,14 +29,12 @@ import Tracing
 public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
     private struct State {
         var balancer: Balancer
-        var breakers: [InstanceID: CircuitBreaker] = [:]
-        var outliers: OutlierDetector?
+        /// The outlier detector and the breakers, and the pick that consults them.
+        var picker: InstancePicker
         var budget: RetryBudget?
         var bucket: TokenBucket?
         var inFlight = 0
-        /// The snapshot generation breakers and outlier records were last pruned for.
-        var prunedGeneration: UInt64 = 0
-        /// Metric handles per instance, made on first use.
+        /// Metric handles per instance, made on first use; pruned with the picker's tables.
         var instanceMetrics: [InstanceID: CallMetrics.InstanceHandles] = [:]
     }
 
@@ -70,7 +68,9 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
         self.tracer = chosen is NoOpTracer ? nil : chosen
         state = Mutex(
             State(
-                balancer: balancer, outliers: policy.outlierDetection.map { OutlierDetector(configuration: $0) },
+                balancer: balancer,
+                picker: InstancePicker(
+                    outlierDetection: policy.outlierDetection, circuitBreaker: policy.circuitBreaker),
                 budget: policy.retryBudget.map { RetryBudget(configuration: $0) },
                 bucket: policy.rateLimit.map { TokenBucket(capacity: $0.burst, refillPerSecond: $0.perSecond) }))
     }
@@ -175,7 +175,7 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
             } catch {
                 return .failure(error)
             }
-            guard let (instance, permit) = pick(from: snapshot, avoiding: tried, context: context) else {
+            guard let picked = pick(from: snapshot, avoiding: tried, context: context) else {
                 lastFailure =
                     lastFailure
                     ?? SwitchboardClientError(
@@ -184,8 +184,10 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
                             + "(ejected or circuit open)")
                 break
             }
+            let instance = picked.instance
             tried.insert(instance.id)
-            let outcome = await send(request, to: instance, permit: permit, knownInstances: snapshot.instances.count)
+            let outcome = await send(
+                request, to: instance, permit: picked.permit, knownInstances: snapshot.instances.count)
             if let span, span.isRecording {
                 span.addEvent(
                     SpanEvent(
@@ -261,31 +263,17 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
     /// Picks an instance not ejected, not tried yet (while others remain) and whose circuit lets a call through.
     private func pick(
         from snapshot: DiscoverySnapshot, avoiding tried: Set<InstanceID>, context: PickContext
-    ) -> (Instance, CircuitBreaker.Permit?)? {
+    ) -> InstancePicker.Pick? {
         let now = ContinuousClock.now
-        return state.withLock { state -> (Instance, CircuitBreaker.Permit?)? in
+        return state.withLock { state -> InstancePicker.Pick? in
             let all = snapshot.instances
-            if state.prunedGeneration != all.generation {
-                // Forget instances that left, so the tables do not grow and a returning id starts clean.
-                state.prunedGeneration = all.generation
+            if state.picker.prune(to: all) {
+                // Metric handles of instances that left go with their breakers and outlier records.
                 let current = Set(all.instances.map(\.id))
-                state.breakers = state.breakers.filter { current.contains($0.key) }
                 state.instanceMetrics = state.instanceMetrics.filter { current.contains($0.key) }
-                state.outliers?.retain(only: current)
             }
-            var candidates = (state.outliers?.excludingEjected(from: all, at: now) ?? all).preferringOthers(than: tried)
-            // An open circuit refuses: drop that instance and pick again among the rest.
-            while !candidates.isEmpty {
-                guard let instance = state.balancer.pick(from: candidates, context: context) else { return nil }
-                guard let configuration = policy.circuitBreaker else { return (instance, nil) }
-                if let permit = state.breakers[instance.id, default: CircuitBreaker(configuration: configuration)]
-                    .acquire(at: now)
-                {
-                    return (instance, permit)
-                }
-                candidates = InstanceSet(candidates.instances.filter { $0.id != instance.id })
-            }
-            return nil
+            return state.picker.pick(
+                from: all, outOf: all, avoiding: tried, balancer: &state.balancer, context: context, at: now)
         }
     }
 
@@ -305,23 +293,21 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
             state.withLock { state in
                 state.balancer.callFinished(on: instance.id)
                 // A cancelled probe frees its slot without a verdict.
-                if let permit { state.breakers[instance.id]?.abandon(permit) }
+                if let permit { state.picker.abandon(permit, on: instance.id) }
             }
             return outcome
         }
         let now = ContinuousClock.now
-        let (transition, ejection) = state.withLock { state in
+        let effects = state.withLock { state in
             state.balancer.callFinished(on: instance.id)
-            let transition = permit.flatMap { state.breakers[instance.id]?.record(succeeded, for: $0, at: now) }
-            let ejection = state.outliers?.record(
-                succeeded, on: instance.id, knownInstances: knownInstances, at: now)
-            return (transition, ejection)
+            return state.picker.record(
+                succeeded, on: instance.id, permit: permit, knownInstances: knownInstances, at: now)
         }
-        if let transition {
+        if let transition = effects.transition {
             logger.warning("circuit \(transition)", metadata: ["service": "\(service)", "instance": "\(instance.id)"])
             handles.recordCircuitTransition(to: transition == .opened ? "open" : "closed")
         }
-        if let ejection {
+        if let ejection = effects.ejection {
             logger.warning(
                 "instance ejected after consecutive failures",
                 metadata: ["service": "\(service)", "instance": "\(instance.id)", "for": "\(ejection.duration)"])
