@@ -22,14 +22,13 @@ extension ProxyHandler {
                 answerPreflight(cors, origin: origin, method: method)
                 return
             }
-            downstreamExtras = DownstreamExtras(cors: (cors, origin))
+            exchange!.downstreamExtras = DownstreamExtras(cors: (cors, origin))
         } else if let cors = policies.cors, !cors.origins.contains("*") {
             // The answer differs with the origin: caches behind must keep them apart, even for no origin.
-            downstreamExtras = DownstreamExtras(varyOrigin: true)
+            exchange!.downstreamExtras = DownstreamExtras(varyOrigin: true)
         }
         if !policies.responseHeaders.isEmpty {
-            downstreamExtras = downstreamExtras ?? DownstreamExtras()
-            downstreamExtras!.edits = policies.responseHeaders
+            exchange!.editDownstreamExtras { $0.edits = policies.responseHeaders }
         }
         guard let requirement = policies.authentication else {
             authenticated(head, match: match, policies: policies)
@@ -41,7 +40,7 @@ extension ProxyHandler {
             guard handler.state == .connecting else { return }
             switch result {
             case .success(let identity):
-                handler.identity = identity
+                handler.exchange?.identity = identity
                 handler.authenticated(head, match: match, policies: policies)
             case .failure(let failure as AuthenticationFailure):
                 handler.respondWithError(
@@ -55,6 +54,7 @@ extension ProxyHandler {
 
     private func authenticated(_ head: RequestHead, match: RouteMatch, policies: RoutePolicies) {
         if let limiter = policies.rateLimit {
+            let identity = exchange?.identity
             let caller: String
             switch limiter.key {
             // A key counts only once checked: an unchecked one would give every made-up key a full bucket.
@@ -63,8 +63,7 @@ extension ProxyHandler {
             case .clientIP: caller = clientAddress ?? ""
             }
             let decision = limiter.decide(for: caller)
-            downstreamExtras = downstreamExtras ?? DownstreamExtras()
-            downstreamExtras!.rateLimit = (limiter.burst, decision.remaining)
+            exchange!.editDownstreamExtras { $0.rateLimit = (limiter.burst, decision.remaining) }
             guard decision.allowed else {
                 respondWithError(
                     .tooManyRequests, service: match.target.service,
@@ -81,13 +80,12 @@ extension ProxyHandler {
             let host = head.fields.first("host").map(Route.hostName) ?? ""
             // The target with its tags and metadata: each side of a split has its own answers.
             let key = "\(host) \(match.path) \(match.target.service)?\(match.target.query.parameters)"
-            downstreamExtras = downstreamExtras ?? DownstreamExtras()
             if let entry = cache.lookup(key) {
                 answerFromCache(entry, head: head)
                 return
             }
-            cacheKey = key
-            downstreamExtras!.cache = ("MISS", nil)
+            exchange!.cacheKey = key
+            exchange!.editDownstreamExtras { $0.cache = ("MISS", nil) }
         }
         connect()
     }
@@ -105,9 +103,9 @@ extension ProxyHandler {
         let rest = String(match.rest.drop { $0 == "/" })
         let query = queryStart.map { String(match.path[match.path.index(after: $0)...]) }
         var headers = HTTPHeaders()
-        headers.add(name: "X-Request-ID", value: requestID)
-        headers.add(name: "traceparent", value: traceparent)
-        if let identity {
+        headers.add(name: "X-Request-ID", value: exchange!.requestID)
+        headers.add(name: "traceparent", value: exchange!.traceparent)
+        if let identity = exchange!.identity {
             headers.add(name: "X-User-ID", value: identity.user)
             headers.add(name: "X-User-Roles", value: identity.roles.joined(separator: ","))
         }
@@ -119,7 +117,9 @@ extension ProxyHandler {
             }
         }?.whenSuccess { answer in
             let handler = proxy.value
-            guard handler.state == .connecting, let context = handler.context, let request = handler.request else {
+            guard handler.state == .connecting, let context = handler.context,
+                let request = handler.exchange?.request
+            else {
                 return
             }
             if answer.allFailed {
@@ -128,45 +128,46 @@ extension ProxyHandler {
                     reason: "every part failed: \(String(buffer: answer.body))")
                 return
             }
-            handler.responseStatus = 200
-            let closing = !handler.keepAlive || !handler.requestBody.isComplete
+            handler.exchange!.responseStatus = 200
+            let closing = !handler.exchange!.keepAlive || !handler.exchange!.requestBody.isComplete
             let response = GatewayHeaders.response(
-                status: .ok, body: answer.body, requestID: handler.requestID, callerMinorVersion: request.minorVersion,
-                closing: closing, extras: handler.downstreamExtras, omitBody: request.isHEAD,
-                allocator: context.channel.allocator)
+                status: .ok, body: answer.body, requestID: handler.exchange!.requestID,
+                callerMinorVersion: request.minorVersion, closing: closing, extras: handler.exchange!.downstreamExtras,
+                omitBody: request.isHEAD, allocator: context.channel.allocator)
             context.write(handler.wrapOutboundOut(response), promise: nil)
             handler.finishExchange(closing: closing)
         }
     }
 
     private func answerPreflight(_ cors: CORSPolicy, origin: String, method: String) {
-        guard let context, let request else { return }
+        guard let context, let request = exchange?.request else { return }
         guard cors.methods.contains(method.uppercased()) else {
             respondWithError(
-                .forbidden, service: match?.target.service, reason: "\(method) is not allowed from \(origin)")
+                .forbidden, service: exchange!.match?.target.service, reason: "\(method) is not allowed from \(origin)")
             return
         }
-        responseStatus = 204
+        exchange!.responseStatus = 204
+        let closing = !exchange!.keepAlive || !exchange!.requestBody.isComplete
         let answer = GatewayHeaders.response(
-            status: .noContent, body: ByteBuffer(), requestID: requestID, callerMinorVersion: request.minorVersion,
-            closing: !keepAlive || !requestBody.isComplete,
+            status: .noContent, body: ByteBuffer(), requestID: exchange!.requestID,
+            callerMinorVersion: request.minorVersion, closing: closing,
             headers: cors.preflightHeaders(
                 origin: origin, requestedHeaders: request.fields.first("access-control-request-headers")),
             allocator: context.channel.allocator)
         context.write(wrapOutboundOut(answer), promise: nil)
-        finishExchange(closing: !keepAlive || !requestBody.isComplete)
+        finishExchange(closing: closing)
     }
 
     private func answerFromCache(_ entry: ResponseCache.Entry, head: RequestHead) {
         guard let context else { return }
-        responseStatus = entry.head.status
-        downstreamExtras!.cache = ("HIT", Int((ContinuousClock.now - entry.stored).seconds))
+        exchange!.responseStatus = entry.head.status
+        exchange!.editDownstreamExtras { $0.cache = ("HIT", Int((ContinuousClock.now - entry.stored).seconds)) }
         // A request body (unusual on a GET) that has not all arrived ends the connection after the answer.
         skipArrivedRequestBody()
-        let closing = !keepAlive || !requestBody.isComplete
+        let closing = !exchange!.keepAlive || !exchange!.requestBody.isComplete
         let response = GatewayHeaders.downstreamResponse(
             entry.head, callerMinorVersion: head.minorVersion, keepAlive: !closing, chunked: false,
-            requestID: requestID, extras: downstreamExtras, allocator: context.channel.allocator)
+            requestID: exchange!.requestID, extras: exchange!.downstreamExtras, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(response), promise: nil)
         context.write(wrapOutboundOut(entry.body), promise: nil)
         finishExchange(closing: closing)
@@ -174,62 +175,72 @@ extension ProxyHandler {
 
     /// Starts keeping the response for the cache when the route caches and the response may be stored.
     func startCapture(_ head: ResponseHead, framing: BodyFraming) {
-        guard cacheKey != nil, let cache = match?.route?.policies.cache, let request else { return }
+        guard exchange?.cacheKey != nil, let cache = exchange?.match?.route?.policies.cache,
+            let request = exchange?.request
+        else { return }
         let credentials =
             request.fields.contains("authorization") || request.fields.contains("x-api-key")
             || request.fields.contains("cookie")
         guard let freshness = cache.freshness(of: head, framing: framing, requestHasCredentials: credentials)
         else { return }
-        cacheCapture = (head, ByteBuffer(), freshness)
+        exchange!.cacheCapture = (head, ByteBuffer(), freshness)
     }
 
     func capture(_ bytes: ByteBuffer) {
         var bytes = bytes
-        cacheCapture!.body.writeBuffer(&bytes)
+        exchange!.cacheCapture!.body.writeBuffer(&bytes)
     }
 
     func storeCapture() {
-        guard let capture = cacheCapture, let cacheKey, let cache = match?.route?.policies.cache else { return }
-        cacheCapture = nil
+        guard let capture = exchange?.cacheCapture, let cacheKey = exchange?.cacheKey,
+            let cache = exchange?.match?.route?.policies.cache
+        else { return }
+        exchange!.cacheCapture = nil
         cache.store(cacheKey, head: capture.head, body: capture.body, for: capture.freshness)
     }
 
-    /// Tells the balancer the call to ``instance`` ended (least-requests counts calls in flight), and gives back a
-    /// breaker permit no outcome used.
+    /// Tells the balancer the call to the exchange's instance ended (least-requests counts calls in flight), and
+    /// gives back a breaker permit no outcome used.
     func finishPick() {
-        guard let balancerKey, let instance else { return }
-        self.balancerKey = nil
+        guard let balancerKey = exchange?.balancerKey, let instance = exchange?.instance else { return }
+        exchange!.balancerKey = nil
+        let permit = exchange!.breakerPermit
         // Only least-requests counts calls in flight: the others need not be told (nor the lock taken).
-        guard balancerKey.balancer == .leastRequests || breakerPermit != nil else { return }
-        router.selector.finished(balancerKey, on: instance, permit: breakerPermit)
-        breakerPermit = nil
+        guard balancerKey.balancer == .leastRequests || permit != nil else { return }
+        exchange!.breakerPermit = nil
+        router.selector.finished(balancerKey, on: instance, permit: permit)
     }
 
     /// Counts a call's outcome against `instance` (outlier detection, its circuit breaker).
     func recordOutcome(_ succeeded: Bool, on instance: Instance) {
-        router.selector.record(succeeded, on: instance, knownInstances: knownInstances, permit: breakerPermit)
-        breakerPermit = nil
+        let permit = exchange?.breakerPermit
+        exchange?.breakerPermit = nil
+        router.selector.record(
+            succeeded, on: instance, knownInstances: exchange?.knownInstances ?? 0, permit: permit)
     }
 
     /// The exchange's line in the access log, and its metrics.
-    func logExchange() {
-        guard let request else { return }
+    func logExchange(_ exchange: Exchange) {
+        guard let request = exchange.request else { return }
         let now = NIODeadline.now()
-        let duration = now - exchangeStarted
-        let upstreamDuration = upstreamAnswered.map { $0 - exchangeStarted }
+        let duration = now - exchange.started
+        let upstreamDuration = exchange.upstreamAnswered.map { $0 - exchange.started }
+        let match = exchange.match
+        let instance = exchange.instance
+        let extras = exchange.downstreamExtras
         // Labels only from the route file or from services that had an instance: a name a caller makes up must not
         // become a metric series.
         let routeName = match?.route?.name ?? (match == nil ? "none" : "default")
         let service = instance == nil && match?.route == nil ? "none" : match?.target.service.rawValue ?? "none"
         metrics?.record(
-            route: routeName, service: service, status: responseStatus, duration: duration,
-            upstream: instance.map { ($0.id.rawValue, upstreamDuration) }, cache: downstreamExtras?.cache?.state)
+            route: routeName, service: service, status: exchange.responseStatus, duration: duration,
+            upstream: instance.map { ($0.id.rawValue, upstreamDuration) }, cache: extras?.cache?.state)
         accessLog?.record(
             AccessLog.Line(
-                requestID: requestID, traceID: traceID, clientIP: clientAddress, user: identity?.user,
-                method: request.method, target: request.target, status: responseStatus, duration: duration,
-                upstreamDuration: upstreamDuration, route: match?.route?.name, service: match?.target.service.rawValue,
-                instance: instance?.id.rawValue, cache: downstreamExtras?.cache?.state,
-                rateLimitRemaining: downstreamExtras?.rateLimit?.remaining))
+                requestID: exchange.requestID, traceID: exchange.traceID, clientIP: clientAddress,
+                user: exchange.identity?.user, method: request.method, target: request.target,
+                status: exchange.responseStatus, duration: duration, upstreamDuration: upstreamDuration,
+                route: match?.route?.name, service: match?.target.service.rawValue, instance: instance?.id.rawValue,
+                cache: extras?.cache?.state, rateLimitRemaining: extras?.rateLimit?.remaining))
     }
 }

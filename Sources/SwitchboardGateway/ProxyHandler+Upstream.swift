@@ -11,7 +11,7 @@ import Glibc
 /// request, and passing the instance's answer back to the caller as it arrives.
 extension ProxyHandler {
     func connect() {
-        guard let target = match?.target, let loop = context?.eventLoop else { return }
+        guard let target = exchange?.match?.target, let loop = context?.eventLoop else { return }
         // Usually the instances are in discovery's cache: no future, no hop.
         if let snapshot = router.cachedSnapshot(of: target.service) {
             choose(from: snapshot, service: target.service)
@@ -34,22 +34,22 @@ extension ProxyHandler {
     }
 
     func choose(from snapshot: DiscoverySnapshot, service: ServiceName) {
-        guard let match else { return }
+        guard let match = exchange?.match else { return }
         finishPick()
         let key = UpstreamSelector.BalancerKey(target: match.target, balancer: match.route?.balancer ?? .roundRobin)
         guard !snapshot.instances.isEmpty,
-            let picked = router.selector.pick(key, from: snapshot, avoiding: tried)
+            let picked = router.selector.pick(key, from: snapshot, avoiding: exchange!.tried)
         else {
             respondWithError(
                 .serviceUnavailable, service: service, reason: "no healthy instance (or every circuit is open)")
             return
         }
         let instance = picked.instance
-        balancerKey = key
-        breakerPermit = picked.permit
-        tried.insert(instance.id)
-        self.instance = instance
-        knownInstances = snapshot.instances.count
+        exchange!.balancerKey = key
+        exchange!.breakerPermit = picked.permit
+        exchange!.tried.insert(instance.id)
+        exchange!.instance = instance
+        exchange!.knownInstances = snapshot.instances.count
         let address = UpstreamAddress(host: instance.definition.address.rawValue, port: instance.definition.port)
         if let connection = pool.idleConnection(to: address) {
             attach(connection)
@@ -58,7 +58,7 @@ extension ProxyHandler {
         let proxy = NIOLoopBound(self, eventLoop: pool.eventLoop)
         pool.connect(address).whenComplete { result in
             let handler = proxy.value
-            guard handler.state == .connecting, handler.instance?.id == instance.id else {
+            guard handler.state == .connecting, handler.exchange?.instance?.id == instance.id else {
                 if case .success(let connection) = result { connection.value.channel.close(promise: nil) }
                 return
             }
@@ -74,32 +74,34 @@ extension ProxyHandler {
 
     /// Another instance when attempts remain and the request can still be sent whole; else the caller gets a 502.
     func retryOrFail(reason: String) {
-        guard let target = match?.target else { return }
-        if replayable, tried.count <= match?.route?.retries ?? configuration.connectRetries {
+        guard let match = exchange?.match else { return }
+        if exchange!.replayable, exchange!.tried.count <= match.route?.retries ?? configuration.connectRetries {
             state = .connecting
             connect()
         } else {
-            respondWithError(.badGateway, service: target.service, reason: reason)
+            respondWithError(.badGateway, service: match.target.service, reason: reason)
         }
     }
 
     func attach(_ connection: UpstreamConnection) {
-        guard let request, let match, let context, let instance else { return }
-        upstream = connection
+        guard let context, let request = exchange?.request, let match = exchange?.match,
+            let instance = exchange?.instance
+        else { return }
+        exchange!.upstream = connection
         connection.begin(for: self, toHEAD: request.isHEAD)
         state = .forwarding
         let head = GatewayHeaders.upstreamRequest(
-            request, path: match.path, clientAddress: clientAddress, requestID: requestID,
+            request, path: match.path, clientAddress: clientAddress, requestID: exchange!.requestID,
             instanceHost: { "\(instance.definition.address.rawValue):\(instance.definition.port)" },
             extras: UpstreamExtras(
-                identity: identity, edits: match.route?.policies.requestHeaders ?? HeaderEdits(),
-                traceparent: traceparent),
+                identity: exchange!.identity, edits: match.route?.policies.requestHeaders ?? HeaderEdits(),
+                traceparent: exchange!.traceparent),
             allocator: context.channel.allocator)
         connection.channel.write(head, promise: nil)
-        for part in sentBody { connection.channel.write(part, promise: nil) }
-        if request.expectsContinue, !requestBody.isComplete, !continueSent {
+        for part in exchange!.sentBody { connection.channel.write(part, promise: nil) }
+        if request.expectsContinue, !exchange!.requestBody.isComplete, !exchange!.continueSent {
             // The gateway took the request on the caller's `Expect: 100-continue` (instances never see it).
-            continueSent = true
+            exchange!.continueSent = true
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
         }
         forwardRequestBody()
@@ -109,22 +111,15 @@ extension ProxyHandler {
 
     /// Sends on whatever of the request's body has arrived, keeping it for a replay while it fits.
     func forwardRequestBody() {
-        guard let upstream, var buffer = inbound else {
+        guard let upstream = exchange?.upstream, var buffer = inbound else {
             startResponseTimeoutOnceSent()
             return
         }
         var wrote = false
         do {
-            while let part = try requestBody.next(from: &buffer) {
-                if replayable {
-                    sentBytes += part.readableBytes
-                    if sentBytes > Self.replayLimit {
-                        replayable = false
-                        sentBody = []
-                    } else {
-                        sentBody.append(part)
-                    }
-                }
+            // Writes without a flush do not come back into the handler: the exchange stays for the whole loop.
+            while let part = try exchange!.requestBody.next(from: &buffer) {
+                exchange!.keepForReplay(part, limit: Self.replayLimit)
                 upstream.channel.write(part, promise: nil)
                 wrote = true
             }
@@ -148,55 +143,55 @@ extension ProxyHandler {
 
     /// The instance's time to answer counts from the end of the request, so a slow upload is not a slow instance.
     func startResponseTimeoutOnceSent() {
-        guard state == .forwarding, requestBody.isComplete, responseDeadline == nil, let loop = context?.eventLoop
+        // A flush before this may have ended the exchange (the instance's connection failed).
+        guard state == .forwarding, exchange?.requestBody.isComplete == true, exchange?.responseDeadline == nil,
+            let loop = context?.eventLoop
         else { return }
-        let timeout = (match?.route?.timeout ?? configuration.responseTimeout).timeAmount
+        let timeout = (exchange!.match?.route?.timeout ?? configuration.responseTimeout).timeAmount
         let deadline = NIODeadline.now() + timeout
-        responseDeadline = deadline
+        exchange!.responseDeadline = deadline
         // A route reloaded with a timeout shorter than this connection's timer looks: a timer of its own, so the
         // 504 is not late by a period.
         if timeout.nanoseconds < checkPeriod.nanoseconds * 4 {
             let proxy = NIOLoopBound(self, eventLoop: loop)
             loop.scheduleTask(deadline: deadline) {
                 let handler = proxy.value
-                if handler.state == .forwarding, handler.responseDeadline == deadline { handler.responseTimedOut() }
+                if handler.state == .forwarding, handler.exchange?.responseDeadline == deadline {
+                    handler.responseTimedOut()
+                }
             }
         }
     }
 
     func responseTimedOut() {
-        guard state == .forwarding, let target = match?.target else { return }
+        guard state == .forwarding, let match = exchange?.match else { return }
+        let instance = exchange?.instance
         if let instance { recordOutcome(false, on: instance) }
         abandonUpstream()
         respondWithError(
-            .gatewayTimeout, service: target.service,
+            .gatewayTimeout, service: match.target.service,
             reason:
-                "\(instance?.id.rawValue ?? "the instance") did not answer within \(match?.route?.timeout ?? configuration.responseTimeout)"
+                "\(instance?.id.rawValue ?? "the instance") did not answer within \(match.route?.timeout ?? configuration.responseTimeout)"
         )
     }
 
     // MARK: The instance's side
 
     func upstreamResponded(_ head: ResponseHead, framing: BodyFraming) -> Bool {
-        guard let context, let request, state == .forwarding else { return false }
-        responseDeadline = nil
+        guard let context, state == .forwarding, let request = exchange?.request else { return false }
         state = .responding
-        if let instance {
+        if let instance = exchange!.instance {
             recordOutcome(head.status < 500, on: instance)
         }
-        sentBody = []
-        replayable = false
         // A caller learns where a body without a length ends only from the connection closing; an HTTP/1.0
         // caller cannot read chunks, so it gets the data alone, and the close.
         let dechunking = request.minorVersion == 0 && framing == .chunked
-        if framing == .untilClose || dechunking { keepAlive = false }
-        upstreamAnswered = .now()
-        responseStatus = head.status
+        exchange!.responseStarted(status: head.status, closing: framing == .untilClose || dechunking)
         startCapture(head, framing: framing)
         let response = GatewayHeaders.downstreamResponse(
-            head, callerMinorVersion: request.minorVersion, keepAlive: keepAlive,
-            chunked: framing == .chunked && !dechunking, requestID: requestID, extras: downstreamExtras,
-            allocator: context.channel.allocator)
+            head, callerMinorVersion: request.minorVersion, keepAlive: exchange!.keepAlive,
+            chunked: framing == .chunked && !dechunking, requestID: exchange!.requestID,
+            extras: exchange!.downstreamExtras, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(response), promise: nil)
         unflushed = true
         return dechunking
@@ -205,11 +200,12 @@ extension ProxyHandler {
     func upstreamBody(_ bytes: ByteBuffer) {
         guard let context, state == .responding else { return }
         lastActivity = .now()
-        if cacheCapture != nil { capture(bytes) }
+        if exchange?.cacheCapture != nil { capture(bytes) }
         context.write(wrapOutboundOut(bytes), promise: nil)
         unflushed = true
         if !context.channel.isWritable {
             // Held before the flush: the flush may make the caller writable again, and that releases the hold.
+            let upstream = exchange?.upstream
             upstream?.holdReading(true)
             unflushed = false
             context.flush()
@@ -225,36 +221,40 @@ extension ProxyHandler {
     func upstreamEnded(reusable: Bool) {
         guard state == .responding else { return }
         storeCapture()
-        let connection = upstream
-        upstream = nil
+        let connection = exchange?.upstream
+        exchange?.upstream = nil
+        let requestComplete = exchange?.requestBody.isComplete ?? false
+        let keepAlive = exchange?.keepAlive ?? false
         if let connection {
             // Reuse only a connection whose exchange ended cleanly on both sides and which the instance keeps.
-            if reusable, requestBody.isComplete {
+            if reusable, requestComplete {
                 pool.release(connection)
             } else {
                 connection.channel.close(promise: nil)
             }
         }
         // A response that ended before its request did leaves body bytes unread: the connection ends with it.
-        finishExchange(closing: !keepAlive || !requestBody.isComplete)
+        finishExchange(closing: !keepAlive || !requestComplete)
     }
 
     func upstreamFailed(_ error: any Error) {
-        let connection = upstream
-        upstream = nil
+        let connection = exchange?.upstream
+        exchange?.upstream = nil
         connection?.channel.close(promise: nil)
         switch state {
         case .forwarding:
-            responseDeadline = nil
+            exchange?.responseDeadline = nil
+            let instance = exchange?.instance
             let reason = "\(instance?.id.rawValue ?? "the instance") failed: \(TransportFailure(error))"
-            let idempotent = request?.isIdempotent ?? false
-            if connection?.isReused == true, !retriedStaleConnection, replayable, idempotent,
+            let idempotent = exchange?.request?.isIdempotent ?? false
+            let replayable = exchange?.replayable ?? false
+            if connection?.isReused == true, exchange?.retriedStaleConnection == false, replayable, idempotent,
                 Self.isStaleConnectionFailure(error)
             {
-                retriedStaleConnection = true
+                exchange?.retriedStaleConnection = true
                 // A kept-alive connection the instance closed while it waited: nothing against the instance, and
                 // the same instance may take the request on a new connection.
-                if let instance { tried.remove(instance.id) }
+                if let instance { _ = exchange?.tried.remove(instance.id) }
                 retryOrFail(reason: reason)
                 return
             }
@@ -263,7 +263,7 @@ extension ProxyHandler {
             // can still be sent whole.
             if replayable, idempotent {
                 retryOrFail(reason: reason)
-            } else if let target = match?.target {
+            } else if let target = exchange?.match?.target {
                 respondWithError(.badGateway, service: target.service, reason: reason)
             }
         case .responding:

@@ -45,6 +45,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     var state = State.idle
     var context: ChannelHandlerContext?
     var random = FastRandom()
+    /// The exchange under way, from its head to its answer; nil between exchanges.
+    var exchange: Exchange?
 
     /// The caller's bytes not yet taken: the rest of a body, or the next (pipelined) requests.
     var inbound: ByteBuffer?
@@ -60,44 +62,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     /// Whether ``processInbound()`` is running: a nested call (an exchange ending inside it) leaves the work to it.
     var processing = false
 
-    // The exchange under way.
-    var request: RequestHead?
-    var match: RouteMatch?
-    /// The balancer that picked ``instance``, told when the call ends.
-    var balancerKey: UpstreamSelector.BalancerKey?
-    /// The instance's circuit breaker's leave for this call, handed back with its outcome.
-    var breakerPermit: CircuitBreaker.Permit?
-    /// The caller, once a route's authentication let it through.
-    var identity: Identity?
-    var traceparent = ""
-    var traceID = ""
-    /// The route's cache key when the response may be stored, and what of it arrived so far.
-    var cacheKey: String?
-    var cacheCapture: (head: ResponseHead, body: ByteBuffer, freshness: Duration)?
-    var downstreamExtras: DownstreamExtras?
-    var exchangeStarted = NIODeadline.uptimeNanoseconds(0)
-    var upstreamAnswered: NIODeadline?
-    var responseStatus = 0
-    var requestBody = BodyFramer(.none)
-    /// The body parts sent so far, kept while they fit the replay limit, so another instance can be sent them.
-    var sentBody: [ByteBuffer] = []
-    var sentBytes = 0
-    var replayable = true
-    var continueSent = false
     /// Whether the gateway is stopping: every answer from now on ends its connection.
     var quiescing = false
-    /// Whether a pooled connection already failed this exchange (retried once on a new one, not counted).
-    var retriedStaleConnection = false
-    var tried: Set<InstanceID> = []
-    var instance: Instance?
-    var knownInstances = 0
-    var upstream: UpstreamConnection?
-    /// When the instance must have started answering; set once the whole request is sent.
-    var responseDeadline: NIODeadline?
     /// How often the connection's timer looks at the deadline (from the routes in force when it was accepted).
     var checkPeriod = TimeAmount.seconds(1)
-    var keepAlive = true
-    var requestID = ""
 
     /// Since when the connection is ending after its last answer, reading and dropping what still comes.
     var closingSince: NIODeadline?
@@ -152,7 +120,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
                 }
                 return
             }
-            if let deadline = handler.responseDeadline, handler.state == .forwarding, now >= deadline {
+            if let deadline = handler.exchange?.responseDeadline, handler.state == .forwarding, now >= deadline {
                 handler.responseTimedOut()
             } else if now - handler.lastActivity >= idleTimeout {
                 task.cancel()
@@ -199,7 +167,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         // While closing, what comes is read and dropped.
         if state == .closing { return closingSince != nil }
         if let inbound, inbound.readableBytes >= Self.inboundLimit { return false }
-        if let upstream, !upstream.channel.isWritable { return false }
+        if let upstream = exchange?.upstream, !upstream.channel.isWritable { return false }
         return true
     }
 
@@ -216,7 +184,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         }
         // The gateway is stopping: an idle connection closes now, a busy one after its exchange.
         quiescing = true
-        keepAlive = false
+        exchange?.keepAlive = false
         if state == .idle, (inbound?.readableBytes ?? 0) == 0 {
             state = .closing
             context.close(promise: nil)
@@ -225,6 +193,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // The caller cannot take more of the response: stop reading it from the instance until it can.
+        let upstream = exchange?.upstream
         upstream?.holdReading(!context.channel.isWritable)
         context.fireChannelWritabilityChanged()
     }
@@ -295,31 +264,15 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     /// A head that cannot be read: its framing cannot be trusted, so nothing after it is either.
     func refuse(_ error: HTTPParseError) {
-        request = nil
-        keepAlive = false
-        requestID = GatewayHeaders.requestID(from: HeaderFields(bytes: []), random: &random)
+        exchange = Exchange(refusingWith: GatewayHeaders.requestID(from: HeaderFields(bytes: []), random: &random))
         respondWithError(
             HTTPResponseStatus(statusCode: error.status), service: nil, reason: error.message, closing: true)
     }
 
     func begin(_ head: RequestHead) {
-        request = head
-        keepAlive = head.keepAlive && !quiescing
-        requestBody = BodyFramer(head.framing)
-        sentBody = []
-        sentBytes = 0
-        replayable = true
-        continueSent = false
-        retriedStaleConnection = false
-        tried = []
-        instance = nil
-        requestID = GatewayHeaders.requestID(from: head.fields, random: &random)
-        identity = nil
-        cacheKey = nil
-        cacheCapture = nil
-        downstreamExtras = nil
-        upstreamAnswered = nil
-        exchangeStarted = .now()
+        exchange = Exchange(
+            request: head, requestID: GatewayHeaders.requestID(from: head.fields, random: &random),
+            keepAlive: head.keepAlive && !quiescing)
         guard head.method.utf8.allSatisfy({ !($0 >= 0x61 && $0 <= 0x7A) }) else {
             respondWithError(.badRequest, service: nil, reason: "methods are upper case: '\(head.method)'")
             return
@@ -332,7 +285,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         }
         var head = head
         head.target = path
-        request = head
+        exchange!.request = head
         if head.method == "TRACE" || head.method == "CONNECT" {
             respondWithError(.methodNotAllowed, service: nil, reason: "\(head.method) is not proxied")
             return
@@ -346,8 +299,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             )
             return
         }
-        self.match = match
-        (traceparent, traceID) = GatewayHeaders.traceparent(from: head.fields, random: &random)
+        exchange!.match = match
+        let (traceparent, traceID) = GatewayHeaders.traceparent(from: head.fields, random: &random)
+        exchange!.traceparent = traceparent
+        exchange!.traceID = traceID
         state = .connecting
         admit(head, match: match)
     }
@@ -358,40 +313,32 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         _ status: HTTPResponseStatus, service: ServiceName?, reason: String, closing forced: Bool = false,
         headers: [(String, String)] = []
     ) {
-        guard let context else { return }
-        responseDeadline = nil
+        guard let context, exchange != nil else { return }
+        exchange!.responseDeadline = nil
         // A request body that has fully arrived is skipped, and the connection kept; one still coming is not read
         // any further: the connection ends after the answer.
-        if !forced, upstream == nil { skipArrivedRequestBody() }
-        let closing = forced || !keepAlive || !requestBody.isComplete
+        if !forced, exchange!.upstream == nil { skipArrivedRequestBody() }
+        let closing = forced || !exchange!.keepAlive || !exchange!.requestBody.isComplete
+        let requestID = exchange!.requestID
         let body = GatewayHeaders.errorBody(status: status, service: service, reason: reason, requestID: requestID)
-        responseStatus = Int(status.code)
+        exchange!.responseStatus = Int(status.code)
         logger.debug(
             "request not proxied",
             metadata: ["status": "\(status.code)", "reason": "\(reason)", "request-id": "\(requestID)"])
-        context.write(
-            wrapOutboundOut(
-                GatewayHeaders.response(
-                    status: status, body: body, requestID: requestID, callerMinorVersion: request?.minorVersion ?? 1,
-                    closing: closing, headers: headers, extras: downstreamExtras, omitBody: request?.isHEAD ?? false,
-                    allocator: context.channel.allocator)),
-            promise: nil)
+        let response = GatewayHeaders.response(
+            status: status, body: body, requestID: requestID, callerMinorVersion: exchange!.request?.minorVersion ?? 1,
+            closing: closing, headers: headers, extras: exchange!.downstreamExtras,
+            omitBody: exchange!.request?.isHEAD ?? false, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(response), promise: nil)
         finishExchange(closing: closing)
     }
 
-    /// Clears the exchange and flushes its answer; the caller's connection closes once that is written, or the
-    /// next request (perhaps already buffered) is read.
+    /// Logs the exchange, drops it and flushes its answer; the caller's connection closes once that is written, or
+    /// the next request (perhaps already buffered) is read.
     func finishExchange(closing: Bool) {
         guard let context else { return }
-        responseDeadline = nil
         finishPick()
-        logExchange()
-        request = nil
-        match = nil
-        cacheCapture = nil
-        sentBody = []
-        instance = nil
-        upstream = nil
+        if let finished = exchange.take() { logExchange(finished) }
         unflushed = false
         if closing {
             state = .closing
@@ -424,22 +371,23 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         }
     }
 
-    /// Drops what has arrived of a request body the gateway answers itself; ``requestBody`` then says whether all
-    /// of it came (the connection can serve the next request) or not (it must close after the answer).
+    /// Drops what has arrived of a request body the gateway answers itself; the exchange's `requestBody` then says
+    /// whether all of it came (the connection can serve the next request) or not (it must close after the answer).
     func skipArrivedRequestBody() {
-        guard var buffer = inbound else { return }
-        while (try? requestBody.next(from: &buffer)) ?? nil != nil {}
+        guard exchange != nil, var buffer = inbound else { return }
+        while (try? exchange!.requestBody.next(from: &buffer)) ?? nil != nil {}
         inbound = buffer.readableBytes > 0 ? buffer : nil
     }
 
+    /// Lets go of the instance's connection mid-exchange (the caller left, or the instance is too late): it cannot
+    /// serve another exchange.
     func abandonUpstream() {
-        responseDeadline = nil
+        exchange?.responseDeadline = nil
         finishPick()
-        if let upstream {
-            upstream.handler.finish()
-            upstream.channel.close(promise: nil)
-        }
-        upstream = nil
+        guard let upstream = exchange?.upstream else { return }
+        exchange!.upstream = nil
+        upstream.handler.finish()
+        upstream.channel.close(promise: nil)
     }
 }
 
