@@ -52,15 +52,30 @@ final class UpstreamConnection {
 /// connection does too, and nothing here needs a lock. Idle connections are kept per instance up to a bound and
 /// dropped when the instance closes them.
 final class UpstreamPool {
+    /// Opens a channel to an instance, on the pool's loop; the pool installs its handler in it.
+    typealias ChannelOpener = (UpstreamAddress) -> EventLoopFuture<any Channel>
+
     let eventLoop: any EventLoop
     private let idleLimit: Int
-    private let connectTimeout: TimeAmount
+    private let openChannel: ChannelOpener
     private var idle: [UpstreamAddress: [UpstreamConnection]] = [:]
 
-    init(eventLoop: any EventLoop, idleLimit: Int, connectTimeout: TimeAmount) {
+    /// A pool connecting over TCP, giving up on a connection after `connectTimeout`.
+    convenience init(eventLoop: any EventLoop, idleLimit: Int, connectTimeout: TimeAmount) {
+        self.init(eventLoop: eventLoop, idleLimit: idleLimit) { address in
+            ClientBootstrap(group: eventLoop)
+                .connectTimeout(connectTimeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connect(host: address.host, port: address.port)
+        }
+    }
+
+    /// A pool whose connections `openChannel` opens: the seam where tests hand it channels that live in memory
+    /// (`EmbeddedChannel`), since a `ClientBootstrap` cannot run on an embedded event loop.
+    init(eventLoop: any EventLoop, idleLimit: Int, openChannel: @escaping ChannelOpener) {
         self.eventLoop = eventLoop
         self.idleLimit = idleLimit
-        self.connectTimeout = connectTimeout
+        self.openChannel = openChannel
     }
 
     /// An idle connection to `address`, if one is pooled.
@@ -79,10 +94,7 @@ final class UpstreamPool {
     func connect(_ address: UpstreamAddress) -> EventLoopFuture<NIOLoopBound<UpstreamConnection>> {
         let pool = NIOLoopBound(self, eventLoop: eventLoop)
         let loop = eventLoop
-        return ClientBootstrap(group: eventLoop)
-            .connectTimeout(connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connect(host: address.host, port: address.port)
+        return openChannel(address)
             .flatMapThrowing { channel in
                 let handler = UpstreamHandler(pool: pool.value)
                 let connection = UpstreamConnection(channel: channel, address: address, handler: handler)
