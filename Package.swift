@@ -241,6 +241,7 @@ let package = Package(
             name: "SwitchboardGatewayTests",
             dependencies: [
                 "SwitchboardCore",
+                "SwitchboardClient",
                 "SwitchboardGateway",
                 "SwitchboardTestSupport",
                 "SwitchboardExample",
@@ -251,6 +252,8 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                // The proxy handler's tests drive it on embedded channels, without sockets.
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
         .testTarget(

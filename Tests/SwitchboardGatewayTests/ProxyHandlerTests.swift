@@ -1,0 +1,371 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOEmbedded
+import SwitchboardClient
+import SwitchboardCore
+import Testing
+
+@testable import SwitchboardGateway
+
+/// The connections a gateway in memory opened to instances, in order.
+private final class OpenedChannels {
+    var channels: [EmbeddedChannel] = []
+}
+
+/// A ``ProxyHandler`` on an `EmbeddedChannel`, whose connections to instances are `EmbeddedChannel`s with the
+/// pool's ``UpstreamHandler`` in them: every byte stays in memory and every step is the test's, on one thread.
+private final class InMemoryGateway {
+    let loop: EmbeddedEventLoop
+    /// The caller's connection.
+    let caller: EmbeddedChannel
+    private let opened: OpenedChannels
+
+    /// The connections to instances the gateway opened, in order.
+    var upstreams: [EmbeddedChannel] { opened.channels }
+
+    init(discovery: ServiceDiscovery, routes: RouteTable?) throws {
+        let loop = EmbeddedEventLoop()
+        let opened = OpenedChannels()
+        let pool = UpstreamPool(eventLoop: loop, idleLimit: 4) { address in
+            let channel = EmbeddedChannel(loop: loop)
+            do {
+                try channel.connect(to: SocketAddress(ipAddress: address.host, port: address.port)).wait()
+            } catch {
+                return loop.makeFailedFuture(error)
+            }
+            opened.channels.append(channel)
+            return loop.makeSucceededFuture(channel)
+        }
+        let router = GatewayRouter(
+            selector: UpstreamSelector(
+                discovery: discovery, outlierDetection: OutlierDetector.Configuration(),
+                circuitBreaker: CircuitBreaker.Configuration()),
+            publicTag: "public", table: routes)
+        let proxy = ProxyHandler(
+            router: router, pool: pool, configuration: GatewayConfiguration(), accessLog: nil,
+            metrics: LoopMetrics(metrics: GatewayMetrics()),
+            logger: Logger(label: "test.gateway", factory: { _ in SwiftLogNoOpLogHandler() }))
+        caller = EmbeddedChannel(loop: loop)
+        caller.remoteAddress = try SocketAddress(ipAddress: "192.0.2.7", port: 50_000)
+        try caller.pipeline.syncOperations.addHandler(proxy)
+        try caller.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7080)).wait()
+        self.loop = loop
+        self.opened = opened
+    }
+
+    /// Runs `body` against a gateway knowing `services` (by name), with a route file's `routes` (else
+    /// `/<service>/...`), then shuts the discovery's HTTP clients down whatever happened (one dropped without it
+    /// traps). Every embedded step runs in one synchronous stretch: an embedded event loop refuses to be used from
+    /// another thread than its own.
+    static func run(
+        _ services: [String: [Instance]], routes: String? = nil, _ body: (InMemoryGateway) throws -> Void
+    ) async throws {
+        var known: [ServiceName: [Instance]] = [:]
+        for (name, instances) in services { known[try ServiceName(name)] = instances }
+        var table: RouteTable?
+        if let routes { table = try await RouteFile.parse(routes, source: "test") }
+        let discovery = ServiceDiscovery(fixed: known)
+        let outcome = Result {
+            let gateway = try InMemoryGateway(discovery: discovery, routes: table)
+            defer { gateway.finish() }
+            try body(gateway)
+        }
+        try await discovery.connection.shutdown()
+        try outcome.get()
+    }
+
+    /// The caller sends `text`, in one read.
+    func send(_ text: String) throws {
+        try caller.writeInbound(ByteBuffer(string: text))
+        loop.run()
+    }
+
+    /// What the caller got since it last looked.
+    func received() throws -> String {
+        try Self.drain(caller)
+    }
+
+    /// What the gateway wrote on its `index`th connection to an instance since the test last looked.
+    func upstreamReceived(_ index: Int = 0) throws -> String {
+        try Self.drain(upstreams[index])
+    }
+
+    /// The instance behind the `index`th connection sends `text`, in one read.
+    func upstreamSends(_ text: String, on index: Int = 0) throws {
+        try upstreams[index].writeInbound(ByteBuffer(string: text))
+        loop.run()
+    }
+
+    private static func drain(_ channel: EmbeddedChannel) throws -> String {
+        var text = ""
+        while let bytes = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: bytes) }
+        return text
+    }
+
+    private func finish() {
+        _ = try? caller.finish(acceptAlreadyClosed: true)
+        for channel in upstreams { _ = try? channel.finish(acceptAlreadyClosed: true) }
+    }
+}
+
+/// An instance of `service` at 127.0.0.1:`port`.
+private func instance(_ service: String, _ id: String, port: Int) throws -> Instance {
+    Instance(
+        definition: InstanceDefinition(
+            service: try ServiceName(service), id: try InstanceID(id), address: try HostAddress("127.0.0.1"),
+            port: port),
+        createIndex: 1, modifyIndex: 1)
+}
+
+/// The status lines of the answers in `text`, in order: `HTTP/1.x NNN ...` up to the line's end, wherever it starts
+/// (an answer follows the last one's body on the same line when that body does not end with a line break).
+private func statusLines(_ text: String) -> [String] {
+    text.components(separatedBy: "HTTP/1.").dropFirst().compactMap { rest -> String? in
+        let line = rest.components(separatedBy: "\r\n")[0]
+        let start = Array(line.utf8.prefix(6))
+        guard start.count == 6, start[0] == UInt8(ascii: "0") || start[0] == UInt8(ascii: "1"),
+            start[1] == UInt8(ascii: " "), start[2...4].allSatisfy({ (0x30...0x39).contains($0) }),
+            start[5] == UInt8(ascii: " ")
+        else { return nil }
+        return "HTTP/1." + line
+    }
+}
+
+@Suite("The proxy handler, driven in memory on embedded channels")
+struct ProxyHandlerTests {
+    let services = [
+        "shop": [try! instance("shop", "shop-1", port: 9001)],
+        "empty": [],
+    ]
+    let twoInstances = [
+        "shop": [try! instance("shop", "shop-1", port: 9001), try! instance("shop", "shop-2", port: 9002)]
+    ]
+
+    @Test func aHeadSplitAcrossReadsIsForwardedOnceWhole() async throws {
+        try await InMemoryGateway.run(services) { gateway in
+            for piece in ["GET /sh", "op/items?page=2 HTTP/1.", "1\r\nHost: shop.example\r", "\n\r"] {
+                try gateway.send(piece)
+                #expect(gateway.upstreams.isEmpty, "nothing is sent before the head is whole")
+            }
+            try gateway.send("\n")
+            let request = try gateway.upstreamReceived()
+            // The service's prefix is stripped, the caller's address forwarded, an id given.
+            #expect(request.hasPrefix("GET /items?page=2 HTTP/1.1\r\nHost: shop.example\r\n"))
+            #expect(request.contains("X-Forwarded-For: 192.0.2.7\r\n"))
+            #expect(request.contains("X-Request-ID: "))
+            #expect(request.hasSuffix("\r\n\r\n"))
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            let answer = try gateway.received()
+            #expect(statusLines(answer) == ["HTTP/1.1 200 OK"])
+            #expect(answer.hasSuffix("\r\n\r\nok") && !answer.contains("Connection: close"))
+            #expect(gateway.caller.isActive)
+        }
+    }
+
+    @Test func aChunkedRequestBodyGoesUpAsItArrives() async throws {
+        try await InMemoryGateway.run(services) { gateway in
+            try gateway.send(
+                "POST /shop/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            let head = try gateway.upstreamReceived()
+            #expect(head.hasPrefix("POST /upload HTTP/1.1\r\n"))
+            #expect(head.contains("Transfer-Encoding: chunked\r\n"))
+            #expect(head.hasSuffix("\r\n\r\n5\r\nhello\r\n"), "the first chunk follows the head at once")
+            try gateway.send("6\r\n world\r\n0\r\n\r\n")
+            #expect(try gateway.upstreamReceived() == "6\r\n world\r\n0\r\n\r\n")
+            try gateway.upstreamSends("HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
+            #expect(statusLines(try gateway.received()) == ["HTTP/1.1 201 Created"])
+            #expect(gateway.caller.isActive)
+        }
+    }
+
+    @Test func aContentLengthBodyGoesUpAndAPipelinedRequestWaitsForTheAnswerThenReusesTheConnection()
+        async throws
+    {
+        try await InMemoryGateway.run(services) { gateway in
+            try gateway.send(
+                "POST /shop/orders HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world"
+                    + "GET /shop/orders/1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            let first = try gateway.upstreamReceived()
+            #expect(first.hasPrefix("POST /orders HTTP/1.1\r\n") && first.hasSuffix("\r\n\r\nhello world"))
+            #expect(!first.contains("GET"), "the next request waits for this one's answer")
+            try gateway.upstreamSends("HTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\ncreated")
+            // The instance kept its connection: the next request goes on it, no new one is opened.
+            #expect(gateway.upstreams.count == 1)
+            #expect(try gateway.upstreamReceived().hasPrefix("GET /orders/1 HTTP/1.1\r\n"))
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\norder")
+            let answers = try gateway.received()
+            #expect(statusLines(answers) == ["HTTP/1.1 201 Created", "HTTP/1.1 200 OK"])
+            #expect(answers.hasSuffix("\r\n\r\norder"))
+        }
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        try await InMemoryGateway.run(services) { gateway in
+            try gateway.send(
+                "GET /shop/a HTTP/1.1\r\nHost: a\r\n\r\n" + "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+                    + "TRACE /shop/a HTTP/1.1\r\nHost: a\r\n\r\n" + "GET /shop/b HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(try gateway.upstreamReceived().hasPrefix("GET /a HTTP/1.1\r\n"))
+            #expect(try gateway.received().isEmpty, "the answers that need no instance wait their turn")
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+            #expect(try gateway.upstreamReceived().hasPrefix("GET /b HTTP/1.1\r\n"))
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+            let answers = try gateway.received()
+            #expect(
+                statusLines(answers) == [
+                    "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found", "HTTP/1.1 405 Method Not Allowed", "HTTP/1.1 200 OK",
+                ])
+            #expect(answers.hasSuffix("\r\n\r\nb") && !answers.contains("Connection: close"))
+        }
+    }
+
+    @Test func errorsAnsweredWithoutClosingLeaveTheConnectionServing() async throws {
+        let cases = [
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 404 Not Found", "no_route"),
+            ("get /shop/x HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 400 Bad Request", "bad_request"),
+            ("GET /shop/a%2fb HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 400 Bad Request", "bad_request"),
+            ("TRACE /shop/x HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 405 Method Not Allowed", "method_not_allowed"),
+            ("GET /empty/x HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 503 Service Unavailable", "no_instance"),
+            // A body of a request answered without an instance is skipped, and the connection kept.
+            (
+                "TRACE /shop/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody", "HTTP/1.1 405 Method Not Allowed",
+                "method_not_allowed"
+            ),
+        ]
+        try await InMemoryGateway.run(services) { gateway in
+            for (request, status, error) in cases {
+                try gateway.send(request)
+                let answer = try gateway.received()
+                #expect(statusLines(answer) == [status], "\(request.debugDescription)")
+                #expect(answer.contains("\"error\":\"\(error)"), "\(answer)")
+                #expect(!answer.contains("Connection: close"))
+                #expect(gateway.caller.isActive)
+            }
+            #expect(gateway.upstreams.isEmpty)
+            try gateway.send("GET /shop/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            #expect(statusLines(try gateway.received()) == ["HTTP/1.1 200 OK"])
+        }
+    }
+
+    @Test(
+        "A head that cannot be read is refused as the parser decides, and the connection closes",
+        arguments: [
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported"),
+            (
+                "POST /shop/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "HTTP/1.1 501 Not Implemented"
+            ),
+            ("GET /shop/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+            ("GET /shop/x HTTP/1.1\r\nHost: a\r\n Folded: yes\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+        ])
+    func malformedHeadsAreRefusedAndTheConnectionCloses(request: String, status: String) async throws {
+        try await InMemoryGateway.run(services) { gateway in
+            // A good request behind the bad one: its framing cannot be trusted, so it is never read.
+            try gateway.send(request + "GET /shop/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            let answer = try gateway.received()
+            #expect(statusLines(answer) == [status])
+            #expect(answer.contains("Connection: close\r\n"))
+            #expect(!gateway.caller.isActive)
+            #expect(gateway.upstreams.isEmpty)
+        }
+    }
+
+    @Test func anOversizedHeadIsRefusedWith431AndTheConnectionCloses() async throws {
+        try await InMemoryGateway.run(services) { gateway in
+            try gateway.send("GET /shop/x HTTP/1.1\r\nHost: a\r\nX-Big: ")
+            #expect(try gateway.received().isEmpty)
+            try gateway.send(String(repeating: "a", count: 70 * 1024))
+            let answer = try gateway.received()
+            #expect(statusLines(answer) == ["HTTP/1.1 431 Request Header Fields Too Large"])
+            #expect(answer.contains("Connection: close\r\n"))
+            #expect(!gateway.caller.isActive)
+        }
+    }
+
+    @Test func aResponseBodyIsStreamedToTheCallerAsItArrivesAndTheConnectionPooled() async throws {
+        try await InMemoryGateway.run(services) { gateway in
+            try gateway.send("GET /shop/feed HTTP/1.1\r\nHost: a\r\n\r\n")
+            _ = try gateway.upstreamReceived()
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfir")
+            let start = try gateway.received()
+            #expect(statusLines(start) == ["HTTP/1.1 200 OK"])
+            #expect(start.contains("Transfer-Encoding: chunked\r\n"))
+            #expect(start.hasSuffix("\r\n\r\n5\r\nfir"), "the first part reaches the caller before the rest exists")
+            try gateway.upstreamSends("st\r\n6\r\nsecond\r\n")
+            #expect(try gateway.received() == "st\r\n6\r\nsecond\r\n")
+            try gateway.upstreamSends("0\r\n\r\n")
+            #expect(try gateway.received() == "0\r\n\r\n")
+            // The response ended cleanly: the next request goes on the same connection.
+            try gateway.send("GET /shop/feed HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(gateway.upstreams.count == 1)
+            #expect(try gateway.upstreamReceived().hasPrefix("GET /feed HTTP/1.1\r\n"))
+            try gateway.upstreamSends("HTTP/1.1 204 No Content\r\n\r\n")
+            #expect(statusLines(try gateway.received()) == ["HTTP/1.1 204 No Content"])
+        }
+    }
+
+    @Test func aCallerThatAsksToCloseGetsItsAnswerAndTheConnectionCloses() async throws {
+        try await InMemoryGateway.run(services) { gateway in
+            try gateway.send("GET /shop/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            #expect(!(try gateway.upstreamReceived().contains("Connection: close")), "hop-by-hop: not forwarded")
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            let answer = try gateway.received()
+            #expect(statusLines(answer) == ["HTTP/1.1 200 OK"])
+            #expect(answer.contains("Connection: close\r\n") && answer.hasSuffix("ok"))
+            #expect(!gateway.caller.isActive)
+        }
+    }
+
+    @Test func aGETWhoseInstanceClosesBeforeAnsweringIsRetriedOnAnother() async throws {
+        try await InMemoryGateway.run(twoInstances) { gateway in
+            try gateway.send("GET /shop/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(try gateway.upstreamReceived(0).hasPrefix("GET /x HTTP/1.1\r\n"))
+            gateway.upstreams[0].close(promise: nil)
+            gateway.loop.run()
+            // A GET may be sent twice: the other instance gets it, on a new connection.
+            #expect(gateway.upstreams.count == 2)
+            #expect(try gateway.upstreamReceived(1).hasPrefix("GET /x HTTP/1.1\r\n"))
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", on: 1)
+            #expect(statusLines(try gateway.received()) == ["HTTP/1.1 200 OK"])
+        }
+    }
+
+    @Test func aPOSTWhoseInstanceClosesBeforeAnsweringIsNotSentTwice() async throws {
+        try await InMemoryGateway.run(twoInstances) { gateway in
+            try gateway.send("POST /shop/orders HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}")
+            _ = try gateway.upstreamReceived(0)
+            gateway.upstreams[0].close(promise: nil)
+            gateway.loop.run()
+            // It may have been taken: the caller hears of the failure instead, and keeps its connection.
+            #expect(gateway.upstreams.count == 1)
+            let answer = try gateway.received()
+            #expect(statusLines(answer) == ["HTTP/1.1 502 Bad Gateway"])
+            #expect(answer.contains("\"error\":\"bad_gateway\"") && !answer.contains("Connection: close"))
+            #expect(gateway.caller.isActive)
+        }
+    }
+
+    @Test func aRefusedHeadCarriesNothingOfTheConnectionsPreviousExchange() async throws {
+        let routes = """
+            routes:
+              - name: browser
+                match: { prefix: /browser }
+                service: shop
+                cors: { origins: ["https://shop.test"] }
+                responseHeaders: { set: { X-Served-By: gateway } }
+            """
+        try await InMemoryGateway.run(services, routes: routes) { gateway in
+            try gateway.send("GET /browser/x HTTP/1.1\r\nHost: a\r\nOrigin: https://shop.test\r\n\r\n")
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            let answer = try gateway.received()
+            #expect(answer.contains("Access-Control-Allow-Origin: https://shop.test\r\n"))
+            #expect(answer.contains("X-Served-By: gateway\r\n"))
+            // The route's headers belong to that exchange: a head that cannot be read gets none of them.
+            try gateway.send("GET /browser/x HTTP/2.0\r\nHost: a\r\n\r\n")
+            let refusal = try gateway.received()
+            #expect(statusLines(refusal) == ["HTTP/1.1 505 HTTP Version Not Supported"])
+            #expect(!refusal.contains("Access-Control") && !refusal.contains("X-Served-By"))
+        }
+    }
+}
