@@ -259,7 +259,14 @@ final class UpstreamHandler: ChannelDuplexHandler {
                             && !head.fields.known.contains(.transferEncoding))
                     return
                 }
-                state = .body(BodyFramer(framing), dechunking: dechunking, keepAlive: head.keepAlive)
+                let framer = BodyFramer(framing)
+                if framer.isComplete {
+                    // `Content-Length: 0`: the response is whole with its head. Waiting for body bytes that never
+                    // come would hold the exchange (and the caller's next request) until the instance closes.
+                    finishResponse(keepAlive: head.keepAlive)
+                    return
+                }
+                state = .body(framer, dechunking: dechunking, keepAlive: head.keepAlive)
             case .body(var framer, let dechunking, let keepAlive):
                 let slice: ByteBuffer?
                 do {

@@ -368,4 +368,19 @@ struct ProxyHandlerTests {
             #expect(!refusal.contains("Access-Control") && !refusal.contains("X-Served-By"))
         }
     }
+
+    @Test func aResponseWhoseContentLengthIsZeroEndsWithItsHead() async throws {
+        try await InMemoryGateway.run(services) { gateway in
+            try gateway.send("GET /shop/a HTTP/1.1\r\nHost: a\r\n\r\n" + "GET /shop/b HTTP/1.1\r\nHost: a\r\n\r\n")
+            _ = try gateway.upstreamReceived()
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            // Nothing more is coming: the next request goes up at once, on the same connection.
+            #expect(try gateway.upstreamReceived().hasPrefix("GET /b HTTP/1.1\r\n"))
+            #expect(gateway.upstreams.count == 1)
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            let answers = try gateway.received()
+            #expect(statusLines(answers) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            #expect(answers.contains("Content-Length: 0\r\n") && answers.hasSuffix("\r\n\r\nok"))
+        }
+    }
 }
