@@ -188,8 +188,9 @@ public final class SQLiteCatalogStore: CatalogStore {
         let feed = self.feed
         return try await database.write { db in
             // Statements compiled once per connection and reused: a batch runs them once or twice per change.
-            let index = try Int64.fetchOne(
-                try db.cachedStatement(sql: "SELECT value FROM catalog_meta WHERE key = 'index'")) ?? 0
+            let index =
+                try Int64.fetchOne(
+                    try db.cachedStatement(sql: "SELECT value FROM catalog_meta WHERE key = 'index'")) ?? 0
             // Every precondition against the rows as they are before the commit.
             let modifyIndex = try db.cachedStatement(
                 sql: "SELECT modify_index FROM instances WHERE service = ? AND id = ?")

@@ -99,9 +99,7 @@ public struct InstancePicker: Sendable {
         if someBreakerTripped { candidates = excludingOpenCircuits(from: candidates, at: now) }
         while !candidates.isEmpty {
             guard let instance = balancer.pick(from: candidates, context: context) else { return nil }
-            if let permit = breakers[instance.id, default: CircuitBreaker(configuration: configuration)].acquire(
-                at: now)
-            {
+            if let permit = acquirePermit(for: instance.id, configuration: configuration, at: now) {
                 return Pick(instance: instance, permit: permit)
             }
             // Half-open with every trial slot taken: the others may still be called.
@@ -120,8 +118,8 @@ public struct InstancePicker: Sendable {
         at now: ContinuousClock.Instant
     ) -> Effects {
         var effects = Effects()
-        if let permit {
-            effects.transition = breakers[instance]?.record(succeeded, for: permit, at: now)
+        if let permit, let index = breakers.index(forKey: instance) {
+            effects.transition = breakers.values[index].record(succeeded, for: permit, at: now)
             if effects.transition == .opened { someBreakerTripped = true }
         }
         effects.ejection = outliers?.record(succeeded, on: instance, knownInstances: knownInstances, at: now)
@@ -131,12 +129,27 @@ public struct InstancePicker: Sendable {
     /// Gives back the permit of a call to `instance` that ended without a verdict (the caller cancelled it or went
     /// away), so a half-open breaker's trial slot is free again.
     public mutating func abandon(_ permit: CircuitBreaker.Permit, on instance: InstanceID) {
-        breakers[instance]?.abandon(permit)
+        if let index = breakers.index(forKey: instance) { breakers.values[index].abandon(permit) }
     }
 
     /// Where `instance`'s breaker stands at `now` (closed when it has none yet).
     public func circuitState(of instance: InstanceID, at now: ContinuousClock.Instant) -> CircuitBreaker.State {
         breakers[instance]?.state(at: now) ?? .closed
+    }
+
+    /// A permit from `instance`'s breaker, made on its first call.
+    ///
+    /// Reached through the table's index, changed in place: `breakers[id, default: ...]` and `breakers[id]?` go
+    /// through the dictionary's modify coroutines, which here allocate (the default's closure, the coroutine's
+    /// frame) on every call, and this runs on every pick.
+    private mutating func acquirePermit(
+        for instance: InstanceID, configuration: CircuitBreaker.Configuration, at now: ContinuousClock.Instant
+    ) -> CircuitBreaker.Permit? {
+        if let index = breakers.index(forKey: instance) { return breakers.values[index].acquire(at: now) }
+        var breaker = CircuitBreaker(configuration: configuration)
+        let permit = breaker.acquire(at: now)
+        breakers[instance] = breaker
+        return permit
     }
 
     /// `candidates` without the instances whose circuit is open at `now`: the same set (same generation, so the
