@@ -1,0 +1,250 @@
+import Foundation
+
+/// The JSON form of etcd's v3 messages, as its gRPC gateway speaks it (etcd 3.4, `/v3/...`).
+///
+/// What the gateway does that a plain decoder would trip on: keys and values are base64; 64-bit integers come back
+/// as JSON strings (lease ids exceed 2^53, so they must never go through a `Double`); fields at their default value
+/// are left out (an empty range has no `kvs`, a failed transaction no `succeeded`, a PUT event no `type`); names are
+/// the proto's (`mod_revision`).
+enum EtcdWire {
+    // MARK: Requests
+
+    static func range(_ request: EtcdRangeRequest) -> [String: Any] {
+        var body: [String: Any] = ["key": base64(request.range.key)]
+        if !request.range.end.isEmpty { body["range_end"] = base64(request.range.end) }
+        if request.limit > 0 { body["limit"] = String(request.limit) }
+        if request.revision > 0 { body["revision"] = String(request.revision) }
+        if request.sortOrder != .none {
+            body["sort_order"] = request.sortOrder.rawValue
+            body["sort_target"] = request.sortTarget.rawValue
+        }
+        if request.serializable { body["serializable"] = true }
+        if request.keysOnly { body["keys_only"] = true }
+        if request.minimumModRevision > 0 { body["min_mod_revision"] = String(request.minimumModRevision) }
+        return body
+    }
+
+    static func put(key: [UInt8], value: [UInt8], lease: Int64) -> [String: Any] {
+        var body: [String: Any] = ["key": base64(key), "value": base64(value)]
+        if lease != 0 { body["lease"] = String(lease) }
+        return body
+    }
+
+    static func deleteRange(_ range: EtcdKeyRange, previousKeyValues: Bool) -> [String: Any] {
+        var body: [String: Any] = ["key": base64(range.key)]
+        if !range.end.isEmpty { body["range_end"] = base64(range.end) }
+        if previousKeyValues { body["prev_kv"] = true }
+        return body
+    }
+
+    static func transaction(_ transaction: EtcdTransaction) -> [String: Any] {
+        [
+            "compare": transaction.compare.map(compare),
+            "success": transaction.success.map(operation),
+            "failure": transaction.failure.map(operation),
+        ]
+    }
+
+    private static func compare(_ compare: EtcdCompare) -> [String: Any] {
+        var body: [String: Any] = ["key": base64(compare.key), "result": compare.result.rawValue]
+        switch compare.target {
+        case .version(let version):
+            body["target"] = "VERSION"
+            body["version"] = String(version)
+        case .createRevision(let revision):
+            body["target"] = "CREATE"
+            body["create_revision"] = String(revision)
+        case .modRevision(let revision):
+            body["target"] = "MOD"
+            body["mod_revision"] = String(revision)
+        case .value(let value):
+            body["target"] = "VALUE"
+            body["value"] = base64(value)
+        case .lease(let lease):
+            body["target"] = "LEASE"
+            body["lease"] = String(lease)
+        }
+        return body
+    }
+
+    private static func operation(_ operation: EtcdOperation) -> [String: Any] {
+        switch operation {
+        case .range(let request): ["request_range": range(request)]
+        case .put(let key, let value, let lease): ["request_put": put(key: key, value: value, lease: lease)]
+        case .deleteRange(let range, let previous):
+            ["request_delete_range": deleteRange(range, previousKeyValues: previous)]
+        }
+    }
+
+    static func watchCreate(
+        _ range: EtcdKeyRange, startRevision: Int64, previousKeyValues: Bool, progressNotify: Bool
+    ) -> [String: Any] {
+        var create: [String: Any] = ["key": base64(range.key)]
+        if !range.end.isEmpty { create["range_end"] = base64(range.end) }
+        if startRevision > 0 { create["start_revision"] = String(startRevision) }
+        if previousKeyValues { create["prev_kv"] = true }
+        if progressNotify { create["progress_notify"] = true }
+        return ["create_request": create]
+    }
+
+    static func encode(_ body: [String: Any]) throws -> Data {
+        try JSONSerialization.data(withJSONObject: body)
+    }
+
+    static func base64(_ bytes: [UInt8]) -> String {
+        Data(bytes).base64EncodedString()
+    }
+
+    // MARK: Answers
+
+    struct Header: Decodable {
+        var revision: Int64Text?
+        var member_id: Int64Text?
+        var raft_term: Int64Text?
+
+        var value: EtcdResponseHeader {
+            EtcdResponseHeader(
+                revision: revision?.value ?? 0, memberID: UInt64(bitPattern: member_id?.value ?? 0),
+                raftTerm: UInt64(bitPattern: raft_term?.value ?? 0))
+        }
+    }
+
+    struct KeyValue: Decodable {
+        var key: Bytes?
+        var value: Bytes?
+        var create_revision: Int64Text?
+        var mod_revision: Int64Text?
+        var version: Int64Text?
+        var lease: Int64Text?
+
+        var value_: EtcdKeyValue {
+            EtcdKeyValue(
+                key: key?.bytes ?? [], value: value?.bytes ?? [], createRevision: create_revision?.value ?? 0,
+                modRevision: mod_revision?.value ?? 0, version: version?.value ?? 0, lease: lease?.value ?? 0)
+        }
+    }
+
+    struct RangeAnswer: Decodable {
+        var header: Header?
+        var kvs: [KeyValue]?
+        var more: Bool?
+        var count: Int64Text?
+
+        var value: EtcdRangeResponse {
+            EtcdRangeResponse(
+                header: header?.value ?? EtcdResponseHeader(), keyValues: (kvs ?? []).map(\.value_),
+                more: more ?? false, count: count?.value ?? 0)
+        }
+    }
+
+    struct DeleteAnswer: Decodable {
+        var header: Header?
+        var deleted: Int64Text?
+        var prev_kvs: [KeyValue]?
+    }
+
+    struct PutAnswer: Decodable {
+        var header: Header?
+    }
+
+    struct OperationAnswer: Decodable {
+        var response_range: RangeAnswer?
+        var response_put: PutAnswer?
+        var response_delete_range: DeleteAnswer?
+
+        var value: EtcdOperationResponse {
+            if let range = response_range { return .range(range.value) }
+            if let delete = response_delete_range {
+                return .deleteRange(
+                    deleted: delete.deleted?.value ?? 0, previous: (delete.prev_kvs ?? []).map(\.value_))
+            }
+            return .put
+        }
+    }
+
+    struct TransactionAnswer: Decodable {
+        var header: Header?
+        var succeeded: Bool?
+        var responses: [OperationAnswer]?
+
+        var value: EtcdTransactionResponse {
+            EtcdTransactionResponse(
+                header: header?.value ?? EtcdResponseHeader(), succeeded: succeeded ?? false,
+                responses: (responses ?? []).map(\.value))
+        }
+    }
+
+    struct LeaseGrantAnswer: Decodable {
+        var ID: Int64Text?
+        var TTL: Int64Text?
+        var error: String?
+    }
+
+    struct LeaseKeepAliveAnswer: Decodable {
+        struct Result: Decodable {
+            var ID: Int64Text?
+            var TTL: Int64Text?
+        }
+        var result: Result?
+    }
+
+    struct WatchAnswer: Decodable {
+        struct Event: Decodable {
+            var type: String?
+            var kv: KeyValue?
+            var prev_kv: KeyValue?
+        }
+
+        struct Result: Decodable {
+            var header: Header?
+            var watch_id: Int64Text?
+            var created: Bool?
+            var canceled: Bool?
+            var compact_revision: Int64Text?
+            var cancel_reason: String?
+            var events: [Event]?
+        }
+
+        var result: Result?
+        var error: ErrorAnswer?
+    }
+
+    /// What the gateway answers instead of a message when the call failed.
+    struct ErrorAnswer: Decodable {
+        var error: String?
+        var message: String?
+        var code: Int?
+        var grpc_code: Int?
+    }
+
+    /// A 64-bit integer the gateway writes as a JSON string (or, leniently, a number).
+    struct Int64Text: Decodable {
+        var value: Int64
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let text = try? container.decode(String.self), let value = Int64(text) {
+                self.value = value
+            } else if let text = try? container.decode(String.self), let value = UInt64(text) {
+                // Member ids are unsigned and may use the top bit.
+                self.value = Int64(bitPattern: value)
+            } else {
+                self.value = try container.decode(Int64.self)
+            }
+        }
+    }
+
+    /// Bytes the gateway writes as base64.
+    struct Bytes: Decodable {
+        var bytes: [UInt8]
+
+        init(from decoder: any Decoder) throws {
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let data = Data(base64Encoded: text) else {
+                throw DecodingError.dataCorrupted(
+                    DecodingError.Context(codingPath: decoder.codingPath, debugDescription: "not base64: \(text)"))
+            }
+            bytes = Array(data)
+        }
+    }
+}
