@@ -70,7 +70,7 @@ extension Catalog {
             throw error
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.apply(changes) }
+            group.addTask { try await self.follow(changes) }
             group.addTask {
                 await self.writeQueued()
                 throw WritesFinished()
@@ -101,7 +101,48 @@ extension Catalog {
     /// The writer's normal end, which stops the rest of ``run()``.
     private struct WritesFinished: Error {}
 
-    /// Applies each commit the store yields, tells the observers, then lets the writes that wait for it go.
+    /// Applies what the store's change sequence yields; when the store no longer holds the changes the catalog
+    /// needs next (a compaction), loads the catalog again and goes on from there.
+    private func follow(_ first: AsyncThrowingStream<[CommittedChange], any Error>) async throws {
+        var changes = first
+        var compactions = 0
+        while true {
+            do {
+                try await apply(changes)
+                break
+            } catch let error as CatalogStoreError where error.isCompacted && compactions < 8 {
+                // Only repeated compactions with no change applied in between (a store compacting faster than a
+                // load) end the catalog.
+                compactions += 1
+                let stored = try await store.load()
+                resynchronize(with: stored)
+                do {
+                    changes = try await store.changes(after: stored.index)
+                } catch let error as CatalogStoreError where error.isCompacted {
+                    changes = AsyncThrowingStream { $0.finish(throwing: error) }
+                }
+            }
+        }
+        applied.fail(with: CatalogError.unavailable)
+    }
+
+    /// Replaces the state with what the store holds now, telling the observers of every difference as a change at
+    /// the store's index, so watch streams, DNS and the health checker end up where a follower that missed nothing
+    /// would be.
+    private func resynchronize(with stored: StoredCatalog) {
+        let now = SwitchboardJSON.millisecondPrecision(Date())
+        let (changes, index, observers) = state.withLock { state in
+            let changes = state.resynchronize(with: stored, at: now)
+            return (changes, state.index, self.observers.withLock { $0 })
+        }
+        if !changes.isEmpty {
+            for observer in observers { observer(changes) }
+        }
+        applied.advance(to: index)
+    }
+
+    /// Applies each commit the store yields, tells the observers, then lets the writes that wait for it go; returns
+    /// when the sequence ends.
     private func apply(_ changes: AsyncThrowingStream<[CommittedChange], any Error>) async throws {
         for try await commit in changes {
             let (appliedChanges, index, observers) = state.withLock { state in
@@ -115,7 +156,6 @@ extension Catalog {
             }
             applied.advance(to: index)
         }
-        applied.fail(with: CatalogError.unavailable)
     }
 
     /// Commits queued writes in batches until the queue is closed and drained, or the task is cancelled.
@@ -191,7 +231,7 @@ extension Catalog {
     private func commitNextBatch() async -> Bool {
         // A cancelled writer commits nothing more: the store would refuse it anyway, and the callers learn at once.
         guard !Task.isCancelled else { return false }
-        let batch = writes.take(upTo: configuration.maximumBatch)
+        let batch = writes.take(upTo: min(configuration.maximumBatch, store.maximumChangesPerCommit))
         guard !batch.isEmpty else { return false }
 
         var replans = 0
@@ -216,6 +256,8 @@ extension Catalog {
                     }
                 } catch let error as CatalogStoreError where error.isConflict {
                     failure = plan.changes.first.map { CatalogError.contended($0.key) } ?? .unavailable
+                } catch let error as CatalogStoreError where error.isUnavailable {
+                    failure = .storeUnavailable(error.reason)
                 } catch {
                     failure = error is CancellationError ? .unavailable : .storeFailed(String(describing: error))
                 }

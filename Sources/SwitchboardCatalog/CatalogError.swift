@@ -61,6 +61,15 @@ public struct CatalogError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The catalog is shutting down and takes no more writes.
     public static let unavailable = CatalogError(.unavailable, "the agent is shutting down; retry on another agent")
 
+    /// The store cannot take writes now (cluster mode: etcd has lost its quorum or cannot be reached); nothing was
+    /// written. Reads still answer from the agent's last view.
+    public static func storeUnavailable(_ reason: String) -> CatalogError {
+        CatalogError(
+            .unavailable,
+            "the catalog's store cannot take writes now, so nothing was written (\(reason)); lookups still answer "
+                + "from this agent's last view; retry the write later")
+    }
+
     /// The durable store could not commit the change; nothing was applied.
     public static func storeFailed(_ reason: String) -> CatalogError {
         CatalogError(.storeFailed, "the change could not be stored, nothing was applied: \(reason)")

@@ -210,6 +210,52 @@ public struct CatalogState: Sendable {
         return change
     }
 
+    /// Brings the state to what a store holds now, after the changes in between were lost to it (a compaction):
+    /// returns the differences as changes at the store's index (applied, with ``CommittedChange/previous`` filled
+    /// in), for the catalog's observers. The event ring starts again from the store's recent events; the synthetic
+    /// changes are not events anyone logged, so they stay out of it.
+    public mutating func resynchronize(with stored: StoredCatalog, at now: Date) -> [CommittedChange] {
+        let index = max(self.index, stored.index)
+        var wanted: [InstanceKey: Instance] = [:]
+        for instance in stored.instances {
+            wanted[InstanceKey(service: instance.service, id: instance.id)] = instance
+        }
+        var changes: [CommittedChange] = []
+        for (_, entry) in services {
+            for (_, current) in entry.instances {
+                let key = InstanceKey(service: current.service, id: current.id)
+                if wanted[key] == nil {
+                    changes.append(
+                        CommittedChange(event: ChangeEvent(index: index, kind: .removed, at: now, instance: current)))
+                }
+            }
+        }
+        for (key, instance) in wanted.sorted(by: { ($0.key.service, $0.key.id) < ($1.key.service, $1.key.id) }) {
+            let current = self.instance(key)
+            guard current != instance else { continue }
+            let kind: ChangeEvent.Kind =
+                current == nil ? .added : current?.definition == instance.definition ? .status : .updated
+            changes.append(CommittedChange(event: ChangeEvent(index: index, kind: kind, at: now, instance: instance)))
+        }
+        var applied: [CommittedChange] = []
+        applied.reserveCapacity(changes.count)
+        for var change in changes {
+            change.previous = instance(InstanceKey(service: change.event.service, id: change.event.id))
+            applyToInstances(change)
+            applied.append(change)
+        }
+        for (service, serviceIndex) in stored.serviceIndexes where services[service] != nil {
+            services[service]!.index = max(services[service]!.index, serviceIndex)
+        }
+        self.index = index
+        recentEvents = Deque(stored.recentEvents.suffix(eventCapacity))
+        recentEventsHeldSince = index
+        if let first = recentEvents.first, stored.recentEvents.count == recentEvents.count {
+            recentEventsHeldSince = first.index - 1
+        }
+        return applied
+    }
+
     /// The instance and service side of ``apply(_:)-(CommittedChange)``.
     private mutating func applyToInstances(_ change: CommittedChange) {
         let event = change.event

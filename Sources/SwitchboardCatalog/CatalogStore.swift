@@ -45,6 +45,15 @@ public protocol CatalogStore: Sendable {
     /// Logged events with an index above `index`, oldest first: at most `limit`, or a few more when the last
     /// index returned is shared by several events (a page never ends inside an index).
     func events(after index: UInt64, limit: Int) async throws -> EventLogPage
+
+    /// The most changes one ``commit(_:)`` takes (a remote store's transactions are bounded); the catalog's batches
+    /// stay within it.
+    var maximumChangesPerCommit: Int { get }
+}
+
+extension CatalogStore {
+    /// No bound of the store's own.
+    public var maximumChangesPerCommit: Int { .max }
 }
 
 /// What a store hands back at start-up.
@@ -176,16 +185,29 @@ public struct CatalogStoreError: Error, Hashable, Sendable, CustomStringConverti
     private enum Code: Hashable, Sendable {
         case conflict
         case compacted
+        case unavailable
     }
 
     private let code: Code
     /// For a conflict, the store's index when it refused; for a compaction, the last index no longer held.
     public let index: UInt64
+    /// For an unavailable store, why.
+    public let reason: String
 
-    private init(_ code: Code, index: UInt64) {
+    private init(_ code: Code, index: UInt64, reason: String = "") {
         self.code = code
         self.index = index
+        self.reason = reason
     }
+
+    /// The store cannot commit now (a remote store without quorum, or out of reach): nothing was committed, or the
+    /// commit was not confirmed. The write may be tried again later; reads still answer from the catalog's view.
+    public static func unavailable(_ reason: String) -> CatalogStoreError {
+        CatalogStoreError(.unavailable, index: 0, reason: reason)
+    }
+
+    /// Whether the store could not be reached or could not commit (see ``unavailable(_:)``).
+    public var isUnavailable: Bool { code == .unavailable }
 
     /// An instance changed since the change was planned against it: nothing was committed. `index` is the modify
     /// index of the change that beat the plan (one the store's change sequence yields): a catalog that has applied
@@ -208,6 +230,7 @@ public struct CatalogStoreError: Error, Hashable, Sendable, CustomStringConverti
         switch code {
         case .conflict: "an instance changed in the store since the write was planned (store index \(index))"
         case .compacted: "the store no longer holds the changes up to index \(index); load the catalog again"
+        case .unavailable: "the store is unavailable: \(reason)"
         }
     }
 }
