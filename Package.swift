@@ -68,6 +68,18 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // A client of etcd's v3 API over its JSON gateway, with failover between members: cluster mode's store.
+        .target(
+            name: "SwitchboardEtcd",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "SwitchboardAgent",
             dependencies: [
@@ -75,6 +87,7 @@ let package = Package(
                 "SwitchboardCatalog",
                 "SwitchboardClient",
                 "SwitchboardDNS",
+                "SwitchboardEtcd",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -273,6 +286,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 "SwitchboardDNS",
                 "SwitchboardAgent",
+                "SwitchboardEtcd",
                 "SwitchboardTestSupport",
                 "switchboard",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -286,6 +300,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 "SwitchboardAgent",
+                "SwitchboardEtcd",
                 "SwitchboardTestSupport",
                 "switchboard",
                 .product(name: "Hummingbird", package: "hummingbird"),
