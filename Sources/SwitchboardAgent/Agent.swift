@@ -6,6 +6,7 @@ import ServiceLifecycle
 import SwitchboardCatalog
 import SwitchboardCore
 import SwitchboardDNS
+import SwitchboardEtcd
 
 /// How an agent runs: where it listens, where it keeps data, and how much it remembers.
 public struct AgentConfiguration: Sendable {
@@ -15,6 +16,24 @@ public struct AgentConfiguration: Sendable {
         case sqlite(directory: String)
         /// Nothing survives the process (`--dev`, tests).
         case memory
+        /// Cluster mode: a catalog shared by every agent on the same etcd cluster and prefix.
+        case etcd(EtcdStorage)
+    }
+
+    /// Where cluster mode keeps the catalog.
+    public struct EtcdStorage: Sendable, Equatable {
+        /// The etcd members' client URLs (`http://127.0.0.1:2379`).
+        public var endpoints: [String]
+        /// The prefix of every key the agents write (default `/switchboard/`): several catalogs can share one etcd.
+        public var prefix: String
+        /// How long the agent waits at start for etcd to answer before it gives up.
+        public var startupTimeout: Duration
+
+        public init(endpoints: [String], prefix: String = "/switchboard/", startupTimeout: Duration = .seconds(60)) {
+            self.endpoints = endpoints
+            self.prefix = prefix
+            self.startupTimeout = startupTimeout
+        }
     }
 
     public var httpHost: String
@@ -77,7 +96,14 @@ public struct Agent: Service {
 
     public func run() async throws {
         let (store, description) = try openStore()
-        let catalog = try await Catalog.load(from: store, configuration: configuration.catalog)
+        let etcd = store as? EtcdCatalogStore
+        let catalog: Catalog
+        do {
+            catalog = try await load(from: store)
+        } catch {
+            try? await etcd?.client.shutdown()
+            throw error
+        }
         logger.info(
             "catalog loaded",
             metadata: [
@@ -89,16 +115,50 @@ public struct Agent: Service {
             storeDescription: description,
             configuration: configuration,
             logger: logger,
+            storeServices: etcd.map { [StoreMaintenance(store: $0)] } ?? [],
             onServerRunning: onServerRunning
         )
-        try await application.run()
+        do {
+            try await application.run()
+        } catch {
+            try? await etcd?.client.shutdown()
+            throw error
+        }
         // The data directory is free for the next agent as soon as this one has stopped.
         (store as? SQLiteCatalogStore)?.close()
+        try? await etcd?.client.shutdown()
         logger.info("agent stopped", metadata: ["index": "\(catalog.index)"])
+    }
+
+    /// Loads the catalog; a remote store gets until its start-up timeout to answer (etcd may be starting with the
+    /// agent).
+    private func load(from store: any CatalogStore) async throws -> Catalog {
+        guard case .etcd(let etcd) = configuration.storage else {
+            return try await Catalog.load(from: store, configuration: configuration.catalog)
+        }
+        let deadline = ContinuousClock.now + etcd.startupTimeout
+        var attempt = 0
+        while true {
+            do {
+                return try await Catalog.load(from: store, configuration: configuration.catalog)
+            } catch let error as CatalogStoreError where error.isUnavailable && ContinuousClock.now < deadline {
+                attempt += 1
+                if attempt == 1 || attempt % 10 == 0 {
+                    logger.warning(
+                        "waiting for etcd to load the catalog", metadata: ["error": "\(error.reason)"])
+                }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
     }
 
     private func openStore() throws -> (any CatalogStore, String) {
         switch configuration.storage {
+        case .etcd(let etcd):
+            let client = EtcdClient(configuration: .init(endpoints: etcd.endpoints), logger: logger)
+            let store = EtcdCatalogStore(
+                client: client, configuration: .init(prefix: etcd.prefix), logger: logger)
+            return (store, "etcd:\(etcd.endpoints.joined(separator: ","))\(store.configuration.prefix)")
         case .memory:
             return (InMemoryCatalogStore(), "memory")
         case .sqlite(let directory):
@@ -116,6 +176,7 @@ public struct Agent: Service {
         storeDescription: String,
         configuration: AgentConfiguration,
         logger: Logger,
+        storeServices: [any Service] = [],
         onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in },
         onDNSListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
@@ -125,7 +186,7 @@ public struct Agent: Service {
         let watches = WatchHub(catalog: catalog, configuration: configuration.watch)
         let api = AgentHTTPAPI(
             catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription)
-        var services: [any Service] = [CatalogService(catalog: catalog), health, watches]
+        var services: [any Service] = storeServices + [CatalogService(catalog: catalog), health, watches]
         if let dns = configuration.dns {
             services.append(
                 DNSServer(
@@ -171,6 +232,20 @@ struct CatalogService: Service {
             try await catalog.run()
         } onGracefulShutdown: {
             catalog.finishWrites()
+        }
+    }
+}
+
+/// Runs a remote store's upkeep (cluster mode: checking that the view is current, pruning the log) beside the
+/// catalog, until the agent stops.
+struct StoreMaintenance: Service {
+    let store: EtcdCatalogStore
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            do {
+                try await store.maintain()
+            } catch is CancellationError {}
         }
     }
 }

@@ -19,6 +19,16 @@ enum AgentSettings {
         "Address of the HTTP API; port 0 picks a free one.")
     static let dataDirectory = Setting(
         "data-dir", default: defaultDataDirectory, valueName: "directory", "Directory of the durable catalog.")
+    static let store = Setting(
+        "store", default: "sqlite", valueName: "sqlite|etcd",
+        "Where the catalog is kept: sqlite (in --data-dir) or etcd (cluster mode: every agent on the same etcd and prefix shares one catalog)."
+    )
+    static let etcdEndpoints = Setting(
+        "etcd-endpoints", default: "http://127.0.0.1:2379", valueName: "URL[,URL...]",
+        "The etcd members' client URLs, for --store etcd.")
+    static let etcdPrefix = Setting(
+        "etcd-prefix", default: "/switchboard/", valueName: "prefix",
+        "The prefix of every etcd key the agents write, for --store etcd; agents on one prefix share a catalog.")
     static let dev = Setting(
         "dev", default: "false", "Development mode: keep the catalog in memory only; nothing survives a restart.")
     static let sqliteSync = Setting(
@@ -51,7 +61,7 @@ enum AgentSettings {
     static let dnsDisable = Setting("dns-disable", default: "false", "Do not serve DNS.")
 
     static let all: [Setting] = [
-        httpAddress, dataDirectory, dev, sqliteSync, selfPreservationShare, selfPreservationMinimumInstances,
+        httpAddress, store, etcdEndpoints, etcdPrefix, dataDirectory, dev, sqliteSync, selfPreservationShare, selfPreservationMinimumInstances,
         maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable,
         CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
     ]
@@ -76,17 +86,46 @@ enum AgentSettings {
         let positiveDuration = "a duration such as 30s or 10m"
         let maximumWait = try settings.required(maximumQueryTime, rule: positiveDuration, Self.positiveDuration)
         let defaultWait = try settings.required(defaultQueryTime, rule: positiveDuration, Self.positiveDuration)
-        let inMemory = try settings.isOn(dev)
         return AgentConfiguration(
             httpHost: address.host,
             httpPort: address.port,
-            storage: inMemory ? .memory : .sqlite(directory: settings.text(dataDirectory) ?? defaultDataDirectory),
+            storage: try storage(from: settings),
             sqlite: SQLiteCatalogStore.Configuration(synchronous: synchronous),
             health: HealthConfiguration(
                 selfPreservation: .init(enabled: share > 0, share: share, minimumInstances: minimum)),
             watch: WatchConfiguration(defaultWait: min(defaultWait, maximumWait), maximumWait: maximumWait),
             dns: try dns(from: settings)
         )
+    }
+
+    private static func storage(from settings: SettingsReader) throws -> AgentConfiguration.Storage {
+        let kind = try settings.required(store, rule: "sqlite or etcd") { ["sqlite", "etcd"].contains($0) ? $0 : nil }
+        if try settings.isOn(dev) {
+            guard kind == "sqlite" else {
+                throw ValidationError("\(dev.flag) keeps the catalog in memory; it cannot go with \(store.flag) etcd")
+            }
+            return .memory
+        }
+        guard kind == "etcd" else { return .sqlite(directory: settings.text(dataDirectory) ?? defaultDataDirectory) }
+        let endpoints = try settings.required(
+            etcdEndpoints, rule: "comma-separated http:// URLs with a host and port, such as http://127.0.0.1:2379"
+        ) { text -> [String]? in
+            let urls = settings.list(etcdEndpoints)
+            guard !urls.isEmpty,
+                urls.allSatisfy({ url in
+                    guard let parsed = URLComponents(string: url) else { return false }
+                    return parsed.scheme == "http" && parsed.host?.isEmpty == false && parsed.port != nil
+                        && (parsed.path.isEmpty || parsed.path == "/") && parsed.query == nil
+                })
+            else { return nil }
+            return urls
+        }
+        let prefix = try settings.required(
+            etcdPrefix, rule: "a key prefix that starts with '/', such as /switchboard/"
+        ) { text in
+            text.hasPrefix("/") && !text.contains(where: { $0.isWhitespace }) ? text : nil
+        }
+        return .etcd(.init(endpoints: endpoints, prefix: prefix))
     }
 
     private static func positiveDuration(_ text: String) -> Duration? {
@@ -138,6 +177,15 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: AgentSettings.httpAddress.argumentName, help: AgentSettings.httpAddress.help)
     var httpAddress: String?
 
+    @Option(name: AgentSettings.store.argumentName, help: AgentSettings.store.help)
+    var store: String?
+
+    @Option(name: AgentSettings.etcdEndpoints.argumentName, help: AgentSettings.etcdEndpoints.help)
+    var etcdEndpoints: String?
+
+    @Option(name: AgentSettings.etcdPrefix.argumentName, help: AgentSettings.etcdPrefix.help)
+    var etcdPrefix: String?
+
     @Option(name: AgentSettings.dataDirectory.argumentName, help: AgentSettings.dataDirectory.help)
     var dataDirectory: String?
 
@@ -183,7 +231,9 @@ struct AgentCommand: AsyncParsableCommand {
     var commandLine: [Setting: String] {
         var given = logging.commandLine
         let options: [(Setting, String?)] = [
-            (AgentSettings.httpAddress, httpAddress), (AgentSettings.dataDirectory, dataDirectory),
+            (AgentSettings.httpAddress, httpAddress), (AgentSettings.store, store),
+            (AgentSettings.etcdEndpoints, etcdEndpoints), (AgentSettings.etcdPrefix, etcdPrefix),
+            (AgentSettings.dataDirectory, dataDirectory),
             (AgentSettings.dev, dev ? "true" : nil), (AgentSettings.sqliteSync, sqliteSync),
             (AgentSettings.selfPreservationShare, selfPreservationShare),
             (AgentSettings.selfPreservationMinimumInstances, selfPreservationMinimumInstances),

@@ -1,0 +1,138 @@
+import Foundation
+import NIOHTTP1
+import SwitchboardCore
+import SwitchboardTestSupport
+import Testing
+
+/// Cluster mode with real processes: a three-member etcd on loopback and agents started with `--store etcd`.
+@Suite(.serialized) struct ClusterTests {
+    /// An agent of the cluster on `etcd`, with DNS on a free port.
+    static func clusterAgent(_ etcd: EtcdCluster, prefix: String = "/switchboard/") async throws -> AgentProcess {
+        let directory = try makeTemporaryDirectory()
+        return try await AgentProcess(
+            dataDirectory: directory,
+            extraArguments: [
+                "--store", "etcd", "--etcd-endpoints", etcd.endpoints.joined(separator: ","), "--etcd-prefix", prefix,
+            ])
+    }
+
+    static func dig(_ port: Int, _ name: String) async throws -> [String] {
+        let path = ["/usr/bin/dig", "/bin/dig"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        guard let path else {
+            throw TestFailure("dig is not installed: `apt-get install dnsutils` (.ci/run installs it)")
+        }
+        let result = try await runProgram(
+            path, ["@127.0.0.1", "-p", "\(port)", "+time=2", "+tries=2", "+short", name, "A"])
+        return result.stdout.split(separator: "\n").map(String.init).sorted()
+    }
+
+    static func instanceIDs(_ agent: AgentProcess, _ service: String) async throws -> [String] {
+        let answer = try await http(.GET, "\(agent.baseURL)/v1/services/\(service)?status=any")
+        let instances = answer.object["instances"] as? [[String: Any]] ?? []
+        return instances.compactMap { $0["id"] as? String }.sorted()
+    }
+
+    @Test func aWriteThroughOneAgentIsSeenThroughAnothersLookupWatchAndDNSWithinASecond() async throws {
+        try await withEtcdCluster(size: 3) { etcd in
+            let a = try await Self.clusterAgent(etcd)
+            let b = try await Self.clusterAgent(etcd)
+            let stream = try await EventStreamClient("\(b.baseURL)/v1/watch?service=payment")
+            let snapshot = try await stream.next()
+            #expect(snapshot.event == "snapshot")
+
+            let written = try await http(
+                .PUT, "\(a.baseURL)/v1/services/payment/instances/p1", json: #"{"address": "127.0.0.7", "port": 9090}"#)
+            #expect(written.status == 200 || written.status == 201, "\(written.text)")
+            let acknowledged = ContinuousClock.now
+
+            let change = try await stream.next(within: .seconds(1))
+            #expect(change.data.contains(#""p1""#), "the stream on the other agent carries the change: \(change.data)")
+            try await waitUntil(timeout: .seconds(1), "the other agent's lookup shows p1") {
+                try await Self.instanceIDs(b, "payment") == ["p1"]
+            }
+            let dnsPort = try #require(b.dnsPort)
+            try await waitUntil(timeout: .seconds(1), interval: .milliseconds(50), "the other agent's DNS answers p1") {
+                try await Self.dig(dnsPort, "payment.service.switchboard") == ["127.0.0.7"]
+            }
+            #expect(ContinuousClock.now - acknowledged < .seconds(2), "seen everywhere well within the bounds above")
+
+            // And back: a removal through the second agent reaches the first.
+            let removed = try await http(.DELETE, "\(b.baseURL)/v1/services/payment/instances/p1")
+            #expect(removed.status == 200, "\(removed.text)")
+            try await waitUntil(timeout: .seconds(1), "the first agent's lookup loses p1") {
+                try await Self.instanceIDs(a, "payment").isEmpty
+            }
+            stream.close()
+        }
+    }
+
+    @Test func concurrentWritesOfOneInstanceThroughTwoAgentsLoseNoUpdate() async throws {
+        try await withEtcdCluster(size: 3) { etcd in
+            let agents = [try await Self.clusterAgent(etcd), try await Self.clusterAgent(etcd)]
+            let url = "/v1/services/counter/instances/c1"
+            let created = try await http(
+                .PUT, agents[0].baseURL + url, json: #"{"address": "127.0.0.1", "port": 1, "meta": {"n": "0"}}"#)
+            #expect(created.status / 100 == 2, "\(created.text)")
+            try await waitUntil(timeout: .seconds(2), "the second agent sees the instance") {
+                try await Self.instanceIDs(agents[1], "counter") == ["c1"]
+            }
+
+            // Read-modify-write with compare-and-set, through both agents at once: each success increments the
+            // counter once, so the final count is exactly the number of successes if no update was lost.
+            let total = try await withThrowingTaskGroup(of: Int.self) { group in
+                for worker in 0..<6 {
+                    let agent = agents[worker % 2]
+                    group.addTask {
+                        var done = 0
+                        var attempts = 0
+                        while done < 8 {
+                            attempts += 1
+                            guard attempts < 400 else { throw TestFailure("worker \(worker) made no progress") }
+                            let instance = try await http(.GET, agent.baseURL + url).object
+                            let index = try #require(instance["modifyIndex"] as? Int)
+                            let meta = instance["meta"] as? [String: String] ?? [:]
+                            let next = (Int(meta["n"] ?? "") ?? 0) + 1
+                            let answer = try await http(
+                                .PUT, agent.baseURL + url + "?cas=\(index)",
+                                json: #"{"address": "127.0.0.1", "port": 1, "meta": {"n": "\#(next)"}}"#)
+                            if answer.status / 100 == 2 {
+                                done += 1
+                            } else if answer.status != 409 {
+                                throw TestFailure("a write failed with \(answer.status): \(answer.text)")
+                            }
+                        }
+                        return done
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(total == 48)
+            // Both agents end in the same state: the count of every success, at one modify index.
+            var seen: [(String, Int)] = []
+            for agent in agents {
+                try await waitUntil(timeout: .seconds(2), "both agents show the last write") {
+                    let instance = try await http(.GET, agent.baseURL + url).object
+                    return (instance["meta"] as? [String: String])?["n"] == "\(total)"
+                }
+                let instance = try await http(.GET, agent.baseURL + url).object
+                seen.append(((instance["meta"] as? [String: String])?["n"] ?? "", instance["modifyIndex"] as? Int ?? 0))
+            }
+            #expect(seen[0].0 == "\(total)" && seen[0] == seen[1], "\(seen)")
+            // And the same history: every change in one order, on both.
+            let histories = try await agents.asyncMap { agent in
+                try await http(.GET, agent.baseURL + "/v1/events?since=0&limit=1000").object["events"] as? [[String: Any]]
+                    ?? []
+            }
+            let indexes = histories.map { $0.compactMap { $0["index"] as? Int } }
+            #expect(indexes[0] == indexes[1] && indexes[0].count == total + 1)
+        }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}
