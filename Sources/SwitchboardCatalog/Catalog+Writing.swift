@@ -258,6 +258,8 @@ extension Catalog {
                     failure = plan.changes.first.map { CatalogError.contended($0.key) } ?? .unavailable
                 } catch let error as CatalogStoreError where error.isUnavailable {
                     failure = .storeUnavailable(error.reason)
+                } catch let error as CatalogStoreError where error.isIndeterminate {
+                    failure = .storeIndeterminate(error.reason)
                 } catch {
                     failure = error is CancellationError ? .unavailable : .storeFailed(String(describing: error))
                 }

@@ -70,6 +70,15 @@ public struct CatalogError: Error, Hashable, Sendable, CustomStringConvertible {
                 + "from this agent's last view; retry the write later")
     }
 
+    /// The store did not confirm the change in time and may still commit it (cluster mode: etcd lost its quorum with
+    /// the write in flight, and commits it if the quorum returns).
+    public static func storeIndeterminate(_ reason: String) -> CatalogError {
+        CatalogError(
+            .unavailable,
+            "the catalog's store did not confirm the write in time (\(reason)); it may still take effect when the "
+                + "store recovers: read the instance back before retrying")
+    }
+
     /// The durable store could not commit the change; nothing was applied.
     public static func storeFailed(_ reason: String) -> CatalogError {
         CatalogError(.storeFailed, "the change could not be stored, nothing was applied: \(reason)")

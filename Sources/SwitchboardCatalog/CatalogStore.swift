@@ -186,6 +186,7 @@ public struct CatalogStoreError: Error, Hashable, Sendable, CustomStringConverti
         case conflict
         case compacted
         case unavailable
+        case indeterminate
     }
 
     private let code: Code
@@ -206,8 +207,16 @@ public struct CatalogStoreError: Error, Hashable, Sendable, CustomStringConverti
         CatalogStoreError(.unavailable, index: 0, reason: reason)
     }
 
+    /// The store could not confirm a commit in time, and the commit may still take effect (a remote store whose
+    /// quorum was lost while the commit was in flight).
+    public static func indeterminate(_ reason: String) -> CatalogStoreError {
+        CatalogStoreError(.indeterminate, index: 0, reason: reason)
+    }
+
     /// Whether the store could not be reached or could not commit (see ``unavailable(_:)``).
     public var isUnavailable: Bool { code == .unavailable }
+    /// Whether a commit may or may not have happened (see ``indeterminate(_:)``).
+    public var isIndeterminate: Bool { code == .indeterminate }
 
     /// An instance changed since the change was planned against it: nothing was committed. `index` is the modify
     /// index of the change that beat the plan (one the store's change sequence yields): a catalog that has applied
@@ -231,6 +240,7 @@ public struct CatalogStoreError: Error, Hashable, Sendable, CustomStringConverti
         case .conflict: "an instance changed in the store since the write was planned (store index \(index))"
         case .compacted: "the store no longer holds the changes up to index \(index); load the catalog again"
         case .unavailable: "the store is unavailable: \(reason)"
+        case .indeterminate: "the store did not confirm the commit, which may still happen: \(reason)"
         }
     }
 }

@@ -26,13 +26,18 @@ public final class EtcdClient: Sendable {
         public var connectTimeout: Duration
         /// How long a call may take, every member tried included, unless the call says otherwise.
         public var requestTimeout: Duration
+        /// How long one try of a call that may be sent again waits for its member: a proposal forwarded to a leader
+        /// that just died is never answered, and the next try (after the election) is.
+        public var attemptTimeout: Duration
 
         public init(
-            endpoints: [String], connectTimeout: Duration = .milliseconds(500), requestTimeout: Duration = .seconds(5)
+            endpoints: [String], connectTimeout: Duration = .milliseconds(500), requestTimeout: Duration = .seconds(5),
+            attemptTimeout: Duration = .milliseconds(1500)
         ) {
             self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
             self.connectTimeout = connectTimeout
             self.requestTimeout = requestTimeout
+            self.attemptTimeout = attemptTimeout
         }
     }
 
@@ -163,6 +168,8 @@ public final class EtcdClient: Sendable {
         let first = preferred.withLock { $0 }
         let deadline = ContinuousClock.now + (timeout ?? configuration.requestTimeout)
         var failures: [String] = []
+        // Whether an attempt may have reached etcd and been applied (sent, then no answer or a timeout).
+        var mayHaveApplied = false
         var round = 0
         // Around the members once, then again while time is left: a cluster electing a leader answers "no leader"
         // for a moment everywhere.
@@ -170,15 +177,18 @@ public final class EtcdClient: Sendable {
             for attempt in 0..<endpoints.count {
                 let remaining = deadline - .now
                 guard remaining > .zero else {
-                    throw .unavailable(
-                        "no etcd member answered \(path) in time (\(failures.suffix(endpoints.count).joined(separator: "; ")))"
-                    )
+                    let tried = failures.suffix(endpoints.count).joined(separator: "; ")
+                    if mayHaveApplied {
+                        throw .indeterminate("no etcd member confirmed \(path) in time (\(tried))")
+                    }
+                    throw .unavailable("no etcd member answered \(path) in time (\(tried))")
                 }
                 let position = (first + attempt) % endpoints.count
                 let endpoint = endpoints[position]
+                let wait = idempotent ? min(remaining, configuration.attemptTimeout) : remaining
                 do {
                     let response = try await httpClient.execute(
-                        request(path, to: endpoint, body: data), timeout: .nanoseconds(remaining.nanoseconds))
+                        request(path, to: endpoint, body: data), timeout: .nanoseconds(wait.nanoseconds))
                     let bytes = try await response.body.collect(upTo: 64 << 20)
                     if response.status == .ok {
                         preferred.withLock { $0 = position }
@@ -192,13 +202,15 @@ public final class EtcdClient: Sendable {
                     // Refusals that another member would answer the same way end the call.
                     guard failure.isRetryable, idempotent || failure.certainlyNotApplied else { throw failure }
                     failures.append("\(endpoint): \(failure)")
+                    if !failure.certainlyNotApplied { mayHaveApplied = true }
                 } catch let error as EtcdError {
                     throw error
                 } catch {
                     let transport = TransportFailure(error)
                     failures.append("\(endpoint): \(transport)")
+                    if !transport.requestNeverLeft { mayHaveApplied = true }
                     guard transport.requestNeverLeft || idempotent else {
-                        throw .unavailable("etcd member \(endpoint) went away during \(path): \(transport)")
+                        throw .indeterminate("etcd member \(endpoint) went away during \(path): \(transport)")
                     }
                 }
             }
@@ -215,6 +227,9 @@ public final class EtcdClient: Sendable {
 public enum EtcdError: Error, Sendable, Hashable, CustomStringConvertible {
     /// No member could do it in time: all unreachable, or the cluster has no leader (quorum lost).
     case unavailable(String)
+    /// No member confirmed the call in time, and it may have reached one: it may still be applied (when a quorum
+    /// commits it). Read back before acting on either outcome.
+    case indeterminate(String)
     /// The revision asked for was compacted; the argument is the oldest revision still held.
     case compacted(Int64)
     /// etcd refused the call (a gRPC status code and etcd's message).
@@ -244,8 +259,10 @@ public enum EtcdError: Error, Sendable, Hashable, CustomStringConvertible {
 
     /// Whether another member (or the same one a moment later) may answer differently.
     var isRetryable: Bool {
-        if case .unavailable = self { return true }
-        return false
+        switch self {
+        case .unavailable, .indeterminate: true
+        default: false
+        }
     }
 
     /// Whether the call certainly changed nothing: a member without a leader refuses before proposing.
@@ -257,6 +274,7 @@ public enum EtcdError: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unavailable(let reason): "etcd is unavailable: \(reason)"
+        case .indeterminate(let reason): "etcd is unavailable and the call may still be applied: \(reason)"
         case .compacted(let revision): "etcd compacted the revisions asked for (oldest held: \(revision))"
         case .refused(let code, let message): "etcd refused the call (code \(code)): \(message)"
         case .malformed(let reason): "unreadable answer from etcd: \(reason)"

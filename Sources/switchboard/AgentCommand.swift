@@ -61,7 +61,8 @@ enum AgentSettings {
     static let dnsDisable = Setting("dns-disable", default: "false", "Do not serve DNS.")
 
     static let all: [Setting] = [
-        httpAddress, store, etcdEndpoints, etcdPrefix, dataDirectory, dev, sqliteSync, selfPreservationShare, selfPreservationMinimumInstances,
+        httpAddress, store, etcdEndpoints, etcdPrefix, dataDirectory, dev, sqliteSync, selfPreservationShare,
+        selfPreservationMinimumInstances,
         maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable,
         CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
     ]

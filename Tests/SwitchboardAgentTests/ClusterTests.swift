@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import NIOHTTP1
 import SwitchboardCore
 import SwitchboardTestSupport
@@ -120,7 +121,8 @@ import Testing
             #expect(seen[0].0 == "\(total)" && seen[0] == seen[1], "\(seen)")
             // And the same history: every change in one order, on both.
             let histories = try await agents.asyncMap { agent in
-                try await http(.GET, agent.baseURL + "/v1/events?since=0&limit=1000").object["events"] as? [[String: Any]]
+                try await http(.GET, agent.baseURL + "/v1/events?since=0&limit=1000").object["events"]
+                    as? [[String: Any]]
                     ?? []
             }
             let indexes = histories.map { $0.compactMap { $0["index"] as? Int } }
@@ -134,5 +136,53 @@ extension Array {
         var results: [T] = []
         for element in self { results.append(try await transform(element)) }
         return results
+    }
+}
+
+/// What the agents do while etcd loses members: one of three is invisible; without a quorum, writes fail with 503
+/// and reads keep answering; with it back, writes work again without a restart.
+@Suite(.serialized) struct ClusterQuorumTests {
+    @Test func losingQuorumFailsWritesWith503WhileReadsAnswerAndItsReturnHealsWrites() async throws {
+        try await withEtcdCluster(size: 3) { etcd in
+            let agent = try await ClusterTests.clusterAgent(etcd)
+            func register(_ id: String) async throws -> HTTPAnswer {
+                try await http(
+                    .PUT, "\(agent.baseURL)/v1/services/payment/instances/\(id)",
+                    json: #"{"address": "127.0.0.1", "port": 9090}"#, timeout: .seconds(20))
+            }
+            #expect(try await register("before").status / 100 == 2)
+
+            // One member of three lost: nothing to see.
+            await etcd.kill(0)
+            let withTwo = try await register("with-two")
+            #expect(withTwo.status / 100 == 2, "\(withTwo.text)")
+
+            // Quorum lost: the write is refused as unavailable, nothing of it is kept, and reads still answer.
+            await etcd.kill(1)
+            let refused = try await register("no-quorum")
+            #expect(refused.status == 503, "\(refused.text)")
+            #expect(refused.errorCode == "unavailable")
+            #expect(refused.errorMessage?.contains("etcd") == true, "\(refused.text)")
+            #expect(try await ClusterTests.instanceIDs(agent, "payment") == ["before", "with-two"])
+            let dnsPort = try #require(agent.dnsPort)
+            let dns = try await ClusterTests.dig(dnsPort, "payment.service.switchboard")
+            #expect(dns == ["127.0.0.1", "127.0.0.1"], "\(dns)")
+
+            // Quorum back: writes work again, and the refused one never appears.
+            try etcd.restart(0)
+            try etcd.restart(1)
+            try await etcd.waitUntilHealthy()
+            try await waitUntil(timeout: .seconds(20), interval: .milliseconds(200), "writes work again") {
+                try await register("after").status / 100 == 2
+            }
+            // A write refused before it reached etcd never appears; one that etcd took in just as the quorum went is
+            // reported as maybe happening, and may.
+            let final = try await ClusterTests.instanceIDs(agent, "payment")
+            let inFlight = refused.errorMessage?.contains("may still take effect") == true
+            #expect(
+                final == ["after", "before", "with-two"]
+                    || (inFlight && final == ["after", "before", "no-quorum", "with-two"]),
+                "\(final); refused with: \(refused.text)")
+        }
     }
 }

@@ -273,6 +273,7 @@ public final class EtcdCatalogStore: CatalogStore {
     static func storeError(_ error: any Error) -> any Error {
         switch error {
         case EtcdError.compacted(let revision): CatalogStoreError.compacted(through: UInt64(max(0, revision - 1)))
+        case EtcdError.indeterminate(let reason): CatalogStoreError.indeterminate("etcd: \(reason)")
         case let error as EtcdError: CatalogStoreError.unavailable(error.description)
         default: error
         }
