@@ -115,7 +115,7 @@ public struct Agent: Service {
             storeDescription: description,
             configuration: configuration,
             logger: logger,
-            storeServices: etcd.map { [StoreMaintenance(store: $0)] } ?? [],
+            clusterStore: etcd,
             onServerRunning: onServerRunning
         )
         do {
@@ -176,7 +176,7 @@ public struct Agent: Service {
         storeDescription: String,
         configuration: AgentConfiguration,
         logger: Logger,
-        storeServices: [any Service] = [],
+        clusterStore: EtcdCatalogStore? = nil,
         onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in },
         onDNSListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
@@ -185,7 +185,9 @@ public struct Agent: Service {
             catalog: catalog, configuration: configuration.health, metrics: metrics, logger: logger)
         let watches = WatchHub(catalog: catalog, configuration: configuration.watch)
         let api = AgentHTTPAPI(
-            catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription)
+            catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription,
+            clusterStore: clusterStore)
+        let storeServices: [any Service] = clusterStore.map { [StoreMaintenance(store: $0)] } ?? []
         var services: [any Service] = storeServices + [CatalogService(catalog: catalog), health, watches]
         if let dns = configuration.dns {
             services.append(

@@ -164,6 +164,16 @@ extension Array {
             #expect(refused.errorCode == "unavailable")
             #expect(refused.errorMessage?.contains("etcd") == true, "\(refused.text)")
             #expect(try await ClusterTests.instanceIDs(agent, "payment") == ["before", "with-two"])
+            // ... and say how stale they may be: the view was last confirmed before the refused write's wait.
+            func lastContact() async throws -> Int {
+                let lookup = try await http(.GET, "\(agent.baseURL)/v1/services/payment")
+                return Int(lookup.headers.first(name: "X-Switchboard-Last-Contact") ?? "") ?? -1
+            }
+            #expect(try await lastContact() >= 1000)
+            let cluster = try await http(.GET, "\(agent.baseURL)/v1/agent").object["cluster"] as? [String: Any]
+            #expect(cluster?["store"] as? String == "etcd")
+            #expect((cluster?["viewAgeMilliseconds"] as? Int ?? 0) >= 1000, "\(cluster ?? [:])")
+            #expect(cluster?["lastError"] is String, "\(cluster ?? [:])")
             let dnsPort = try #require(agent.dnsPort)
             let dns = try await ClusterTests.dig(dnsPort, "payment.service.switchboard")
             #expect(dns == ["127.0.0.1", "127.0.0.1"], "\(dns)")
@@ -174,6 +184,9 @@ extension Array {
             try await etcd.waitUntilHealthy()
             try await waitUntil(timeout: .seconds(20), interval: .milliseconds(200), "writes work again") {
                 try await register("after").status / 100 == 2
+            }
+            try await waitUntil(timeout: .seconds(10), interval: .milliseconds(100), "the view is current again") {
+                (0..<1500).contains(try await lastContact())
             }
             // A write refused before it reached etcd never appears; one that etcd took in just as the quorum went is
             // reported as maybe happening, and may.

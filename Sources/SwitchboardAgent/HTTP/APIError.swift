@@ -115,6 +115,9 @@ struct APIResponseMiddleware: RouterMiddleware {
 
     let indexHeader: HTTPField.Name
     let currentIndex: @Sendable () -> UInt64
+    /// Cluster mode: how old the agent's view of the shared store is (nil: never confirmed), for the last-contact
+    /// header; `nil` for a store of the agent's own.
+    let viewAge: (@Sendable () -> Duration?)?
     /// The methods served on a path no route matched, for a `405` instead of a `404`.
     let allowedMethods: @Sendable (String) -> [HTTPRequest.Method]
 
@@ -147,6 +150,11 @@ struct APIResponseMiddleware: RouterMiddleware {
         }
         if response.headers[indexHeader] == nil {
             response.headers[indexHeader] = String(currentIndex())
+        }
+        if let viewAge {
+            // Never confirmed reads as "as old as can be": a client comparing ages must not take it for fresh.
+            let milliseconds = viewAge().map(\.milliseconds)
+            response.headers[AgentHTTPAPI.lastContactHeader] = String(milliseconds ?? Int64.max)
         }
         return response
     }

@@ -24,6 +24,8 @@ public struct AgentHTTPAPI: Sendable {
     public static let maximumBodySize = 64 * 1024
     /// The header every response carries.
     public static let indexHeader = HTTPField.Name("X-Switchboard-Index")!
+    /// Cluster mode: milliseconds since the agent last confirmed its view current with etcd, on every response.
+    public static let lastContactHeader = HTTPField.Name("X-Switchboard-Last-Contact")!
 
     let catalog: Catalog
     let health: HealthChecker
@@ -33,13 +35,16 @@ public struct AgentHTTPAPI: Sendable {
     let metrics: AgentMetrics
     let startedAt: Date
     let storeDescription: String
+    /// Cluster mode's store, whose view age the API reports; nil for a store of the agent's own.
+    let clusterStore: EtcdCatalogStore?
 
     /// An API over `catalog`, its `health` checker and its `watches`; `storeDescription` (such as `sqlite:/path`) is
-    /// reported by `GET /v1/agent`.
+    /// reported by `GET /v1/agent`, and so is `clusterStore`'s state in cluster mode.
     public init(
         catalog: Catalog, health: HealthChecker, watches: WatchHub, metrics: AgentMetrics, storeDescription: String,
-        startedAt: Date = Date()
+        clusterStore: EtcdCatalogStore? = nil, startedAt: Date = Date()
     ) {
+        self.clusterStore = clusterStore
         self.catalog = catalog
         self.health = health
         self.watches = watches
@@ -112,9 +117,14 @@ public struct AgentHTTPAPI: Sendable {
     public func makeRouter() -> Router<AgentRequestContext> {
         let router = Router(context: AgentRequestContext.self)
         let catalog = self.catalog
+        var viewAge: (@Sendable () -> Duration?)?
+        if let store = clusterStore {
+            viewAge = { store.viewAge }
+        }
         router.add(
             middleware: APIResponseMiddleware(
                 indexHeader: Self.indexHeader, currentIndex: { catalog.index },
+                viewAge: viewAge,
                 allowedMethods: Self.allowedMethods(forPath:)))
         for group in Self.groups {
             let routes = router.group(RouterPath(group.prefix))

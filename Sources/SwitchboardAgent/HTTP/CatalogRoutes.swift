@@ -4,6 +4,7 @@ import Hummingbird
 import NIOCore
 import SwitchboardCatalog
 import SwitchboardCore
+import SwitchboardEtcd
 
 /// Catalog reads: the agent, services, lookups, one instance, the change log, the OpenAPI document and metrics.
 ///
@@ -22,7 +23,12 @@ extension AgentHTTPAPI {
             counts: summary.counts,
             store: storeDescription,
             health: health.report(),
-            watches: watches.report()
+            watches: watches.report(),
+            cluster: clusterStore.map { store in
+                ClusterReport(
+                    store: "etcd", endpoints: store.client.configuration.endpoints, prefix: store.configuration.prefix,
+                    viewAgeMilliseconds: store.viewAge.map(\.milliseconds), lastError: store.lastFailure)
+            }
         )
         return try json(info, index: summary.index, request: request)
     }

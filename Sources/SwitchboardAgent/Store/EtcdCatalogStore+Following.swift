@@ -165,3 +165,10 @@ struct Freshness: Sendable {
         lastFailure = nil
     }
 }
+
+extension Duration {
+    /// Whole milliseconds.
+    var milliseconds: Int64 {
+        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -15,10 +15,12 @@ public struct AgentInfo: Codable, Sendable, Hashable {
     public var health: HealthReport
     /// Held queries, open streams and the changes held for them.
     public var watches: WatchReport
+    /// Cluster mode only (`--store etcd`): the shared store and how current this agent's view of it is.
+    public var cluster: ClusterReport?
 
     public init(
         version: String, startedAt: Date, uptimeSeconds: Double, index: UInt64, services: Int, instances: Int,
-        counts: StatusCounts, store: String, health: HealthReport, watches: WatchReport
+        counts: StatusCounts, store: String, health: HealthReport, watches: WatchReport, cluster: ClusterReport? = nil
     ) {
         self.version = version
         self.startedAt = startedAt
@@ -30,6 +32,35 @@ public struct AgentInfo: Codable, Sendable, Hashable {
         self.store = store
         self.health = health
         self.watches = watches
+        self.cluster = cluster
+    }
+}
+
+/// Cluster mode as `GET /v1/agent` reports it.
+///
+/// Writes are linearizable through etcd; reads answer from this agent's view, which follows etcd's changes. The
+/// view's age says how stale a read may be: how long ago the agent last confirmed, with a read that needs etcd's
+/// quorum, that it held every change etcd had committed.
+public struct ClusterReport: Sendable, Codable, Hashable {
+    /// The shared store: `etcd`.
+    public var store: String
+    /// The etcd members' client URLs the agent was given.
+    public var endpoints: [String]
+    /// The prefix of the agents' keys.
+    public var prefix: String
+    /// Milliseconds since the view was last confirmed current; absent when it never was.
+    public var viewAgeMilliseconds: Int64?
+    /// The last error reaching etcd, while the view is not confirmed.
+    public var lastError: String?
+
+    public init(
+        store: String, endpoints: [String], prefix: String, viewAgeMilliseconds: Int64?, lastError: String?
+    ) {
+        self.store = store
+        self.endpoints = endpoints
+        self.prefix = prefix
+        self.viewAgeMilliseconds = viewAgeMilliseconds
+        self.lastError = lastError
     }
 }
 
