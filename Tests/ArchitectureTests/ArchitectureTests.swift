@@ -22,7 +22,8 @@ struct ArchitectureTests {
         Rule(
             module: "SwitchboardClient",
             forbiddenTargets: [
-                "SwitchboardCatalog", "SwitchboardAgent", "SwitchboardDNS", "SwitchboardGateway", "Demo",
+                "SwitchboardCatalog", "SwitchboardAgent", "SwitchboardDNS", "SwitchboardGateway", "SwitchboardEtcd",
+                "Demo",
             ],
             forbiddenPackages: ["hummingbird", "grdb.swift"]),
         // The contract every part shares: Foundation only.
@@ -40,6 +41,13 @@ struct ArchitectureTests {
                 "SwitchboardAgent", "SwitchboardClient", "SwitchboardDNS", "SwitchboardGateway", "Demo",
             ],
             forbiddenPackages: ["hummingbird", "grdb.swift", "swift-nio", "async-http-client"]),
+        // An etcd client: it knows etcd's API, not the catalog's.
+        Rule(
+            module: "SwitchboardEtcd",
+            forbiddenTargets: [
+                "SwitchboardCatalog", "SwitchboardAgent", "SwitchboardDNS", "SwitchboardGateway", "Demo",
+            ],
+            forbiddenPackages: ["hummingbird", "grdb.swift"]),
         Rule(
             module: "SwitchboardGateway",
             forbiddenTargets: ["SwitchboardCatalog", "SwitchboardAgent", "Demo"],
