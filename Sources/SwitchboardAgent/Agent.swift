@@ -28,11 +28,25 @@ public struct AgentConfiguration: Sendable {
         public var prefix: String
         /// How long the agent waits at start for etcd to answer before it gives up.
         public var startupTimeout: Duration
+        /// This agent's id among the members (unique in the cluster).
+        public var agentID: String
+        /// How long a dead agent's member key outlives it, in seconds: when its checks move to the survivors.
+        public var leaseTTL: Int64
 
-        public init(endpoints: [String], prefix: String = "/switchboard/", startupTimeout: Duration = .seconds(60)) {
+        public init(
+            endpoints: [String], prefix: String = "/switchboard/", startupTimeout: Duration = .seconds(60),
+            agentID: String = EtcdStorage.generatedAgentID(), leaseTTL: Int64 = 2
+        ) {
             self.endpoints = endpoints
             self.prefix = prefix
             self.startupTimeout = startupTimeout
+            self.agentID = agentID
+            self.leaseTTL = leaseTTL
+        }
+
+        /// `agent-` and eight random hex digits.
+        public static func generatedAgentID() -> String {
+            "agent-" + String(UInt32.random(in: .min ... .max), radix: 16)
         }
     }
 
@@ -97,6 +111,16 @@ public struct Agent: Service {
     public func run() async throws {
         let (store, description) = try openStore()
         let etcd = store as? EtcdCatalogStore
+        var cluster: ClusterMode?
+        if let etcd, case .etcd(let settings) = configuration.storage {
+            cluster = ClusterMode(
+                store: etcd,
+                membership: ClusterMembership(
+                    client: etcd.client,
+                    configuration: .init(
+                        agentID: settings.agentID, prefix: settings.prefix, leaseTTL: settings.leaseTTL),
+                    logger: logger))
+        }
         let catalog: Catalog
         do {
             catalog = try await load(from: store)
@@ -115,7 +139,7 @@ public struct Agent: Service {
             storeDescription: description,
             configuration: configuration,
             logger: logger,
-            clusterStore: etcd,
+            cluster: cluster,
             onServerRunning: onServerRunning
         )
         do {
@@ -176,18 +200,19 @@ public struct Agent: Service {
         storeDescription: String,
         configuration: AgentConfiguration,
         logger: Logger,
-        clusterStore: EtcdCatalogStore? = nil,
+        cluster: ClusterMode? = nil,
         onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in },
         onDNSListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let metrics = AgentMetrics()
         let health = HealthChecker(
-            catalog: catalog, configuration: configuration.health, metrics: metrics, logger: logger)
+            catalog: catalog, configuration: configuration.health, metrics: metrics, logger: logger,
+            membership: cluster?.membership)
         let watches = WatchHub(catalog: catalog, configuration: configuration.watch)
         let api = AgentHTTPAPI(
             catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription,
-            clusterStore: clusterStore)
-        let storeServices: [any Service] = clusterStore.map { [StoreMaintenance(store: $0)] } ?? []
+            cluster: cluster)
+        let storeServices: [any Service] = cluster.map { [StoreMaintenance(store: $0.store)] } ?? []
         var services: [any Service] = storeServices + [CatalogService(catalog: catalog), health, watches]
         if let dns = configuration.dns {
             services.append(
@@ -195,6 +220,8 @@ public struct Agent: Service {
                     responder: DNSResponder(catalog: catalog, configuration: dns), logger: logger,
                     onListening: onDNSListening))
         }
+        // Last, so it is the first to stop: the member key goes at once and the checks move to the others.
+        if let membership = cluster?.membership { services.append(membership) }
         return Application(
             router: api.makeRouter(),
             configuration: ApplicationConfiguration(
@@ -207,6 +234,7 @@ public struct Agent: Service {
             services: services,
             onServerRunning: { channel in
                 let address = channel.localAddress.map(hostAndPort) ?? "unknown"
+                cluster?.membership.announce(address: address)
                 logger.info("agent listening", metadata: ["address": "\(address)"])
                 await onServerRunning(channel.localAddress)
             },

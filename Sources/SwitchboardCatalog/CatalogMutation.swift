@@ -40,6 +40,16 @@ public struct InstanceKey: Hashable, Sendable {
     }
 }
 
+extension Instance {
+    /// Service plus id: the instance's key in the catalog.
+    public var key: InstanceKey { InstanceKey(service: service, id: id) }
+}
+
+extension ChangeEvent {
+    /// The key of the instance the change is about.
+    public var instanceKey: InstanceKey { InstanceKey(service: service, id: id) }
+}
+
 /// A check's new status, as the health checker reports it to the catalog.
 ///
 /// It names the check by id and by the definition that produced the result, so that a result computed for a check

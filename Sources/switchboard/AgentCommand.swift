@@ -29,6 +29,10 @@ enum AgentSettings {
     static let etcdPrefix = Setting(
         "etcd-prefix", default: "/switchboard/", valueName: "prefix",
         "The prefix of every etcd key the agents write, for --store etcd; agents on one prefix share a catalog.")
+    static let agentID = Setting(
+        "agent-id", valueName: "id",
+        "This agent's id among the cluster's members, for --store etcd (letters, digits, '.', '_', '-'); none: agent- and 8 random hex digits."
+    )
     static let dev = Setting(
         "dev", default: "false", "Development mode: keep the catalog in memory only; nothing survives a restart.")
     static let sqliteSync = Setting(
@@ -61,7 +65,7 @@ enum AgentSettings {
     static let dnsDisable = Setting("dns-disable", default: "false", "Do not serve DNS.")
 
     static let all: [Setting] = [
-        httpAddress, store, etcdEndpoints, etcdPrefix, dataDirectory, dev, sqliteSync, selfPreservationShare,
+        httpAddress, store, etcdEndpoints, etcdPrefix, agentID, dataDirectory, dev, sqliteSync, selfPreservationShare,
         selfPreservationMinimumInstances,
         maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable,
         CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
@@ -126,7 +130,14 @@ enum AgentSettings {
         ) { text in
             text.hasPrefix("/") && !text.contains(where: { $0.isWhitespace }) ? text : nil
         }
-        return .etcd(.init(endpoints: endpoints, prefix: prefix))
+        let id = try settings.value(agentID, rule: "1 to 64 letters, digits, '.', '_' or '-'") { text in
+            (1...64).contains(text.count)
+                && text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) ? text : nil
+        }
+        return .etcd(
+            .init(
+                endpoints: endpoints, prefix: prefix,
+                agentID: id ?? AgentConfiguration.EtcdStorage.generatedAgentID()))
     }
 
     private static func positiveDuration(_ text: String) -> Duration? {
@@ -187,6 +198,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: AgentSettings.etcdPrefix.argumentName, help: AgentSettings.etcdPrefix.help)
     var etcdPrefix: String?
 
+    @Option(name: AgentSettings.agentID.argumentName, help: AgentSettings.agentID.help)
+    var agentID: String?
+
     @Option(name: AgentSettings.dataDirectory.argumentName, help: AgentSettings.dataDirectory.help)
     var dataDirectory: String?
 
@@ -234,6 +248,7 @@ struct AgentCommand: AsyncParsableCommand {
         let options: [(Setting, String?)] = [
             (AgentSettings.httpAddress, httpAddress), (AgentSettings.store, store),
             (AgentSettings.etcdEndpoints, etcdEndpoints), (AgentSettings.etcdPrefix, etcdPrefix),
+            (AgentSettings.agentID, agentID),
             (AgentSettings.dataDirectory, dataDirectory),
             (AgentSettings.dev, dev ? "true" : nil), (AgentSettings.sqliteSync, sqliteSync),
             (AgentSettings.selfPreservationShare, selfPreservationShare),

@@ -145,6 +145,39 @@ struct ServicesCommand: AsyncParsableCommand {
     }
 }
 
+struct MembersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "members", abstract: "List the live agents of the cluster (cluster mode, --store etcd).")
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        try await options.perform(as: Self.self) { agent in
+            let request = AgentRequest.agentInfo()
+            let answer = try await agent.call(request)
+            guard let cluster = answer.value.cluster else {
+                throw SwitchboardCore.ValidationError(
+                    field: "",
+                    message: "the agent at \(agent.connection.currentAgent) is not in cluster mode (its store is "
+                        + "\(answer.value.store)); start agents with --store etcd")
+            }
+            if options.json {
+                let members = (try? SwitchboardJSON.encoder(pretty: true).encode(cluster.members)) ?? Data("[]".utf8)
+                return options.printJSON(ByteBuffer(bytes: members))
+            }
+            let rows = cluster.members.map { member in
+                [
+                    member.id + (member.id == cluster.agentID ? " (answered)" : ""), member.address, member.version,
+                    SwitchboardJSON.timestamp(member.startedAt),
+                ]
+            }
+            print(Table(header: ["AGENT", "ADDRESS", "VERSION", "STARTED"], rows: rows))
+            let age = cluster.viewAgeMilliseconds.map { "\($0) ms" } ?? "never confirmed"
+            print("store: etcd \(cluster.endpoints.joined(separator: ",")) \(cluster.prefix); view age: \(age)")
+        }
+    }
+}
+
 struct InstancesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "instances", abstract: "List the instances of a service.")

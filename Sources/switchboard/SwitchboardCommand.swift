@@ -14,6 +14,7 @@ struct SwitchboardCommand: AsyncParsableCommand {
             DemoCommand.self,
             DemoServiceCommand.self,
             ServicesCommand.self,
+            MembersCommand.self,
             InstancesCommand.self,
             RegisterCommand.self,
             DeregisterCommand.self,

@@ -5,16 +5,22 @@ import SwitchboardCore
 import SwitchboardTestSupport
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Cluster mode with real processes: a three-member etcd on loopback and agents started with `--store etcd`.
 @Suite(.serialized) struct ClusterTests {
     /// An agent of the cluster on `etcd`, with DNS on a free port.
-    static func clusterAgent(_ etcd: EtcdCluster, prefix: String = "/switchboard/") async throws -> AgentProcess {
+    static func clusterAgent(
+        _ etcd: EtcdCluster, prefix: String = "/switchboard/", id: String? = nil
+    ) async throws -> AgentProcess {
         let directory = try makeTemporaryDirectory()
         return try await AgentProcess(
             dataDirectory: directory,
             extraArguments: [
                 "--store", "etcd", "--etcd-endpoints", etcd.endpoints.joined(separator: ","), "--etcd-prefix", prefix,
-            ])
+            ] + (id.map { ["--agent-id", $0] } ?? []))
     }
 
     static func dig(_ port: Int, _ name: String) async throws -> [String] {
@@ -196,6 +202,126 @@ extension Array {
                 final == ["after", "before", "with-two"]
                     || (inFlight && final == ["after", "before", "no-quorum", "with-two"]),
                 "\(final); refused with: \(refused.text)")
+        }
+    }
+}
+
+/// Members and health checks in a cluster: who runs which check, and what happens when an agent dies.
+@Suite(.serialized) struct ClusterHealthTests {
+    static func checkCounts(_ agent: AgentProcess) async throws -> (ttl: Int, http: Int) {
+        let checks =
+            (try await http(.GET, "\(agent.baseURL)/v1/agent").object["health"] as? [String: Any])?["checks"]
+            as? [String: Any]
+        return (checks?["ttl"] as? Int ?? -1, checks?["http"] as? Int ?? -1)
+    }
+
+    static func memberIDs(_ agent: AgentProcess) async throws -> [String] {
+        let cluster = try await http(.GET, "\(agent.baseURL)/v1/agent").object["cluster"] as? [String: Any]
+        return ((cluster?["members"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }
+    }
+
+    static func statuses(_ agent: AgentProcess, _ service: String) async throws -> [String: String] {
+        let answer = try await http(.GET, "\(agent.baseURL)/v1/services/\(service)?status=any")
+        var statuses: [String: String] = [:]
+        for instance in answer.object["instances"] as? [[String: Any]] ?? [] {
+            if let id = instance["id"] as? String { statuses[id] = instance["status"] as? String }
+        }
+        return statuses
+    }
+
+    @Test func membersAreListedAndADeadAgentLeavesWithItsLease() async throws {
+        try await withEtcdCluster(size: 3) { etcd in
+            let agents = [
+                try await ClusterTests.clusterAgent(etcd, id: "a1"),
+                try await ClusterTests.clusterAgent(etcd, id: "a2"),
+                try await ClusterTests.clusterAgent(etcd, id: "a3"),
+            ]
+            try await waitUntil(timeout: .seconds(5), "every agent lists the three") {
+                for agent in agents where try await Self.memberIDs(agent) != ["a1", "a2", "a3"] { return false }
+                return true
+            }
+            let listed = try await SwitchboardBinary.run(["members", "--agent", agents[0].baseURL])
+            #expect(listed.status == 0, "\(listed.stderr)")
+            #expect(listed.stdout.contains("a1 (answered)") && listed.stdout.contains("a3"), "\(listed.stdout)")
+
+            await agents[2].stop(with: SIGKILL)
+            let gone = try await waitUntil(timeout: .seconds(5), interval: .milliseconds(50), "a3 leaves") {
+                try await Self.memberIDs(agents[0]) == ["a1", "a2"]
+            }
+            #expect(gone < .seconds(4), "the lease (2 s) ends the dead agent's membership")
+            // A graceful stop leaves at once.
+            await agents[1].stop(with: SIGTERM)
+            try await waitUntil(timeout: .seconds(1), interval: .milliseconds(20), "a2 leaves at once") {
+                try await Self.memberIDs(agents[0]) == ["a1"]
+            }
+        }
+    }
+
+    @Test func aKilledAgentsChecksRunOnASurvivorWithinThreeSecondsWithNoSpuriousCritical() async throws {
+        let backend = try BackendProcess()
+        try await withEtcdCluster(size: 3) { etcd in
+            let a = try await ClusterTests.clusterAgent(etcd, id: "a")
+            let b = try await ClusterTests.clusterAgent(etcd, id: "b")
+            try await waitUntil(timeout: .seconds(5), "both agents are members") {
+                let (seenByA, seenByB) = (try await Self.memberIDs(a), try await Self.memberIDs(b))
+                return seenByA == ["a", "b"] && seenByB == ["a", "b"]
+            }
+            let count = 16
+            for number in 0..<count {
+                let probed = try await http(
+                    .PUT, "\(a.baseURL)/v1/services/probed/instances/h\(number)",
+                    json: """
+                        {"address": "127.0.0.1", "port": \(backend.port), "checks": [{"type": "http",
+                         "url": "\(backend.healthURL)", "interval": "300ms", "timeout": "250ms"}]}
+                        """)
+                #expect(probed.status == 201, "\(probed.text)")
+                let beating = try await http(
+                    .PUT, "\(a.baseURL)/v1/services/beating/instances/t\(number)",
+                    json: #"{"address": "127.0.0.1", "port": 1, "checks": [{"type": "ttl", "ttl": "3s"}]}"#)
+                #expect(beating.status == 201, "\(beating.text)")
+            }
+            // Heartbeats for every TTL instance through b, every 500 ms: b relays those a runs.
+            let heartbeats = Task {
+                while !Task.isCancelled {
+                    for number in 0..<count {
+                        _ = try? await http(
+                            .PUT, "\(b.baseURL)/v1/services/beating/instances/t\(number)/heartbeat",
+                            timeout: .seconds(2))
+                    }
+                    try? await Task.sleep(for: .milliseconds(500))
+                }
+            }
+            defer { heartbeats.cancel() }
+            try await waitUntil(timeout: .seconds(10), "every instance passing") {
+                let probed = try await Self.statuses(b, "probed")
+                let beating = try await Self.statuses(b, "beating")
+                return probed.count == count && beating.count == count
+                    && (Array(probed.values) + Array(beating.values)).allSatisfy { $0 == "passing" }
+            }
+            // The checks are shared between the two: each runs some, together all, none twice.
+            let (countsA, countsB) = (try await Self.checkCounts(a), try await Self.checkCounts(b))
+            #expect(countsA.ttl + countsB.ttl == count && countsA.http + countsB.http == count, "\(countsA) \(countsB)")
+            #expect(countsA.ttl > 0 && countsB.ttl > 0, "rendezvous hashing spreads the checks: \(countsA) \(countsB)")
+
+            await a.stop(with: SIGKILL)
+            let moved = try await waitUntil(timeout: .seconds(5), interval: .milliseconds(50), "b runs every check") {
+                let counts = try await Self.checkCounts(b)
+                return counts.ttl == count && counts.http == count
+            }
+            #expect(moved < .seconds(3), "checks moved in \(moved)")
+            // Two TTLs later nothing turned critical because its agent died.
+            for _ in 0..<12 {
+                let statuses =
+                    Array(try await Self.statuses(b, "probed").values)
+                    + Array(try await Self.statuses(b, "beating").values)
+                #expect(statuses.allSatisfy { $0 == "passing" }, "a spurious status after the move: \(statuses)")
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            // And the survivor does detect a real failure.
+            backend.killNow()
+            try await waitUntil(timeout: .seconds(5), interval: .milliseconds(100), "the dead backend is critical") {
+                try await Self.statuses(b, "probed").values.allSatisfy { $0 == "critical" }
+            }
         }
     }
 }

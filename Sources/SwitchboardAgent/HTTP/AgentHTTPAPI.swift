@@ -35,16 +35,16 @@ public struct AgentHTTPAPI: Sendable {
     let metrics: AgentMetrics
     let startedAt: Date
     let storeDescription: String
-    /// Cluster mode's store, whose view age the API reports; nil for a store of the agent's own.
-    let clusterStore: EtcdCatalogStore?
+    /// Cluster mode's store and membership, which the API reports; nil for a single agent.
+    let cluster: ClusterMode?
 
     /// An API over `catalog`, its `health` checker and its `watches`; `storeDescription` (such as `sqlite:/path`) is
-    /// reported by `GET /v1/agent`, and so is `clusterStore`'s state in cluster mode.
+    /// reported by `GET /v1/agent`, and so is the `cluster`'s state in cluster mode.
     public init(
         catalog: Catalog, health: HealthChecker, watches: WatchHub, metrics: AgentMetrics, storeDescription: String,
-        clusterStore: EtcdCatalogStore? = nil, startedAt: Date = Date()
+        cluster: ClusterMode? = nil, startedAt: Date = Date()
     ) {
-        self.clusterStore = clusterStore
+        self.cluster = cluster
         self.catalog = catalog
         self.health = health
         self.watches = watches
@@ -118,7 +118,7 @@ public struct AgentHTTPAPI: Sendable {
         let router = Router(context: AgentRequestContext.self)
         let catalog = self.catalog
         var viewAge: (@Sendable () -> Duration?)?
-        if let store = clusterStore {
+        if let store = cluster?.store {
             viewAge = { store.viewAge }
         }
         router.add(

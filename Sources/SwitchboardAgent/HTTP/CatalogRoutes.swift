@@ -24,11 +24,7 @@ extension AgentHTTPAPI {
             store: storeDescription,
             health: health.report(),
             watches: watches.report(),
-            cluster: clusterStore.map { store in
-                ClusterReport(
-                    store: "etcd", endpoints: store.client.configuration.endpoints, prefix: store.configuration.prefix,
-                    viewAgeMilliseconds: store.viewAge.map(\.milliseconds), lastError: store.lastFailure)
-            }
+            cluster: cluster?.report()
         )
         return try json(info, index: summary.index, request: request)
     }

@@ -80,7 +80,10 @@ extension AgentHTTPAPI {
                 (status, output) = try body.validated()
             }
         }
-        switch await health.heartbeat(InstanceKey(service: service, id: id), status: status, output: output) {
+        let relayed = request.headers[values: HTTPField.Name(HeartbeatRelay.relayedByHeader)!].isEmpty == false
+        switch await health.heartbeat(
+            InstanceKey(service: service, id: id), status: status, output: output, relayed: relayed)
+        {
         case .unknownInstance:
             throw APIError(
                 .notFound, .notFound,

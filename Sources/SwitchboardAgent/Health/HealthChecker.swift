@@ -71,13 +71,23 @@ public final class HealthChecker: Service, Sendable {
     private let alarm = Alarm()
     private let lateness = Mutex(LatenessSamples(capacity: 10_000))
     private let selfPreservationSince = Mutex<Date?>(nil)
+    /// Cluster mode: who runs which check. This checker runs only the checks of the instances it owns, and relays
+    /// the heartbeats of the others to their owner.
+    private let membership: ClusterMembership?
+    private let relay: HeartbeatRelay?
 
-    /// A checker for `catalog`'s checks; it starts following the catalog at once (call before writes start).
-    public init(catalog: Catalog, configuration: HealthConfiguration, metrics: AgentMetrics, logger: Logger) {
+    /// A checker for `catalog`'s checks; it starts following the catalog at once (call before writes start). With
+    /// `membership` (cluster mode) it runs only the checks this agent owns.
+    public init(
+        catalog: Catalog, configuration: HealthConfiguration, metrics: AgentMetrics, logger: Logger,
+        membership: ClusterMembership? = nil
+    ) {
         self.catalog = catalog
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
+        self.membership = membership
+        self.relay = membership.map { HeartbeatRelay(agentID: $0.agentID, logger: logger) }
         let policy = HealthTable.SelfPreservationPolicy(
             enabled: configuration.selfPreservation.enabled,
             share: configuration.selfPreservation.share,
@@ -88,11 +98,56 @@ public final class HealthChecker: Service, Sendable {
         // Observe first, then seed under the table's lock: a change applied meanwhile is either in the snapshot
         // (and re-applied, harmlessly) or reaches the table after the seed, in order.
         catalog.addChangeObserver { [weak self] changes in
-            self?.changeTable { $0.apply(changes.map(\.event), now: .now) }
+            guard let self else { return }
+            let events = changes.map(\.event).filter { $0.kind == .removed || self.owns($0.instanceKey) }
+            self.changeTable { $0.apply(events, now: .now) }
         }
         table.withLock { table in
             let now = ContinuousClock.now
-            for instance in catalog.allInstances().instances { table.track(instance, now: now) }
+            for instance in catalog.allInstances().instances where owns(instance.key) {
+                table.track(instance, now: now)
+            }
+        }
+        membership?.onChange { [weak self] in self?.rebalance() }
+    }
+
+    /// Whether this agent runs the checks of `key` (always, outside cluster mode).
+    private func owns(_ key: InstanceKey) -> Bool {
+        membership?.isLocal(key) ?? true
+    }
+
+    /// After the members changed: starts the checks this agent now owns (a TTL check with one TTL of grace, an
+    /// active check within the start jitter, each from the status the catalog holds, so a move turns nothing
+    /// critical) and stops those it no longer owns.
+    private func rebalance() {
+        let instances = catalog.allInstances().instances
+        let (started, stopped) = changeTable { table -> (Int, Int) in
+            let now = ContinuousClock.now
+            var started = 0
+            var stopped = 0
+            for instance in instances {
+                let key = instance.key
+                if owns(key) {
+                    if !table.isTracking(key) {
+                        table.track(instance, now: now)
+                        started += 1
+                    }
+                } else if table.isTracking(key) {
+                    table.untrack(key)
+                    stopped += 1
+                }
+            }
+            return (started, stopped)
+        }
+        // An instance removed between the snapshot and the table's lock was tracked again above: drop it.
+        let gone = table.withLock { $0.trackedInstances }.filter {
+            catalog.instance(service: $0.service, id: $0.id).instance == nil
+        }
+        if !gone.isEmpty { changeTable { table in for key in gone { table.untrack(key) } } }
+        if started > 0 || stopped > 0 {
+            logger.info(
+                "checks moved after a change of members",
+                metadata: ["started": "\(started)", "stopped": "\(stopped)"])
         }
     }
 
@@ -107,9 +162,22 @@ public final class HealthChecker: Service, Sendable {
     }
 
     /// Records a heartbeat for every TTL check of `instance`; waits only if it changes a status.
+    ///
+    /// In cluster mode a heartbeat for an instance another agent owns is relayed to that agent (unless `relayed`:
+    /// it came from one), and when the owner cannot be reached it is answered from the catalog: the new owner gives
+    /// the check a full TTL of grace, so a heartbeat lost in the move costs nothing.
     public func heartbeat(
-        _ instance: InstanceKey, status: HealthStatus = .passing, output: String = ""
+        _ instance: InstanceKey, status: HealthStatus = .passing, output: String = "", relayed: Bool = false
     ) async -> HeartbeatResult {
+        if let membership, let relay, !membership.isLocal(instance) || (relayed && !isTracking(instance)) {
+            if !relayed, let owner = membership.owner(of: instance),
+                let answer = await relay.send(instance, status: status, output: output, to: owner)
+            {
+                metrics.heartbeats.increment()
+                return answer
+            }
+            return heartbeatFromCatalog(instance)
+        }
         metrics.heartbeats.increment()
         // A heartbeat can bring work forward: a check given back its TTL deadline, a critical status's timer.
         let outcome = changeTable { $0.heartbeat(instance, status: status, output: output, now: .now) }
@@ -124,6 +192,17 @@ public final class HealthChecker: Service, Sendable {
             }
             return .recorded(status: current.status)
         }
+    }
+
+    private func isTracking(_ instance: InstanceKey) -> Bool {
+        table.withLock { $0.isTracking(instance) }
+    }
+
+    /// A heartbeat answered from what the catalog holds, without recording it.
+    private func heartbeatFromCatalog(_ key: InstanceKey) -> HeartbeatResult {
+        guard let current = catalog.instance(service: key.service, id: key.id).instance else { return .unknownInstance }
+        guard current.checks.contains(where: { $0.definition.type == .ttl }) else { return .noTTLCheck }
+        return .recorded(status: current.status)
     }
 
     /// Runs the scheduler until graceful shutdown or cancellation; probes in flight finish (within their timeouts).

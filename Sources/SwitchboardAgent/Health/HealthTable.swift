@@ -201,6 +201,14 @@ struct HealthTable: Sendable {
         }
     }
 
+    /// Whether `instance`'s checks are watched here.
+    func isTracking(_ instance: InstanceKey) -> Bool {
+        checkIDsByInstance[instance] != nil
+    }
+
+    /// The instances whose checks are watched here.
+    var trackedInstances: [InstanceKey] { Array(checkIDsByInstance.keys) }
+
     /// Stops watching every check of `instance`.
     mutating func untrack(_ instance: InstanceKey) {
         for id in checkIDsByInstance.removeValue(forKey: instance) ?? [] {

@@ -52,15 +52,39 @@ public struct ClusterReport: Sendable, Codable, Hashable {
     public var viewAgeMilliseconds: Int64?
     /// The last error reaching etcd, while the view is not confirmed.
     public var lastError: String?
+    /// This agent's id among the members.
+    public var agentID: String
+    /// The live agents (those whose lease etcd holds), this one included once its lease is placed, sorted by id.
+    public var members: [ClusterMember]
 
     public init(
-        store: String, endpoints: [String], prefix: String, viewAgeMilliseconds: Int64?, lastError: String?
+        store: String, endpoints: [String], prefix: String, viewAgeMilliseconds: Int64?, lastError: String?,
+        agentID: String, members: [ClusterMember]
     ) {
         self.store = store
         self.endpoints = endpoints
         self.prefix = prefix
         self.viewAgeMilliseconds = viewAgeMilliseconds
         self.lastError = lastError
+        self.agentID = agentID
+        self.members = members
+    }
+}
+
+/// A live agent of a cluster, as its member key in etcd describes it.
+public struct ClusterMember: Sendable, Codable, Hashable {
+    /// The agent's id (`--agent-id`, or generated at start).
+    public var id: String
+    /// Where its HTTP API listens (`host:port`): where other agents send it the heartbeats of the checks it runs.
+    public var address: String
+    public var startedAt: Date
+    public var version: String
+
+    public init(id: String, address: String, startedAt: Date, version: String) {
+        self.id = id
+        self.address = address
+        self.startedAt = startedAt
+        self.version = version
     }
 }
 

@@ -1,0 +1,63 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchboardCatalog
+import SwitchboardClient
+import SwitchboardCore
+
+/// Sends a heartbeat that reached this agent to the agent that runs the instance's checks, through the same API a
+/// client would use, marked as relayed so the owner records it whatever its own view of the members says.
+///
+/// A heartbeat never costs an etcd write: it moves between agents only.
+final class HeartbeatRelay: Sendable {
+    /// The header that marks a relayed heartbeat, naming the agent that relayed it.
+    static let relayedByHeader = "X-Switchboard-Relayed-By"
+
+    let agentID: String
+    let logger: Logger
+    /// How long the owner has to answer before the heartbeat is answered here from the catalog.
+    let timeout: Duration
+
+    init(agentID: String, logger: Logger, timeout: Duration = .milliseconds(500)) {
+        self.agentID = agentID
+        self.logger = logger
+        self.timeout = timeout
+    }
+
+    /// Relays one heartbeat; `nil` when the owner could not be reached or answered something unexpected.
+    func send(
+        _ key: InstanceKey, status: HealthStatus, output: String, to owner: ClusterMember
+    ) async -> HealthChecker.HeartbeatResult? {
+        var request = HTTPClientRequest(url: "http://\(owner.address)\(APIPath.heartbeat(key.service, id: key.id))")
+        request.method = .PUT
+        request.headers.add(name: Self.relayedByHeader, value: agentID)
+        if status != .passing || !output.isEmpty {
+            guard let body = try? SwitchboardJSON.encoder().encode(HeartbeatRequest(status: status, output: output))
+            else { return nil }
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .nanoseconds(timeout.nanoseconds))
+            let body = try await response.body.collect(upTo: 64 * 1024)
+            switch response.status.code {
+            case 200:
+                let answer = try SwitchboardJSON.decoder().decode(
+                    HeartbeatAnswer.self, from: Data(body.readableBytesView))
+                return .recorded(status: answer.status)
+            case 404: return .unknownInstance
+            case 409: return .noTTLCheck
+            default: return nil
+            }
+        } catch {
+            logger.debug(
+                "could not relay a heartbeat to its owner",
+                metadata: [
+                    "owner": "\(owner.id)", "address": "\(owner.address)", "error": "\(TransportFailure(error))",
+                ])
+            return nil
+        }
+    }
+}
