@@ -286,6 +286,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 "SwitchboardDNS",
                 "SwitchboardAgent",
+                "SwitchboardClient",
                 "SwitchboardEtcd",
                 "SwitchboardTestSupport",
                 "switchboard",
@@ -300,6 +301,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 "SwitchboardAgent",
+                "SwitchboardClient",
                 "SwitchboardEtcd",
                 "SwitchboardTestSupport",
                 "switchboard",

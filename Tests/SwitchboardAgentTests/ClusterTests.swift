@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import SwitchboardClient
 import SwitchboardCore
 import SwitchboardTestSupport
 import Testing
@@ -322,6 +323,173 @@ extension Array {
             try await waitUntil(timeout: .seconds(5), interval: .milliseconds(100), "the dead backend is critical") {
                 try await Self.statuses(b, "probed").values.allSatisfy { $0 == "critical" }
             }
+        }
+    }
+}
+
+/// Cluster mode under faults of etcd itself: a member killed under load, a compaction an agent must catch up with.
+@Suite(.serialized) struct ClusterFaultTests {
+    @Test func killingTheEtcdLeaderUnderARegistrationLoadLosesNoAcknowledgedWriteAndFailsNoCall() async throws {
+        try await withEtcdCluster(size: 3) { etcd in
+            let agents = [try await ClusterTests.clusterAgent(etcd), try await ClusterTests.clusterAgent(etcd)]
+            let leader = try #require(await etcd.leader(), "a leader")
+            let results = try await withThrowingTaskGroup(of: (acknowledged: [String], failed: [String]).self) {
+                group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        var acknowledged: [String] = []
+                        var failed: [String] = []
+                        let start = ContinuousClock.now
+                        var number = 0
+                        while ContinuousClock.now - start < .seconds(4) {
+                            let id = "w\(worker)-\(number)"
+                            number += 1
+                            let agent = agents[(worker + number) % agents.count]
+                            let answer = try await http(
+                                .PUT, "\(agent.baseURL)/v1/services/load/instances/\(id)",
+                                json: #"{"address": "127.0.0.1", "port": 9090}"#, timeout: .seconds(20))
+                            if answer.status / 100 == 2 {
+                                acknowledged.append(id)
+                            } else {
+                                failed.append("\(id): \(answer.status) \(answer.text)")
+                            }
+                        }
+                        return (acknowledged, failed)
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(1))
+                    await etcd.kill(leader)
+                    return ([], [])
+                }
+                var acknowledged: [String] = []
+                var failed: [String] = []
+                for try await result in group {
+                    acknowledged += result.acknowledged
+                    failed += result.failed
+                }
+                return (acknowledged, failed)
+            }
+            #expect(results.1.isEmpty, "failed calls: \(results.1.prefix(5))")
+            #expect(results.0.count > 50, "the load kept going: \(results.0.count) registrations")
+            for agent in agents {
+                let present = Set(try await ClusterTests.instanceIDs(agent, "load"))
+                let missing = Set(results.0).subtracting(present)
+                #expect(missing.isEmpty, "acknowledged but missing on \(agent.baseURL): \(missing.sorted().prefix(5))")
+            }
+        }
+    }
+
+    @Test func anAgentThatFallsBehindACompactionLoadsTheCatalogAgainAndCatchesUp() async throws {
+        try await withEtcdCluster(size: 3) { etcd in
+            // The behind agent talks to the first member first: its watch breaks when that member dies.
+            let behind = try await ClusterTests.clusterAgent(etcd)
+            let writer = try await ClusterTests.clusterAgent(etcd)
+            for id in ["kept", "removed"] {
+                _ = try await http(
+                    .PUT, "\(writer.baseURL)/v1/services/compacted/instances/\(id)",
+                    json: #"{"address": "127.0.0.1", "port": 9090}"#)
+            }
+            try await waitUntil(timeout: .seconds(2), "the behind agent sees both") {
+                try await ClusterTests.instanceIDs(behind, "compacted") == ["kept", "removed"]
+            }
+            let stream = try await EventStreamClient("\(behind.baseURL)/v1/watch?service=compacted")
+            _ = try await stream.next()
+
+            // Frozen, with its watch's member gone before anything changes (so nothing waits in its socket), it misses
+            // changes that etcd then compacts away; thawed, it resumes elsewhere from a revision etcd no longer holds.
+            kill(behind.process.processIdentifier, SIGSTOP)
+            await etcd.kill(0)
+            _ = try await http(.DELETE, "\(writer.baseURL)/v1/services/compacted/instances/removed")
+            _ = try await http(
+                .PUT, "\(writer.baseURL)/v1/services/compacted/instances/added",
+                json: #"{"address": "127.0.0.1", "port": 9091}"#)
+            try await etcd.compact()
+            kill(behind.process.processIdentifier, SIGCONT)
+
+            try await waitUntil(timeout: .seconds(10), interval: .milliseconds(100), "the behind agent catches up") {
+                try await ClusterTests.instanceIDs(behind, "compacted") == ["added", "kept"]
+            }
+            #expect(behind.log.contains("loading the catalog again"), "the agent caught up by loading again")
+            // Its stream is told the differences, and its writes still work.
+            var kinds: [String: String] = [:]
+            while kinds.count < 2 {
+                let event = try await stream.next(within: .seconds(5))
+                for id in ["added", "removed"] where event.data.contains(#""id":"\#(id)""#) { kinds[id] = event.event }
+            }
+            #expect(kinds == ["added": "added", "removed": "removed"], "\(kinds)")
+            let write = try await http(
+                .PUT, "\(behind.baseURL)/v1/services/compacted/instances/later",
+                json: #"{"address": "127.0.0.1", "port": 9092}"#)
+            #expect(write.status == 201, "\(write.text)")
+            stream.close()
+        }
+    }
+}
+
+/// A client of the library with two agents: when its agent dies, registration, heartbeats and watches move on.
+@Suite(.serialized) struct ClusterClientFailoverTests {
+    @Test func aClientMovesItsHeartbeatsAndWatchToAnotherAgentWithoutRegisteringAgain() async throws {
+        try await withEtcdCluster(size: 3) { etcd in
+            let a = try await ClusterTests.clusterAgent(etcd, id: "a")
+            let b = try await ClusterTests.clusterAgent(etcd, id: "b")
+            let connection = AgentConnection(
+                configuration: AgentConnectionConfiguration(
+                    agents: [a.baseURL, b.baseURL], connectTimeout: .milliseconds(500), requestTimeout: .seconds(2),
+                    streamIdleTimeout: .seconds(5)))
+            let registration = ServiceRegistration(
+                connection: connection,
+                configuration: .init(
+                    service: try ServiceName("shop"), id: try InstanceID("s1"), address: "127.0.0.1", port: 9000,
+                    ttl: .milliseconds(1500)))
+            let discovery = ServiceDiscovery(connection: connection)
+            let running = Task {
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { try await registration.run() }
+                    group.addTask { try await discovery.run() }
+                }
+            }
+            defer { running.cancel() }
+            let updates = discovery.subscribe(to: try ServiceName("shop"))
+            try await waitUntil(timeout: .seconds(5), "s1 registered and passing") {
+                try await ClusterHealthTests.statuses(b, "shop") == ["s1": "passing"]
+            }
+            func registrations(_ agent: AgentProcess) async throws -> Int {
+                let text = try await http(.GET, "\(agent.baseURL)/metrics").text
+                let line = text.split(separator: "\n").first { $0.hasPrefix("switchboard_registrations_total") }
+                return Int(Double(line?.split(separator: " ").last ?? "0") ?? 0)
+            }
+            let before = try await registrations(b)
+
+            await a.stop(with: SIGKILL)
+            // Three TTLs later: still passing (its heartbeats reach b, which relays or runs them), registered once.
+            for _ in 0..<9 {
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(try await ClusterHealthTests.statuses(b, "shop") == ["s1": "passing"])
+            }
+            #expect(try await registrations(b) == before, "the client registered again instead of moving on")
+
+            // The watch moved too: a change made now reaches the client's cache.
+            _ = try await http(
+                .PUT, "\(b.baseURL)/v1/services/shop/instances/s2", json: #"{"address": "127.0.0.1", "port": 9001}"#)
+            let seen = try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    for await snapshot in updates
+                    where snapshot.instances.instances.contains(where: { $0.id.rawValue == "s2" }) {
+                        return true
+                    }
+                    return false
+                }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(3))
+                    return false
+                }
+                defer { group.cancelAll() }
+                return try await group.next() ?? false
+            }
+            #expect(seen, "the client's watch did not resume on the surviving agent within 3 s")
+            running.cancel()
+            try? await connection.shutdown()
         }
     }
 }

@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOHTTP1
 import Synchronization
 
 #if canImport(Glibc)
@@ -114,6 +116,39 @@ public final class EtcdCluster: Sendable {
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
+    }
+
+    /// The position of the member that leads now (nil when no member answers or none leads).
+    public func leader() async -> Int? {
+        var ids: [Int: String] = [:]
+        var leader: String?
+        for (position, member) in members.enumerated() {
+            guard
+                let status = try? await http(
+                    .POST, member.clientURL + "/v3/maintenance/status", json: "{}", timeout: .seconds(2))
+            else { continue }
+            ids[position] = (status.object["header"] as? [String: Any])?["member_id"] as? String
+            leader = leader ?? status.object["leader"] as? String
+        }
+        return ids.first { $0.value == leader }?.key
+    }
+
+    /// Compacts etcd's history up to its current revision: watches that resume from before it are refused.
+    @discardableResult
+    public func compact() async throws -> Int64 {
+        for candidate in members {
+            guard
+                let answer = try? await http(
+                    .POST, candidate.clientURL + "/v3/kv/range", json: #"{"key": "AA=="}"#, timeout: .seconds(2)),
+                let header = answer.object["header"] as? [String: Any],
+                let text = header["revision"] as? String, let value = Int64(text)
+            else { continue }
+            _ = try await http(
+                .POST, candidate.clientURL + "/v3/kv/compaction", json: #"{"revision": "\#(value)", "physical": true}"#,
+                timeout: .seconds(10))
+            return value
+        }
+        throw EtcdClusterError("no etcd member answered to compact")
     }
 
     /// Member `position`'s log so far (for failure messages).

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Prometheus
 import SwitchboardCatalog
 import SwitchboardCore
 
@@ -23,6 +24,7 @@ extension AgentHTTPAPI {
         }
         let body = try await decodeBody(RegistrationRequest.self, from: request, context: context)
         let definition = try body.validated(service: service, id: id)
+        metrics.registrations.increment()
         let outcome = try await catalog.register(definition, cas: cas)
         let status: HTTPResponse.Status = outcome.event?.kind == .added ? .created : .ok
         return try json(outcome, status: status, request: request)

@@ -20,11 +20,16 @@ public final class AgentMetrics: Sendable {
     private let watchersWaiting: Gauge
     private let watchFrameBytes: Gauge
     let watchResynchronisations: Counter
+    /// Registrations taken (a client that registers again and again shows here).
+    let registrations: Counter
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         heartbeats = registry.makeCounter(
             descriptor: Self.metric("heartbeats", unit: "total", help: "Heartbeats received for TTL checks."))
+        registrations = registry.makeCounter(
+            descriptor: Self.metric(
+                "registrations", unit: "total", help: "Registrations taken (PUT of an instance), changed or not."))
         selfPreservation = registry.makeGauge(
             descriptor: Self.metric(
                 "self_preservation_active", unit: "",

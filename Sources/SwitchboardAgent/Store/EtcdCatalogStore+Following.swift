@@ -46,6 +46,9 @@ extension EtcdCatalogStore {
                     freshness.withLock { $0.delivered(through: next - 1) }
                 }
             } catch EtcdError.compacted(let oldest) {
+                logger.warning(
+                    "etcd compacted changes this agent had not seen; loading the catalog again",
+                    metadata: ["from_revision": "\(next)", "oldest_held": "\(oldest)"])
                 continuation.finish(throwing: CatalogStoreError.compacted(through: UInt64(max(0, oldest - 1))))
                 return
             } catch let error as CatalogStoreError {
