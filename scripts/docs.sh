@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 modules=("$@")
-[ ${#modules[@]} -gt 0 ] || modules=(SwitchboardCore SwitchboardCatalog SwitchboardAgent SwitchboardClient SwitchboardDNS SwitchboardGateway)
+[ ${#modules[@]} -gt 0 ] || modules=(SwitchboardCore SwitchboardCatalog SwitchboardAgent SwitchboardClient SwitchboardDNS SwitchboardGateway SwitchboardEtcd)
 bin=$(swift build --show-bin-path)
 triple=$(swiftc -print-target-info | python3 -c 'import json, sys; print(json.load(sys.stdin)["target"]["triple"])')
 

@@ -11,7 +11,7 @@ extension EtcdCatalogStore {
     /// revision after the last one seen) whenever a member goes away.
     ///
     /// While no member can be reached the sequence simply yields nothing: the catalog keeps answering from its view,
-    /// and ``viewAge`` says how old that view is. It throws ``CatalogStoreError/compacted(through:)`` when etcd no
+    /// and ``viewAge`` says how old that view is. It throws `CatalogStoreError.compacted(through:)` when etcd no
     /// longer holds the revisions it must resume from; the catalog then loads again.
     public func changes(after index: UInt64) async throws -> AsyncThrowingStream<[CommittedChange], any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: [CommittedChange].self)

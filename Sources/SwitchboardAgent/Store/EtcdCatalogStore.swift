@@ -5,7 +5,7 @@ import SwitchboardCore
 import SwitchboardEtcd
 import Synchronization
 
-/// The catalog in etcd, shared by every agent of a cluster: cluster mode's ``CatalogStore``.
+/// The catalog in etcd, shared by every agent of a cluster: cluster mode's `CatalogStore`.
 ///
 /// Keys, under the prefix (default `/switchboard/`):
 /// - `catalog/instances/<service>/<id>`: each instance as JSON. Its modify revision is the instance's modify index,
