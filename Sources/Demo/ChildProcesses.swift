@@ -28,11 +28,20 @@ final class ChildProcesses: Sendable {
         self.logDirectory = logDirectory
     }
 
-    /// Starts `switchboard <arguments>`; with `readsPort`, waits (up to 30 s) for its `listening PORT` line and
-    /// returns the port.
-    func start(_ name: String, _ arguments: [String], readsPort: Bool) async throws -> (pid: Int32, port: Int?) {
+    /// Starts `switchboard <arguments>` (or another `executable` found on the PATH, such as `etcd`); with
+    /// `readsPort`, waits (up to 30 s) for its `listening PORT` line and returns the port.
+    func start(
+        _ name: String, _ arguments: [String], readsPort: Bool, executable other: String? = nil
+    ) async throws -> (pid: Int32, port: Int?) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
+        if let other {
+            guard let path = Self.find(other) else {
+                throw DemoError("\(other) is not on the PATH")
+            }
+            process.executableURL = URL(fileURLWithPath: path)
+        } else {
+            process.executableURL = URL(fileURLWithPath: executable)
+        }
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment.merge(ParentWatch.asChild) { $1 }
@@ -62,6 +71,14 @@ final class ChildProcesses: Sendable {
             throw DemoError("\(name) did not start (see \(log)): '\(line)'")
         }
         return (pid, port)
+    }
+
+    /// `program`'s path on the PATH.
+    static func find(_ program: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/\(program)" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
     }
 
     private func take(_ name: String) -> Child? {

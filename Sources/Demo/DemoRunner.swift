@@ -22,13 +22,20 @@ public struct DemoConfiguration: Sendable {
     public var json: Bool
     /// Concurrent shoppers checking out through the gateway.
     public var shoppers: Int
+    /// Cluster mode: three etcd members and two agents sharing the catalog; the script kills one agent and one
+    /// etcd member with -9 instead of restarting the agent.
+    public var cluster: Bool
 
     /// The defaults are the command line's.
-    public init(duration: Duration = .seconds(60), chaos: Bool = true, json: Bool = false, shoppers: Int = 6) {
+    public init(
+        duration: Duration = .seconds(60), chaos: Bool = true, json: Bool = false, shoppers: Int = 6,
+        cluster: Bool = false
+    ) {
         self.duration = duration
         self.chaos = chaos
         self.json = json
         self.shoppers = shoppers
+        self.cluster = cluster
     }
 }
 
@@ -82,8 +89,9 @@ public struct DemoSummary: Codable, Sendable {
     public var everyLiveInstanceServed: Bool
 }
 
-/// Runs the shop: an agent, the gateway, 1 cart, 3 order and 2 payment processes; shoppers checking out through
-/// the gateway; and the chaos script. Every process it starts ends with it.
+/// Runs the shop: an agent (or, in cluster mode, three etcd members and two agents), the gateway, 1 cart, 3 order and
+/// 2 payment processes; shoppers checking out through the gateway; and the chaos script. Every process it starts
+/// ends with it.
 public final class DemoRunner: Sendable {
     let configuration: DemoConfiguration
     private let directory: String
@@ -104,8 +112,10 @@ public final class DemoRunner: Sendable {
         var ordered = 0
         var paymentFailed = 0
         var lastFailure: String?
-        var agentPort = 0
+        var agentPorts: [Int] = []
         var gatewayPort = 0
+        /// Cluster mode: each etcd member's client and peer port.
+        var etcdPorts: [(client: Int, peer: Int)] = []
     }
 
     /// A runner with its own temporary directory (removed when it ends).
@@ -116,16 +126,22 @@ public final class DemoRunner: Sendable {
         directory = String(cString: made)
         try FileManager.default.createDirectory(atPath: "\(directory)/logs", withIntermediateDirectories: true)
         children = ChildProcesses(logDirectory: "\(directory)/logs")
-        let ports = try freeLocalPorts(2)
-        state.withLock {
-            $0.agentPort = ports[0]
-            $0.gatewayPort = ports[1]
+        let agentCount = configuration.cluster ? 2 : 1
+        let ports = try freeLocalPorts(1 + agentCount + (configuration.cluster ? 6 : 0))
+        let agentPorts = Array(ports[1...agentCount])
+        state.withLock { state in
+            state.gatewayPort = ports[0]
+            state.agentPorts = agentPorts
+            if configuration.cluster {
+                let etcd = Array(ports[(1 + agentCount)...])
+                state.etcdPorts = (0..<3).map { (etcd[2 * $0], etcd[2 * $0 + 1]) }
+            }
         }
         agent = AgentClient(
             connection: AgentConnection(
                 configuration: AgentConnectionConfiguration(
-                    agents: ["http://127.0.0.1:\(ports[0])"], connectTimeout: .seconds(1), requestTimeout: .seconds(2)))
-        )
+                    agents: agentPorts.map { "http://127.0.0.1:\($0)" }, connectTimeout: .seconds(1),
+                    requestTimeout: .seconds(2))))
     }
 
     /// Ends every child process now (Ctrl-C).
@@ -152,7 +168,13 @@ public final class DemoRunner: Sendable {
 
     private func play() async throws -> DemoSummary {
         let gatewayPort = state.withLock { $0.gatewayPort }
-        try await startAgent()
+        if configuration.cluster {
+            try await startEtcd()
+            for index in agentURLs.indices { try await startAgent(index) }
+            record("cluster: 3 etcd members, 2 agents sharing the catalog")
+        } else {
+            try await startAgent(0)
+        }
         try """
         routes:
           - { name: cart, match: { prefix: /api/cart }, service: cart, stripPrefix: true }
@@ -162,9 +184,9 @@ public final class DemoRunner: Sendable {
         _ = try await children.start(
             "gateway",
             [
-                "gateway", "--listen", "127.0.0.1:\(gatewayPort)", "--agent", agentURL, "--config",
-                "\(directory)/gateway.yaml", "--access-log", "off", "--admin", "off", "--log-level", "warning",
-            ], readsPort: false)
+                "gateway", "--listen", "127.0.0.1:\(gatewayPort)", "--config", "\(directory)/gateway.yaml",
+                "--access-log", "off", "--admin", "off", "--log-level", "warning",
+            ] + agentArguments, readsPort: false)
         try await waitForHTTP("http://127.0.0.1:\(gatewayPort)/api/none")
         for (role, count) in [("payment", 2), ("order", 3), ("cart", 1)] {
             for index in 1...count { try await startInstance(role, index) }
@@ -188,23 +210,106 @@ public final class DemoRunner: Sendable {
 
     // MARK: Processes
 
-    var agentURL: String { "http://127.0.0.1:\(state.withLock { $0.agentPort })" }
+    /// The agents' URLs, in the order clients prefer them.
+    var agentURLs: [String] { state.withLock { $0.agentPorts }.map { "http://127.0.0.1:\($0)" } }
 
-    func startAgent() async throws {
-        let port = state.withLock { $0.agentPort }
-        _ = try await children.start(
-            "agent",
-            [
-                "agent", "--data-dir", "\(directory)/agent", "--http-addr", "127.0.0.1:\(port)", "--dns-disable",
-                "--log-level", "warning",
-            ], readsPort: false)
+    /// `--agent URL` for each agent: what the gateway and the services are started with.
+    var agentArguments: [String] { agentURLs.flatMap { ["--agent", $0] } }
+
+    /// The name of agent `index`'s process (`agent`, or `agent-1` and `agent-2` in cluster mode).
+    func agentName(_ index: Int) -> String {
+        configuration.cluster ? "agent-\(index + 1)" : "agent"
+    }
+
+    func startAgent(_ index: Int) async throws {
+        let port = state.withLock { $0.agentPorts[index] }
+        var arguments = [
+            "agent", "--http-addr", "127.0.0.1:\(port)", "--dns-disable", "--log-level", "warning",
+        ]
+        if configuration.cluster {
+            arguments += [
+                "--store", "etcd", "--etcd-endpoints", etcdEndpoints.joined(separator: ","), "--agent-id",
+                agentName(index),
+            ]
+        } else {
+            arguments += ["--data-dir", "\(directory)/agent"]
+        }
+        _ = try await children.start(agentName(index), arguments, readsPort: false)
+        let url = agentURLs[index]
         let deadline = ContinuousClock.now + .seconds(20)
-        while (try? await agent.agentInfo()) == nil {
+        while (try? await getJSON(url + APIPath.agent, timeout: .seconds(1))) == nil {
             guard ContinuousClock.now < deadline else {
-                throw DemoError("the agent does not answer at \(agentURL) (logs in \(directory)/logs)")
+                throw DemoError("the agent does not answer at \(url) (logs in \(directory)/logs)")
             }
             try await Task.sleep(for: .milliseconds(50))
         }
+    }
+
+    /// Cluster mode: the etcd members' client URLs.
+    var etcdEndpoints: [String] { state.withLock { $0.etcdPorts }.map { "http://127.0.0.1:\($0.client)" } }
+
+    /// Cluster mode: starts three etcd members (Debian's `etcd`) on loopback and waits for a leader.
+    func startEtcd() async throws {
+        let ports = state.withLock { $0.etcdPorts }
+        let cluster = ports.enumerated().map { "n\($0.offset + 1)=http://127.0.0.1:\($0.element.peer)" }
+            .joined(separator: ",")
+        guard ChildProcesses.find("etcd") != nil else {
+            throw DemoError("the cluster demo needs etcd: on Debian, apt-get install etcd-server")
+        }
+        for (position, port) in ports.enumerated() {
+            let name = "n\(position + 1)"
+            let arguments = [
+                "--name", name, "--data-dir", "\(directory)/etcd-\(name)",
+                "--listen-client-urls", "http://127.0.0.1:\(port.client)",
+                "--advertise-client-urls", "http://127.0.0.1:\(port.client)",
+                "--listen-peer-urls", "http://127.0.0.1:\(port.peer)",
+                "--initial-advertise-peer-urls", "http://127.0.0.1:\(port.peer)",
+                "--initial-cluster", cluster, "--initial-cluster-state", "new",
+                "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "error",
+            ].map { "'\($0)'" }.joined(separator: " ")
+            // etcd knows nothing of the demo: a watcher beside it ends it when the demo is gone, however the demo
+            // ends. `exec` makes the shell etcd itself, so a kill -9 of the child is a kill -9 of etcd.
+            // The watcher (bash: multi-digit descriptors) first closes every one it inherited: one held open would keep the demo from seeing
+            // etcd exit.
+            let script = """
+                (for fd in $(ls /proc/self/fd); do
+                    if [ "$fd" -gt 2 ] && [ -e "/proc/self/fd/$fd" ]; then eval "exec $fd>&-"; fi
+                done
+                while kill -0 \(getpid()) 2>/dev/null && kill -0 $$ 2>/dev/null; do sleep 0.5; done
+                kill -9 $$ 2>/dev/null) >/dev/null 2>&1 &
+                exec etcd \(arguments)
+                """
+            _ = try await children.start("etcd-\(name)", ["-c", script], readsPort: false, executable: "bash")
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
+        for endpoint in etcdEndpoints {
+            while (try? await getJSON(endpoint + "/health", timeout: .seconds(1)))?["health"] as? String != "true" {
+                guard ContinuousClock.now < deadline else {
+                    throw DemoError(
+                        "etcd at \(endpoint) is not healthy (is etcd installed? `apt-get install etcd-server`; logs in "
+                            + "\(directory)/logs)")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    /// Cluster mode: the position of the etcd member that leads, as the members say (nil when none answers).
+    func etcdLeader() async -> Int? {
+        var ids: [Int: String] = [:]
+        var leader: String?
+        for (position, endpoint) in etcdEndpoints.enumerated() {
+            var request = HTTPClientRequest(url: endpoint + "/v3/maintenance/status")
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(string: "{}"))
+            guard let response = try? await http.execute(request, timeout: .seconds(1)),
+                let body = try? await response.body.collect(upTo: 1 << 20),
+                let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
+            else { continue }
+            ids[position] = (object["header"] as? [String: Any])?["member_id"] as? String
+            leader = leader ?? object["leader"] as? String
+        }
+        return ids.first { $0.value == leader }?.key
     }
 
     func startInstance(_ role: String, _ index: Int) async throws {
@@ -212,7 +317,7 @@ public final class DemoRunner: Sendable {
         try FileManager.default.createDirectory(atPath: "\(directory)/\(role)", withIntermediateDirectories: true)
         let (_, port) = try await children.start(
             id,
-            ["demo-service", "--role", role, "--id", id, "--agent", agentURL, "--data-dir", "\(directory)/\(role)"],
+            ["demo-service", "--role", role, "--id", id, "--data-dir", "\(directory)/\(role)"] + agentArguments,
             readsPort: true)
         state.withLock { $0.instances[id] = (role, port ?? 0, 0, 0, "starting") }
     }

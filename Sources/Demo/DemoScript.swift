@@ -97,20 +97,45 @@ extension DemoRunner {
         record("payment-2 back from maintenance")
 
         try await at(0.80)
-        let stopped = ContinuousClock.now
-        await children.stop("agent")
-        record("agent stopped: callers keep going on their cached instances")
-        let pause = Duration.seconds(min(2, total.seconds * 0.05))
-        if ContinuousClock.now - stopped < pause { try await Task.sleep(until: stopped + pause, clock: .continuous) }
-        try await startAgent()
-        try await waitUntilHealthy([.cart: 1, .order: 3, .payment: 2], within: .seconds(10))
-        record("agent restarted from its data directory; every instance healthy in it again")
+        if configuration.cluster {
+            try await failClusterParts(at: at)
+        } else {
+            let stopped = ContinuousClock.now
+            await children.stop("agent")
+            record("agent stopped: callers keep going on their cached instances")
+            let pause = Duration.seconds(min(2, total.seconds * 0.05))
+            if ContinuousClock.now - stopped < pause {
+                try await Task.sleep(until: stopped + pause, clock: .continuous)
+            }
+            try await startAgent(0)
+            try await waitUntilHealthy([.cart: 1, .order: 3, .payment: 2], within: .seconds(10))
+            record("agent restarted from its data directory; every instance healthy in it again")
+        }
 
         if ContinuousClock.now < deadline { try await Task.sleep(until: deadline, clock: .continuous) }
         if let counter {
             findings.withLock { $0.killedAfterDetection = counter.count }
             counter.stop()
         }
+    }
+
+    /// Cluster mode's part of the script: kill -9 of the first agent (the one everything registered through), then of
+    /// the etcd leader; the shop keeps going on the other agent and the two remaining members.
+    private func failClusterParts(at: (Double) async throws -> Void) async throws {
+        children.crash(agentName(0))
+        record("kill -9 \(agentName(0)): its checks move to \(agentName(1)), the services' heartbeats and watches too")
+        try await waitUntilHealthy([.cart: 1, .order: 3, .payment: 2], within: .seconds(10))
+        try await at(0.88)
+        let leader = await etcdLeader() ?? 0
+        children.crash("etcd-n\(leader + 1)")
+        record("kill -9 etcd member n\(leader + 1) (the leader): two of three keep the quorum")
+        try await waitUntilHealthy([.cart: 1, .order: 3, .payment: 2], within: .seconds(10))
+        let write = try? await agent.setMaintenance(
+            ShopRole.payment.serviceName, id: try! InstanceID("payment-2"), enabled: false)
+        record(
+            write == nil
+                ? "a write through \(agentName(1)) failed after the etcd member died"
+                : "writes through \(agentName(1)) still work on two etcd members")
     }
 
     /// The summary, after a last look at every instance and at the payment ledger.

@@ -24,7 +24,12 @@ enum DemoSettings {
         "shoppers", environment: "SWITCHBOARD_DEMO_SHOPPERS", default: "\(defaults.shoppers)", valueName: "count",
         "Concurrent shoppers.")
 
-    static let all: [Setting] = [duration, noChaos, shoppers, Setting.configFile]
+    static let cluster = Setting(
+        "cluster", environment: "SWITCHBOARD_DEMO_CLUSTER", default: "\(defaults.cluster)",
+        "Cluster mode: three etcd members (Debian's etcd-server) and two agents; the script kills an agent and an etcd member with -9."
+    )
+
+    static let all: [Setting] = [duration, noChaos, shoppers, cluster, Setting.configFile]
 }
 
 /// The settings of one shop process (`switchboard demo` gives them as flags).
@@ -66,6 +71,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: DemoSettings.noChaos.argumentName, help: DemoSettings.noChaos.help)
     var noChaos = false
 
+    @Flag(name: DemoSettings.cluster.argumentName, help: DemoSettings.cluster.help)
+    var cluster = false
+
     @Flag(help: "Print the summary as JSON (and no live view).")
     var json = false
 
@@ -80,6 +88,7 @@ struct DemoCommand: AsyncParsableCommand {
         given[DemoSettings.duration] = duration
         given[DemoSettings.noChaos] = noChaos ? "true" : nil
         given[DemoSettings.shoppers] = shoppers
+        given[DemoSettings.cluster] = cluster ? "true" : nil
         given[Setting.configFile] = configFile
         let configuration = try await Self.settled {
             let settings = try await SettingsReader(DemoSettings.all, commandLine: given)
@@ -91,7 +100,7 @@ struct DemoCommand: AsyncParsableCommand {
             }
             return DemoConfiguration(
                 duration: .seconds(seconds), chaos: !(try settings.isOn(DemoSettings.noChaos)), json: json,
-                shoppers: shoppers)
+                shoppers: shoppers, cluster: try settings.isOn(DemoSettings.cluster))
         }
         let runner = try DemoRunner(configuration: configuration)
         // Ctrl-C or a TERM: every child goes at once, then the demo.

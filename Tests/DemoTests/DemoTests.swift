@@ -95,6 +95,32 @@ struct DemoTests {
         }
     }
 
+    @Test func theClusterDemoLosesAnAgentAndAnEtcdMemberWithoutAFailedUserRequestOrADoubleCharge() async throws {
+        let run = try await runProgram(
+            SwitchboardBinary.executable(named: "switchboard"), ["demo", "--cluster", "--duration", "25", "--json"],
+            timeout: .seconds(180))
+        #expect(run.status == 0, "\(run.stderr)")
+        let summary = try #require(
+            try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
+        #expect(summary["failedUserRequests"] as? Int == 0, "\(run.stdout)")
+        #expect(summary["doubleCharges"] as? Int == 0)
+        let audit = summary["audit"] as? [String: Int] ?? [:]
+        #expect(
+            audit == [
+                "doubleCharges": 0, "chargedButNotConfirmed": 0, "confirmedButNotCharged": 0, "pendingOrders": 0,
+            ],
+            "\(audit)")
+        #expect((summary["userRequests"] as? Int ?? 0) > 200)
+        #expect(summary["everyLiveInstanceServed"] as? Bool == true)
+        let events = (summary["events"] as? [[String: Any]] ?? []).compactMap { $0["event"] as? String }
+        for expected in [
+            "cluster: 3 etcd members, 2 agents", "kill -9 order-1", "kill -9 agent-1", "kill -9 etcd member",
+            "writes through agent-2 still work",
+        ] {
+            #expect(events.contains { $0.hasPrefix(expected) }, "\(expected) in \(events)")
+        }
+    }
+
     @Test func interruptingTheDemoStopsEveryProcessItStarted() async throws {
         let demo = try await startDemo(["--duration", "120"])
         kill(demo.processIdentifier, SIGINT)
@@ -109,6 +135,16 @@ struct DemoTests {
         kill(demo.processIdentifier, SIGKILL)
         demo.waitUntilExit()
         // Each child sees its parent gone within 200 ms and ends itself.
+        let left = try await waitUntilNoChildren(of: demo.processIdentifier, within: .seconds(5))
+        #expect(left == [], "orphans: \(left.map(describe))")
+        for pid in left { kill(pid, SIGKILL) }
+    }
+
+    @Test func killingTheClusterDemoWithNineLeavesNoEtcdOrAgentBehind() async throws {
+        let demo = try await startDemo(["--cluster", "--duration", "120"])
+        kill(demo.processIdentifier, SIGKILL)
+        demo.waitUntilExit()
+        // The agents and services see their parent gone; each etcd member's watcher ends it within half a second.
         let left = try await waitUntilNoChildren(of: demo.processIdentifier, within: .seconds(5))
         #expect(left == [], "orphans: \(left.map(describe))")
         for pid in left { kill(pid, SIGKILL) }
