@@ -14,14 +14,14 @@ import Glibc
 @Suite(.serialized) struct ClusterTests {
     /// An agent of the cluster on `etcd`, with DNS on a free port.
     static func clusterAgent(
-        _ etcd: EtcdCluster, prefix: String = "/switchboard/", id: String? = nil
+        _ etcd: EtcdCluster, prefix: String = "/switchboard/", id: String? = nil, extra: [String] = []
     ) async throws -> AgentProcess {
         let directory = try makeTemporaryDirectory()
         return try await AgentProcess(
             dataDirectory: directory,
             extraArguments: [
                 "--store", "etcd", "--etcd-endpoints", etcd.endpoints.joined(separator: ","), "--etcd-prefix", prefix,
-            ] + (id.map { ["--agent-id", $0] } ?? []))
+            ] + (id.map { ["--agent-id", $0] } ?? []) + extra)
     }
 
     static func dig(_ port: Int, _ name: String) async throws -> [String] {
@@ -490,6 +490,67 @@ extension Array {
             #expect(seen, "the client's watch did not resume on the surviving agent within 3 s")
             running.cancel()
             try? await connection.shutdown()
+        }
+    }
+}
+
+/// Self-preservation in a cluster judges every agent's TTL instances together.
+@Suite(.serialized) struct ClusterSelfPreservationTests {
+    static func selfPreservation(_ agent: AgentProcess) async throws -> [String: Any] {
+        let health = try await http(.GET, "\(agent.baseURL)/v1/agent").object["health"] as? [String: Any]
+        return health?["selfPreservation"] as? [String: Any] ?? [:]
+    }
+
+    @Test func heartbeatsLostAcrossTheClusterPauseExpiryOnEveryAgentThoughNoneHasEnoughAlone() async throws {
+        try await withEtcdCluster(size: 3) { etcd in
+            // Each agent runs about half of 20 TTL checks: below 15 alone, above it together.
+            let agents = [
+                try await ClusterTests.clusterAgent(etcd, id: "a", extra: ["--self-preservation-min-instances", "15"]),
+                try await ClusterTests.clusterAgent(etcd, id: "b", extra: ["--self-preservation-min-instances", "15"]),
+            ]
+            try await waitUntil(timeout: .seconds(5), "both agents are members") {
+                let seen = [
+                    try await ClusterHealthTests.memberIDs(agents[0]),
+                    try await ClusterHealthTests.memberIDs(agents[1]),
+                ]
+                return seen.allSatisfy { $0 == ["a", "b"] }
+            }
+            let count = 20
+            for number in 0..<count {
+                _ = try await http(
+                    .PUT, "\(agents[0].baseURL)/v1/services/fleet/instances/f\(number)",
+                    json: #"{"address": "127.0.0.1", "port": 1, "checks": [{"type": "ttl", "ttl": "2s"}]}"#)
+            }
+            let beating = Task {
+                while !Task.isCancelled {
+                    for number in 0..<count {
+                        _ = try? await http(
+                            .PUT, "\(agents[1].baseURL)/v1/services/fleet/instances/f\(number)/heartbeat")
+                    }
+                    try? await Task.sleep(for: .milliseconds(400))
+                }
+            }
+            try await waitUntil(timeout: .seconds(10), "every instance passing") {
+                let statuses = try await ClusterHealthTests.statuses(agents[1], "fleet")
+                return statuses.count == count && statuses.values.allSatisfy { $0 == "passing" }
+            }
+            let split = [
+                try await ClusterHealthTests.checkCounts(agents[0]),
+                try await ClusterHealthTests.checkCounts(agents[1]),
+            ]
+            #expect(split[0].ttl + split[1].ttl == count && split.allSatisfy { $0.ttl < 15 }, "\(split)")
+
+            // Every heartbeat stops at once (the clients' network, say): the whole cluster's share trips it.
+            beating.cancel()
+            try await waitUntil(timeout: .seconds(8), interval: .milliseconds(100), "self-preservation on both") {
+                for agent in agents where try await Self.selfPreservation(agent)["active"] as? Bool != true {
+                    return false
+                }
+                return true
+            }
+            let statuses = try await ClusterHealthTests.statuses(agents[1], "fleet")
+            let critical = statuses.values.count { $0 == "critical" }
+            #expect(critical <= count / 4, "expiry paused before most instances turned critical: \(statuses)")
         }
     }
 }

@@ -35,6 +35,9 @@ public final class ClusterMembership: Service, Sendable {
         var address: String?
         /// The lease the member key is on, while held.
         var lease: Int64?
+        /// This agent's TTL counts, as last published and as now.
+        var publishedCounts: TTLCounts?
+        var counts = TTLCounts()
         var observers: [@Sendable () -> Void] = []
     }
 
@@ -44,6 +47,8 @@ public final class ClusterMembership: Service, Sendable {
     private let addressKnown: AsyncStream<Void>
     private let addressContinuation: AsyncStream<Void>.Continuation
     private let startedAt = Date()
+    /// Cuts the renewal loop's sleep short when the TTL counts changed, so they reach the others at once.
+    private let publishSoon = Alarm()
     private let logger: Logger
     private let membersPrefix: [UInt8]
 
@@ -87,6 +92,28 @@ public final class ClusterMembership: Service, Sendable {
         state.withLock { $0.observers.append(observer) }
     }
 
+    /// The sum of the other members' TTL counts (as they published them), for self-preservation across the cluster.
+    public var peerCounts: TTLCounts {
+        state.withLock { state in
+            var sum = TTLCounts()
+            for (id, member) in state.members where id != configuration.agentID {
+                sum.instances += member.ttlInstances ?? 0
+                sum.missing += member.ttlMissing ?? 0
+            }
+            return sum
+        }
+    }
+
+    /// Records this agent's TTL counts; the member key carries them to the others (written at most once per renewal
+    /// interval, and only when they changed: never per heartbeat).
+    public func report(_ counts: TTLCounts) {
+        let changed = state.withLock { state in
+            defer { state.counts = counts }
+            return state.counts != counts
+        }
+        if changed { publishSoon.wake(before: .now) }
+    }
+
     /// Sets the address the member key announces (the HTTP API's, once it listens); the key is written then.
     public func announce(address: String) {
         state.withLock { $0.address = address }
@@ -126,11 +153,7 @@ public final class ClusterMembership: Service, Sendable {
             do {
                 if lease == nil {
                     let granted = try await client.grantLease(ttl: configuration.leaseTTL, timeout: renewEvery * 2)
-                    let member = ClusterMember(
-                        id: configuration.agentID, address: state.withLock { $0.address } ?? "",
-                        startedAt: startedAt, version: SwitchboardVersion.current)
-                    let value = Array(try SwitchboardJSON.encoder().encode(member))
-                    _ = try await client.put(memberKey, value, lease: granted.id, timeout: renewEvery * 2)
+                    try await writeMemberKey(lease: granted.id, timeout: renewEvery * 2)
                     lease = granted.id
                     state.withLock { $0.lease = granted.id }
                     logger.info("joined the cluster", metadata: ["agent": "\(configuration.agentID)"])
@@ -139,6 +162,8 @@ public final class ClusterMembership: Service, Sendable {
                     logger.warning("the cluster lease expired; joining again", metadata: ["lease": "\(id)"])
                     lease = nil
                     continue
+                } else if let id = lease, state.withLock({ $0.counts != $0.publishedCounts }) {
+                    try await writeMemberKey(lease: id, timeout: renewEvery * 2)
                 }
                 failures = 0
             } catch is CancellationError {
@@ -149,8 +174,21 @@ public final class ClusterMembership: Service, Sendable {
                     logger.warning("could not renew the cluster membership", metadata: ["error": "\(error)"])
                 }
             }
-            do { try await Task.sleep(for: renewEvery) } catch { break }
+            await publishSoon.sleep(until: .now + renewEvery)
+            // At most ten writes a second however fast the counts change.
+            do { try await Task.sleep(for: .milliseconds(100)) } catch { break }
         }
+    }
+
+    /// Writes this agent's member key on `lease`, with its address and its TTL counts now.
+    private func writeMemberKey(lease: Int64, timeout: Duration) async throws {
+        let (address, counts) = state.withLock { ($0.address ?? "", $0.counts) }
+        let member = ClusterMember(
+            id: configuration.agentID, address: address, startedAt: startedAt, version: SwitchboardVersion.current,
+            ttlInstances: counts.instances, ttlMissing: counts.missing)
+        let value = Array(try SwitchboardJSON.encoder().encode(member))
+        _ = try await client.put(memberKey, value, lease: lease, timeout: timeout)
+        state.withLock { $0.publishedCounts = counts }
     }
 
     /// Reads the member list, then follows its changes through a watch; starts over when the watch breaks.
@@ -207,6 +245,17 @@ public final class ClusterMembership: Service, Sendable {
             logger.info("cluster members changed", metadata: ["members": "\(members.keys.sorted())"])
         }
         for observer in observers { observer() }
+    }
+}
+
+/// TTL instances and how many of them missed their heartbeat lately: one agent's, or a sum over agents.
+public struct TTLCounts: Sendable, Hashable {
+    public var instances = 0
+    public var missing = 0
+
+    public init(instances: Int = 0, missing: Int = 0) {
+        self.instances = instances
+        self.missing = missing
     }
 }
 

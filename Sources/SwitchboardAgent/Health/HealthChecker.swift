@@ -88,12 +88,17 @@ public final class HealthChecker: Service, Sendable {
         self.logger = logger
         self.membership = membership
         self.relay = membership.map { HeartbeatRelay(agentID: $0.agentID, logger: logger) }
-        let policy = HealthTable.SelfPreservationPolicy(
+        var policy = HealthTable.SelfPreservationPolicy(
             enabled: configuration.selfPreservation.enabled,
             share: configuration.selfPreservation.share,
             window: configuration.selfPreservation.window,
             minimumInstances: configuration.selfPreservation.minimumInstances
         )
+        if membership != nil {
+            // Misses are judged with the other agents' counts, which take a moment to arrive through etcd: a miss
+            // waits that long before it expires, so a cluster-wide burst is seen as one.
+            policy.hold = .milliseconds(750)
+        }
         self.table = Mutex(HealthTable(policy: policy, maximumStartJitter: configuration.maximumStartJitter))
         // Observe first, then seed under the table's lock: a change applied meanwhile is either in the snapshot
         // (and re-applied, harmlessly) or reaches the table after the seed, in order.
@@ -230,10 +235,16 @@ public final class HealthChecker: Service, Sendable {
         while !Task.isCancelled {
             let now = ContinuousClock.now
             let room = max(0, configuration.maximumConcurrentProbes - probesInFlight.load(ordering: .relaxed))
-            let (orders, effects, wake) = table.withLock { table in
+            let peers = membership?.peerCounts
+            let (orders, effects, wake, local) = table.withLock { table in
+                if let peers { table.peerCounts = peers }
                 let orders = table.dueProbes(now: now, limit: room)
-                return (orders, table.tick(now: now), table.nextWake(after: now, room: room - orders.count))
+                return (
+                    orders, table.tick(now: now), table.nextWake(after: now, room: room - orders.count),
+                    table.localCounts
+                )
             }
+            membership?.report(local)
             for effect in effects {
                 if case .selfPreservation = effect {
                     // In order, here: on and off must not overtake each other.

@@ -112,6 +112,10 @@ struct HealthTable: Sendable {
     private var nextGeneration: UInt64 = 1
     /// Where self-preservation stands.
     private(set) var selfPreservation = SelfPreservationState(active: false, missing: 0, population: 0)
+    /// Cluster mode: the other agents' TTL instances and misses, which self-preservation judges with this one's.
+    var peerCounts = TTLCounts()
+    /// This table's own TTL instances and misses at the last judgement (what the member key publishes).
+    private(set) var localCounts = TTLCounts()
     /// Probes skipped because the previous probe of the same check was still running.
     private(set) var skippedProbes = 0
 
@@ -398,11 +402,13 @@ struct HealthTable: Sendable {
         if !selfPreservation.active, !recentMisses.isEmpty {
             recentMisses = recentMisses.filter { $0.value.at + policy.window >= now }
         }
-        let population = ttlInstances.count
+        let population = ttlInstances.count + peerCounts.instances
         let overdue = Set(pendingMisses.keys.map(\.instance))
         let limit = policy.share * Double(population)
         if !selfPreservation.active {
-            let missing = overdue.union(recentMisses.keys).count
+            let localMissing = overdue.union(recentMisses.keys).count
+            localCounts = TTLCounts(instances: ttlInstances.count, missing: localMissing)
+            let missing = localMissing + peerCounts.missing
             selfPreservation.missing = missing
             selfPreservation.population = population
             guard policy.enabled, population >= policy.minimumInstances, Double(missing) > limit else { return [] }
@@ -410,7 +416,9 @@ struct HealthTable: Sendable {
             selfPreservation.since = now
             return [.selfPreservation(active: true, missing: missing, population: population)]
         }
-        let stillMissing = overdue.union(recentMisses.filter { !$0.value.recovered }.keys).count
+        let localMissing = overdue.union(recentMisses.filter { !$0.value.recovered }.keys).count
+        localCounts = TTLCounts(instances: ttlInstances.count, missing: localMissing)
+        let stillMissing = localMissing + peerCounts.missing
         selfPreservation.missing = stillMissing
         selfPreservation.population = population
         guard Double(stillMissing) <= limit / 2 || population < policy.minimumInstances || !policy.enabled else {

@@ -79,12 +79,21 @@ public struct ClusterMember: Sendable, Codable, Hashable {
     public var address: String
     public var startedAt: Date
     public var version: String
+    /// The TTL instances whose checks the agent runs, and how many of them missed their heartbeat lately: what
+    /// self-preservation judges across the whole cluster. Absent until the agent has published them.
+    public var ttlInstances: Int?
+    public var ttlMissing: Int?
 
-    public init(id: String, address: String, startedAt: Date, version: String) {
+    public init(
+        id: String, address: String, startedAt: Date, version: String, ttlInstances: Int? = nil,
+        ttlMissing: Int? = nil
+    ) {
         self.id = id
         self.address = address
         self.startedAt = startedAt
         self.version = version
+        self.ttlInstances = ttlInstances
+        self.ttlMissing = ttlMissing
     }
 }
 
