@@ -55,6 +55,17 @@ func waitUntilNoChildren(of demo: Int32, within limit: Duration) async throws ->
     return left
 }
 
+/// The order and payment stores agree: no cart charged twice, every charge's order confirmed, every confirmed order
+/// charged, no saga left pending; and the shoppers kept shopping.
+func expectBalancedBooks(_ summary: [String: Any]) {
+    #expect(summary["doubleCharges"] as? Int == 0)
+    let audit = summary["audit"] as? [String: Int] ?? [:]
+    #expect(
+        audit == ["doubleCharges": 0, "chargedButNotConfirmed": 0, "confirmedButNotCharged": 0, "pendingOrders": 0],
+        "\(audit)")
+    #expect((summary["userRequests"] as? Int ?? 0) > 200)
+}
+
 @Suite("switchboard demo, end to end", .serialized)
 struct DemoTests {
     @Test func theDemoPlaysTheWholeScriptWithoutAFailedUserRequestOrADoubleCharge() async throws {
@@ -65,16 +76,7 @@ struct DemoTests {
         let summary = try #require(
             try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
         #expect(summary["failedUserRequests"] as? Int == 0, "\(run.stdout)")
-        // The order and payment stores agree: no cart charged twice, every charge's order confirmed, every
-        // confirmed order charged, no saga left pending.
-        #expect(summary["doubleCharges"] as? Int == 0)
-        let audit = summary["audit"] as? [String: Int] ?? [:]
-        #expect(
-            audit == [
-                "doubleCharges": 0, "chargedButNotConfirmed": 0, "confirmedButNotCharged": 0, "pendingOrders": 0,
-            ],
-            "\(audit)")
-        #expect((summary["userRequests"] as? Int ?? 0) > 200)
+        expectBalancedBooks(summary)
         // Declined payments happened, and were compensated (the order cancelled, the cart told): no failures.
         #expect((summary["paymentFailed"] as? Int ?? 0) > 0 && (summary["ordered"] as? Int ?? 0) > 0)
         // The killed instance: detected within its TTL and a bit, and nothing reached its address afterwards.
@@ -103,14 +105,7 @@ struct DemoTests {
         let summary = try #require(
             try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
         #expect(summary["failedUserRequests"] as? Int == 0, "\(run.stdout)")
-        #expect(summary["doubleCharges"] as? Int == 0)
-        let audit = summary["audit"] as? [String: Int] ?? [:]
-        #expect(
-            audit == [
-                "doubleCharges": 0, "chargedButNotConfirmed": 0, "confirmedButNotCharged": 0, "pendingOrders": 0,
-            ],
-            "\(audit)")
-        #expect((summary["userRequests"] as? Int ?? 0) > 200)
+        expectBalancedBooks(summary)
         #expect(summary["everyLiveInstanceServed"] as? Bool == true)
         let events = (summary["events"] as? [[String: Any]] ?? []).compactMap { $0["event"] as? String }
         for expected in [

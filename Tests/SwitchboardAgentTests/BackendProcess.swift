@@ -73,3 +73,14 @@ func waitUntil(
     }
     throw TestFailure("\(what) did not happen within \(timeout)")
 }
+
+/// The A records `dig` (a real resolver client) gets for `name` from the agent's DNS on `port`, sorted.
+func digAddresses(_ port: Int, _ name: String) async throws -> [String] {
+    let path = ["/usr/bin/dig", "/bin/dig"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    guard let path else {
+        throw TestFailure("dig is not installed: `apt-get install dnsutils` (.ci/run installs it)")
+    }
+    let result = try await runProgram(
+        path, ["@127.0.0.1", "-p", "\(port)", "+time=2", "+tries=3", "+short", name, "A"])
+    return result.stdout.split(separator: "\n").map(String.init).sorted()
+}

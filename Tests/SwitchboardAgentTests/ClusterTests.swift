@@ -24,16 +24,6 @@ import Glibc
             ] + (id.map { ["--agent-id", $0] } ?? []) + extra)
     }
 
-    static func dig(_ port: Int, _ name: String) async throws -> [String] {
-        let path = ["/usr/bin/dig", "/bin/dig"].first { FileManager.default.isExecutableFile(atPath: $0) }
-        guard let path else {
-            throw TestFailure("dig is not installed: `apt-get install dnsutils` (.ci/run installs it)")
-        }
-        let result = try await runProgram(
-            path, ["@127.0.0.1", "-p", "\(port)", "+time=2", "+tries=2", "+short", name, "A"])
-        return result.stdout.split(separator: "\n").map(String.init).sorted()
-    }
-
     static func instanceIDs(_ agent: AgentProcess, _ service: String) async throws -> [String] {
         let answer = try await http(.GET, "\(agent.baseURL)/v1/services/\(service)?status=any")
         let instances = answer.object["instances"] as? [[String: Any]] ?? []
@@ -60,7 +50,7 @@ import Glibc
             }
             let dnsPort = try #require(b.dnsPort)
             try await waitUntil(timeout: .seconds(1), interval: .milliseconds(50), "the other agent's DNS answers p1") {
-                try await Self.dig(dnsPort, "payment.service.switchboard") == ["127.0.0.7"]
+                try await digAddresses(dnsPort, "payment.service.switchboard") == ["127.0.0.7"]
             }
             #expect(ContinuousClock.now - acknowledged < .seconds(2), "seen everywhere well within the bounds above")
 
@@ -182,7 +172,7 @@ extension Array {
             #expect((cluster?["viewAgeMilliseconds"] as? Int ?? 0) >= 1000, "\(cluster ?? [:])")
             #expect(cluster?["lastError"] is String, "\(cluster ?? [:])")
             let dnsPort = try #require(agent.dnsPort)
-            let dns = try await ClusterTests.dig(dnsPort, "payment.service.switchboard")
+            let dns = try await digAddresses(dnsPort, "payment.service.switchboard")
             #expect(dns == ["127.0.0.1", "127.0.0.1"], "\(dns)")
 
             // Quorum back: writes work again, and the refused one never appears.
@@ -437,58 +427,65 @@ extension Array {
                 configuration: AgentConnectionConfiguration(
                     agents: [a.baseURL, b.baseURL], connectTimeout: .milliseconds(500), requestTimeout: .seconds(2),
                     streamIdleTimeout: .seconds(5)))
-            let registration = ServiceRegistration(
-                connection: connection,
-                configuration: .init(
-                    service: try ServiceName("shop"), id: try InstanceID("s1"), address: "127.0.0.1", port: 9000,
-                    ttl: .milliseconds(1500)))
-            let discovery = ServiceDiscovery(connection: connection)
-            let running = Task {
-                try await withThrowingDiscardingTaskGroup { group in
-                    group.addTask { try await registration.run() }
-                    group.addTask { try await discovery.run() }
-                }
-            }
-            defer { running.cancel() }
-            let updates = discovery.subscribe(to: try ServiceName("shop"))
-            try await waitUntil(timeout: .seconds(5), "s1 registered and passing") {
-                try await ClusterHealthTests.statuses(b, "shop") == ["s1": "passing"]
-            }
-            func registrations(_ agent: AgentProcess) async throws -> Int {
-                let text = try await http(.GET, "\(agent.baseURL)/metrics").text
-                let line = text.split(separator: "\n").first { $0.hasPrefix("switchboard_registrations_total") }
-                return Int(Double(line?.split(separator: " ").last ?? "0") ?? 0)
-            }
-            let before = try await registrations(b)
-
-            await a.stop(with: SIGKILL)
-            // Three TTLs later: still passing (its heartbeats reach b, which relays or runs them), registered once.
-            for _ in 0..<9 {
-                try await Task.sleep(for: .milliseconds(500))
-                #expect(try await ClusterHealthTests.statuses(b, "shop") == ["s1": "passing"])
-            }
-            #expect(try await registrations(b) == before, "the client registered again instead of moving on")
-
-            // The watch moved too: a change made now reaches the client's cache.
-            _ = try await http(
-                .PUT, "\(b.baseURL)/v1/services/shop/instances/s2", json: #"{"address": "127.0.0.1", "port": 9001}"#)
-            let seen = try await withThrowingTaskGroup(of: Bool.self) { group in
-                group.addTask {
-                    for await snapshot in updates
-                    where snapshot.instances.instances.contains(where: { $0.id.rawValue == "s2" }) {
-                        return true
+            // Shut down however the steps end: a connection dropped unclosed stops the whole test process.
+            do {
+                let registration = ServiceRegistration(
+                    connection: connection,
+                    configuration: .init(
+                        service: try ServiceName("shop"), id: try InstanceID("s1"), address: "127.0.0.1", port: 9000,
+                        ttl: .milliseconds(1500)))
+                let discovery = ServiceDiscovery(connection: connection)
+                let running = Task {
+                    try await withThrowingDiscardingTaskGroup { group in
+                        group.addTask { try await registration.run() }
+                        group.addTask { try await discovery.run() }
                     }
-                    return false
                 }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(3))
-                    return false
+                defer { running.cancel() }
+                let updates = discovery.subscribe(to: try ServiceName("shop"))
+                try await waitUntil(timeout: .seconds(5), "s1 registered and passing") {
+                    try await ClusterHealthTests.statuses(b, "shop") == ["s1": "passing"]
                 }
-                defer { group.cancelAll() }
-                return try await group.next() ?? false
+                func registrations(_ agent: AgentProcess) async throws -> Int {
+                    let text = try await http(.GET, "\(agent.baseURL)/metrics").text
+                    let line = text.split(separator: "\n").first { $0.hasPrefix("switchboard_registrations_total") }
+                    return Int(Double(line?.split(separator: " ").last ?? "0") ?? 0)
+                }
+                let before = try await registrations(b)
+
+                await a.stop(with: SIGKILL)
+                // Three TTLs later: still passing (its heartbeats reach b, which relays or runs them), registered once.
+                for _ in 0..<9 {
+                    try await Task.sleep(for: .milliseconds(500))
+                    #expect(try await ClusterHealthTests.statuses(b, "shop") == ["s1": "passing"])
+                }
+                #expect(try await registrations(b) == before, "the client registered again instead of moving on")
+
+                // The watch moved too: a change made now reaches the client's cache.
+                _ = try await http(
+                    .PUT, "\(b.baseURL)/v1/services/shop/instances/s2", json: #"{"address": "127.0.0.1", "port": 9001}"#
+                )
+                let seen = try await withThrowingTaskGroup(of: Bool.self) { group in
+                    group.addTask {
+                        for await snapshot in updates
+                        where snapshot.instances.instances.contains(where: { $0.id.rawValue == "s2" }) {
+                            return true
+                        }
+                        return false
+                    }
+                    group.addTask {
+                        try await Task.sleep(for: .seconds(3))
+                        return false
+                    }
+                    defer { group.cancelAll() }
+                    return try await group.next() ?? false
+                }
+                #expect(seen, "the client's watch did not resume on the surviving agent within 3 s")
+                running.cancel()
+            } catch {
+                try? await connection.shutdown()
+                throw error
             }
-            #expect(seen, "the client's watch did not resume on the surviving agent within 3 s")
-            running.cancel()
             try? await connection.shutdown()
         }
     }

@@ -30,16 +30,6 @@ struct SkippingIndexStoreAgentTests {
             expectedModifyIndex: nil)
     }
 
-    func dig(_ port: Int, _ name: String) async throws -> [String] {
-        let path = ["/usr/bin/dig", "/bin/dig"].first { FileManager.default.isExecutableFile(atPath: $0) }
-        guard let path else {
-            throw TestFailure("dig is not installed: `apt-get install dnsutils` (.ci/run installs it)")
-        }
-        let result = try await runProgram(
-            path, ["@127.0.0.1", "-p", "\(port)", "+time=5", "+tries=3", "+short", name, "A"])
-        return result.stdout.split(separator: "\n").map(String.init).sorted()
-    }
-
     @Test func lookupsWatchesEventsAndDNSFollowIndexesThatSkip() async throws {
         let store = SkippingIndexStore(seed: 7)
         try await withLiveAgent(store: store) { agent in
@@ -75,7 +65,7 @@ struct SkippingIndexStoreAgentTests {
             #expect(afterExternal.index == external.event.index)
             let dnsPort = try #require(agent.dnsPort)
             #expect(
-                try await dig(dnsPort, "payment.service.switchboard")
+                try await digAddresses(dnsPort, "payment.service.switchboard")
                     == ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.9"])
 
             // The log pages through the skipping indexes, whole.

@@ -83,19 +83,27 @@ func whileRunning<T: Sendable>(
             var iterator = urls.makeAsyncIterator()
             let url = try #require(await iterator.next())
             let connection = AgentConnection(configuration: .init(agents: [url], connectTimeout: .milliseconds(200)))
-            try await register("a", port: 9001, with: connection)
-            let discovery = ServiceDiscovery(connection: connection)
-            group.addTask { try await discovery.run() }
-            let shop = try ServiceName("shop")
-            _ = try await discovery.lookup(shop)
-            #expect(await eventually { discovery.cachedSnapshot(of: shop)?.isLive == true })
+            // Shut down however the steps end: a connection dropped unclosed stops the whole test process.
+            do {
+                try await register("a", port: 9001, with: connection)
+                let discovery = ServiceDiscovery(connection: connection)
+                group.addTask { try await discovery.run() }
+                let shop = try ServiceName("shop")
+                _ = try await discovery.lookup(shop)
+                #expect(await eventually { discovery.cachedSnapshot(of: shop)?.isLive == true })
 
-            stopAgent.finish()
-            #expect(await eventually { discovery.cachedSnapshot(of: shop)?.isLive == false })
-            try await Task.sleep(for: .milliseconds(100))
-            let snapshot = try await discovery.snapshot(of: shop)
-            #expect(snapshot.instances.instances.map(\.id.rawValue) == ["a"])
-            #expect(!snapshot.isLive && snapshot.staleness() >= .milliseconds(100))
+                stopAgent.finish()
+                #expect(await eventually { discovery.cachedSnapshot(of: shop)?.isLive == false })
+                try await Task.sleep(for: .milliseconds(100))
+                let snapshot = try await discovery.snapshot(of: shop)
+                #expect(snapshot.instances.instances.map(\.id.rawValue) == ["a"])
+                #expect(!snapshot.isLive && snapshot.staleness() >= .milliseconds(100))
+            } catch {
+                stopAgent.finish()
+                group.cancelAll()
+                try? await connection.shutdown()
+                throw error
+            }
             group.cancelAll()
             try await connection.shutdown()
         }
