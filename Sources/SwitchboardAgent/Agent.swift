@@ -32,11 +32,15 @@ public struct AgentConfiguration: Sendable {
         public var agentID: String
         /// How long a dead agent's member key outlives it, in seconds: when its checks move to the survivors.
         public var leaseTTL: Int64
+        /// The `host:port` other agents reach this one's HTTP API at (they relay heartbeats there); nil: the
+        /// address the API is bound to, which must then not be a wildcard.
+        public var advertiseAddress: String?
 
         public init(
             endpoints: [String], prefix: String = "/switchboard/", startupTimeout: Duration = .seconds(60),
-            agentID: String = EtcdStorage.generatedAgentID(), leaseTTL: Int64 = 2
+            agentID: String = EtcdStorage.generatedAgentID(), leaseTTL: Int64 = 2, advertiseAddress: String? = nil
         ) {
+            self.advertiseAddress = advertiseAddress
             self.endpoints = endpoints
             self.prefix = prefix
             self.startupTimeout = startupTimeout
@@ -234,7 +238,9 @@ public struct Agent: Service {
             services: services,
             onServerRunning: { channel in
                 let address = channel.localAddress.map(hostAndPort) ?? "unknown"
-                cluster?.membership.announce(address: address)
+                if case .etcd(let etcd) = configuration.storage {
+                    cluster?.membership.announce(address: etcd.advertiseAddress ?? address)
+                }
                 logger.info("agent listening", metadata: ["address": "\(address)"])
                 await onServerRunning(channel.localAddress)
             },

@@ -106,6 +106,7 @@ extension Catalog {
     private func follow(_ first: AsyncThrowingStream<[CommittedChange], any Error>) async throws {
         var changes = first
         var compactions = 0
+        var indexAtLastCompaction = index
         while true {
             do {
                 try await apply(changes)
@@ -113,8 +114,9 @@ extension Catalog {
             } catch let error as CatalogStoreError where error.isCompacted && compactions < 8 {
                 // Only repeated compactions with no change applied in between (a store compacting faster than a
                 // load) end the catalog.
-                compactions += 1
-                let stored = try await store.load()
+                compactions = index > indexAtLastCompaction ? 1 : compactions + 1
+                let stored = try await loadAgain()
+                indexAtLastCompaction = max(index, stored.index)
                 resynchronize(with: stored)
                 do {
                     changes = try await store.changes(after: stored.index)
@@ -124,6 +126,20 @@ extension Catalog {
             }
         }
         applied.fail(with: CatalogError.unavailable)
+    }
+
+    /// Loads the catalog from the store again, waiting out a store that is unavailable for now (the catalog keeps
+    /// answering from its view meanwhile); throws only when cancelled or on another error.
+    private func loadAgain() async throws -> StoredCatalog {
+        var wait = Duration.milliseconds(100)
+        while true {
+            do {
+                return try await store.load()
+            } catch let error as CatalogStoreError where error.isUnavailable {
+                try await Task.sleep(for: wait)
+                wait = min(wait * 2, .seconds(2))
+            }
+        }
     }
 
     /// Replaces the state with what the store holds now, telling the observers of every difference as a change at
@@ -231,7 +247,7 @@ extension Catalog {
     private func commitNextBatch() async -> Bool {
         // A cancelled writer commits nothing more: the store would refuse it anyway, and the callers learn at once.
         guard !Task.isCancelled else { return false }
-        let batch = writes.take(upTo: min(configuration.maximumBatch, store.maximumChangesPerCommit))
+        var batch = writes.take(upTo: min(configuration.maximumBatch, store.maximumChangesPerCommit))
         guard !batch.isEmpty else { return false }
 
         var replans = 0
@@ -256,6 +272,11 @@ extension Catalog {
                     }
                 } catch let error as CatalogStoreError where error.isConflict {
                     failure = plan.changes.first.map { CatalogError.contended($0.key) } ?? .unavailable
+                } catch let error as CatalogStoreError where error.isTooLarge && batch.count > 1 {
+                    // Too many bytes for one commit: the first half now, the rest back at the head of the queue.
+                    writes.putBack(Array(batch[(batch.count / 2)...]))
+                    batch = Array(batch[..<(batch.count / 2)])
+                    continue
                 } catch let error as CatalogStoreError where error.isUnavailable {
                     failure = .storeUnavailable(error.reason)
                 } catch let error as CatalogStoreError where error.isIndeterminate {
@@ -268,8 +289,11 @@ extension Catalog {
                     failure = .storeFailed(
                         "the store answered \(committed.count) committed changes for \(plan.changes.count)")
                 } else if failure == nil {
+                    let target = committed.map(\.event.index).max() ?? 0
                     do {
-                        try await applied.wait(for: committed.map(\.event.index).max() ?? 0)
+                        // Bounded: a change sequence that silently stopped must not hold writes for ever.
+                        try await applied.wait(for: target, atMost: configuration.applyWait)
+                        if index < target { failure = .unconfirmed }
                     } catch {
                         // Durable, but this catalog will not apply it: the write may have happened.
                         failure = .unconfirmed
@@ -346,6 +370,12 @@ final class WriteQueue: Sendable {
         }
         if accepted { wakeup.yield() }
         return accepted
+    }
+
+    /// Puts `writes` (taken, then not committed) back at the head of the queue, in order.
+    func putBack(_ writes: [PendingWrite]) {
+        contents.withLock { $0.pending.insert(contentsOf: writes, at: 0) }
+        wakeup.yield()
     }
 
     /// The oldest writes, at most `limit`, taken off the queue.

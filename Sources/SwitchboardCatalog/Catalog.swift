@@ -36,15 +36,18 @@ public final class Catalog: Sendable {
         /// How long the writer waits, after such a refusal, for the change that caused it to be applied before it
         /// plans again anyway.
         public var catchUpWait: Duration
+        /// How long a committed write waits to see its change applied before it is answered as unconfirmed.
+        public var applyWait: Duration
 
         public init(
             eventCapacity: Int = 4096, maximumBatch: Int = 512, maximumReplans: Int = 8,
-            catchUpWait: Duration = .seconds(1)
+            catchUpWait: Duration = .seconds(1), applyWait: Duration = .seconds(30)
         ) {
             self.eventCapacity = eventCapacity
             self.maximumBatch = maximumBatch
             self.maximumReplans = maximumReplans
             self.catchUpWait = catchUpWait
+            self.applyWait = applyWait
         }
     }
 

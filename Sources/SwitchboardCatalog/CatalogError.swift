@@ -56,7 +56,8 @@ public struct CatalogError: Error, Hashable, Sendable, CustomStringConvertible {
     /// may well have happened.
     public static let unconfirmed = CatalogError(
         .unavailable,
-        "the change was committed to the store, but this agent is stopping and could not confirm it; read it back")
+        "the change was committed to the store, but this agent could not confirm it (it is stopping, or its view "
+            + "stopped following the store); read it back")
 
     /// The catalog is shutting down and takes no more writes.
     public static let unavailable = CatalogError(.unavailable, "the agent is shutting down; retry on another agent")

@@ -232,7 +232,9 @@ public struct CatalogState: Sendable {
         }
         for (key, instance) in wanted.sorted(by: { ($0.key.service, $0.key.id) < ($1.key.service, $1.key.id) }) {
             let current = self.instance(key)
-            guard current != instance else { continue }
+            // The same version (check output replaced in memory only may differ): nothing to tell.
+            guard current?.modifyIndex != instance.modifyIndex || current?.createIndex != instance.createIndex
+            else { continue }
             let kind: ChangeEvent.Kind =
                 current == nil ? .added : current?.definition == instance.definition ? .status : .updated
             changes.append(CommittedChange(event: ChangeEvent(index: index, kind: kind, at: now, instance: instance)))
@@ -245,7 +247,9 @@ public struct CatalogState: Sendable {
             applied.append(change)
         }
         for (service, serviceIndex) in stored.serviceIndexes where services[service] != nil {
-            services[service]!.index = max(services[service]!.index, serviceIndex)
+            guard serviceIndex > services[service]!.index else { continue }
+            services[service]!.index = serviceIndex
+            services[service]!.refreshSummary(name: service)
         }
         self.index = index
         recentEvents = Deque(stored.recentEvents.suffix(eventCapacity))

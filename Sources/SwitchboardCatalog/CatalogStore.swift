@@ -187,6 +187,7 @@ public struct CatalogStoreError: Error, Hashable, Sendable, CustomStringConverti
         case compacted
         case unavailable
         case indeterminate
+        case tooLarge
     }
 
     private let code: Code
@@ -215,6 +216,15 @@ public struct CatalogStoreError: Error, Hashable, Sendable, CustomStringConverti
 
     /// Whether the store could not be reached or could not commit (see ``unavailable(_:)``).
     public var isUnavailable: Bool { code == .unavailable }
+    /// The commit holds more bytes than the store takes in one transaction: nothing was committed; fewer changes at
+    /// a time would be.
+    public static func tooLarge(_ reason: String) -> CatalogStoreError {
+        CatalogStoreError(.tooLarge, index: 0, reason: reason)
+    }
+
+    /// Whether the commit was too large for one transaction (see ``tooLarge(_:)``).
+    public var isTooLarge: Bool { code == .tooLarge }
+
     /// Whether a commit may or may not have happened (see ``indeterminate(_:)``).
     public var isIndeterminate: Bool { code == .indeterminate }
 
@@ -241,6 +251,7 @@ public struct CatalogStoreError: Error, Hashable, Sendable, CustomStringConverti
         case .compacted: "the store no longer holds the changes up to index \(index); load the catalog again"
         case .unavailable: "the store is unavailable: \(reason)"
         case .indeterminate: "the store did not confirm the commit, which may still happen: \(reason)"
+        case .tooLarge: "the commit is too large for one transaction of the store: \(reason)"
         }
     }
 }

@@ -33,6 +33,10 @@ enum AgentSettings {
         "agent-id", valueName: "id",
         "This agent's id among the cluster's members, for --store etcd (letters, digits, '.', '_', '-'); none: agent- and 8 random hex digits."
     )
+    static let advertiseAddress = Setting(
+        "advertise-addr", valueName: "host:port",
+        "Where other agents reach this one's HTTP API, for --store etcd (they relay heartbeats there); none: the --http-addr, which must then not be 0.0.0.0 or [::]."
+    )
     static let dev = Setting(
         "dev", default: "false", "Development mode: keep the catalog in memory only; nothing survives a restart.")
     static let sqliteSync = Setting(
@@ -65,7 +69,8 @@ enum AgentSettings {
     static let dnsDisable = Setting("dns-disable", default: "false", "Do not serve DNS.")
 
     static let all: [Setting] = [
-        httpAddress, store, etcdEndpoints, etcdPrefix, agentID, dataDirectory, dev, sqliteSync, selfPreservationShare,
+        httpAddress, store, etcdEndpoints, etcdPrefix, agentID, advertiseAddress, dataDirectory, dev, sqliteSync,
+        selfPreservationShare,
         selfPreservationMinimumInstances,
         maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable,
         CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
@@ -134,10 +139,23 @@ enum AgentSettings {
             (1...64).contains(text.count)
                 && text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) ? text : nil
         }
+        let listen = try settings.required(httpAddress, rule: "host:port with a port of 0..65535", HostAndPort.init)
+        let advertised = try settings.value(
+            advertiseAddress, rule: "host:port with a specific host and a port of 1..65535, such as 10.0.0.5:7500"
+        ) { text -> String? in
+            guard let parsed = HostAndPort(text), parsed.port > 0, !["0.0.0.0", "::", "[::]"].contains(parsed.host)
+            else { return nil }
+            return text
+        }
+        if advertised == nil, ["0.0.0.0", "::", "[::]"].contains(listen.host) {
+            throw ValidationError(
+                "\(advertiseAddress.flag) is required with \(store.flag) etcd when \(httpAddress.flag) listens on every "
+                    + "interface: other agents must know where to relay heartbeats to this one")
+        }
         return .etcd(
             .init(
                 endpoints: endpoints, prefix: prefix,
-                agentID: id ?? AgentConfiguration.EtcdStorage.generatedAgentID()))
+                agentID: id ?? AgentConfiguration.EtcdStorage.generatedAgentID(), advertiseAddress: advertised))
     }
 
     private static func positiveDuration(_ text: String) -> Duration? {
@@ -201,6 +219,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: AgentSettings.agentID.argumentName, help: AgentSettings.agentID.help)
     var agentID: String?
 
+    @Option(name: AgentSettings.advertiseAddress.argumentName, help: AgentSettings.advertiseAddress.help)
+    var advertiseAddress: String?
+
     @Option(name: AgentSettings.dataDirectory.argumentName, help: AgentSettings.dataDirectory.help)
     var dataDirectory: String?
 
@@ -248,7 +269,7 @@ struct AgentCommand: AsyncParsableCommand {
         let options: [(Setting, String?)] = [
             (AgentSettings.httpAddress, httpAddress), (AgentSettings.store, store),
             (AgentSettings.etcdEndpoints, etcdEndpoints), (AgentSettings.etcdPrefix, etcdPrefix),
-            (AgentSettings.agentID, agentID),
+            (AgentSettings.agentID, agentID), (AgentSettings.advertiseAddress, advertiseAddress),
             (AgentSettings.dataDirectory, dataDirectory),
             (AgentSettings.dev, dev ? "true" : nil), (AgentSettings.sqliteSync, sqliteSync),
             (AgentSettings.selfPreservationShare, selfPreservationShare),

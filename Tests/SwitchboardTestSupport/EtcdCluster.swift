@@ -23,6 +23,8 @@ public final class EtcdCluster: Sendable {
 
     public let members: [Member]
     private let initialCluster: String
+    /// More etcd flags for every member (`--max-request-bytes`, say).
+    private let extraArguments: [String]
     private let root: String
     private let wrappers = Mutex<[String: Process]>([:])
 
@@ -30,8 +32,8 @@ public final class EtcdCluster: Sendable {
     public var endpoints: [String] { members.map(\.clientURL) }
 
     /// Starts `size` members and waits until the cluster has a leader.
-    public static func start(size: Int = 3) async throws -> EtcdCluster {
-        let cluster = try EtcdCluster(size: size)
+    public static func start(size: Int = 3, arguments: [String] = []) async throws -> EtcdCluster {
+        let cluster = try EtcdCluster(size: size, arguments: arguments)
         for member in cluster.members.indices {
             try cluster.launch(member)
         }
@@ -39,7 +41,8 @@ public final class EtcdCluster: Sendable {
         return cluster
     }
 
-    private init(size: Int) throws {
+    private init(size: Int, arguments: [String]) throws {
+        extraArguments = arguments
         root = try makeTemporaryDirectory()
         var members: [Member] = []
         for number in 1...size {
@@ -57,16 +60,17 @@ public final class EtcdCluster: Sendable {
 
     private func launch(_ position: Int) throws {
         let member = members[position]
-        let arguments = [
-            "--name", member.name, "--data-dir", member.dataDirectory,
-            "--listen-client-urls", member.clientURL, "--advertise-client-urls", member.clientURL,
-            "--listen-peer-urls", member.peerURL, "--initial-advertise-peer-urls", member.peerURL,
-            "--initial-cluster", initialCluster, "--initial-cluster-state", "new",
-            "--initial-cluster-token", "switchboard-test",
-            // Quick elections: a test that kills the leader should not wait seconds for the next one.
-            "--heartbeat-interval", "50", "--election-timeout", "500",
-            "--log-level", "error",
-        ].map { "'\($0)'" }.joined(separator: " ")
+        let arguments =
+            ([
+                "--name", member.name, "--data-dir", member.dataDirectory,
+                "--listen-client-urls", member.clientURL, "--advertise-client-urls", member.clientURL,
+                "--listen-peer-urls", member.peerURL, "--initial-advertise-peer-urls", member.peerURL,
+                "--initial-cluster", initialCluster, "--initial-cluster-state", "new",
+                "--initial-cluster-token", "switchboard-test",
+                // Quick elections: a test that kills the leader should not wait seconds for the next one.
+                "--heartbeat-interval", "50", "--election-timeout", "500",
+                "--log-level", "error",
+            ] + extraArguments).map { "'\($0)'" }.joined(separator: " ")
         // etcd in the background; the shell stays to kill it once the test process (its parent) is gone.
         let script = """
             etcd \(arguments) >>'\(root)/\(member.name).log' 2>&1 &
@@ -190,8 +194,10 @@ public struct EtcdClusterError: Error, CustomStringConvertible {
 }
 
 /// Runs `body` with a fresh etcd cluster of `size` members, stopped afterwards.
-public func withEtcdCluster<T>(size: Int = 3, _ body: (EtcdCluster) async throws -> T) async throws -> T {
-    let cluster = try await EtcdCluster.start(size: size)
+public func withEtcdCluster<T>(
+    size: Int = 3, arguments: [String] = [], _ body: (EtcdCluster) async throws -> T
+) async throws -> T {
+    let cluster = try await EtcdCluster.start(size: size, arguments: arguments)
     do {
         let result = try await body(cluster)
         await cluster.stop()

@@ -32,6 +32,8 @@ public final class ClusterMembership: Service, Sendable {
         var members: [String: ClusterMember] = [:]
         /// The members' ids, sorted: what ownership is computed over.
         var ids: [String] = []
+        /// Whether the member list was read at least once.
+        var listed = false
         var address: String?
         /// The lease the member key is on, while held.
         var lease: Int64?
@@ -77,11 +79,13 @@ public final class ClusterMembership: Service, Sendable {
         }
     }
 
-    /// Whether this agent runs the checks of `key`. Before any member is known (etcd not reached yet) an agent runs
-    /// them all: a check run twice writes the same status twice, which changes nothing; a check run by nobody would
-    /// miss a failure.
+    /// Whether this agent runs the checks of `key`. Until the member list is first read it runs none (the list
+    /// comes within moments of start, and the checks then start with their grace); once read, with no member listed
+    /// yet (the first agent, before its key is written) it runs them all, since a check run by nobody would miss a
+    /// failure.
     public func isLocal(_ key: InstanceKey) -> Bool {
         state.withLock { state in
+            guard state.listed else { return false }
             guard let owner = Rendezvous.owner(of: key, among: state.ids) else { return true }
             return owner == configuration.agentID
         }
@@ -236,7 +240,9 @@ public final class ClusterMembership: Service, Sendable {
     private func replace(_ members: [String: ClusterMember]) {
         let observers = state.withLock { state -> [@Sendable () -> Void] in
             let ids = members.keys.sorted()
-            let changed = ids != state.ids || members != state.members
+            // Only a change of who is a member moves checks; new counts or addresses are read where they are used.
+            let changed = ids != state.ids || !state.listed
+            state.listed = true
             state.members = members
             state.ids = ids
             return changed ? state.observers : []

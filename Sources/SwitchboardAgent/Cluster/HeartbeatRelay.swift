@@ -6,6 +6,7 @@ import NIOHTTP1
 import SwitchboardCatalog
 import SwitchboardClient
 import SwitchboardCore
+import Synchronization
 
 /// Sends a heartbeat that reached this agent to the agent that runs the instance's checks, through the same API a
 /// client would use, marked as relayed so the owner records it whatever its own view of the members says.
@@ -19,6 +20,9 @@ final class HeartbeatRelay: Sendable {
     let logger: Logger
     /// How long the owner has to answer before the heartbeat is answered here from the catalog.
     let timeout: Duration
+    /// Owners that just failed to answer, until when they are not tried again: a dead agent stays a member until
+    /// its lease runs out, and every heartbeat meanwhile must not wait for it in turn.
+    private let unreachableUntil = Mutex<[String: ContinuousClock.Instant]>([:])
 
     init(agentID: String, logger: Logger, timeout: Duration = .milliseconds(500)) {
         self.agentID = agentID
@@ -30,6 +34,8 @@ final class HeartbeatRelay: Sendable {
     func send(
         _ key: InstanceKey, status: HealthStatus, output: String, to owner: ClusterMember
     ) async -> HealthChecker.HeartbeatResult? {
+        let now = ContinuousClock.now
+        if let until = unreachableUntil.withLock({ $0[owner.id] }), until > now { return nil }
         var request = HTTPClientRequest(url: "http://\(owner.address)\(APIPath.heartbeat(key.service, id: key.id))")
         request.method = .PUT
         request.headers.add(name: Self.relayedByHeader, value: agentID)
@@ -52,6 +58,7 @@ final class HeartbeatRelay: Sendable {
             default: return nil
             }
         } catch {
+            unreachableUntil.withLock { $0[owner.id] = ContinuousClock.now + .seconds(1) }
             logger.debug(
                 "could not relay a heartbeat to its owner",
                 metadata: [

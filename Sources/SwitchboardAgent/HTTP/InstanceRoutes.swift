@@ -82,7 +82,15 @@ extension AgentHTTPAPI {
                 (status, output) = try body.validated()
             }
         }
-        let relayed = request.headers[values: HTTPField.Name(HeartbeatRelay.relayedByHeader)!].isEmpty == false
+        let relayedBy = request.headers[HTTPField.Name(HeartbeatRelay.relayedByHeader)!]
+        let relayed = relayedBy != nil
+        if let relayedBy, relayedBy == cluster?.membership.agentID {
+            // The owner's advertised address leads back here: the relay must not count it as delivered.
+            throw APIError(
+                HTTPResponse.Status(code: 508, reasonPhrase: "Loop Detected"), .unavailable,
+                "this agent relayed the heartbeat to itself: another agent advertises this agent's address; "
+                    + "give every agent its own --advertise-addr")
+        }
         switch await health.heartbeat(
             InstanceKey(service: service, id: id), status: status, output: output, relayed: relayed)
         {

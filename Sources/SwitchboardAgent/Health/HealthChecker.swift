@@ -179,6 +179,9 @@ public final class HealthChecker: Service, Sendable {
                 let answer = await relay.send(instance, status: status, output: output, to: owner)
             {
                 metrics.heartbeats.increment()
+                // An owner whose view lags (the instance registered through another agent a moment ago) does not
+                // know it yet: a 404 would make the client register again for nothing.
+                if case .unknownInstance = answer { return heartbeatFromCatalog(instance) }
                 return answer
             }
             return heartbeatFromCatalog(instance)

@@ -15,8 +15,10 @@ extension EtcdCatalogStore {
     /// longer holds the revisions it must resume from; the catalog then loads again.
     public func changes(after index: UInt64) async throws -> AsyncThrowingStream<[CommittedChange], any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: [CommittedChange].self)
+        var start = Int64(clamping: index) + 1
+        if let load = lastLoad.withLock({ $0 }), load.index == index { start = max(start, load.revision + 1) }
         // The follower lives exactly as long as the sequence: ending the iteration cancels it.
-        let follower = Task { await follow(from: Int64(clamping: index) + 1, into: continuation) }
+        let follower = Task { [start] in await follow(from: start, into: continuation) }
         continuation.onTermination = { _ in follower.cancel() }
         return stream
     }
@@ -25,30 +27,48 @@ extension EtcdCatalogStore {
         from start: Int64, into continuation: AsyncThrowingStream<[CommittedChange], any Error>.Continuation
     ) async {
         let decoder = SwitchboardJSON.decoder()
-        var next = start
+        let next = RevisionCursor(start)
         var failures = 0
         while !Task.isCancelled {
+            let from = next.value.withLock { $0 }
+            let restarts = watchRestarts.withLock { $0 }
             do {
-                let batches = try await client.watch(.prefix(keys.catalog), from: next)
-                for try await batch in batches {
-                    failures = 0
-                    var commits: [CommittedChange] = []
-                    var newest = next - 1
-                    for event in batch.events {
-                        newest = max(newest, event.keyValue.modRevision)
-                        guard event.kind == .put, event.keyValue.key.starts(with: keys.log) else { continue }
-                        commits += try Self.commit(from: event.keyValue, decoder: decoder)
+                let batches = try await client.watch(.prefix(keys.catalog), from: from)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for try await batch in batches {
+                            var commits: [CommittedChange] = []
+                            var newest = next.value.withLock { $0 } - 1
+                            for event in batch.events {
+                                newest = max(newest, event.keyValue.modRevision)
+                                guard event.kind == .put, event.keyValue.key.starts(with: self.keys.log) else {
+                                    continue
+                                }
+                                commits += try Self.commit(from: event.keyValue, decoder: decoder)
+                            }
+                            if !commits.isEmpty { continuation.yield(commits) }
+                            // A message without events (progress) is not taken as "everything up to its revision
+                            // was sent": some etcd 3.4 releases send one ahead of events still pending. The probes in
+                            // maintain() say how current the view is instead.
+                            next.value.withLock { $0 = max($0, newest + 1) }
+                            self.freshness.withLock { $0.delivered(through: newest) }
+                        }
                     }
-                    if !commits.isEmpty { continuation.yield(commits) }
-                    // A message without events is progress: every change up to its revision has been sent.
-                    if batch.events.isEmpty { newest = max(newest, batch.revision) }
-                    next = max(next, newest + 1)
-                    freshness.withLock { $0.delivered(through: next - 1) }
+                    group.addTask {
+                        // The watchdog: maintain() asks for a new watch when this one stopped delivering.
+                        while self.watchRestarts.withLock({ $0 }) == restarts {
+                            try await Task.sleep(for: .milliseconds(250))
+                        }
+                        throw EtcdError.unavailable("the watch stopped delivering changes etcd had committed")
+                    }
+                    defer { group.cancelAll() }
+                    try await group.next()
                 }
+                failures = 0
             } catch EtcdError.compacted(let oldest) {
                 logger.warning(
                     "etcd compacted changes this agent had not seen; loading the catalog again",
-                    metadata: ["from_revision": "\(next)", "oldest_held": "\(oldest)"])
+                    metadata: ["from_revision": "\(next.value.withLock { $0 })", "oldest_held": "\(oldest)"])
                 continuation.finish(throwing: CatalogStoreError.compacted(through: UInt64(max(0, oldest - 1))))
                 return
             } catch let error as CatalogStoreError {
@@ -62,7 +82,7 @@ extension EtcdCatalogStore {
                 if failures == 1 || failures % 20 == 0 {
                     logger.warning(
                         "the watch on etcd stopped; resuming on another member",
-                        metadata: ["error": "\(error)", "from_revision": "\(next)"])
+                        metadata: ["error": "\(error)", "from_revision": "\(next.value.withLock { $0 })"])
                 }
                 // Quickly at first (another member is likely up), then once per half second.
                 try? await Task.sleep(for: .milliseconds(min(500, 25 << min(failures, 5))))
@@ -97,7 +117,17 @@ extension EtcdCatalogStore {
                         keysOnly: true),
                     timeout: configuration.freshnessInterval)
                 let revision = newest.keyValues.first?.modRevision ?? 0
-                freshness.withLock { $0.probed(latest: revision, at: asked) }
+                let stalled = freshness.withLock { freshness in
+                    freshness.probed(latest: revision, at: asked)
+                    return freshness.behindSince.map { ContinuousClock.now - $0 > .seconds(5) } ?? false
+                }
+                if stalled {
+                    // etcd has changes this agent's watch has not delivered for seconds: a connection that went
+                    // half-open, say. A new watch resumes from the last revision delivered.
+                    logger.warning("the watch on etcd is stuck; starting a new one")
+                    freshness.withLock { $0.restarted() }
+                    watchRestarts.withLock { $0 &+= 1 }
+                }
             } catch {
                 freshness.withLock { $0.lastFailure = String(describing: error) }
             }
@@ -113,25 +143,34 @@ extension EtcdCatalogStore {
     }
 
     /// Deletes the oldest log entries beyond ``Configuration/logRetention`` and records how far the log is pruned.
+    ///
+    /// Exactly the keys read are deleted (a hundred per transaction), and the newest revision among them is recorded
+    /// in the same transaction: an entry that lands meanwhile is never deleted unrecorded.
     func pruneLog() async throws {
         let all = EtcdKeyRange.prefix(keys.log)
         let counted = try await client.range(EtcdRangeRequest(all, limit: 1, keysOnly: true))
-        let excess = counted.count - Int64(configuration.logRetention)
-        guard excess > 0 else { return }
-        let oldest = try await client.range(
-            EtcdRangeRequest(all, limit: excess, sortOrder: .ascending, sortTarget: .key, keysOnly: true))
-        guard let last = oldest.keyValues.last else { return }
-        let prunedRevision = oldest.keyValues.map(\.modRevision).max() ?? 0
-        let marker = try await client.range(EtcdRangeRequest(EtcdKeyRange(key: keys.prunedThrough)))
-        let previous = marker.keyValues.first.flatMap { Int64(String(decoding: $0.value, as: UTF8.self)) } ?? 0
-        // Another agent pruning at the same time makes this compare fail: it did the work.
-        _ = try await client.transaction(
-            EtcdTransaction(
-                compare: [.modRevision(of: keys.prunedThrough, equals: marker.keyValues.first?.modRevision ?? 0)],
-                success: [
-                    .deleteRange(EtcdKeyRange(from: keys.log, to: last.key + [0])),
-                    .put(key: keys.prunedThrough, value: Array(String(max(previous, prunedRevision)).utf8)),
-                ]))
+        var excess = counted.count - Int64(configuration.logRetention)
+        var rounds = 0
+        while excess > 0, rounds < 20 {
+            rounds += 1
+            let oldest = try await client.range(
+                EtcdRangeRequest(all, limit: min(excess, 100), sortOrder: .ascending, sortTarget: .key, keysOnly: true))
+            guard !oldest.keyValues.isEmpty else { return }
+            let prunedRevision = oldest.keyValues.map(\.modRevision).max() ?? 0
+            let marker = try await client.range(EtcdRangeRequest(EtcdKeyRange(key: keys.prunedThrough)))
+            let previous = marker.keyValues.first.flatMap { Int64(String(decoding: $0.value, as: UTF8.self)) } ?? 0
+            // Another agent pruning at the same time makes this compare fail: it did the work.
+            let done = try await client.transaction(
+                EtcdTransaction(
+                    compare: [
+                        .modRevision(of: keys.prunedThrough, equals: marker.keyValues.first?.modRevision ?? 0)
+                    ],
+                    success: oldest.keyValues.map { .deleteRange(EtcdKeyRange(key: $0.key)) } + [
+                        .put(key: keys.prunedThrough, value: Array(String(max(previous, prunedRevision)).utf8))
+                    ]))
+            guard done.succeeded else { return }
+            excess -= Int64(oldest.keyValues.count)
+        }
     }
 }
 
@@ -143,6 +182,14 @@ struct Freshness: Sendable {
     private(set) var confirmedAt: ContinuousClock.Instant?
     /// Probes that found changes not yet delivered: the view is current as of `at` once `revision` is delivered.
     private var pending: [(revision: Int64, at: ContinuousClock.Instant)] = []
+
+    /// Since when a probe has found changes the watch has not delivered (nil: none pending).
+    var behindSince: ContinuousClock.Instant? { pending.first?.at }
+
+    /// Forgets the pending probes once a new watch was asked for, so it gets its own time to catch up.
+    mutating func restarted() {
+        pending.removeAll()
+    }
     /// The last error reaching etcd, cleared by the next confirmation.
     var lastFailure: String?
 
@@ -173,5 +220,14 @@ extension Duration {
     /// Whole milliseconds.
     var milliseconds: Int64 {
         components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}
+
+/// The revision a watch resumes from, shared by the follower's tasks.
+final class RevisionCursor: Sendable {
+    let value: Mutex<Int64>
+
+    init(_ start: Int64) {
+        value = Mutex(start)
     }
 }

@@ -62,6 +62,12 @@ public final class EtcdCatalogStore: CatalogStore {
     let keys: EtcdCatalogKeys
     private let sequence = Atomic<UInt64>(0)
     let freshness = Mutex(Freshness())
+    /// The last load: the catalog index it answered and the etcd revision it read at. A change sequence asked for
+    /// after that index starts after that revision: revisions in between touched no catalog key that still exists
+    /// (member keys, pruned log entries), and etcd may have compacted them away already.
+    let lastLoad = Mutex<(index: UInt64, revision: Int64)?>(nil)
+    /// Bumped by ``maintain()`` to make the follower start a new watch (see its watchdog).
+    let watchRestarts = Mutex<UInt64>(0)
     let logger: Logger
 
     public init(client: EtcdClient, configuration: Configuration = Configuration(), logger: Logger? = nil) {
@@ -122,6 +128,7 @@ public final class EtcdCatalogStore: CatalogStore {
             freshness.delivered(through: revision)
             freshness.probed(latest: revision, at: started)
         }
+        lastLoad.withLock { $0 = (UInt64(index), revision) }
         return StoredCatalog(
             instances: instances, index: UInt64(index), recentEvents: recent.map(\.event),
             serviceIndexes: serviceIndexes)
@@ -274,6 +281,10 @@ public final class EtcdCatalogStore: CatalogStore {
         switch error {
         case EtcdError.compacted(let revision): CatalogStoreError.compacted(through: UInt64(max(0, revision - 1)))
         case EtcdError.indeterminate(let reason): CatalogStoreError.indeterminate("etcd: \(reason)")
+        case EtcdError.refused(let code, let message)
+        where code == 8 || message.contains("too large") || message.contains("larger than max"):
+            // etcd's "request is too large", or its gateway's gRPC hop refusing the message (resource exhausted).
+            CatalogStoreError.tooLarge("etcd: \(message)")
         case let error as EtcdError: CatalogStoreError.unavailable(error.description)
         default: error
         }
