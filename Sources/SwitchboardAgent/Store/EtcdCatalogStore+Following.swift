@@ -7,7 +7,7 @@ import Synchronization
 
 /// Following etcd: the change sequence, how current this agent's view is, and the log's pruning.
 extension EtcdCatalogStore {
-    /// Every commit after `index`, from one etcd watch on the catalog's keys, resumed on another member (from the
+    /// Every commit after `index`, from one etcd watch on the catalog's log keys, resumed on another member (from the
     /// revision after the last one seen) whenever a member goes away.
     ///
     /// While no member can be reached the sequence simply yields nothing: the catalog keeps answering from its view,
@@ -33,7 +33,9 @@ extension EtcdCatalogStore {
             let from = next.value.withLock { $0 }
             let restarts = watchRestarts.withLock { $0 }
             do {
-                let batches = try await client.watch(.prefix(keys.catalog), from: from)
+                // Only the log: every commit writes one log entry holding all its changes, so the instance and
+                // service keys it also writes (the bulk of its keys) need not be streamed to every agent as well.
+                let batches = try await client.watch(.prefix(keys.log), from: from)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for try await batch in batches {

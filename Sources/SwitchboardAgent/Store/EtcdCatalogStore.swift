@@ -13,9 +13,9 @@ import Synchronization
 ///   update.
 /// - `catalog/services/<service>`: written with every change to the service; its modify revision is the service's
 ///   index, kept after its last instance is gone.
-/// - `catalog/log/<time>-<writer>-<sequence>`: one per commit, the commit's changes as events. Watching the
-///   `catalog/` range therefore yields every commit whole, in revision order, by whichever agent made it; the event
-///   log is the same keys read by modify revision. Old entries are pruned by ``maintain()``.
+/// - `catalog/log/<time>-<writer>-<sequence>`: one per commit, the commit's changes as events. Watching the log keys
+///   therefore yields every commit whole, in revision order, by whichever agent made it; the event log is the same
+///   keys read by modify revision. Old entries are pruned by ``maintain()``.
 /// - `catalog-meta/pruned-through`: the newest revision pruned from the log (outside the watched range).
 ///
 /// A commit is one etcd transaction, acknowledged once etcd has committed it (by a quorum). Its log key must not
