@@ -68,6 +68,9 @@ public final class EtcdCatalogStore: CatalogStore {
     let lastLoad = Mutex<(index: UInt64, revision: Int64)?>(nil)
     /// Bumped by ``maintain()`` to make the follower start a new watch (see its watchdog).
     let watchRestarts = Mutex<UInt64>(0)
+    /// This agent's own recent commits by log key, as committed: the follower takes them from here instead of
+    /// decoding and encoding again what it just wrote.
+    let ownCommits = Mutex<[[UInt8]: [CommittedChange]]>([:])
     let logger: Logger
 
     public init(client: EtcdClient, configuration: Configuration = Configuration(), logger: Logger? = nil) {
@@ -149,8 +152,14 @@ public final class EtcdCatalogStore: CatalogStore {
             throw Self.storeError(error)
         }
         if response.succeeded {
-            return PlannedChange.committing(
+            let committed = PlannedChange.committing(
                 changes, at: repeatElement(UInt64(response.header.revision), count: changes.count))
+            ownCommits.withLock { commits in
+                // Bounded: an entry the watch never took (it restarted past it) must not stay for ever.
+                if commits.count >= 4096 { commits.removeAll(keepingCapacity: true) }
+                commits[logKey] = committed
+            }
+            return committed
         }
         // Refused: either this very commit was already made (an earlier try whose answer was lost), or an instance
         // changed under the plan.
