@@ -180,10 +180,17 @@ public final class EtcdCatalogStore: CatalogStore {
         var compares: [EtcdCompare] = []
         var compared: Set<InstanceKey> = []
         // The last state each instance reaches in the commit (nil: removed); observations leave it as it is.
-        var finalState: [InstanceKey: Instance?] = [:]
+        // Each change encoded once, as its event before the store numbers it: the log entry is these events, and
+        // an instance's key holds the instance of its last change.
+        let encoded = changes.map {
+            CommittedChange(
+                event: ChangeEvent(
+                    index: 0, kind: $0.kind, at: $0.at, instance: $0.instance, observation: $0.observation))
+        }
+        var finalState: [InstanceKey: Int?] = [:]
         var order: [InstanceKey] = []
         var services: [ServiceName] = []
-        for change in changes {
+        for (position, change) in changes.enumerated() {
             let key = change.key
             if compared.insert(key).inserted {
                 compares.append(
@@ -191,7 +198,7 @@ public final class EtcdCatalogStore: CatalogStore {
             }
             guard change.kind != .observed else { continue }
             if finalState[key] == nil { order.append(key) }
-            finalState[key] = change.kind == .removed ? .some(nil) : .some(change.instance)
+            finalState[key] = change.kind == .removed ? .some(nil) : .some(position)
             if !services.contains(change.instance.service) { services.append(change.instance.service) }
         }
         guard compared.count + services.count + 1 <= 128 else {
@@ -203,8 +210,8 @@ public final class EtcdCatalogStore: CatalogStore {
         var success: [EtcdOperation] = []
         for key in order {
             switch finalState[key] {
-            case .some(.some(let instance)):
-                success.append(.put(key: keys.instance(key), value: CommittedChange.encode(instance)))
+            case .some(.some(let position)):
+                success.append(.put(key: keys.instance(key), value: encoded[position].instanceJSON))
             default:
                 success.append(.deleteRange(EtcdKeyRange(key: keys.instance(key))))
             }
@@ -212,10 +219,13 @@ public final class EtcdCatalogStore: CatalogStore {
         for service in services {
             success.append(.put(key: keys.service(service), value: []))
         }
-        let events = changes.map {
-            ChangeEvent(index: 0, kind: $0.kind, at: $0.at, instance: $0.instance, observation: $0.observation)
+        var log: [UInt8] = [UInt8(ascii: "[")]
+        for (position, change) in encoded.enumerated() {
+            if position > 0 { log.append(UInt8(ascii: ",")) }
+            log += change.eventJSON
         }
-        success.append(.put(key: logKey, value: Array(try SwitchboardJSON.encoder().encode(events))))
+        log.append(UInt8(ascii: "]"))
+        success.append(.put(key: logKey, value: log))
         let failure: [EtcdOperation] = [
             .range(EtcdRangeRequest(EtcdKeyRange(key: logKey), keysOnly: true)),
             .range(
