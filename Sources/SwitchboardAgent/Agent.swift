@@ -237,6 +237,7 @@ public struct Agent: Service {
             // writer commits what is queued.
             services: services,
             onServerRunning: { channel in
+                health.heartbeatsOpen()
                 let address = channel.localAddress.map(hostAndPort) ?? "unknown"
                 if case .etcd(let etcd) = configuration.storage {
                     cluster?.membership.announce(address: etcd.advertiseAddress ?? address)

@@ -202,6 +202,11 @@ public final class HealthChecker: Service, Sendable {
         }
     }
 
+    /// Heartbeats can arrive from now on (the API listens): every TTL check gets one full TTL from here.
+    public func heartbeatsOpen() {
+        changeTable { $0.extendTTLDeadlines(from: .now) }
+    }
+
     private func isTracking(_ instance: InstanceKey) -> Bool {
         table.withLock { $0.isTracking(instance) }
     }

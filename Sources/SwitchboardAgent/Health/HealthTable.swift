@@ -205,6 +205,22 @@ struct HealthTable: Sendable {
         }
     }
 
+    /// Gives every TTL check at least one full TTL from `now` before it can miss: called once heartbeats can arrive
+    /// (the API listens), so the grace after a restart is not spent while the agent was still starting.
+    mutating func extendTTLDeadlines(from now: ContinuousClock.Instant) {
+        for (key, var check) in checks where check.definition.type == .ttl {
+            let deadline = now + (check.definition.ttl ?? .seconds(10)).duration
+            guard let current = check.deadline, current < deadline else { continue }
+            check.deadline = deadline
+            checks[key] = check
+            // The check's heap entry finds the later deadline when it pops and goes back in; a miss already found
+            // consumed its entry, so it gets a new one.
+            if pendingMisses.removeValue(forKey: key) != nil {
+                ttlDeadlines.insert(TimedEntry(at: deadline, key: key, generation: check.generation))
+            }
+        }
+    }
+
     /// Whether `instance`'s checks are watched here.
     func isTracking(_ instance: InstanceKey) -> Bool {
         checkIDsByInstance[instance] != nil
