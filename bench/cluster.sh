@@ -5,7 +5,7 @@
 #      raw etcd puts/s of the same JSON value straight to etcd's JSON gateway (same connections, split over the two
 #      members the agents talk to); ROUNDS rounds in ABBA order, each cell DURATION seconds after a 2 s warm-up.
 #   2. etcd writes while HB_INSTANCES (10,000) instances with a TTL check (HB_TTL) heartbeat for HB_SECONDS (20)
-#      seconds through both agents (bench/wrk/cluster-heartbeat.lua: each agent gets heartbeats for every instance,
+#      seconds through both agents (bench/wrk/heartbeat.lua: each agent gets heartbeats for every instance,
 #      so about half reach the non-owner and are relayed), once the same load has turned every instance passing:
 #      etcd's revision before and after (every write transaction is one revision), etcd's own counters, and each
 #      revision of the window read back from etcd's history and grouped by the keys it wrote.
@@ -16,7 +16,7 @@
 #      the two agents by rendezvous hashing; kill -9 agent A, then poll agent B's GET /v1/agent until it runs all.
 #
 # Run order: 1, 3, 2, 4 (propagation before the TTL instances exist, failover last). Helpers: bench/cluster_driver.py,
-# bench/health_setup.py, bench/wrk/cluster-{register,etcd-put,heartbeat}.lua.
+# bench/health_setup.py, bench/wrk/cluster-register.lua, etcd-put.lua, heartbeat.lua.
 # Usage: bench/cluster.sh    (DURATION=10 CONNECTIONS=64 ROUNDS=2 HB_INSTANCES=10000 HB_SECONDS=20 HB_TTL=30s
 #                             WATCHERS=1000 CHANGES=200 HTTP_CHECKS=200 PORT_BASE=24300 to change)
 # etcd runs with its defaults (heartbeat 100 ms, election timeout 1000 ms), data dirs in a temporary directory;
@@ -234,8 +234,8 @@ run_cell() { # side round
         warm=$(wrk_pair "warm$round" bench/wrk/cluster-register.lua "$A" "$B" 2)
         row=$(wrk_pair "r$round" bench/wrk/cluster-register.lua "$A" "$B" "$DURATION")
     else
-        warm=$(wrk_pair "warm$round" bench/wrk/cluster-etcd-put.lua "${etcd_urls[0]}" "${etcd_urls[1]}" 2)
-        row=$(wrk_pair "r$round" bench/wrk/cluster-etcd-put.lua "${etcd_urls[0]}" "${etcd_urls[1]}" "$DURATION")
+        warm=$(KEY_ROOT=/peer wrk_pair "warm$round" bench/wrk/etcd-put.lua "${etcd_urls[0]}" "${etcd_urls[1]}" 2)
+        row=$(KEY_ROOT=/peer wrk_pair "r$round" bench/wrk/etcd-put.lua "${etcd_urls[0]}" "${etcd_urls[1]}" "$DURATION")
     fi
     warm_rows+=("$side|$round|$warm")
     reg_rows+=("$side|$round|$row")
@@ -289,12 +289,12 @@ python3 bench/health_setup.py http-instances "$B" "$HTTP_CHECKS" "http://127.0.0
 # load as the window, through both agents, until every instance of the catalog is passing in both agents' views;
 # then the window starts at once, the heartbeats going on.
 prime_start=$(date +%s%N)
-INSTANCES=$HB_INSTANCES OFFSET=0 wrk -t1 -c$((CONNECTIONS / 2)) -d120s -s bench/wrk/cluster-heartbeat.lua "$A" \
+INSTANCES=$HB_INSTANCES OFFSET=0 wrk -t1 -c$((CONNECTIONS / 2)) -d120s -s bench/wrk/heartbeat.lua "$A" \
     >/dev/null &
 prime1=$!
 pids+=("$prime1")
 INSTANCES=$HB_INSTANCES OFFSET=$((HB_INSTANCES / 2)) wrk -t1 -c$((CONNECTIONS / 2)) -d120s \
-    -s bench/wrk/cluster-heartbeat.lua "$B" >/dev/null &
+    -s bench/wrk/heartbeat.lua "$B" >/dev/null &
 prime2=$!
 pids+=("$prime2")
 settled=no
@@ -318,7 +318,7 @@ agents_cpu0=$(cpu_ticks "$pid_a" "$pid_b")
 etcd_cpu0=$(cpu_ticks "${etcd_pids[@]}")
 stats_before=$(driver stats "${etcd_urls[@]}")
 echo "   heartbeating for ${HB_SECONDS}s through both agents" >&2
-hb_row=$(INSTANCES=$HB_INSTANCES wrk_pair hb bench/wrk/cluster-heartbeat.lua "$A" "$B" "$HB_SECONDS")
+hb_row=$(INSTANCES=$HB_INSTANCES wrk_pair hb bench/wrk/heartbeat.lua "$A" "$B" "$HB_SECONDS")
 stats_after=$(driver stats "${etcd_urls[@]}")
 agents_cpu1=$(cpu_ticks "$pid_a" "$pid_b")
 etcd_cpu1=$(cpu_ticks "${etcd_pids[@]}")

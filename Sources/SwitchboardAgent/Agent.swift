@@ -115,6 +115,18 @@ public struct Agent: Service {
     public func run() async throws {
         let (store, description) = try openStore()
         let etcd = store as? EtcdCatalogStore
+        // The etcd client is shut down however the agent ends.
+        do {
+            try await serve(store, description: description, etcd: etcd)
+        } catch {
+            try? await etcd?.client.shutdown()
+            throw error
+        }
+        try? await etcd?.client.shutdown()
+    }
+
+    /// Loads the catalog from `store` and serves it until the agent stops.
+    private func serve(_ store: any CatalogStore, description: String, etcd: EtcdCatalogStore?) async throws {
         var cluster: ClusterMode?
         if let etcd, case .etcd(let settings) = configuration.storage {
             cluster = ClusterMode(
@@ -125,13 +137,7 @@ public struct Agent: Service {
                         agentID: settings.agentID, prefix: settings.prefix, leaseTTL: settings.leaseTTL),
                     logger: logger))
         }
-        let catalog: Catalog
-        do {
-            catalog = try await load(from: store)
-        } catch {
-            try? await etcd?.client.shutdown()
-            throw error
-        }
+        let catalog = try await load(from: store)
         logger.info(
             "catalog loaded",
             metadata: [
@@ -146,15 +152,9 @@ public struct Agent: Service {
             cluster: cluster,
             onServerRunning: onServerRunning
         )
-        do {
-            try await application.run()
-        } catch {
-            try? await etcd?.client.shutdown()
-            throw error
-        }
+        try await application.run()
         // The data directory is free for the next agent as soon as this one has stopped.
         (store as? SQLiteCatalogStore)?.close()
-        try? await etcd?.client.shutdown()
         logger.info("agent stopped", metadata: ["index": "\(catalog.index)"])
     }
 

@@ -47,7 +47,7 @@ public final class EtcdClient: Sendable {
     /// the connections that calls wait for.
     let watchClient: HTTPClient
     /// The member calls go to first: the last one that answered.
-    private let preferred = Mutex(0)
+    let preferred = Mutex(0)
     let logger: Logger
 
     public init(configuration: Configuration, logger: Logger = Logger(label: "switchboard.etcd")) {

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import SwitchboardClient
+import Synchronization
 
 /// What one watch message carries: the changes of one or more whole revisions, or only the store's progress.
 public struct EtcdWatchBatch: Sendable {
@@ -31,8 +32,9 @@ extension EtcdClient {
         }
         let endpoints = configuration.endpoints
         var failures: [String] = []
+        let first = preferred.withLock { $0 }
         for attempt in 0..<endpoints.count {
-            let endpoint = endpoints[(endpointIndex + attempt) % endpoints.count]
+            let endpoint = endpoints[(first + attempt) % endpoints.count]
             let response: HTTPClientResponse
             do {
                 response = try await watchClient.execute(
@@ -50,11 +52,6 @@ extension EtcdClient {
             return Self.batches(from: response.body, endpoint: endpoint)
         }
         throw .unavailable("no etcd member took the watch (\(failures.joined(separator: "; ")))")
-    }
-
-    /// The member calls go to first, as an index into the endpoints.
-    private var endpointIndex: Int {
-        configuration.endpoints.firstIndex(of: currentEndpoint) ?? 0
     }
 
     /// The gateway's stream (one JSON object per line) as batches.
@@ -113,8 +110,8 @@ extension EtcdClient {
         }
         let events = (result.events ?? []).map { event in
             EtcdEvent(
-                kind: event.type == "DELETE" ? .delete : .put, keyValue: event.kv?.value_ ?? EtcdKeyValue(key: []),
-                previous: event.prev_kv?.value_)
+                kind: event.type == "DELETE" ? .delete : .put, keyValue: event.kv?.keyValue ?? EtcdKeyValue(key: []),
+                previous: event.prev_kv?.keyValue)
         }
         if result.created == true, events.isEmpty { return nil }
         return EtcdWatchBatch(revision: result.header?.revision?.value ?? 0, events: events)

@@ -117,7 +117,7 @@ enum EtcdWire {
         var version: Int64Text?
         var lease: Int64Text?
 
-        var value_: EtcdKeyValue {
+        var keyValue: EtcdKeyValue {
             EtcdKeyValue(
                 key: key?.bytes ?? [], value: value?.bytes ?? [], createRevision: create_revision?.value ?? 0,
                 modRevision: mod_revision?.value ?? 0, version: version?.value ?? 0, lease: lease?.value ?? 0)
@@ -132,7 +132,7 @@ enum EtcdWire {
 
         var value: EtcdRangeResponse {
             EtcdRangeResponse(
-                header: header?.value ?? EtcdResponseHeader(), keyValues: (kvs ?? []).map(\.value_),
+                header: header?.value ?? EtcdResponseHeader(), keyValues: (kvs ?? []).map(\.keyValue),
                 more: more ?? false, count: count?.value ?? 0)
         }
     }
@@ -156,7 +156,7 @@ enum EtcdWire {
             if let range = response_range { return .range(range.value) }
             if let delete = response_delete_range {
                 return .deleteRange(
-                    deleted: delete.deleted?.value ?? 0, previous: (delete.prev_kvs ?? []).map(\.value_))
+                    deleted: delete.deleted?.value ?? 0, previous: (delete.prev_kvs ?? []).map(\.keyValue))
             }
             return .put
         }

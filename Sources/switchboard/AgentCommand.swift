@@ -99,7 +99,7 @@ enum AgentSettings {
         return AgentConfiguration(
             httpHost: address.host,
             httpPort: address.port,
-            storage: try storage(from: settings),
+            storage: try storage(from: settings, listening: address),
             sqlite: SQLiteCatalogStore.Configuration(synchronous: synchronous),
             health: HealthConfiguration(
                 selfPreservation: .init(enabled: share > 0, share: share, minimumInstances: minimum)),
@@ -108,7 +108,9 @@ enum AgentSettings {
         )
     }
 
-    private static func storage(from settings: SettingsReader) throws -> AgentConfiguration.Storage {
+    private static func storage(
+        from settings: SettingsReader, listening listen: HostAndPort
+    ) throws -> AgentConfiguration.Storage {
         let kind = try settings.required(store, rule: "sqlite or etcd") { ["sqlite", "etcd"].contains($0) ? $0 : nil }
         if try settings.isOn(dev) {
             guard kind == "sqlite" else {
@@ -139,7 +141,6 @@ enum AgentSettings {
             (1...64).contains(text.count)
                 && text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) ? text : nil
         }
-        let listen = try settings.required(httpAddress, rule: "host:port with a port of 0..65535", HostAndPort.init)
         let advertised = try settings.value(
             advertiseAddress, rule: "host:port with a specific host and a port of 1..65535, such as 10.0.0.5:7500"
         ) { text -> String? in

@@ -31,9 +31,7 @@ extension ClusterModeTests {
         }
 
         static func instanceIDs(_ agent: AgentProcess, _ service: String) async throws -> [String] {
-            let answer = try await http(.GET, "\(agent.baseURL)/v1/services/\(service)?status=any")
-            let instances = answer.object["instances"] as? [[String: Any]] ?? []
-            return instances.compactMap { $0["id"] as? String }.sorted()
+            try await ClusterHealthTests.statuses(agent, service).keys.sorted()
         }
 
         @Test func aWriteThroughOneAgentIsSeenThroughAnothersLookupWatchAndDNSWithinASecond() async throws {

@@ -1,5 +1,6 @@
 -- wrk script: the same registration as register.lua, stored the way a home-made registry on etcd would
--- (one key per instance, JSON value), through etcd's v3 JSON gateway.
+-- (one key per instance, JSON value), through etcd's v3 JSON gateway. KEY_ROOT (env) goes before every key and
+-- PREFIX (env) into it, so several wrk processes (one per member, bench/cluster.sh) never share a key.
 local threads = 0
 function setup(thread)
   threads = threads + 1
@@ -20,12 +21,15 @@ function base64(data)
   end) .. ({ "", "==", "=" })[#data % 3 + 1])
 end
 
+local root = os.getenv("KEY_ROOT") or ""
+local tag = os.getenv("PREFIX")
+tag = tag and (tag .. "-") or ""
 local counter = 0
 local headers = { ["Content-Type"] = "application/json" }
 local value = base64('{"address": "10.0.0.1", "port": 8080, "tags": ["bench", "v1"], "meta": {"zone": "a", "version": "1.0.0"}}')
 
 function request()
   counter = counter + 1
-  local key = base64("/services/svc-" .. (counter % 100) .. "/t" .. tid .. "-" .. counter)
+  local key = base64(root .. "/services/svc-" .. (counter % 100) .. "/" .. tag .. "t" .. tid .. "-" .. counter)
   return wrk.format("POST", "/v3/kv/put", headers, '{"key": "' .. key .. '", "value": "' .. value .. '"}')
 end
