@@ -11,8 +11,9 @@ import Synchronization
 /// - `catalog/instances/<service>/<id>`: each instance as JSON. Its modify revision is the instance's modify index,
 ///   so a commit's precondition is a compare of that revision, and two agents writing one instance never lose an
 ///   update.
-/// - `catalog/services/<service>`: written with every change to the service; its modify revision is the service's
-///   index, kept after its last instance is gone.
+/// - `catalog/services/<service>`: written by every commit that removes an instance of the service. A service's index
+///   is the newest modify revision among its instance keys and this key, so it never goes back when an instance
+///   goes, also after the last one; registrations and status changes write no service key.
 /// - `catalog/log/<time>-<writer>-<sequence>`: one per commit, the commit's changes as events. Watching the log keys
 ///   therefore yields every commit whole, in revision order, by whichever agent made it; the event log is the same
 ///   keys read by modify revision. Old entries are pruned by ``maintain()``.
@@ -53,8 +54,9 @@ public final class EtcdCatalogStore: CatalogStore {
         }
     }
 
-    /// The most changes one commit may hold: each instance costs a compare and a put, each service a put, and etcd
-    /// takes at most 128 operations per transaction by default (`--max-txn-ops`).
+    /// The most changes one commit may hold: each instance costs a compare and a put or delete, each service that
+    /// loses an instance a put, the log entry one more, and etcd takes at most 128 operations per transaction by
+    /// default (`--max-txn-ops`).
     public let maximumChangesPerCommit = 60
 
     public let configuration: Configuration
@@ -115,6 +117,10 @@ public final class EtcdCatalogStore: CatalogStore {
             let name = String(key.keyText.dropFirst(keys.services.count))
             guard let service = try? ServiceName(name) else { continue }
             serviceIndexes[service] = UInt64(key.modRevision)
+        }
+        // A service's key moves only when it loses an instance; its index is also its newest instance's.
+        for instance in instances {
+            serviceIndexes[instance.service] = max(serviceIndexes[instance.service] ?? 0, instance.modifyIndex)
         }
         // The catalog's index is its newest change, not etcd's revision (other keys move that too).
         let newest = try await client.range(
@@ -199,7 +205,10 @@ public final class EtcdCatalogStore: CatalogStore {
             guard change.kind != .observed else { continue }
             if finalState[key] == nil { order.append(key) }
             finalState[key] = change.kind == .removed ? .some(nil) : .some(position)
-            if !services.contains(change.instance.service) { services.append(change.instance.service) }
+        }
+        // Services that lose an instance: its key is gone, so the service's own key carries the revision.
+        for key in order where finalState[key] == .some(nil) && !services.contains(key.service) {
+            services.append(key.service)
         }
         guard compared.count + services.count + 1 <= 128 else {
             throw CatalogStoreError.unavailable(
