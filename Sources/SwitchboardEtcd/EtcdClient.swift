@@ -122,7 +122,7 @@ public final class EtcdClient: Sendable {
     /// Grants a lease that lives `ttl` seconds unless kept alive.
     public func grantLease(ttl: Int64, timeout: Duration? = nil) async throws(EtcdError) -> EtcdLease {
         let answer: EtcdWire.LeaseGrantAnswer = try await call(
-            "/v3/lease/grant", ["TTL": String(ttl)], idempotent: false, timeout: timeout)
+            "/v3/lease/grant", EtcdWire.lease("TTL", ttl), idempotent: false, timeout: timeout)
         guard let id = answer.ID?.value, id != 0 else {
             throw .malformed("etcd granted no lease: \(answer.error ?? "no id in the answer")")
         }
@@ -132,7 +132,7 @@ public final class EtcdClient: Sendable {
     /// Renews a lease; returns its new time to live, or `nil` when the lease is gone (expired or revoked).
     public func keepLeaseAlive(_ id: Int64, timeout: Duration? = nil) async throws(EtcdError) -> Int64? {
         let answer: EtcdWire.LeaseKeepAliveAnswer = try await call(
-            "/v3/lease/keepalive", ["ID": String(id)], idempotent: true, timeout: timeout)
+            "/v3/lease/keepalive", EtcdWire.lease("ID", id), idempotent: true, timeout: timeout)
         // A dead lease answers with no TTL (etcd leaves a zero out).
         guard let ttl = answer.result?.TTL?.value, ttl > 0 else { return nil }
         return ttl
@@ -141,13 +141,13 @@ public final class EtcdClient: Sendable {
     /// Ends a lease now, deleting the keys attached to it.
     public func revokeLease(_ id: Int64, timeout: Duration? = nil) async throws(EtcdError) {
         let _: EtcdWire.PutAnswer = try await call(
-            "/v3/lease/revoke", ["ID": String(id)], idempotent: true, timeout: timeout)
+            "/v3/lease/revoke", EtcdWire.lease("ID", id), idempotent: true, timeout: timeout)
     }
 
     // MARK: Transport
 
     /// A request to `endpoint` for `path` with a JSON body.
-    func request(_ path: String, to endpoint: String, body: Data) -> HTTPClientRequest {
+    func request(_ path: String, to endpoint: String, body: [UInt8]) -> HTTPClientRequest {
         var request = HTTPClientRequest(url: endpoint + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -160,10 +160,9 @@ public final class EtcdClient: Sendable {
     /// Sends one call, moving to the next member when one cannot be reached, has no leader or (for an idempotent
     /// call) went away mid-call; decodes the first answer.
     private func call<Answer: Decodable>(
-        _ path: String, _ body: [String: Any], idempotent: Bool, timeout: Duration?
+        _ path: String, _ body: EtcdWireObject, idempotent: Bool, timeout: Duration?
     ) async throws(EtcdError) -> Answer {
-        let data: Data
-        do { data = try EtcdWire.encode(body) } catch { throw .malformed("could not encode \(path): \(error)") }
+        let data = body.json
         let endpoints = configuration.endpoints
         let first = preferred.withLock { $0 }
         let deadline = ContinuousClock.now + (timeout ?? configuration.requestTimeout)

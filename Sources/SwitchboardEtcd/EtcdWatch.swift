@@ -22,14 +22,9 @@ extension EtcdClient {
     public func watch(
         _ range: EtcdKeyRange, from startRevision: Int64, previousKeyValues: Bool = false
     ) async throws(EtcdError) -> AsyncThrowingStream<EtcdWatchBatch, any Error> {
-        let body: Data
-        do {
-            body = try EtcdWire.encode(
-                EtcdWire.watchCreate(
-                    range, startRevision: startRevision, previousKeyValues: previousKeyValues, progressNotify: true))
-        } catch {
-            throw .malformed("could not encode the watch: \(error)")
-        }
+        let body = EtcdWire.watchCreate(
+            range, startRevision: startRevision, previousKeyValues: previousKeyValues, progressNotify: true
+        ).json
         let endpoints = configuration.endpoints
         var failures: [String] = []
         let first = preferred.withLock { $0 }

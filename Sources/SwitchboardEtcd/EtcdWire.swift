@@ -9,90 +9,100 @@ import Foundation
 enum EtcdWire {
     // MARK: Requests
 
-    static func range(_ request: EtcdRangeRequest) -> [String: Any] {
-        var body: [String: Any] = ["key": base64(request.range.key)]
-        if !request.range.end.isEmpty { body["range_end"] = base64(request.range.end) }
-        if request.limit > 0 { body["limit"] = String(request.limit) }
-        if request.revision > 0 { body["revision"] = String(request.revision) }
+    static func range(_ request: EtcdRangeRequest) -> EtcdWireObject {
+        var body = EtcdWireObject()
+        body.base64("key", request.range.key)
+        if !request.range.end.isEmpty { body.base64("range_end", request.range.end) }
+        if request.limit > 0 { body.int64("limit", request.limit) }
+        if request.revision > 0 { body.int64("revision", request.revision) }
         if request.sortOrder != .none {
-            body["sort_order"] = request.sortOrder.rawValue
-            body["sort_target"] = request.sortTarget.rawValue
+            body.string("sort_order", request.sortOrder.rawValue)
+            body.string("sort_target", request.sortTarget.rawValue)
         }
-        if request.serializable { body["serializable"] = true }
-        if request.keysOnly { body["keys_only"] = true }
-        if request.minimumModRevision > 0 { body["min_mod_revision"] = String(request.minimumModRevision) }
+        if request.serializable { body.bool("serializable", true) }
+        if request.keysOnly { body.bool("keys_only", true) }
+        if request.minimumModRevision > 0 { body.int64("min_mod_revision", request.minimumModRevision) }
         return body
     }
 
-    static func put(key: [UInt8], value: [UInt8], lease: Int64) -> [String: Any] {
-        var body: [String: Any] = ["key": base64(key), "value": base64(value)]
-        if lease != 0 { body["lease"] = String(lease) }
+    static func put(key: [UInt8], value: [UInt8], lease: Int64) -> EtcdWireObject {
+        var body = EtcdWireObject()
+        body.base64("key", key)
+        body.base64("value", value)
+        if lease != 0 { body.int64("lease", lease) }
         return body
     }
 
-    static func deleteRange(_ range: EtcdKeyRange, previousKeyValues: Bool) -> [String: Any] {
-        var body: [String: Any] = ["key": base64(range.key)]
-        if !range.end.isEmpty { body["range_end"] = base64(range.end) }
-        if previousKeyValues { body["prev_kv"] = true }
+    static func deleteRange(_ range: EtcdKeyRange, previousKeyValues: Bool) -> EtcdWireObject {
+        var body = EtcdWireObject()
+        body.base64("key", range.key)
+        if !range.end.isEmpty { body.base64("range_end", range.end) }
+        if previousKeyValues { body.bool("prev_kv", true) }
         return body
     }
 
-    static func transaction(_ transaction: EtcdTransaction) -> [String: Any] {
-        [
-            "compare": transaction.compare.map(compare),
-            "success": transaction.success.map(operation),
-            "failure": transaction.failure.map(operation),
-        ]
+    static func transaction(_ transaction: EtcdTransaction) -> EtcdWireObject {
+        var body = EtcdWireObject()
+        body.array("compare", transaction.compare.map(compare))
+        body.array("success", transaction.success.map(operation))
+        body.array("failure", transaction.failure.map(operation))
+        return body
     }
 
-    private static func compare(_ compare: EtcdCompare) -> [String: Any] {
-        var body: [String: Any] = ["key": base64(compare.key), "result": compare.result.rawValue]
+    private static func compare(_ compare: EtcdCompare) -> EtcdWireObject {
+        var body = EtcdWireObject()
+        body.base64("key", compare.key)
+        body.string("result", compare.result.rawValue)
         switch compare.target {
         case .version(let version):
-            body["target"] = "VERSION"
-            body["version"] = String(version)
+            body.string("target", "VERSION")
+            body.int64("version", version)
         case .createRevision(let revision):
-            body["target"] = "CREATE"
-            body["create_revision"] = String(revision)
+            body.string("target", "CREATE")
+            body.int64("create_revision", revision)
         case .modRevision(let revision):
-            body["target"] = "MOD"
-            body["mod_revision"] = String(revision)
+            body.string("target", "MOD")
+            body.int64("mod_revision", revision)
         case .value(let value):
-            body["target"] = "VALUE"
-            body["value"] = base64(value)
+            body.string("target", "VALUE")
+            body.base64("value", value)
         case .lease(let lease):
-            body["target"] = "LEASE"
-            body["lease"] = String(lease)
+            body.string("target", "LEASE")
+            body.int64("lease", lease)
         }
         return body
     }
 
-    private static func operation(_ operation: EtcdOperation) -> [String: Any] {
+    private static func operation(_ operation: EtcdOperation) -> EtcdWireObject {
+        var body = EtcdWireObject()
         switch operation {
-        case .range(let request): ["request_range": range(request)]
-        case .put(let key, let value, let lease): ["request_put": put(key: key, value: value, lease: lease)]
+        case .range(let request): body.object("request_range", range(request))
+        case .put(let key, let value, let lease): body.object("request_put", put(key: key, value: value, lease: lease))
         case .deleteRange(let range, let previous):
-            ["request_delete_range": deleteRange(range, previousKeyValues: previous)]
+            body.object("request_delete_range", deleteRange(range, previousKeyValues: previous))
         }
+        return body
     }
 
     static func watchCreate(
         _ range: EtcdKeyRange, startRevision: Int64, previousKeyValues: Bool, progressNotify: Bool
-    ) -> [String: Any] {
-        var create: [String: Any] = ["key": base64(range.key)]
-        if !range.end.isEmpty { create["range_end"] = base64(range.end) }
-        if startRevision > 0 { create["start_revision"] = String(startRevision) }
-        if previousKeyValues { create["prev_kv"] = true }
-        if progressNotify { create["progress_notify"] = true }
-        return ["create_request": create]
+    ) -> EtcdWireObject {
+        var create = EtcdWireObject()
+        create.base64("key", range.key)
+        if !range.end.isEmpty { create.base64("range_end", range.end) }
+        if startRevision > 0 { create.int64("start_revision", startRevision) }
+        if previousKeyValues { create.bool("prev_kv", true) }
+        if progressNotify { create.bool("progress_notify", true) }
+        var body = EtcdWireObject()
+        body.object("create_request", create)
+        return body
     }
 
-    static func encode(_ body: [String: Any]) throws -> Data {
-        try JSONSerialization.data(withJSONObject: body)
-    }
-
-    static func base64(_ bytes: [UInt8]) -> String {
-        Data(bytes).base64EncodedString()
+    /// A lease call's body: its id or time to live.
+    static func lease(_ name: StaticString, _ value: Int64) -> EtcdWireObject {
+        var body = EtcdWireObject()
+        body.int64(name, value)
+        return body
     }
 
     // MARK: Answers
