@@ -132,15 +132,16 @@ public struct PlannedChange: Sendable, Hashable {
     /// The change as committed at `index`: the instance's indexes set (its `createIndex` too, for an addition) and
     /// both JSON forms encoded.
     public func committed(at index: UInt64) -> CommittedChange {
-        committed(at: index, createIndex: kind == .added ? index : instance.createIndex)
+        committed(at: index, createIndex: kind == .added ? index : instance.createIndex, encoded: nil)
     }
 
-    private func committed(at index: UInt64, createIndex: UInt64) -> CommittedChange {
+    private func committed(at index: UInt64, createIndex: UInt64, encoded: [UInt8]?) -> CommittedChange {
         var instance = instance
         instance.createIndex = createIndex
         if kind != .observed { instance.modifyIndex = index }
-        return CommittedChange(
-            event: ChangeEvent(index: index, kind: kind, at: at, instance: instance, observation: observation))
+        let event = ChangeEvent(index: index, kind: kind, at: at, instance: instance, observation: observation)
+        guard let encoded else { return CommittedChange(event: event) }
+        return CommittedChange.reusing(encoded, for: event)
     }
 
     private static func event(_ event: ChangeEvent, modifyIndex: UInt64) -> ChangeEvent {
@@ -155,20 +156,26 @@ public struct PlannedChange: Sendable, Hashable {
     ///
     /// A change planned against an earlier change of the same commit (a registration then a maintenance flag, say)
     /// keeps the `createIndex` the commit gave the earlier one.
-    public static func committing(_ changes: [PlannedChange], at indexes: some Sequence<UInt64>) -> [CommittedChange] {
+    ///
+    /// `encodedInstances`, when given, holds each change's instance as encoded before (in JSON, with any indexes):
+    /// its indexes are replaced instead of the instance encoded again.
+    public static func committing(
+        _ changes: [PlannedChange], encodedInstances: [[UInt8]]? = nil, at indexes: some Sequence<UInt64>
+    ) -> [CommittedChange] {
+        precondition(encodedInstances.map { $0.count == changes.count } ?? true, "one encoded instance per change")
         var created: [InstanceKey: UInt64] = [:]
         var modified: [InstanceKey: UInt64] = [:]
         var committed: [CommittedChange] = []
         committed.reserveCapacity(changes.count)
-        for (change, index) in zip(changes, indexes) {
+        for (position, (change, index)) in zip(changes, indexes).enumerated() {
             let key = change.key
             let createIndex = change.kind == .added ? index : created[key] ?? change.instance.createIndex
             if change.kind == .added { created[key] = index }
             if change.kind == .removed { created[key] = nil }
-            var done = change.committed(at: index, createIndex: createIndex)
+            var done = change.committed(at: index, createIndex: createIndex, encoded: encodedInstances?[position])
             if change.kind == .observed, let last = modified[key] {
                 // An observation leaves the instance as the earlier change of the commit made it.
-                done = CommittedChange(event: Self.event(done.event, modifyIndex: last))
+                done = CommittedChange.reusing(done.instanceJSON, for: Self.event(done.event, modifyIndex: last))
             } else if change.kind != .observed {
                 modified[key] = index
             }

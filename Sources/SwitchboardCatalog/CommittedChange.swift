@@ -18,9 +18,14 @@ public struct CommittedChange: Sendable {
 
     /// Encodes `event` and its instance.
     public init(event: ChangeEvent) {
+        self.init(event: event, instanceJSON: Self.encode(event.instance))
+    }
+
+    /// `event` with its instance already in JSON (as ``encode(_:)`` writes it).
+    init(event: ChangeEvent, instanceJSON: [UInt8]) {
         self.event = event
         self.previous = nil
-        self.instanceJSON = Self.encode(event.instance)
+        self.instanceJSON = instanceJSON
         // The keys in the order a sorted-keys encoder writes them, so both forms are byte-identical. Service
         // names and instance ids never need escaping (their validation allows no quote, backslash or control).
         var json = JSONText()
@@ -35,6 +40,17 @@ public struct CommittedChange: Sendable {
         }
         json.append(#""service":"\#(event.service.rawValue)"}"#)
         self.eventJSON = json.bytes
+    }
+
+    /// `event`, whose instance was encoded before with other indexes (as `instanceJSON`): that JSON with the two
+    /// numbers replaced, rather than encoded again.
+    static func reusing(_ instanceJSON: [UInt8], for event: ChangeEvent) -> CommittedChange {
+        guard
+            let json = JSONFields.settingNumbers(
+                ["createIndex": event.instance.createIndex, "modifyIndex": event.instance.modifyIndex],
+                in: instanceJSON)
+        else { return CommittedChange(event: event) }
+        return CommittedChange(event: event, instanceJSON: json)
     }
 
     /// The API's JSON form of `instance`.

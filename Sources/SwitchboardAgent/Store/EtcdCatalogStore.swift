@@ -149,7 +149,7 @@ public final class EtcdCatalogStore: CatalogStore {
         guard !changes.isEmpty else { return [] }
         let logKey = keys.logEntry(
             writer: configuration.writerID, sequence: sequence.add(1, ordering: .relaxed).newValue)
-        let transaction = try transaction(for: changes, logKey: logKey)
+        let (transaction, encoded) = try transaction(for: changes, logKey: logKey)
         let response: EtcdTransactionResponse
         do {
             response = try await client.transaction(
@@ -159,7 +159,8 @@ public final class EtcdCatalogStore: CatalogStore {
         }
         if response.succeeded {
             let committed = PlannedChange.committing(
-                changes, at: repeatElement(UInt64(response.header.revision), count: changes.count))
+                changes, encodedInstances: encoded.map(\.instanceJSON),
+                at: repeatElement(UInt64(response.header.revision), count: changes.count))
             ownCommits.withLock { commits in
                 // Bounded: an entry the watch never took (it restarted past it) must not stay for ever.
                 if commits.count >= 4096 { commits.removeAll(keepingCapacity: true) }
@@ -170,7 +171,9 @@ public final class EtcdCatalogStore: CatalogStore {
         // Refused: either this very commit was already made (an earlier try whose answer was lost), or an instance
         // changed under the plan.
         if case .range(let own)? = response.responses.first, let done = own.keyValues.first {
-            return PlannedChange.committing(changes, at: repeatElement(UInt64(done.modRevision), count: changes.count))
+            return PlannedChange.committing(
+                changes, encodedInstances: encoded.map(\.instanceJSON),
+                at: repeatElement(UInt64(done.modRevision), count: changes.count))
         }
         var latest = response.header.revision
         if response.responses.count > 1, case .range(let newest) = response.responses[1],
@@ -181,8 +184,10 @@ public final class EtcdCatalogStore: CatalogStore {
         throw CatalogStoreError.conflict(at: UInt64(latest))
     }
 
-    /// The transaction that commits `changes` under `logKey`.
-    private func transaction(for changes: [PlannedChange], logKey: [UInt8]) throws -> EtcdTransaction {
+    /// The transaction that commits `changes` under `logKey`, and the changes as it encoded them.
+    private func transaction(
+        for changes: [PlannedChange], logKey: [UInt8]
+    ) throws -> (EtcdTransaction, [CommittedChange]) {
         var compares: [EtcdCompare] = []
         var compared: Set<InstanceKey> = []
         // The last state each instance reaches in the commit (nil: removed); observations leave it as it is.
@@ -241,7 +246,7 @@ public final class EtcdCatalogStore: CatalogStore {
                 EtcdRangeRequest(
                     .prefix(keys.catalog), limit: 1, sortOrder: .descending, sortTarget: .modification, keysOnly: true)),
         ]
-        return EtcdTransaction(compare: compares, success: success, failure: failure)
+        return (EtcdTransaction(compare: compares, success: success, failure: failure), encoded)
     }
 
     // MARK: Events
@@ -301,7 +306,22 @@ public final class EtcdCatalogStore: CatalogStore {
             PlannedChange(
                 kind: $0.kind, at: $0.at, instance: $0.instance, observation: $0.observation, expectedModifyIndex: nil)
         }
-        return PlannedChange.committing(planned, at: repeatElement(UInt64(entry.modRevision), count: planned.count))
+        return PlannedChange.committing(
+            planned, encodedInstances: instanceJSON(inLogEntry: entry.value, count: events.count),
+            at: repeatElement(UInt64(entry.modRevision), count: planned.count))
+    }
+
+    /// Each event's instance as the writer encoded it into the log entry, so the commit is not encoded again; nil
+    /// when the entry is not laid out as expected (then the instances are encoded afresh).
+    static func instanceJSON(inLogEntry entry: [UInt8], count: Int) -> [[UInt8]]? {
+        guard let elements = JSONFields.elements(ofArray: entry), elements.count == count else { return nil }
+        var instances: [[UInt8]] = []
+        instances.reserveCapacity(count)
+        for element in elements {
+            guard let instance = JSONFields.value(of: "instance", inObject: entry, in: element) else { return nil }
+            instances.append(Array(entry[instance]))
+        }
+        return instances
     }
 
     /// What an etcd failure means to the catalog.
