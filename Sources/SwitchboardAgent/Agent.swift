@@ -64,6 +64,9 @@ public struct AgentConfiguration: Sendable {
     public var watch: WatchConfiguration
     /// The DNS interface; nil turns it off.
     public var dns: DNSConfiguration?
+    /// Clients' observations of one instance are logged at most once per this interval (429 with `Retry-After`
+    /// in between), so a crowd reporting one failure cannot push real changes out of the event ring.
+    public var observationInterval: Duration
 
     public init(
         httpHost: String = "127.0.0.1",
@@ -73,7 +76,8 @@ public struct AgentConfiguration: Sendable {
         catalog: Catalog.Configuration = .init(),
         health: HealthConfiguration = .init(),
         watch: WatchConfiguration = .init(),
-        dns: DNSConfiguration? = DNSConfiguration()
+        dns: DNSConfiguration? = DNSConfiguration(),
+        observationInterval: Duration = .seconds(1)
     ) {
         self.httpHost = httpHost
         self.httpPort = httpPort
@@ -83,6 +87,7 @@ public struct AgentConfiguration: Sendable {
         self.health = health
         self.watch = watch
         self.dns = dns
+        self.observationInterval = observationInterval
     }
 }
 
@@ -215,7 +220,7 @@ public struct Agent: Service {
         let watches = WatchHub(catalog: catalog, configuration: configuration.watch)
         let api = AgentHTTPAPI(
             catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription,
-            cluster: cluster)
+            cluster: cluster, observationInterval: configuration.observationInterval)
         let storeServices: [any Service] = cluster.map { [StoreMaintenance(store: $0.store)] } ?? []
         var services: [any Service] = storeServices + [CatalogService(catalog: catalog), health, watches]
         if let dns = configuration.dns {

@@ -31,7 +31,7 @@ public struct AgentHTTPAPI: Sendable {
     let health: HealthChecker
     let watches: WatchHub
     let lookups = LookupCache()
-    let observationLimiter = ObservationLimiter()
+    let observationLimiter: ObservationLimiter
     let metrics: AgentMetrics
     let startedAt: Date
     let storeDescription: String
@@ -39,11 +39,13 @@ public struct AgentHTTPAPI: Sendable {
     let cluster: ClusterMode?
 
     /// An API over `catalog`, its `health` checker and its `watches`; `storeDescription` (such as `sqlite:/path`) is
-    /// reported by `GET /v1/agent`, and so is the `cluster`'s state in cluster mode.
+    /// reported by `GET /v1/agent`, and so is the `cluster`'s state in cluster mode. One instance's observations are
+    /// logged at most once per `observationInterval`.
     public init(
         catalog: Catalog, health: HealthChecker, watches: WatchHub, metrics: AgentMetrics, storeDescription: String,
-        cluster: ClusterMode? = nil, startedAt: Date = Date()
+        cluster: ClusterMode? = nil, observationInterval: Duration = .seconds(1), startedAt: Date = Date()
     ) {
+        self.observationLimiter = ObservationLimiter(interval: observationInterval)
         self.cluster = cluster
         self.catalog = catalog
         self.health = health
