@@ -137,6 +137,17 @@ public struct AgentHTTPAPI: Sendable {
                 }
             }
         }
+        // Consul's API: its own errors and headers.
+        for group in Self.consulGroups {
+            let routes = router.group(RouterPath(group.prefix)).add(
+                middleware: ConsulResponseMiddleware(viewAge: viewAge))
+            for route in group.routes {
+                let handler = route.handler(self)
+                routes.on(RouterPath(route.path), method: route.method) { request, context in
+                    try await handler(request, context)
+                }
+            }
+        }
         return router
     }
 

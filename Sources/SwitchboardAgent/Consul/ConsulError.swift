@@ -1,0 +1,100 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SwitchboardCore
+
+/// An error of the Consul layer, told the way Consul tells it: a status and a plain-text message that Consul's
+/// clients show (and some match: "Missing service name", "Unknown service ID").
+struct ConsulError: Error, Equatable {
+    var status: HTTPResponse.Status
+    var message: String
+
+    static func badRequest(_ message: String) -> ConsulError {
+        ConsulError(status: .badRequest, message: message)
+    }
+
+    static func unknownService(_ id: String) -> ConsulError {
+        ConsulError(
+            status: .notFound,
+            message: "Unknown service ID \"\(id)\". Ensure that the service ID is passed, not the service name.")
+    }
+
+    static func unknownCheck(_ id: String) -> ConsulError {
+        ConsulError(
+            status: .notFound,
+            message: "Unknown check ID \"\(id)\". Ensure that the check ID is passed, not the check name.")
+    }
+
+    /// What Consul answers when a check that is not a TTL check is updated by hand.
+    static func noTTL(_ id: String) -> ConsulError {
+        ConsulError(status: .internalServerError, message: "CheckID \"\(id)\" does not have associated TTL")
+    }
+}
+
+/// Consul's errors: the message as plain text, with the error's status.
+struct ConsulErrorRendering: AgentErrorRendering {
+    func response(status: HTTPResponse.Status, body: APIErrorBody, request: Request) -> Response {
+        ConsulResponses.text(body.message, status: status)
+    }
+}
+
+/// Runs the Consul layer's routes: their errors rendered as Consul renders them (before the native middleware
+/// sees them), and Consul's headers on every answer.
+struct ConsulResponseMiddleware: RouterMiddleware {
+    typealias Context = AgentRequestContext
+
+    /// Cluster mode: how old the agent's view is (Consul's `X-Consul-LastContact`); nil for a single agent.
+    let viewAge: (@Sendable () -> Duration?)?
+
+    func handle(
+        _ request: Request, context: AgentRequestContext,
+        next: (Request, AgentRequestContext) async throws -> Response
+    ) async throws -> Response {
+        var context = context
+        context.errorRendering = ConsulErrorRendering()
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as ConsulError {
+            response = ConsulResponses.text(error.message, status: error.status)
+        } catch {
+            response = try APIError(converting: error).response(from: request, context: context)
+        }
+        response.headers[ConsulResponses.knownLeaderHeader] = "true"
+        var lastContact = 0
+        if let viewAge, let age = viewAge() {
+            lastContact = Int(age.components.seconds * 1000 + age.components.attoseconds / 1_000_000_000_000_000)
+        }
+        response.headers[ConsulResponses.lastContactHeader] = String(lastContact)
+        return response
+    }
+}
+
+/// How the Consul layer writes its answers.
+enum ConsulResponses {
+    static let indexHeader = HTTPField.Name("X-Consul-Index")!
+    static let knownLeaderHeader = HTTPField.Name("X-Consul-KnownLeader")!
+    static let lastContactHeader = HTTPField.Name("X-Consul-LastContact")!
+
+    static func text(_ message: String, status: HTTPResponse.Status) -> Response {
+        Response(
+            status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: message)))
+    }
+
+    /// `value` as JSON with Consul's index header (at least 1: Consul's clients treat 0 as "no index").
+    static func json(_ value: some Encodable, index: UInt64?) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let index { headers[indexHeader] = String(max(1, index)) }
+        return Response(
+            status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
+    }
+
+    /// Consul's answer to a write: 200 with an empty body.
+    static func done() -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody())
+    }
+}
