@@ -64,6 +64,9 @@ public struct AgentConfiguration: Sendable {
     public var watch: WatchConfiguration
     /// The DNS interface; nil turns it off.
     public var dns: DNSConfiguration?
+    /// A listener of its own for Consul's API (its clients look at 127.0.0.1:8500 unless told otherwise); nil:
+    /// Consul's API is served on the HTTP address only. It serves the same routes as the HTTP address.
+    public var consulListener: ListenAddress?
     /// Clients' observations of one instance are logged at most once per this interval (429 with `Retry-After`
     /// in between), so a crowd reporting one failure cannot push real changes out of the event ring.
     public var observationInterval: Duration
@@ -77,8 +80,10 @@ public struct AgentConfiguration: Sendable {
         health: HealthConfiguration = .init(),
         watch: WatchConfiguration = .init(),
         dns: DNSConfiguration? = DNSConfiguration(),
-        observationInterval: Duration = .seconds(1)
+        observationInterval: Duration = .seconds(1),
+        consulListener: ListenAddress? = nil
     ) {
+        self.consulListener = consulListener
         self.httpHost = httpHost
         self.httpPort = httpPort
         self.storage = storage
@@ -88,6 +93,17 @@ public struct AgentConfiguration: Sendable {
         self.watch = watch
         self.dns = dns
         self.observationInterval = observationInterval
+    }
+}
+
+/// A host and port to listen on; port 0 picks a free one.
+public struct ListenAddress: Sendable, Hashable {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
     }
 }
 
@@ -228,6 +244,19 @@ public struct Agent: Service {
                 DNSServer(
                     responder: DNSResponder(catalog: catalog, configuration: dns), logger: logger,
                     onListening: onDNSListening))
+        }
+        if let consul = configuration.consulListener {
+            services.append(
+                Application(
+                    router: api.makeRouter(),
+                    configuration: ApplicationConfiguration(
+                        address: .hostname(consul.host, port: consul.port),
+                        serverName: "switchboard/\(SwitchboardVersion.current)"),
+                    onServerRunning: { channel in
+                        let address = channel.localAddress.map(hostAndPort) ?? "unknown"
+                        logger.info("Consul API listening", metadata: ["address": "\(address)"])
+                    },
+                    logger: logger))
         }
         // Last, so it is the first to stop: the member key goes at once and the checks move to the others.
         if let membership = cluster?.membership { services.append(membership) }

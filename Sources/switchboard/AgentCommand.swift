@@ -67,12 +67,16 @@ enum AgentSettings {
         "dns-answer-limit", default: "\(dnsDefaults.answerLimit ?? 0)", valueName: "count",
         "The most address or SRV records in one DNS answer, picked at random each time; 0: as many as fit.")
     static let dnsDisable = Setting("dns-disable", default: "false", "Do not serve DNS.")
+    static let consulAddress = Setting(
+        "consul-addr", valueName: "host:port",
+        "Also serve the HTTP API (with Consul's API) on this address, such as 127.0.0.1:8500 where Consul's clients look by default; none: only on --http-addr."
+    )
 
     static let all: [Setting] = [
         httpAddress, store, etcdEndpoints, etcdPrefix, agentID, advertiseAddress, dataDirectory, dev, sqliteSync,
         selfPreservationShare,
         selfPreservationMinimumInstances,
-        maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable,
+        maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable, consulAddress,
         CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
     ]
 
@@ -96,6 +100,7 @@ enum AgentSettings {
         let positiveDuration = "a duration such as 30s or 10m"
         let maximumWait = try settings.required(maximumQueryTime, rule: positiveDuration, Self.positiveDuration)
         let defaultWait = try settings.required(defaultQueryTime, rule: positiveDuration, Self.positiveDuration)
+        let consul = try settings.value(consulAddress, rule: "host:port with a port of 0..65535", HostAndPort.init)
         return AgentConfiguration(
             httpHost: address.host,
             httpPort: address.port,
@@ -104,7 +109,8 @@ enum AgentSettings {
             health: HealthConfiguration(
                 selfPreservation: .init(enabled: share > 0, share: share, minimumInstances: minimum)),
             watch: WatchConfiguration(defaultWait: min(defaultWait, maximumWait), maximumWait: maximumWait),
-            dns: try dns(from: settings)
+            dns: try dns(from: settings),
+            consulListener: consul.map { ListenAddress(host: $0.host, port: $0.port) }
         )
     }
 
@@ -264,6 +270,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(name: AgentSettings.dnsDisable.argumentName, help: AgentSettings.dnsDisable.help)
     var dnsDisable = false
 
+    @Option(name: AgentSettings.consulAddress.argumentName, help: AgentSettings.consulAddress.help)
+    var consulAddress: String?
+
     /// The settings given on the command line.
     var commandLine: [Setting: String] {
         var given = logging.commandLine
@@ -278,7 +287,7 @@ struct AgentCommand: AsyncParsableCommand {
             (AgentSettings.maximumQueryTime, maximumQueryTime), (AgentSettings.defaultQueryTime, defaultQueryTime),
             (AgentSettings.dnsAddress, dnsAddress), (AgentSettings.dnsDomain, dnsDomain),
             (AgentSettings.dnsTTL, dnsTTL), (AgentSettings.dnsAnswerLimit, dnsAnswerLimit),
-            (AgentSettings.dnsDisable, dnsDisable ? "true" : nil),
+            (AgentSettings.dnsDisable, dnsDisable ? "true" : nil), (AgentSettings.consulAddress, consulAddress),
         ]
         for case (let setting, let value?) in options { given[setting] = value }
         return given

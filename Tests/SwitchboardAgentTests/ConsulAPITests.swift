@@ -76,3 +76,20 @@ struct ConsulAPITests {
         }
     }
 }
+
+extension ConsulAPITests {
+    @Test func consulAddrServesConsulsAPIOnAListenerOfItsOwn() async throws {
+        let agent = try await AgentProcess(
+            dataDirectory: nil, dnsAddress: nil, extraArguments: ["--consul-addr", "127.0.0.1:0"])
+        let consul = "http://" + (try await agent.waitForLogged("Consul API listening"))
+        #expect(consul != agent.baseURL)
+        let registered = try await http(
+            .PUT, "\(consul)/v1/agent/service/register", json: #"{"Name": "cart", "ID": "c1", "Port": 9000}"#)
+        #expect(registered.status == 200, "\(registered.text)")
+        let lookup = try await http(.GET, "\(agent.baseURL)/v1/services/cart?status=any").decode(ServiceLookup.self)
+        #expect(lookup.instances.map(\.id.rawValue) == ["c1"], "one catalog behind both listeners")
+        let self_ = try await http(.GET, "\(consul)/v1/agent/self")
+        #expect(self_.status == 200 && self_.text.contains(#""Datacenter":"dc1""#), "\(self_.text)")
+        #expect(await agent.stop(with: SIGTERM) == 0, "both listeners stop cleanly: \(agent.log)")
+    }
+}

@@ -122,8 +122,9 @@ public final class AgentProcess: @unchecked Sendable {
 
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    /// The `address` of the first log entry whose message is `message`.
-    private func waitForLogged(_ message: String) async throws -> String {
+    /// The `address` of the first log entry whose message is `message` (such as "Consul API listening"), waiting
+    /// up to 60 s for it.
+    public func waitForLogged(_ message: String) async throws -> String {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             for line in log.split(separator: "\n") {
