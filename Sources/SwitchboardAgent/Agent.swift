@@ -236,13 +236,22 @@ public struct Agent: Service {
         let watches = WatchHub(catalog: catalog, configuration: configuration.watch)
         let api = AgentHTTPAPI(
             catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription,
-            cluster: cluster, observationInterval: configuration.observationInterval)
+            cluster: cluster, observationInterval: configuration.observationInterval,
+            localAddress: ["0.0.0.0", "::", "[::]", "localhost"].contains(configuration.httpHost)
+                ? "127.0.0.1" : configuration.httpHost)
         let storeServices: [any Service] = cluster.map { [StoreMaintenance(store: $0.store)] } ?? []
         var services: [any Service] = storeServices + [CatalogService(catalog: catalog), health, watches]
         if let dns = configuration.dns {
             services.append(
                 DNSServer(
-                    responder: DNSResponder(catalog: catalog, configuration: dns), logger: logger,
+                    responder: DNSResponder(
+                        catalog: catalog, configuration: dns,
+                        nodes: {
+                            api.consulNodes().compactMap { node in
+                                (try? HostAddress(node.address)).map { DNSNode(name: node.name, address: $0) }
+                            }
+                        }),
+                    logger: logger,
                     onListening: onDNSListening))
         }
         if let consul = configuration.consulListener {

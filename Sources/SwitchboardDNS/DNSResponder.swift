@@ -10,6 +10,7 @@ import SwitchboardCore
 /// - `_<service>._tcp.service` and `_<service>._<tag>.service` (RFC 2782), and the two forms above: SRV records,
 ///   priority 1, the instance's weight, its port, and a target whose address goes in the additional section;
 /// - `<id>.<service>.instance`: one healthy instance (a CNAME when it was registered with a hostname);
+/// - `<node>.node`: the address of an agent (a Consul node: Consul's clients and tools ask for these names);
 /// - `<hex address>.addr`: the address spelled in hex (8 digits for IPv4, 32 for IPv6), the target of SRV records
 ///   whose instance id cannot be a DNS name.
 ///
@@ -19,15 +20,21 @@ import SwitchboardCore
 public struct DNSResponder: Sendable {
     public let catalog: Catalog
     public let configuration: DNSConfiguration
+    /// The agents as nodes: each one's name and IP address, asked for each `.node` query (they come and go).
+    public let nodes: @Sendable () -> [DNSNode]
     private let fastPath: DNSFastPath
     private let serviceLabel = Array("service".utf8)
     private let instanceLabel = Array("instance".utf8)
     private let addressLabel = Array("addr".utf8)
     private let tcpLabel = Array("_tcp".utf8)
+    private let nodeLabel = Array("node".utf8)
 
-    public init(catalog: Catalog, configuration: DNSConfiguration) {
+    public init(
+        catalog: Catalog, configuration: DNSConfiguration, nodes: @escaping @Sendable () -> [DNSNode] = { [] }
+    ) {
         self.catalog = catalog
         self.configuration = configuration
+        self.nodes = nodes
         fastPath = DNSFastPath(catalog: catalog, configuration: configuration)
     }
 
@@ -196,6 +203,16 @@ public struct DNSResponder: Sendable {
             let id = labels[start..<labels.endIndex - 2].map { String(decoding: $0, as: UTF8.self) }.joined(
                 separator: ".")
             return instance(id: id, service: labels[labels.endIndex - 2], question: question)
+        case (nodeLabel, 2):
+            let name = String(decoding: labels[start], as: UTF8.self)
+            guard let node = nodes().first(where: { $0.name.lowercased() == name }) else { return .noSuchName }
+            guard let address = Self.addressBytes(node.address) else { return .noData }
+            let record = DNSRecord(
+                name: question.name, ttl: configuration.ttl, data: address.count == 4 ? .a(address) : .aaaa(address))
+            switch question.type {
+            case record.type, .any: return .records([record], additionals: [])
+            default: return .noData
+            }
         case (addressLabel, 2):
             guard let address = Self.address(fromHex: labels[start]) else { return .noSuchName }
             let record = DNSRecord(
@@ -366,5 +383,16 @@ public struct DNSResponder: Sendable {
         case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
         default: nil
         }
+    }
+}
+
+/// An agent as DNS answers for it under `<name>.node.<domain>`.
+public struct DNSNode: Sendable, Hashable {
+    public var name: String
+    public var address: HostAddress
+
+    public init(name: String, address: HostAddress) {
+        self.name = name
+        self.address = address
     }
 }

@@ -93,3 +93,23 @@ extension ConsulAPITests {
         #expect(await agent.stop(with: SIGTERM) == 0, "both listeners stop cleanly: \(agent.log)")
     }
 }
+
+extension ConsulAPITests {
+    @Test func consulsDNSNamesAnswerUnderTheConsulDomainNodesIncluded() async throws {
+        let agent = try await AgentProcess(
+            dataDirectory: nil, httpAddress: "127.0.0.1:0", extraArguments: ["--dns-domain", "consul."])
+        let dnsPort = try #require(agent.dnsPort)
+        let registered = try await http(
+            .PUT, "\(agent.baseURL)/v1/agent/service/register",
+            json: #"{"Name": "web", "ID": "w1", "Address": "10.0.0.9", "Port": 80, "Tags": ["primary"]}"#)
+        #expect(registered.status == 200)
+        #expect(try await digAddresses(dnsPort, "web.service.consul") == ["10.0.0.9"])
+        #expect(try await digAddresses(dnsPort, "primary.web.service.consul") == ["10.0.0.9"])
+        let agentSelf = try #require(
+            try JSONSerialization.jsonObject(with: try await http(.GET, "\(agent.baseURL)/v1/agent/self").body)
+                as? [String: [String: Any]])
+        let node = try #require(agentSelf["Config"]?["NodeName"] as? String)
+        #expect(try await digAddresses(dnsPort, "\(node).node.consul") == ["127.0.0.1"], "the agent's own node")
+        #expect(try await digAddresses(dnsPort, "no-such-node.node.consul") == [])
+    }
+}

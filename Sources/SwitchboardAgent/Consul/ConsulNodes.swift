@@ -17,8 +17,21 @@ extension AgentHTTPAPI {
             let own = cluster.membership.members.first { $0.id == cluster.membership.agentID }
             return Self.consulNode(name: cluster.membership.agentID, address: own.map { Self.host(of: $0.address) })
         }
-        return Self.consulNode(name: ProcessInfo.processInfo.hostName, address: nil)
+        return Self.consulNode(name: Self.localNodeName, address: localAddress)
     }
+
+    /// Every agent as a node: the live members in cluster mode, else this agent.
+    func consulNodes() -> [ConsulViews.Node] {
+        guard let cluster else { return [consulLocalNode] }
+        return cluster.membership.members.map { Self.consulNode(name: $0.id, address: Self.host(of: $0.address)) }
+    }
+
+    /// A single agent's node name: the machine's name, as a DNS label (what `<name>.node.<domain>` asks for).
+    static let localNodeName: String = {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? ""
+        let label = String(host.lowercased().map { $0.isASCII && ($0.isLetter || $0.isNumber) ? $0 : "-" }.prefix(63))
+        return label.isEmpty ? "switchboard" : label
+    }()
 
     /// The node an instance is on: the agent that runs its checks.
     func consulNode(of instance: Instance) -> ConsulViews.Node {

@@ -37,14 +37,18 @@ public struct AgentHTTPAPI: Sendable {
     let storeDescription: String
     /// Cluster mode's store and membership, which the API reports; nil for a single agent.
     let cluster: ClusterMode?
+    /// The address this agent is reached at, for a single agent's node (Consul's API, DNS `.node` names).
+    let localAddress: String
 
     /// An API over `catalog`, its `health` checker and its `watches`; `storeDescription` (such as `sqlite:/path`) is
     /// reported by `GET /v1/agent`, and so is the `cluster`'s state in cluster mode. One instance's observations are
     /// logged at most once per `observationInterval`.
     public init(
         catalog: Catalog, health: HealthChecker, watches: WatchHub, metrics: AgentMetrics, storeDescription: String,
-        cluster: ClusterMode? = nil, observationInterval: Duration = .seconds(1), startedAt: Date = Date()
+        cluster: ClusterMode? = nil, observationInterval: Duration = .seconds(1), localAddress: String = "127.0.0.1",
+        startedAt: Date = Date()
     ) {
+        self.localAddress = localAddress
         self.observationLimiter = ObservationLimiter(interval: observationInterval)
         self.cluster = cluster
         self.catalog = catalog
