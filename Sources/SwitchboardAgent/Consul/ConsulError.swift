@@ -53,6 +53,7 @@ struct ConsulResponseMiddleware: RouterMiddleware {
     ) async throws -> Response {
         var context = context
         context.errorRendering = ConsulErrorRendering()
+        if let token = Self.presentedToken(request) { context.caller.presentedToken = token }
         var response: Response
         do {
             response = try await next(request, context)
@@ -68,6 +69,21 @@ struct ConsulResponseMiddleware: RouterMiddleware {
         }
         response.headers[ConsulResponses.lastContactHeader] = String(lastContact)
         return response
+    }
+}
+
+extension ConsulResponseMiddleware {
+    static let tokenHeader = HTTPField.Name("X-Consul-Token")!
+
+    /// The token a Consul client sent, where Consul looks for it: `X-Consul-Token`, then `Authorization: Bearer`,
+    /// then `?token=`.
+    static func presentedToken(_ request: Request) -> String? {
+        if let token = request.headers[tokenHeader], !token.isEmpty { return token }
+        if let authorization = request.headers[.authorization], authorization.lowercased().hasPrefix("bearer ") {
+            let token = authorization.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
+            if !token.isEmpty { return token }
+        }
+        return AgentHTTPAPI.consulQuery(request, "token").first.flatMap { $0.isEmpty ? nil : $0 }
     }
 }
 

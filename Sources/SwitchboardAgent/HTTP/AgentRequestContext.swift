@@ -40,9 +40,13 @@ public struct AgentRequestContext: RequestContext {
 public struct CallerIdentity: Sendable, Hashable, CustomStringConvertible {
     /// The token's public accessor id, when the caller presented a known token.
     public var accessorID: String?
+    /// The secret token the caller presented (Consul's `X-Consul-Token`, `?token=` or `Authorization: Bearer`), not
+    /// yet checked: ACLs resolve it to an accessor. Never logged nor shown (``description`` leaves it out).
+    public var presentedToken: String?
 
-    public init(accessorID: String? = nil) {
+    public init(accessorID: String? = nil, presentedToken: String? = nil) {
         self.accessorID = accessorID
+        self.presentedToken = presentedToken
     }
 
     /// A caller who presented no token.
