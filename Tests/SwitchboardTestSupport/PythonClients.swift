@@ -4,10 +4,10 @@ import Foundation
 /// tests speak to the agent exactly as users' programs do.
 ///
 /// Made on first use in the build folder (`.build/test-python`, `python3 -m venv`, then pip from PyPI) and reused
-/// after; `SWITCHBOARD_TEST_PYTHON` names another interpreter that already has the packages.
+/// after; `SWITCHBOARD_TEST_PYTHON` names another interpreter that already has the packages (`.ci/run` makes one).
+/// The packages, pinned, are listed once in `Tests/Fixtures/python-clients.txt`.
 public enum PythonClients {
-    /// What the tests install, pinned to the versions the issue names.
-    public static let packages = ["py-consul==1.8.0"]
+    static var requirements: String { fixture("python-clients.txt") }
 
     private static let setup = Setup()
 
@@ -41,8 +41,10 @@ public enum PythonClients {
         private static func make() async throws -> String {
             let directory = PythonClients.packageDirectory.appendingPathComponent(".build/test-python").path
             let python = directory + "/bin/python"
-            let marker = directory + "/installed-" + PythonClients.packages.joined(separator: "+")
-            if FileManager.default.fileExists(atPath: marker) { return python }
+            // The requirements as last installed: a changed list installs again.
+            let marker = directory + "/installed-requirements.txt"
+            let wanted = try Data(contentsOf: URL(fileURLWithPath: PythonClients.requirements))
+            if FileManager.default.contents(atPath: marker) == wanted { return python }
             if !FileManager.default.fileExists(atPath: python) {
                 let made = try await runProgram("/usr/bin/env", ["python3", "-m", "venv", directory])
                 guard made.status == 0 else {
@@ -51,12 +53,13 @@ public enum PythonClients {
                 }
             }
             let installed = try await runProgram(
-                python, ["-m", "pip", "install", "-q", "--disable-pip-version-check"] + PythonClients.packages,
+                python,
+                ["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", PythonClients.requirements],
                 timeout: .seconds(300))
             guard installed.status == 0 else {
-                throw TestFailure("pip could not install \(PythonClients.packages): \(installed.stderr)")
+                throw TestFailure("pip could not install \(PythonClients.requirements): \(installed.stderr)")
             }
-            _ = FileManager.default.createFile(atPath: marker, contents: Data())
+            _ = FileManager.default.createFile(atPath: marker, contents: wanted)
             return python
         }
     }
