@@ -39,6 +39,7 @@ let package = Package(
         // Settings of the commands from flags, SWITCHBOARD_* variables and a YAML file (Hummingbird depends on it too).
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: ["YAML"]),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/CoreOffice/XMLCoder.git", from: "0.18.2"),
     ],
     targets: [
         // The model, its validation, the API's wire types and paths: what every part (and every user of the client
@@ -90,6 +91,7 @@ let package = Package(
                 "SwitchboardEtcd",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "XMLCoder", package: "XMLCoder"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -32,6 +32,8 @@ public struct AgentHTTPAPI: Sendable {
     let watches: WatchHub
     let lookups = LookupCache()
     let observationLimiter: ObservationLimiter
+    /// Eureka's "recently changed" queue, for its delta.
+    let eurekaChanges: EurekaRecentChanges
     let metrics: AgentMetrics
     let startedAt: Date
     let storeDescription: String
@@ -50,6 +52,7 @@ public struct AgentHTTPAPI: Sendable {
     ) {
         self.localAddress = localAddress
         self.observationLimiter = ObservationLimiter(interval: observationInterval)
+        self.eurekaChanges = EurekaRecentChanges(catalog: catalog)
         self.cluster = cluster
         self.catalog = catalog
         self.health = health
@@ -134,6 +137,16 @@ public struct AgentHTTPAPI: Sendable {
                 allowedMethods: Self.allowedMethods(forPath:)))
         for group in Self.groups {
             let routes = router.group(RouterPath(group.prefix))
+            for route in group.routes {
+                let handler = route.handler(self)
+                routes.on(RouterPath(route.path), method: route.method) { request, context in
+                    try await handler(request, context)
+                }
+            }
+        }
+        // Eureka's API: its own errors and content types.
+        for group in Self.eurekaGroups {
+            let routes = router.group(RouterPath(group.prefix)).add(middleware: EurekaResponseMiddleware())
             for route in group.routes {
                 let handler = route.handler(self)
                 routes.on(RouterPath(route.path), method: route.method) { request, context in

@@ -1,0 +1,302 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Prometheus
+import SwitchboardCatalog
+import SwitchboardCore
+import XMLCoder
+
+/// An error of the Eureka layer: a status and a short plain-text reason (Eureka's clients act on the status alone:
+/// a 404 to a renewal makes them register again).
+struct EurekaError: Error, Equatable {
+    var status: HTTPResponse.Status
+    var message: String
+
+    static func badRequest(_ message: String) -> EurekaError { EurekaError(status: .badRequest, message: message) }
+    static func notFound(_ message: String) -> EurekaError { EurekaError(status: .notFound, message: message) }
+}
+
+/// Runs the Eureka layer's routes with its error form: plain text, with the error's status.
+struct EurekaResponseMiddleware: RouterMiddleware {
+    typealias Context = AgentRequestContext
+
+    func handle(
+        _ request: Request, context: AgentRequestContext,
+        next: (Request, AgentRequestContext) async throws -> Response
+    ) async throws -> Response {
+        var context = context
+        context.errorRendering = ConsulErrorRendering()
+        do {
+            return try await next(request, context)
+        } catch let error as EurekaError {
+            return ConsulResponses.text(error.message, status: error.status)
+        } catch {
+            return try APIError(converting: error).response(from: request, context: context)
+        }
+    }
+}
+
+/// Eureka's REST API (the subset its clients use: register, renew, cancel, status overrides, metadata, the registry
+/// and its delta) under `/eureka/` and `/eureka/v2/`, as a view of the same catalog. Answers are XML unless the
+/// client asks for JSON (`Accept: application/json`), as Eureka's server does. See ``EurekaMapping``.
+extension AgentHTTPAPI {
+    static let eurekaRoutes: [RouteDefinition] = [
+        RouteDefinition(.post, "/apps/{app}") { $0.eurekaRegister },
+        RouteDefinition(.put, "/apps/{app}/{id}") { $0.eurekaRenew },
+        RouteDefinition(.delete, "/apps/{app}/{id}") { $0.eurekaCancel },
+        RouteDefinition(.put, "/apps/{app}/{id}/status") { $0.eurekaStatusOverride },
+        RouteDefinition(.delete, "/apps/{app}/{id}/status") { $0.eurekaRemoveOverride },
+        RouteDefinition(.put, "/apps/{app}/{id}/metadata") { $0.eurekaUpdateMetadata },
+        RouteDefinition(.get, "/apps") { $0.eurekaApplications },
+        RouteDefinition(.get, "/apps/delta") { $0.eurekaDelta },
+        RouteDefinition(.get, "/apps/{app}") { $0.eurekaApplication },
+        RouteDefinition(.get, "/apps/{app}/{id}") { $0.eurekaAppInstance },
+        RouteDefinition(.get, "/instances/{id}") { $0.eurekaInstance },
+        RouteDefinition(.get, "/vips/{vip}") { $0.eurekaVIP },
+        RouteDefinition(.get, "/svips/{vip}") { $0.eurekaSecureVIP },
+    ]
+
+    /// Served under both prefixes Eureka's clients use.
+    static let eurekaGroups: [RouteGroup] = ["/eureka", "/eureka/v2"].map {
+        RouteGroup(prefix: $0, routes: eurekaRoutes)
+    }
+
+    // MARK: Writes
+
+    @Sendable func eurekaRegister(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let appName = eurekaParameter(context, "app")
+        let buffer = try await request.body.collect(upTo: Self.maximumBodySize)
+        let info = try Self.eurekaDecodeInstance(Data(buffer.readableBytesView), request: request)
+        let definition = try EurekaMapping.definition(of: info, appName: appName)
+        metrics.registrations.increment()
+        _ = try await catalog.register(definition)
+        let key = InstanceKey(service: definition.service, id: definition.id)
+        switch EurekaMapping.health(ofEurekaStatus: info.status ?? "UP") {
+        case .maintenance?:
+            _ = try await catalog.setMaintenance(
+                service: key.service, id: key.id, enabled: true, reason: "OUT_OF_SERVICE (Eureka)")
+        case .critical?:
+            _ = await health.heartbeat(key, status: .critical, output: "registered \(info.status ?? "")")
+        default:
+            _ = await health.heartbeat(key, status: .passing, output: "registered UP")
+        }
+        return Response(status: .noContent)
+    }
+
+    /// A lease renewal: a heartbeat (with the client's `status`: `DOWN` is critical); 404 for an instance the
+    /// registry does not hold, so the client registers again.
+    @Sendable func eurekaRenew(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let instance = try eurekaInstance(context)
+        let reported = Self.eurekaQuery(request, "status").flatMap(EurekaMapping.health(ofEurekaStatus:))
+        let status: HealthStatus = reported == .critical ? .critical : .passing
+        switch await health.heartbeat(
+            InstanceKey(service: instance.service, id: instance.id), status: status, output: "renewed")
+        {
+        case .unknownInstance: throw EurekaError.notFound("no such instance: register it again")
+        case .noTTLCheck, .recorded: return Response(status: .ok)
+        }
+    }
+
+    @Sendable func eurekaCancel(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let instance = try eurekaInstance(context)
+        _ = try await catalog.deregister(service: instance.service, id: instance.id)
+        return Response(status: .ok)
+    }
+
+    /// `?value=OUT_OF_SERVICE` drains the instance, `UP` ends that, `DOWN` reports it critical.
+    @Sendable func eurekaStatusOverride(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let instance = try eurekaInstance(context)
+        guard let value = Self.eurekaQuery(request, "value"),
+            let status = EurekaMapping.health(ofEurekaStatus: value)
+        else { throw EurekaError.badRequest("value must be UP, DOWN, STARTING or OUT_OF_SERVICE") }
+        let key = InstanceKey(service: instance.service, id: instance.id)
+        switch status {
+        case .maintenance:
+            _ = try await catalog.setMaintenance(
+                service: key.service, id: key.id, enabled: true, reason: "OUT_OF_SERVICE (Eureka)")
+        case .critical:
+            _ = await health.heartbeat(key, status: .critical, output: "status \(value.uppercased())")
+        default:
+            _ = try await catalog.setMaintenance(service: key.service, id: key.id, enabled: false)
+        }
+        return Response(status: .ok)
+    }
+
+    @Sendable func eurekaRemoveOverride(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let instance = try eurekaInstance(context)
+        _ = try await catalog.setMaintenance(service: instance.service, id: instance.id, enabled: false)
+        return Response(status: .ok)
+    }
+
+    /// `?key=value...`: metadata set (the instance registered again with it; its health is kept).
+    @Sendable func eurekaUpdateMetadata(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let instance = try eurekaInstance(context)
+        var definition = instance.definition
+        for (key, value) in Self.eurekaQueryPairs(request) where !key.hasPrefix(EurekaMapping.metaPrefix) {
+            definition.meta[key] = value
+        }
+        var request = RegistrationRequest(
+            address: definition.address.rawValue, port: definition.port, tags: definition.tags, meta: definition.meta,
+            weight: definition.weight)
+        request.checks = nil
+        do {
+            var validated = try request.validated(service: definition.service, id: definition.id)
+            validated.checks = definition.checks
+            _ = try await catalog.register(validated)
+        } catch let error as ValidationError {
+            throw EurekaError.badRequest("\(error.field): \(error.message)")
+        }
+        return Response(status: .ok)
+    }
+
+    // MARK: Reads
+
+    @Sendable func eurekaApplications(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let (index, instances) = catalog.allInstances()
+        let applications = EurekaMapping.applications(
+            instances, version: index, hashcode: EurekaMapping.hashcode(of: instances))
+        return try Self.eurekaAnswer(applications, root: "applications", request: request)
+    }
+
+    @Sendable func eurekaDelta(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let (index, instances) = catalog.allInstances()
+        let recent = eurekaChanges.recent()
+        let actions = Dictionary(
+            recent.map { (InstanceKey(service: $0.instance.service, id: $0.instance.id), $0.action) },
+            uniquingKeysWith: { $1 })
+        let applications = EurekaMapping.applications(
+            recent.map(\.instance), version: index, hashcode: EurekaMapping.hashcode(of: instances),
+            action: { actions[InstanceKey(service: $0.service, id: $0.id)] })
+        return try Self.eurekaAnswer(applications, root: "applications", request: request)
+    }
+
+    @Sendable func eurekaApplication(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let appName = eurekaParameter(context, "app").uppercased()
+        let instances = catalog.allInstances().instances.filter { EurekaMapping.appName(of: $0) == appName }
+        guard !instances.isEmpty else { throw EurekaError.notFound("no application \(appName)") }
+        let application = EurekaMapping.applications(instances, version: 0, hashcode: "").application[0]
+        return try Self.eurekaAnswer(application, root: "application", request: request)
+    }
+
+    @Sendable func eurekaAppInstance(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        try Self.eurekaAnswer(EurekaMapping.info(of: try eurekaInstance(context)), root: "instance", request: request)
+    }
+
+    @Sendable func eurekaInstance(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let id = eurekaParameter(context, "id")
+        guard let instance = catalog.allInstances().instances.first(where: { $0.id.rawValue == id }) else {
+            throw EurekaError.notFound("no instance \(id)")
+        }
+        return try Self.eurekaAnswer(EurekaMapping.info(of: instance), root: "instance", request: request)
+    }
+
+    @Sendable func eurekaVIP(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        try eurekaByAddress(request, context, metaKey: "vipAddress")
+    }
+
+    @Sendable func eurekaSecureVIP(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        try eurekaByAddress(request, context, metaKey: "secureVipAddress")
+    }
+
+    private func eurekaByAddress(
+        _ request: Request, _ context: AgentRequestContext, metaKey: String
+    ) throws -> Response {
+        let vip = eurekaParameter(context, "vip")
+        let (index, all) = catalog.allInstances()
+        let instances = all.filter {
+            ($0.definition.meta[EurekaMapping.metaPrefix + metaKey] ?? $0.service.rawValue) == vip
+        }
+        let applications = EurekaMapping.applications(
+            instances, version: index, hashcode: EurekaMapping.hashcode(of: instances))
+        return try Self.eurekaAnswer(applications, root: "applications", request: request)
+    }
+
+    // MARK: Helpers
+
+    func eurekaParameter(_ context: AgentRequestContext, _ name: String) -> String {
+        context.parameters.get(name).map(Self.percentDecoded) ?? ""
+    }
+
+    /// The instance `{app}/{id}` (or `{id}` alone) names.
+    func eurekaInstance(_ context: AgentRequestContext) throws -> Instance {
+        let id = eurekaParameter(context, "id")
+        let app = context.parameters.get("app").map { Self.percentDecoded($0).lowercased() }
+        guard let service = app.flatMap({ try? ServiceName($0) }), let instanceID = try? InstanceID(id),
+            let instance = catalog.instance(service: service, id: instanceID).instance
+        else { throw EurekaError.notFound("no instance \(id) of \(app ?? "")") }
+        return instance
+    }
+
+    static func eurekaQuery(_ request: Request, _ name: String) -> String? {
+        consulQuery(request, name).first
+    }
+
+    static func eurekaQueryPairs(_ request: Request) -> [(String, String)] {
+        guard let query = request.uri.query else { return [] }
+        return query.split(separator: "&").compactMap { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2 else { return nil }
+            func decoded(_ text: Substring) -> String {
+                let spaced = text.replacingOccurrences(of: "+", with: " ")
+                return spaced.removingPercentEncoding ?? spaced
+            }
+            return (decoded(parts[0]), decoded(parts[1]))
+        }
+    }
+
+    /// A registration body: XML when the client says so (or it starts with `<`), else JSON.
+    static func eurekaDecodeInstance(_ data: Data, request: Request) throws -> EurekaWire.InstanceInfo {
+        let type = request.headers[.contentType]?.lowercased() ?? ""
+        let looksXML = type.contains("xml") || data.first(where: { !$0.isWhitespace }) == UInt8(ascii: "<")
+        do {
+            if looksXML {
+                let decoder = XMLDecoder()
+                decoder.userInfo[EurekaWire.xmlKey] = true
+                return try decoder.decode(EurekaWire.InstanceInfo.self, from: data)
+            }
+            return try JSONDecoder().decode(EurekaWire.InstanceEnvelope.self, from: data).instance
+        } catch {
+            throw EurekaError.badRequest("the body is not an instance in Eureka's \(looksXML ? "XML" : "JSON") form")
+        }
+    }
+
+    /// `value` as XML (Eureka's default) or JSON when the client accepts JSON only or first.
+    static func eurekaAnswer(_ value: some Encodable, root: String, request: Request) throws -> Response {
+        let accept = request.headers[.accept]?.lowercased() ?? ""
+        let json =
+            accept.contains("json")
+            && !(accept.contains("xml")
+                && accept.firstRange(of: "xml")!.lowerBound
+                    < accept.firstRange(of: "json")!.lowerBound)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.withoutEscapingSlashes]
+            let body = try encoder.encode(EurekaRooted(root: root, value: value))
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        }
+        let encoder = XMLEncoder()
+        encoder.userInfo[EurekaWire.xmlKey] = true
+        let body = try encoder.encode(value, withRootKey: root, header: XMLHeader(version: 1.0, encoding: "UTF-8"))
+        return Response(
+            status: .ok, headers: [.contentType: "application/xml"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// `{"<root>": value}`: Eureka's JSON names the root as its XML does.
+private struct EurekaRooted<Value: Encodable>: Encodable {
+    var root: String
+    var value: Value
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: EurekaWire.Key.self)
+        try container.encode(value, forKey: EurekaWire.Key(root))
+    }
+}
+
+extension UInt8 {
+    fileprivate var isWhitespace: Bool { self == 0x20 || self == 0x0A || self == 0x0D || self == 0x09 }
+}

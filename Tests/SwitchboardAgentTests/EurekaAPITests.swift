@@ -1,0 +1,101 @@
+import Foundation
+import NIOHTTP1
+import SwitchboardCatalog
+import SwitchboardCore
+import SwitchboardTestSupport
+import Testing
+
+/// Eureka's REST API on the agent: its JSON and XML forms, leases as TTL checks, status overrides, the delta, and one
+/// catalog with the native API and Consul's.
+@Suite("Eureka's REST API")
+struct EurekaAPITests {
+    static let registration = #"""
+        {"instance": {"instanceId": "h1:order:8080", "hostName": "h1", "app": "ORDER", "ipAddr": "127.0.0.1",
+         "status": "UP", "port": {"$": 8080, "@enabled": "true"}, "securePort": {"$": 443, "@enabled": "false"},
+         "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"},
+         "leaseInfo": {"renewalIntervalInSecs": 30, "durationInSecs": 90}, "metadata": {"zone": "a"},
+         "vipAddress": "order", "lastDirtyTimestamp": "1700000000000"}}
+        """#
+
+    @Test func aJSONRegistrationIsListedInXMLAndJSONAndFoundThroughTheNativeAndConsulAPIs() async throws {
+        try await withLiveAgent { agent in
+            let eureka = "\(agent.baseURL)/eureka"
+            #expect(try await http(.POST, "\(eureka)/apps/ORDER", json: Self.registration).status == 204)
+            let xml = try await http(.GET, "\(eureka)/apps/")
+            #expect(xml.headers.first(name: "Content-Type") == "application/xml")
+            #expect(xml.text.contains("<name>ORDER</name>") && xml.text.contains(#"<port enabled="true">8080</port>"#))
+            #expect(xml.text.contains("<apps__hashcode>UP_1_</apps__hashcode>"), "\(xml.text)")
+            let json = try await http(.GET, "\(eureka)/v2/apps", headers: [("Accept", "application/json")])
+            let applications = try #require(
+                (try JSONSerialization.jsonObject(with: json.body) as? [String: Any])?["applications"] as? [String: Any]
+            )
+            #expect(applications["apps__hashcode"] as? String == "UP_1_")
+            let native = try await http(.GET, "\(agent.baseURL)/v1/services/order").decode(ServiceLookup.self)
+            #expect(native.instances.map(\.id.rawValue) == ["h1:order:8080"])
+            #expect(native.instances.first?.definition.meta["zone"] == "a")
+            #expect(native.instances.first?.checks.first?.definition.ttl == .seconds(90), "the lease is a TTL check")
+            let consul = try await http(.GET, "\(agent.baseURL)/v1/health/service/order?passing")
+            #expect(consul.text.contains(#""ID":"h1:order:8080""#), "\(consul.text)")
+        }
+    }
+
+    @Test func renewalsCountAndAnUnknownInstanceAnswers404SoTheClientRegistersAgain() async throws {
+        try await withLiveAgent { agent in
+            let eureka = "\(agent.baseURL)/eureka"
+            _ = try await http(.POST, "\(eureka)/apps/ORDER", json: Self.registration)
+            let renewed = try await http(.PUT, "\(eureka)/apps/ORDER/h1:order:8080?status=UP&lastDirtyTimestamp=1")
+            #expect(renewed.status == 200)
+            #expect(try await http(.PUT, "\(eureka)/apps/ORDER/ghost?status=UP").status == 404)
+            let down = try await http(.PUT, "\(eureka)/apps/ORDER/h1:order:8080?status=DOWN")
+            #expect(down.status == 200)
+            let delta = try await http(.GET, "\(eureka)/apps/delta")
+            #expect(delta.text.contains("<status>DOWN</status>"), "\(delta.text)")
+            #expect(delta.text.contains("<apps__hashcode>DOWN_1_</apps__hashcode>"), "\(delta.text)")
+            #expect(try await http(.DELETE, "\(eureka)/apps/ORDER/h1:order:8080").status == 200)
+            #expect(try await http(.GET, "\(eureka)/apps/ORDER").status == 404)
+            let afterCancel = try await http(.GET, "\(eureka)/apps/delta")
+            #expect(afterCancel.text.contains("<actionType>DELETED</actionType>"), "\(afterCancel.text)")
+        }
+    }
+
+    @Test func anXMLRegistrationAndStatusOverridesWork() async throws {
+        try await withLiveAgent { agent in
+            let eureka = "\(agent.baseURL)/eureka"
+            let xml = """
+                <instance><instanceId>p1</instanceId><app>PAYMENT</app><ipAddr>10.0.0.2</ipAddr>
+                <status>UP</status><port enabled="true">9000</port>
+                <leaseInfo><durationInSecs>30</durationInSecs></leaseInfo></instance>
+                """
+            let registered = try await http(
+                .POST, "\(eureka)/apps/PAYMENT", body: Data(xml.utf8), contentType: "application/xml")
+            #expect(registered.status == 204, "\(registered.text)")
+            #expect(try await http(.PUT, "\(eureka)/apps/PAYMENT/p1/status?value=OUT_OF_SERVICE").status == 200)
+            let drained = try await http(.GET, "\(eureka)/apps/PAYMENT/p1")
+            #expect(drained.text.contains("<status>OUT_OF_SERVICE</status>"), "\(drained.text)")
+            let native = try await http(.GET, "\(agent.baseURL)/v1/services/payment?status=any")
+            #expect(try native.decode(ServiceLookup.self).instances.first?.status == .maintenance)
+            #expect(try await http(.DELETE, "\(eureka)/apps/PAYMENT/p1/status").status == 200)
+            let back = try await http(.GET, "\(eureka)/instances/p1")
+            #expect(back.text.contains("<status>UP</status>"), "\(back.text)")
+        }
+    }
+
+    @Test func badRegistrationsGet400AndLeaveNothingBehind() async throws {
+        try await withLiveAgent { agent in
+            let eureka = "\(agent.baseURL)/eureka"
+            let cases = [
+                #"{"instance": {"app": "ORDER", "ipAddr": "10.0.0.1", "port": {"$": 80}}}"#,
+                #"{"instance": {"instanceId": "o1", "app": "OTHER", "ipAddr": "10.0.0.1", "port": {"$": 80}}}"#,
+                #"{"instance": {"instanceId": "o1", "app": "ORDER", "port": {"$": 80}}}"#,
+                "not json",
+            ]
+            for body in cases {
+                let answer = try await http(.POST, "\(eureka)/apps/ORDER", json: body)
+                #expect(answer.status == 400, "\(body): \(answer.text)")
+            }
+            let badName = try await http(.POST, "\(eureka)/apps/BAD_NAME", json: Self.registration)
+            #expect(badName.status == 400, "\(badName.text)")
+            #expect(agent.catalog.summary().instances == 0)
+        }
+    }
+}
