@@ -5,6 +5,10 @@ import SwitchboardCore
 import SwitchboardTestSupport
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Eureka's REST API on the agent: its JSON and XML forms, leases as TTL checks, status overrides, the delta, and one
 /// catalog with the native API and Consul's.
 @Suite("Eureka's REST API")
@@ -36,6 +40,15 @@ struct EurekaAPITests {
             #expect(native.instances.first?.checks.first?.definition.ttl == .seconds(90), "the lease is a TTL check")
             let consul = try await http(.GET, "\(agent.baseURL)/v1/health/service/order?passing")
             #expect(consul.text.contains(#""ID":"h1:order:8080""#), "\(consul.text)")
+            let dnsPort = try #require(agent.dnsPort)
+            #expect(try await digAddresses(dnsPort, "order.service.switchboard") == ["127.0.0.1"])
+            // And the other way: registered through Consul, listed by Eureka.
+            _ = try await http(
+                .PUT, "\(agent.baseURL)/v1/agent/service/register",
+                json: #"{"Name": "cart", "ID": "cart-1", "Address": "10.0.0.3", "Port": 7000}"#)
+            let cart = try await http(.GET, "\(eureka)/apps/CART")
+            #expect(cart.status == 200 && cart.text.contains("<instanceId>cart-1</instanceId>"), "\(cart.text)")
+            #expect(cart.text.contains("<ipAddr>10.0.0.3</ipAddr>"), "\(cart.text)")
         }
     }
 
@@ -97,5 +110,45 @@ struct EurekaAPITests {
             #expect(badName.status == 400, "\(badName.text)")
             #expect(agent.catalog.summary().instances == 0)
         }
+    }
+}
+
+extension EurekaAPITests {
+    /// py-eureka-client 0.13 against agent processes: registers, renews, fetches the registry and its deltas (no hash
+    /// mismatch, no re-fetch loop), calls another app through its own balancer, registers again by itself after the
+    /// agent restarts empty, and cancels.
+    @Test func pyEurekaClientRegistersRenewsFetchesCallsSurvivesARestartAndCancels() async throws {
+        let python = try await PythonClients.python()
+        let port = try freePort()
+        let address = "127.0.0.1:\(port)"
+        var agent = try await AgentProcess(dataDirectory: nil, httpAddress: address, dnsAddress: nil)
+        let work = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let signal = work + "/restarted"
+        let output = work + "/client.out"
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: python)
+        client.arguments = [PythonClients.fixture("eureka_client.py"), "http://\(address)", signal]
+        client.standardOutput = FileHandle(forWritingAtPath: output)
+        client.standardError = client.standardOutput
+        try client.run()
+        defer { if client.isRunning { client.terminate() } }
+        func printed() -> String { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
+        let deadline = ContinuousClock.now + .seconds(90)
+        while !printed().contains("restart me"), client.isRunning, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(printed().contains("restart me"), "\(printed())")
+        // The agent dies and comes back empty where the client expects it.
+        await agent.stop(with: SIGKILL)
+        agent = try await AgentProcess(dataDirectory: nil, httpAddress: address, dnsAddress: nil)
+        _ = FileManager.default.createFile(atPath: signal, contents: nil)
+        while client.isRunning, ContinuousClock.now < deadline + .seconds(60) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(!client.isRunning && client.terminationStatus == 0, "\(printed())")
+        #expect(printed().hasSuffix("ok\n"), "\(printed())")
+        _ = await agent.stop(with: SIGTERM)
     }
 }
