@@ -167,7 +167,8 @@ enum EurekaMapping {
 /// What changed lately, for `GET /eureka/apps/delta`: Eureka's "recently changed" queue, fed by the catalog.
 ///
 /// Every applied change is kept for `retention` (Eureka's three minutes), the newest per instance: added, modified
-/// or deleted, with the instance as it last was.
+/// or deleted, with the instance as it last was. It also knows the newest index it was told of, so a delta can be
+/// matched with a catalog snapshot of the same index (the catalog tells its observers just after applying).
 final class EurekaRecentChanges: Sendable {
     struct Entry: Sendable {
         var at: ContinuousClock.Instant
@@ -175,37 +176,47 @@ final class EurekaRecentChanges: Sendable {
         var instance: Instance
     }
 
+    private struct Queue {
+        var entries: [InstanceKey: Entry] = [:]
+        /// The newest catalog index whose changes are recorded.
+        var through: UInt64 = 0
+    }
+
     let retention: Duration
-    private let entries = Mutex<[InstanceKey: Entry]>([:])
+    private let queue = Mutex(Queue())
 
     init(catalog: Catalog, retention: Duration = .seconds(180)) {
         self.retention = retention
-        catalog.addChangeObserver { [weak self] changes in self?.record(changes) }
+        let start = catalog.addChangeObserver { [weak self] changes in self?.record(changes) }
+        queue.withLock { $0.through = max($0.through, start) }
     }
 
     private func record(_ changes: [CommittedChange]) {
         let now = ContinuousClock.now
-        entries.withLock { entries in
-            for change in changes where change.event.kind != .observed {
+        queue.withLock { queue in
+            for change in changes {
+                queue.through = max(queue.through, change.event.index)
+                guard change.event.kind != .observed else { continue }
                 let key = InstanceKey(service: change.event.service, id: change.event.id)
+                let previous = queue.entries[key]?.action
                 let action: String
                 switch change.event.kind {
-                case .added: action = entries[key]?.action == "DELETED" ? "MODIFIED" : "ADDED"
+                case .added: action = previous == "DELETED" ? "MODIFIED" : "ADDED"
                 case .removed: action = "DELETED"
-                default: action = entries[key]?.action == "ADDED" ? "ADDED" : "MODIFIED"
+                default: action = previous == "ADDED" ? "ADDED" : "MODIFIED"
                 }
-                entries[key] = Entry(at: now, action: action, instance: change.event.instance)
+                queue.entries[key] = Entry(at: now, action: action, instance: change.event.instance)
             }
-            if entries.count > 1024 { entries = entries.filter { now - $0.value.at < retention } }
+            if queue.entries.count > 1024 { queue.entries = queue.entries.filter { now - $0.value.at < retention } }
         }
     }
 
-    /// The changes of the last `retention`, newest state per instance.
-    func recent() -> [Entry] {
+    /// The changes of the last `retention`, newest state per instance, and the index they are recorded through.
+    func recent() -> (entries: [Entry], through: UInt64) {
         let now = ContinuousClock.now
-        return entries.withLock { entries in
-            entries = entries.filter { now - $0.value.at < retention }
-            return Array(entries.values)
+        return queue.withLock { queue in
+            queue.entries = queue.entries.filter { now - $0.value.at < retention }
+            return (Array(queue.entries.values), queue.through)
         }
     }
 }

@@ -159,9 +159,17 @@ extension AgentHTTPAPI {
         return try Self.eurekaAnswer(applications, root: "applications", request: request)
     }
 
+    /// The recent changes and the hashcode of the registry they lead to. Both must describe one index, or the
+    /// client's merged copy would not match the hashcode and it would fetch everything again: the snapshot is taken
+    /// again (briefly) while the catalog's observers are still catching up with it.
     @Sendable func eurekaDelta(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
-        let (index, instances) = catalog.allInstances()
-        let recent = eurekaChanges.recent()
+        var (index, instances) = catalog.allInstances()
+        var (recent, through) = eurekaChanges.recent()
+        for _ in 0..<50 where through != index {
+            try await Task.sleep(for: .milliseconds(2))
+            (index, instances) = catalog.allInstances()
+            (recent, through) = eurekaChanges.recent()
+        }
         let actions = Dictionary(
             recent.map { (InstanceKey(service: $0.instance.service, id: $0.instance.id), $0.action) },
             uniquingKeysWith: { $1 })
