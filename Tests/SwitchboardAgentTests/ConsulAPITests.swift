@@ -73,6 +73,18 @@ struct ConsulAPITests {
             #expect(notTTL.status == 500 && notTTL.text == #"CheckID "service:w1" does not have associated TTL"#)
             #expect(try await http(.GET, "\(agent.baseURL)/v1/agent/services").status == 200, "still serving")
             #expect(agent.catalog.summary().instances == 1, "nothing half-written by the refused requests")
+            // Output longer than a check keeps is cut, as Consul does, not refused.
+            _ = try await http(
+                .PUT, base + "/service/register",
+                json: #"{"Name": "web", "ID": "w2", "Port": 81, "Check": {"TTL": "30s"}}"#)
+            let long = String(repeating: "x", count: 20_000)
+            #expect(try await http(.PUT, base + "/check/fail/service:w2?note=\(long)").status == 200)
+            let checks = try #require(
+                try JSONSerialization.jsonObject(with: try await http(.GET, base + "/checks").body)
+                    as? [String: [String: Any]])
+            let output = try #require(checks["service:w2"]?["Output"] as? String)
+            #expect(checks["service:w2"]?["Status"] as? String == "critical")
+            #expect(output.hasPrefix("xxx") && output.utf8.count < 20_000, "\(output.utf8.count)")
         }
     }
 }

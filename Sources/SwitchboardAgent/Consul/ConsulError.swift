@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 import SwitchboardCore
 
@@ -60,13 +61,25 @@ struct ConsulResponseMiddleware: RouterMiddleware {
         } catch let error as ConsulError {
             response = ConsulResponses.text(error.message, status: error.status)
         } catch {
-            response = try APIError(converting: error).response(from: request, context: context)
+            let apiError = APIError(converting: error)
+            if apiError.status == .internalServerError {
+                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            }
+            response = try apiError.response(from: request, context: context)
         }
-        response.headers[ConsulResponses.knownLeaderHeader] = "true"
-        var lastContact = 0
-        if let viewAge, let age = viewAge() {
-            lastContact = Int(age.components.seconds * 1000 + age.components.attoseconds / 1_000_000_000_000_000)
+        // Cluster mode: a view never confirmed current with etcd has no known leader and an unbounded age, so a
+        // client that bounds staleness (Consul's `?stale&max_stale`, say) does not take it as fresh.
+        var knownLeader = true
+        var lastContact: Int64 = 0
+        if let viewAge {
+            if let age = viewAge() {
+                lastContact = age.components.seconds * 1000 + age.components.attoseconds / 1_000_000_000_000_000
+            } else {
+                knownLeader = false
+                lastContact = Int64.max
+            }
         }
+        response.headers[ConsulResponses.knownLeaderHeader] = knownLeader ? "true" : "false"
         response.headers[ConsulResponses.lastContactHeader] = String(lastContact)
         return response
     }

@@ -119,7 +119,8 @@ extension AgentHTTPAPI {
             }
             output = try body.string("Output") ?? ""
         }
-        guard output.utf8.count <= 4096 else { throw ConsulError.badRequest("Output must be at most 4096 bytes") }
+        // Consul keeps long output truncated rather than refusing the update.
+        output = CheckState.capped(output)
         guard let (instance, position) = consulCheck(checkID) else { throw ConsulError.unknownCheck(checkID) }
         guard instance.checks[position].definition.type == .ttl else { throw ConsulError.noTTL(checkID) }
         switch await health.heartbeat(

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 import Prometheus
 import SwitchboardCatalog
@@ -32,7 +33,11 @@ struct EurekaResponseMiddleware: RouterMiddleware {
         } catch let error as EurekaError {
             return ConsulResponses.text(error.message, status: error.status)
         } catch {
-            return try APIError(converting: error).response(from: request, context: context)
+            let apiError = APIError(converting: error)
+            if apiError.status == .internalServerError {
+                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            }
+            return try apiError.response(from: request, context: context)
         }
     }
 }
