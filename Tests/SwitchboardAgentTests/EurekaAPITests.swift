@@ -152,3 +152,59 @@ extension EurekaAPITests {
         _ = await agent.stop(with: SIGTERM)
     }
 }
+
+extension EurekaAPITests {
+    static func shortLease(_ id: String) -> String {
+        #"{"instance": {"instanceId": "\#(id)", "app": "ORDER", "ipAddr": "10.0.0.1", "status": "UP", "port": {"$": 80, "@enabled": "true"}, "leaseInfo": {"renewalIntervalInSecs": 1, "durationInSecs": 1}}}"#
+    }
+
+    static func status(_ agent: LiveAgent, _ id: String) async throws -> String? {
+        let answer = try await http(.GET, "\(agent.baseURL)/eureka/apps/ORDER/\(id)")
+        guard answer.status == 200 else { return nil }
+        return answer.text.firstMatch(of: /<status>(\w+)<\/status>/).map { String($0.1) }
+    }
+
+    @Test func anInstanceRenewingWhileDownStaysRegisteredAndAnExpiredLeaseIsEvicted() async throws {
+        try await withLiveAgent { agent in
+            let eureka = "\(agent.baseURL)/eureka"
+            #expect(try await http(.POST, "\(eureka)/apps/ORDER", json: Self.shortLease("o1")).status == 204)
+            // Three lease durations of renewals reporting DOWN: critical, but alive and registered.
+            for _ in 0..<12 {
+                #expect(try await http(.PUT, "\(eureka)/apps/ORDER/o1?status=DOWN").status == 200)
+                try await Task.sleep(for: .milliseconds(250))
+            }
+            #expect(try await Self.status(agent, "o1") == "DOWN")
+            let instance = try #require(
+                agent.catalog.instance(service: try ServiceName("order"), id: try InstanceID("o1")).instance)
+            #expect(instance.checks.map(\.status) == [.passing, .critical], "the lease lives, the status is DOWN")
+            #expect(try await http(.PUT, "\(eureka)/apps/ORDER/o1?status=UP").status == 200)
+            #expect(try await Self.status(agent, "o1") == "UP")
+            // No more renewals: critical after one duration, removed after another.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while try await Self.status(agent, "o1") != nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(try await Self.status(agent, "o1") == nil, "evicted once the lease expired")
+        }
+    }
+
+    @Test func aDownOverrideOutlivesRenewalsUntilItIsRemoved() async throws {
+        try await withLiveAgent { agent in
+            let eureka = "\(agent.baseURL)/eureka"
+            _ = try await http(.POST, "\(eureka)/apps/ORDER", json: Self.registration)
+            let id = "h1:order:8080"
+            #expect(try await http(.PUT, "\(eureka)/apps/ORDER/\(id)/status?value=DOWN").status == 200)
+            #expect(try await http(.PUT, "\(eureka)/apps/ORDER/\(id)?status=UP").status == 200)
+            #expect(try await Self.status(agent, id) == "DOWN", "the client's UP does not undo the override")
+            let listed = try await http(.GET, "\(eureka)/apps/ORDER/\(id)")
+            #expect(listed.text.contains("<overriddenstatus>DOWN</overriddenstatus>"), "\(listed.text)")
+            // Registering again keeps it too.
+            _ = try await http(.POST, "\(eureka)/apps/ORDER", json: Self.registration)
+            #expect(try await Self.status(agent, id) == "DOWN")
+            #expect(try await http(.DELETE, "\(eureka)/apps/ORDER/\(id)/status").status == 200)
+            #expect(try await http(.PUT, "\(eureka)/apps/ORDER/\(id)?status=UP").status == 200)
+            #expect(try await Self.status(agent, id) == "UP")
+            #expect(try await http(.PUT, "\(eureka)/apps/ORDER/\(id)/status?value=SIDEWAYS").status == 400)
+        }
+    }
+}

@@ -32,15 +32,17 @@ final class HeartbeatRelay: Sendable {
 
     /// Relays one heartbeat; `nil` when the owner could not be reached or answered something unexpected.
     func send(
-        _ key: InstanceKey, status: HealthStatus, output: String, to owner: ClusterMember
+        _ key: InstanceKey, checkID: String? = nil, status: HealthStatus, output: String, to owner: ClusterMember
     ) async -> HealthChecker.HeartbeatResult? {
         let now = ContinuousClock.now
         if let until = unreachableUntil.withLock({ $0[owner.id] }), until > now { return nil }
         var request = HTTPClientRequest(url: "http://\(owner.address)\(APIPath.heartbeat(key.service, id: key.id))")
         request.method = .PUT
         request.headers.add(name: Self.relayedByHeader, value: agentID)
-        if status != .passing || !output.isEmpty {
-            guard let body = try? SwitchboardJSON.encoder().encode(HeartbeatRequest(status: status, output: output))
+        if status != .passing || !output.isEmpty || checkID != nil {
+            guard
+                let body = try? SwitchboardJSON.encoder().encode(
+                    HeartbeatRequest(status: status, output: output, check: checkID))
             else { return nil }
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))

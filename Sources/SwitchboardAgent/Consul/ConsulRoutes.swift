@@ -124,7 +124,8 @@ extension AgentHTTPAPI {
         guard let (instance, position) = consulCheck(checkID) else { throw ConsulError.unknownCheck(checkID) }
         guard instance.checks[position].definition.type == .ttl else { throw ConsulError.noTTL(checkID) }
         switch await health.heartbeat(
-            InstanceKey(service: instance.service, id: instance.id), status: status, output: output)
+            InstanceKey(service: instance.service, id: instance.id), checkID: instance.checks[position].id,
+            status: status, output: output)
         {
         case .unknownInstance: throw ConsulError.unknownCheck(checkID)
         case .noTTLCheck: throw ConsulError.noTTL(checkID)

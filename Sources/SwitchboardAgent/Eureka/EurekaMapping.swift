@@ -10,9 +10,11 @@ import Synchronization
 /// - `instanceId` is the instance id, `ipAddr` (or `hostName`) the address, the enabled one of `port` and
 ///   `securePort` the port, `metadata` the meta.
 /// - The lease is a TTL check: `leaseInfo.durationInSecs` (90 s by default) without a renewal turns the instance
-///   critical, and as long again removes it (Eureka evicts an expired lease). A renewal is a heartbeat.
-/// - Status: `UP` is passing, `DOWN` (and `STARTING`) critical, `OUT_OF_SERVICE` Switchboard's maintenance. Back:
-///   passing and warning are `UP`, critical `DOWN`, maintenance `OUT_OF_SERVICE`.
+///   critical, and as long again removes it (Eureka evicts an expired lease). A renewal is a heartbeat of it.
+/// - The status is a second TTL check, apart from the lease (a `DOWN` instance that renews is alive and stays
+///   registered): `UP` is passing, `DOWN` and `STARTING` critical, `OUT_OF_SERVICE` Switchboard's maintenance. Each
+///   renewal reports the client's status to it, unless an override (`PUT .../status`) holds one. Back: passing and
+///   warning are `UP`, critical `DOWN`, maintenance `OUT_OF_SERVICE`.
 /// - What Eureka's view needs and Switchboard has no field for (host name, VIP addresses, status page URLs, the
 ///   app name as sent) is kept in meta under `eureka.`; the Eureka view takes those keys out of `metadata`.
 enum EurekaMapping {
@@ -20,7 +22,7 @@ enum EurekaMapping {
 
     /// The native registration for `info`, registered under the app `appName` of the URL.
     static func definition(
-        of info: EurekaWire.InstanceInfo, appName: String
+        of info: EurekaWire.InstanceInfo, appName: String, overriddenStatus: String? = nil
     ) throws(EurekaError) -> InstanceDefinition {
         let service: ServiceName
         do {
@@ -57,15 +59,22 @@ enum EurekaMapping {
             ("securePort", info.securePort.map { "\($0.port):\($0.enabled)" }),
         ]
         for case (let key, let value?) in kept where !value.isEmpty { meta[metaPrefix + key] = value }
-        var check = CheckRequest(type: "ttl")
+        var leaseCheck = CheckRequest(type: "ttl")
         let duration = max(1, lease.durationInSecs)
-        check.name = "Eureka lease"
-        check.ttl = "\(duration)s"
-        check.deregisterAfterCritical = "\(duration)s"
-        check.initialStatus = (info.status ?? "UP").uppercased() == "UP" ? "passing" : "critical"
+        leaseCheck.name = "Eureka lease"
+        leaseCheck.ttl = "\(duration)s"
+        leaseCheck.deregisterAfterCritical = "\(duration)s"
+        leaseCheck.initialStatus = "passing"
+        var statusCheck = CheckRequest(type: "ttl")
+        statusCheck.name = "Eureka status"
+        // Renewals report it; the lease ends the instance long before this runs out.
+        statusCheck.ttl = "24h"
+        let reported = overriddenStatus ?? info.status ?? "UP"
+        statusCheck.initialStatus = health(ofEurekaStatus: reported) == .critical ? "critical" : "passing"
+        if let overriddenStatus { meta[metaPrefix + "overriddenstatus"] = overriddenStatus }
         let request = RegistrationRequest(
             address: info.ipAddr.flatMap { $0.isEmpty ? nil : $0 } ?? info.hostName, port: port, meta: meta,
-            checks: [check])
+            checks: [leaseCheck, statusCheck])
         do {
             return try request.validated(service: service, id: id)
         } catch {
@@ -107,7 +116,7 @@ enum EurekaMapping {
         info.app = appName(of: instance)
         info.ipAddr = definition.address.rawValue
         info.status = eurekaStatus(instance.status)
-        info.overriddenstatus = instance.maintenance != nil ? "OUT_OF_SERVICE" : "UNKNOWN"
+        info.overriddenstatus = kept("overriddenstatus") ?? "UNKNOWN"
         info.port = EurekaWire.Port(port: definition.port, enabled: true)
         let secure = kept("securePort")?.split(separator: ":")
         info.securePort = EurekaWire.Port(

@@ -73,34 +73,29 @@ extension AgentHTTPAPI {
         let appName = eurekaParameter(context, "app")
         let buffer = try await request.body.collect(upTo: Self.maximumBodySize)
         let info = try Self.eurekaDecodeInstance(Data(buffer.readableBytesView), request: request)
-        let definition = try EurekaMapping.definition(of: info, appName: appName)
+        // An override set on the registry outlives the client's registering again, as in Eureka.
+        let existing = (try? ServiceName(appName.lowercased())).flatMap { service in
+            info.instanceId.flatMap { try? InstanceID($0) }.flatMap {
+                catalog.instance(service: service, id: $0).instance
+            }
+        }
+        let override = existing?.definition.meta[EurekaMapping.metaPrefix + "overriddenstatus"]
+        let definition = try EurekaMapping.definition(of: info, appName: appName, overriddenStatus: override)
         metrics.registrations.increment()
         _ = try await catalog.register(definition)
-        let key = InstanceKey(service: definition.service, id: definition.id)
-        switch EurekaMapping.health(ofEurekaStatus: info.status ?? "UP") {
-        case .maintenance?:
-            _ = try await catalog.setMaintenance(
-                service: key.service, id: key.id, enabled: true, reason: "OUT_OF_SERVICE (Eureka)")
-        case .critical?:
-            _ = await health.heartbeat(key, status: .critical, output: "registered \(info.status ?? "")")
-        default:
-            _ = await health.heartbeat(key, status: .passing, output: "registered UP")
-        }
+        let drained = EurekaMapping.health(ofEurekaStatus: override ?? info.status ?? "UP") == .maintenance
+        try await eurekaDrain(existing ?? Instance(definition: definition, createIndex: 0, modifyIndex: 0), drained)
         return Response(status: .noContent)
     }
 
-    /// A lease renewal: a heartbeat (with the client's `status`: `DOWN` is critical); 404 for an instance the
-    /// registry does not hold, so the client registers again.
+    /// A lease renewal: a heartbeat of the lease check, and the client's `status` (unless overridden) reported to
+    /// the status check; 404 for an instance the registry does not hold, so the client registers again.
     @Sendable func eurekaRenew(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let instance = try eurekaInstance(context)
-        let reported = Self.eurekaQuery(request, "status").flatMap(EurekaMapping.health(ofEurekaStatus:))
-        let status: HealthStatus = reported == .critical ? .critical : .passing
-        switch await health.heartbeat(
-            InstanceKey(service: instance.service, id: instance.id), status: status, output: "renewed")
-        {
-        case .unknownInstance: throw EurekaError.notFound("no such instance: register it again")
-        case .noTTLCheck, .recorded: return Response(status: .ok)
+        guard await eurekaReport(instance, status: Self.eurekaQuery(request, "status"), output: "renewed") else {
+            throw EurekaError.notFound("no such instance: register it again")
         }
+        return Response(status: .ok)
     }
 
     @Sendable func eurekaCancel(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
@@ -109,29 +104,72 @@ extension AgentHTTPAPI {
         return Response(status: .ok)
     }
 
-    /// `?value=OUT_OF_SERVICE` drains the instance, `UP` ends that, `DOWN` reports it critical.
+    /// `?value=`: an override of the instance's status that renewals do not undo (`OUT_OF_SERVICE` drains it,
+    /// `DOWN` and `STARTING` make it critical, `UP` ends an override).
     @Sendable func eurekaStatusOverride(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let instance = try eurekaInstance(context)
-        guard let value = Self.eurekaQuery(request, "value"),
-            let status = EurekaMapping.health(ofEurekaStatus: value)
+        guard let value = Self.eurekaQuery(request, "value")?.uppercased(),
+            EurekaMapping.health(ofEurekaStatus: value) != nil
         else { throw EurekaError.badRequest("value must be UP, DOWN, STARTING or OUT_OF_SERVICE") }
-        let key = InstanceKey(service: instance.service, id: instance.id)
-        switch status {
-        case .maintenance:
-            _ = try await catalog.setMaintenance(
-                service: key.service, id: key.id, enabled: true, reason: "OUT_OF_SERVICE (Eureka)")
-        case .critical:
-            _ = await health.heartbeat(key, status: .critical, output: "status \(value.uppercased())")
-        default:
-            _ = try await catalog.setMaintenance(service: key.service, id: key.id, enabled: false)
-        }
+        try await eurekaOverride(instance, value == "UP" ? nil : value)
         return Response(status: .ok)
     }
 
+    /// Ends an override: the instance's own status (what its renewals report) counts again.
     @Sendable func eurekaRemoveOverride(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
-        let instance = try eurekaInstance(context)
-        _ = try await catalog.setMaintenance(service: instance.service, id: instance.id, enabled: false)
+        try await eurekaOverride(try eurekaInstance(context), nil)
         return Response(status: .ok)
+    }
+
+    /// Sets (or with nil removes) the status override kept in the instance's meta, and applies it.
+    private func eurekaOverride(_ instance: Instance, _ value: String?) async throws {
+        let key = EurekaMapping.metaPrefix + "overriddenstatus"
+        if instance.definition.meta[key] != value {
+            var definition = instance.definition
+            definition.meta[key] = value
+            // Compared with the instance as read: a concurrent change makes the client retry, nothing is lost.
+            _ = try await catalog.register(definition, cas: instance.modifyIndex)
+        }
+        try await eurekaDrain(instance, value.flatMap(EurekaMapping.health(ofEurekaStatus:)) == .maintenance)
+        let current = catalog.instance(service: instance.service, id: instance.id).instance ?? instance
+        _ = await eurekaReport(current, status: value ?? "UP", output: "status set", renew: false)
+    }
+
+    static let eurekaDrainReason = "OUT_OF_SERVICE (Eureka)"
+
+    /// Drains the instance for Eureka's `OUT_OF_SERVICE`, or ends such a drain; an operator's own drain (another
+    /// reason) is left alone.
+    private func eurekaDrain(_ instance: Instance, _ drained: Bool) async throws {
+        if drained, instance.maintenance == nil {
+            _ = try await catalog.setMaintenance(
+                service: instance.service, id: instance.id, enabled: true, reason: Self.eurekaDrainReason)
+        } else if !drained, instance.maintenance?.reason == Self.eurekaDrainReason {
+            _ = try await catalog.setMaintenance(service: instance.service, id: instance.id, enabled: false)
+        }
+    }
+
+    /// Reports a Eureka status to the instance's checks: the lease renewed (unless `renew` is false) and the status
+    /// check given the override or else `status`. False when the instance is unknown.
+    private func eurekaReport(
+        _ instance: Instance, status: String?, output: String, renew: Bool = true
+    ) async -> Bool {
+        let key = InstanceKey(service: instance.service, id: instance.id)
+        let ttlChecks = instance.checks.filter { $0.definition.type == .ttl }
+        if renew, let lease = ttlChecks.first {
+            if case .unknownInstance = await health.heartbeat(key, checkID: lease.id, status: .passing, output: output)
+            {
+                return false
+            }
+        }
+        guard ttlChecks.count > 1 else { return true }
+        let effective = instance.definition.meta[EurekaMapping.metaPrefix + "overriddenstatus"] ?? status ?? "UP"
+        let health: HealthStatus = EurekaMapping.health(ofEurekaStatus: effective) == .critical ? .critical : .passing
+        if case .unknownInstance = await self.health.heartbeat(
+            key, checkID: ttlChecks[1].id, status: health, output: "status \(effective.uppercased())")
+        {
+            return false
+        }
+        return true
     }
 
     /// `?key=value...`: metadata set (the instance registered again with it; its health is kept).

@@ -74,12 +74,14 @@ extension AgentHTTPAPI {
         let id = try instanceID(context)
         var status = HealthStatus.passing
         var output = ""
+        var check: String?
         // The body is optional: a bare PUT is the cheapest heartbeat, and the common one.
         if request.headers[.contentLength] != "0" {
             let buffer = try await request.body.collect(upTo: Self.maximumBodySize)
             if buffer.readableBytes > 0 {
                 let body = try decodeJSON(HeartbeatRequest.self, from: buffer, request: request)
                 (status, output) = try body.validated()
+                check = try body.validatedCheck()
             }
         }
         let relayedBy = request.headers[HTTPField.Name(HeartbeatRelay.relayedByHeader)!]
@@ -92,7 +94,7 @@ extension AgentHTTPAPI {
                     + "give every agent its own --advertise-addr")
         }
         switch await health.heartbeat(
-            InstanceKey(service: service, id: id), status: status, output: output, relayed: relayed)
+            InstanceKey(service: service, id: id), checkID: check, status: status, output: output, relayed: relayed)
         {
         case .unknownInstance:
             throw APIError(
@@ -101,6 +103,11 @@ extension AgentHTTPAPI {
                     + " register it again with PUT \(APIPath.instance(service, id: id)), then resume heartbeats"
             )
         case .noTTLCheck:
+            if let check {
+                throw APIError(
+                    .conflict, .conflict,
+                    "instance '\(id)' of service '\(service)' has no ttl check '\(check)' to heartbeat", field: "check")
+            }
             throw APIError(
                 .conflict, .conflict,
                 "instance '\(id)' of service '\(service)' has no ttl check to heartbeat; register it with a check"

@@ -172,23 +172,27 @@ public final class HealthChecker: Service, Sendable {
     /// it came from one), and when the owner cannot be reached it is answered from the catalog: the new owner gives
     /// the check a full TTL of grace, so a heartbeat lost in the move costs nothing.
     public func heartbeat(
-        _ instance: InstanceKey, status: HealthStatus = .passing, output: String = "", relayed: Bool = false
+        _ instance: InstanceKey, checkID: String? = nil, status: HealthStatus = .passing, output: String = "",
+        relayed: Bool = false
     ) async -> HeartbeatResult {
         if let membership, let relay, !membership.isLocal(instance) || (relayed && !isTracking(instance)) {
             if !relayed, let owner = membership.owner(of: instance),
-                let answer = await relay.send(instance, status: status, output: output, to: owner)
+                let answer = await relay.send(
+                    instance, checkID: checkID, status: status, output: output, to: owner)
             {
                 metrics.heartbeats.increment()
                 // An owner whose view lags (the instance registered through another agent a moment ago) does not
                 // know it yet: a 404 would make the client register again for nothing.
-                if case .unknownInstance = answer { return heartbeatFromCatalog(instance) }
+                if case .unknownInstance = answer { return heartbeatFromCatalog(instance, checkID: checkID) }
                 return answer
             }
-            return heartbeatFromCatalog(instance)
+            return heartbeatFromCatalog(instance, checkID: checkID)
         }
         metrics.heartbeats.increment()
         // A heartbeat can bring work forward: a check given back its TTL deadline, a critical status's timer.
-        let outcome = changeTable { $0.heartbeat(instance, status: status, output: output, now: .now) }
+        let outcome = changeTable {
+            $0.heartbeat(instance, checkID: checkID, status: status, output: output, now: .now)
+        }
         switch outcome {
         case .unknownInstance: return .unknownInstance
         case .noTTLCheck: return .noTTLCheck
@@ -212,9 +216,10 @@ public final class HealthChecker: Service, Sendable {
     }
 
     /// A heartbeat answered from what the catalog holds, without recording it.
-    private func heartbeatFromCatalog(_ key: InstanceKey) -> HeartbeatResult {
+    private func heartbeatFromCatalog(_ key: InstanceKey, checkID: String?) -> HeartbeatResult {
         guard let current = catalog.instance(service: key.service, id: key.id).instance else { return .unknownInstance }
-        guard current.checks.contains(where: { $0.definition.type == .ttl }) else { return .noTTLCheck }
+        guard current.checks.contains(where: { $0.definition.type == .ttl && (checkID == nil || $0.id == checkID) })
+        else { return .noTTLCheck }
         return .recorded(status: current.status)
     }
 

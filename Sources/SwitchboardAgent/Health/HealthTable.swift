@@ -246,15 +246,16 @@ struct HealthTable: Sendable {
 
     // MARK: Results
 
-    /// A heartbeat for `instance`: every TTL check it has gets `status` (passing unless the client says otherwise)
-    /// and a new deadline one TTL from `now`.
+    /// A heartbeat for `instance`: every TTL check it has (or only the one with id `checkID`) gets `status`
+    /// (passing unless the client says otherwise) and a new deadline one TTL from `now`.
     mutating func heartbeat(
-        _ instance: InstanceKey, status: HealthStatus = .passing, output: String = "", now: ContinuousClock.Instant
+        _ instance: InstanceKey, checkID: String? = nil, status: HealthStatus = .passing, output: String = "",
+        now: ContinuousClock.Instant
     ) -> HeartbeatOutcome {
         guard let ids = checkIDsByInstance[instance] else { return .unknownInstance }
         var effects: [HealthEffect] = []
         var found = false
-        for id in ids {
+        for id in ids where checkID == nil || id == checkID {
             let key = CheckKey(instance: instance, checkID: id)
             guard var check = checks[key], check.definition.type == .ttl else { continue }
             found = true

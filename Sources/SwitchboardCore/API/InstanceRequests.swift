@@ -1,20 +1,24 @@
 /// The optional body of `PUT .../heartbeat`.
 public struct HeartbeatRequest: Codable, Sendable, Hashable, StrictlyDecodable {
-    public static let knownKeys: Set<String> = ["status", "output"]
+    public static let knownKeys: Set<String> = ["status", "output", "check"]
 
     private enum CodingKeys: String, CodingKey {
-        case status, output
+        case status, output, check
     }
 
     /// `passing` (the default), `warning` or `critical`.
     public var status: String?
     /// What the instance says of itself, kept as the check's output (at most 4 KiB).
     public var output: String?
+    /// The id of the one TTL check this heartbeat is for (`<id>:ttl:2`, say); every TTL check of the instance when
+    /// absent.
+    public var check: String?
 
-    /// A heartbeat reporting `status` (passing when `nil`) with `output`.
-    public init(status: HealthStatus? = nil, output: String? = nil) {
+    /// A heartbeat reporting `status` (passing when `nil`) with `output`, for the TTL check `check` (all when `nil`).
+    public init(status: HealthStatus? = nil, output: String? = nil, check: String? = nil) {
         self.status = status?.rawValue
         self.output = output
+        self.check = check
     }
 
     public init(from decoder: any Decoder) throws {
@@ -22,6 +26,16 @@ public struct HeartbeatRequest: Codable, Sendable, Hashable, StrictlyDecodable {
         let container = try decoder.container(keyedBy: AnyCodingKey.self)
         status = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "status"))
         output = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "output"))
+        check = try container.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "check"))
+    }
+
+    /// The check named, when one is: at most 256 bytes, not empty.
+    package func validatedCheck() throws(ValidationError) -> String? {
+        guard let check else { return nil }
+        guard !check.isEmpty, check.utf8.count <= 256 else {
+            throw ValidationError(field: "check", message: "check must be a check id of 1 to 256 bytes")
+        }
+        return check
     }
 
     package func validated() throws(ValidationError) -> (HealthStatus, String) {

@@ -1,6 +1,10 @@
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import NIOHTTP1
+import SwitchboardCatalog
+import SwitchboardCore
+import SwitchboardTestSupport
 import Testing
 
 @testable import SwitchboardAgent
@@ -28,6 +32,32 @@ extension ConsulAPITests {
                     #expect(String(buffer: response.body) == expected, "\(uri) \(headers)")
                 }
             }
+        }
+    }
+}
+
+extension ConsulAPITests {
+    /// Consul updates one check by its id: of an instance with two TTL checks, only the one named changes; the
+    /// native heartbeat can name one check the same way.
+    @Test func aTTLUpdateChangesOnlyTheCheckItNames() async throws {
+        try await withLiveAgent { agent in
+            let registered = try await http(
+                .PUT, "\(agent.baseURL)/v1/agent/service/register",
+                json: #"{"Name": "web", "ID": "w1", "Port": 80, "Checks": [{"TTL": "30s"}, {"TTL": "30s"}]}"#)
+            #expect(registered.status == 200)
+            #expect(try await http(.PUT, "\(agent.baseURL)/v1/agent/check/pass/service:w1:2").status == 200)
+            func statuses() throws -> [HealthStatus] {
+                try #require(agent.catalog.instance(service: try ServiceName("web"), id: try InstanceID("w1")).instance)
+                    .checks.map(\.status)
+            }
+            #expect(try statuses() == [.critical, .passing])
+            let native = try await http(
+                .PUT, "\(agent.baseURL)/v1/services/web/instances/w1/heartbeat", json: #"{"check": "w1:ttl"}"#)
+            #expect(native.status == 200, "\(native.text)")
+            #expect(try statuses() == [.passing, .passing])
+            let unknown = try await http(
+                .PUT, "\(agent.baseURL)/v1/services/web/instances/w1/heartbeat", json: #"{"check": "w1:http"}"#)
+            #expect(unknown.status == 409 && unknown.errorField == "check", "\(unknown.text)")
         }
     }
 }
