@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -58,6 +59,21 @@ extension ConsulAPITests {
             let unknown = try await http(
                 .PUT, "\(agent.baseURL)/v1/services/web/instances/w1/heartbeat", json: #"{"check": "w1:http"}"#)
             #expect(unknown.status == 409 && unknown.errorField == "check", "\(unknown.text)")
+        }
+    }
+}
+
+extension ConsulAPITests {
+    @Test func aServiceIDRegisteredUnderAnotherNameMovesThere() async throws {
+        try await withLiveAgent { agent in
+            let register = "\(agent.baseURL)/v1/agent/service/register"
+            _ = try await http(.PUT, register, json: #"{"Name": "alpha", "ID": "m1", "Port": 80}"#)
+            _ = try await http(.PUT, register, json: #"{"Name": "beta", "ID": "m1", "Port": 81}"#)
+            let services = try #require(
+                try JSONSerialization.jsonObject(with: try await http(.GET, "\(agent.baseURL)/v1/agent/services").body)
+                    as? [String: [String: Any]])
+            #expect(services["m1"]?["Service"] as? String == "beta" && services["m1"]?["Port"] as? Int == 81)
+            #expect(agent.catalog.summary().instances == 1, "one instance per Consul service id")
         }
     }
 }

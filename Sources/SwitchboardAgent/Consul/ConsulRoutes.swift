@@ -58,6 +58,12 @@ extension AgentHTTPAPI {
         let registration = try ConsulRegistration(body, defaultAddress: consulLocalNode.address)
         metrics.registrations.increment()
         _ = try await catalog.register(registration.definition)
+        // A Consul service id names one service on the agent: registered under another name, it moves there.
+        let id = registration.definition.id
+        for other in catalog.allInstances().instances
+        where other.id == id && other.service != registration.definition.service {
+            _ = try? await catalog.deregister(service: other.service, id: id)
+        }
         return ConsulResponses.done()
     }
 

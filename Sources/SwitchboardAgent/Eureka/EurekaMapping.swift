@@ -193,6 +193,8 @@ final class EurekaRecentChanges: Sendable {
 
     let retention: Duration
     private let queue = Mutex(Queue())
+    /// When the queue is next pruned of expired entries: at most once a second, not on every change.
+    private let nextPrune = Mutex(ContinuousClock.now)
 
     init(catalog: Catalog, retention: Duration = .seconds(180)) {
         self.retention = retention
@@ -216,16 +218,20 @@ final class EurekaRecentChanges: Sendable {
                 }
                 queue.entries[key] = Entry(at: now, action: action, instance: change.event.instance)
             }
-            if queue.entries.count > 1024 { queue.entries = queue.entries.filter { now - $0.value.at < retention } }
         }
+        let prune = nextPrune.withLock { next in
+            guard now >= next else { return false }
+            next = now + .seconds(1)
+            return true
+        }
+        if prune { queue.withLock { $0.entries = $0.entries.filter { now - $0.value.at < retention } } }
     }
 
     /// The changes of the last `retention`, newest state per instance, and the index they are recorded through.
     func recent() -> (entries: [Entry], through: UInt64) {
         let now = ContinuousClock.now
         return queue.withLock { queue in
-            queue.entries = queue.entries.filter { now - $0.value.at < retention }
-            return (Array(queue.entries.values), queue.through)
+            (queue.entries.values.filter { now - $0.at < retention }, queue.through)
         }
     }
 }

@@ -186,7 +186,8 @@ extension AgentHTTPAPI {
         do {
             var validated = try request.validated(service: definition.service, id: definition.id)
             validated.checks = definition.checks
-            _ = try await catalog.register(validated)
+            // Compared with the instance as read: a concurrent change fails this one (409) rather than being lost.
+            _ = try await catalog.register(validated, cas: instance.modifyIndex)
         } catch let error as ValidationError {
             throw EurekaError.badRequest("\(error.field): \(error.message)")
         }
