@@ -255,7 +255,8 @@ import Testing
             func criticalCount() async throws -> Int {
                 ((try await agentInfo())["counts"] as? [String: Any])?["critical"] as? Int ?? -1
             }
-            try await waitUntil(timeout: .seconds(5), "all 100 instances passing") { try await criticalCount() == 0 }
+            // Generous: on a loaded machine 100 parallel heartbeats a round take a while to turn every check passing.
+            try await waitUntil(timeout: .seconds(20), "all 100 instances passing") { try await criticalCount() == 0 }
 
             // 60 of 100 go quiet at once, as when the agent's own network drops them.
             silenced.withLock { $0 = Set(ids.prefix(60)) }
