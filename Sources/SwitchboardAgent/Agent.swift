@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -67,6 +68,8 @@ public struct AgentConfiguration: Sendable {
     /// A listener of its own for Consul's API (its clients look at 127.0.0.1:8500 unless told otherwise); nil:
     /// Consul's API is served on the HTTP address only. It serves the same routes as the HTTP address.
     public var consulListener: ListenAddress?
+    /// TLS on the HTTP API and the Consul listener; nil: plain HTTP.
+    public var tls: TLSSettings?
     /// Clients' observations of one instance are logged at most once per this interval (429 with `Retry-After`
     /// in between), so a crowd reporting one failure cannot push real changes out of the event ring.
     public var observationInterval: Duration
@@ -81,9 +84,11 @@ public struct AgentConfiguration: Sendable {
         watch: WatchConfiguration = .init(),
         dns: DNSConfiguration? = DNSConfiguration(),
         observationInterval: Duration = .seconds(1),
-        consulListener: ListenAddress? = nil
+        consulListener: ListenAddress? = nil,
+        tls: TLSSettings? = nil
     ) {
         self.consulListener = consulListener
+        self.tls = tls
         self.httpHost = httpHost
         self.httpPort = httpPort
         self.storage = storage
@@ -165,12 +170,14 @@ public struct Agent: Service {
                 "store": "\(description)", "index": "\(catalog.index)", "instances": "\(catalog.summary().instances)",
             ]
         )
+        let tls = try configuration.tls.map(ReloadingTLSContext.init(settings:))
         let application = Self.makeApplication(
             catalog: catalog,
             storeDescription: description,
             configuration: configuration,
             logger: logger,
             cluster: cluster,
+            tls: tls,
             onServerRunning: onServerRunning
         )
         try await application.run()
@@ -226,9 +233,11 @@ public struct Agent: Service {
         configuration: AgentConfiguration,
         logger: Logger,
         cluster: ClusterMode? = nil,
+        tls: ReloadingTLSContext? = nil,
         onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in },
         onDNSListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
+        let server: HTTPServerBuilder = tls.map { .http1(tls: $0) } ?? .http1()
         let metrics = AgentMetrics()
         let health = HealthChecker(
             catalog: catalog, configuration: configuration.health, metrics: metrics, logger: logger,
@@ -258,6 +267,7 @@ public struct Agent: Service {
             services.append(
                 Application(
                     router: api.makeRouter(),
+                    server: server,
                     configuration: ApplicationConfiguration(
                         address: .hostname(consul.host, port: consul.port),
                         serverName: "switchboard/\(SwitchboardVersion.current)"),
@@ -267,10 +277,12 @@ public struct Agent: Service {
                     },
                     logger: logger))
         }
+        if let tls { services.append(TLSReloader(tls: tls, logger: logger)) }
         // Last, so it is the first to stop: the member key goes at once and the checks move to the others.
         if let membership = cluster?.membership { services.append(membership) }
         return Application(
             router: api.makeRouter(),
+            server: server,
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.httpHost, port: configuration.httpPort),
                 serverName: "switchboard/\(SwitchboardVersion.current)"

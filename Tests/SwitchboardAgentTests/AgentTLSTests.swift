@@ -1,0 +1,133 @@
+import Foundation
+import SwitchboardTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// TLS on the agent's HTTP API, with certificates `openssl` makes in the test and curl as the client.
+@Suite(.serialized) struct AgentTLSTests {
+    /// A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate, in `directory`.
+    struct Certificates {
+        let directory: String
+        var ca: String { directory + "/ca.pem" }
+        var serverCertificate: String { directory + "/server.pem" }
+        var serverKey: String { directory + "/server.key" }
+        var clientCertificate: String { directory + "/client.pem" }
+        var clientKey: String { directory + "/client.key" }
+
+        init() async throws {
+            directory = try makeTemporaryDirectory()
+            try await Self.openssl([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory + "/ca.key", "-out",
+                directory + "/ca.pem", "-days", "1", "-subj", "/CN=switchboard-test-ca",
+            ])
+            try "subjectAltName=IP:127.0.0.1\n".write(toFile: directory + "/san.cnf", atomically: true, encoding: .utf8)
+            try await issue("server", commonName: "first")
+            try await issue("client", commonName: "a-client")
+        }
+
+        /// A certificate for `name` (server or client) signed by the CA, replacing the files atomically.
+        func issue(_ name: String, commonName: String) async throws {
+            let staging = directory + "/staging-\(name)"
+            try await Self.openssl([
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", staging + ".key", "-out", staging + ".csr",
+                "-subj", "/CN=\(commonName)",
+            ])
+            try await Self.openssl([
+                "x509", "-req", "-in", staging + ".csr", "-CA", ca, "-CAkey", directory + "/ca.key",
+                "-CAcreateserial", "-out", staging + ".pem", "-days", "1", "-extfile", directory + "/san.cnf",
+            ])
+            _ = rename(staging + ".key", directory + "/\(name).key")
+            _ = rename(staging + ".pem", directory + "/\(name).pem")
+        }
+
+        static func openssl(_ arguments: [String]) async throws {
+            let run = try await runProgram("/usr/bin/openssl", arguments)
+            guard run.status == 0 else {
+                throw TestFailure("openssl \(arguments.joined(separator: " ")): \(run.stderr)")
+            }
+        }
+    }
+
+    static func curl(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        try await runProgram("/usr/bin/curl", ["-sS", "--max-time", "10"] + arguments)
+    }
+
+    @Test func httpsServesTheAPIAndARotatedCertificateReachesNewConnectionsWhileAStreamStaysOpen() async throws {
+        let certificates = try await Certificates()
+        defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
+        let agent = try await AgentProcess(
+            dataDirectory: nil, dnsAddress: nil,
+            extraArguments: ["--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey])
+        let base = agent.baseURL.replacingOccurrences(of: "http://", with: "https://")
+        let info = try await Self.curl(["--cacert", certificates.ca, "\(base)/v1/agent"])
+        #expect(info.status == 0 && info.stdout.contains(#""store""#), "\(info)")
+        let plain = try await Self.curl(["\(agent.baseURL)/v1/agent"])
+        #expect(plain.status != 0 || !plain.stdout.contains(#""store""#), "plain HTTP is not served on a TLS port")
+
+        // A watch stream opened on the first certificate.
+        let streamed = certificates.directory + "/stream.txt"
+        _ = FileManager.default.createFile(atPath: streamed, contents: nil)
+        let stream = Process()
+        stream.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        stream.arguments = ["-sN", "--cacert", certificates.ca, "\(base)/v1/watch"]
+        stream.standardOutput = FileHandle(forWritingAtPath: streamed)
+        try stream.run()
+        defer { if stream.isRunning { kill(stream.processIdentifier, SIGKILL) } }
+        try await waitUntil(timeout: .seconds(10), "the stream's snapshot") {
+            ((try? String(contentsOfFile: streamed, encoding: .utf8)) ?? "").contains("data:")
+        }
+
+        try await certificates.issue("server", commonName: "rotated")
+        try await waitUntil(timeout: .seconds(15), "new connections to get the rotated certificate") {
+            let verbose = try await Self.curl(["-v", "--cacert", certificates.ca, "\(base)/v1/agent"])
+            return verbose.status == 0 && verbose.stderr.contains("CN=rotated")
+        }
+        let registered = try await Self.curl([
+            "--cacert", certificates.ca, "-X", "PUT", "-H", "Content-Type: application/json",
+            "-d", #"{"address": "10.0.0.1", "port": 80}"#, "\(base)/v1/services/tls-demo/instances/after-rotation",
+        ])
+        #expect(registered.status == 0, "\(registered)")
+        try await waitUntil(timeout: .seconds(10), "the stream opened before the rotation to carry the change") {
+            ((try? String(contentsOfFile: streamed, encoding: .utf8)) ?? "").contains("after-rotation")
+        }
+        #expect(stream.isRunning, "the open stream stayed open")
+        #expect(await agent.stop(with: SIGTERM) == 0)
+    }
+
+    @Test func clientCertificatesAreRequiredWhenAClientCAIsGiven() async throws {
+        let certificates = try await Certificates()
+        defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
+        let agent = try await AgentProcess(
+            dataDirectory: nil, dnsAddress: nil,
+            extraArguments: [
+                "--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey, "--tls-client-ca",
+                certificates.ca,
+            ])
+        let base = agent.baseURL.replacingOccurrences(of: "http://", with: "https://")
+        let anonymous = try await Self.curl(["--cacert", certificates.ca, "\(base)/v1/agent"])
+        #expect(anonymous.status != 0, "no client certificate, no answer: \(anonymous)")
+        let identified = try await Self.curl([
+            "--cacert", certificates.ca, "--cert", certificates.clientCertificate, "--key", certificates.clientKey,
+            "\(base)/v1/agent",
+        ])
+        #expect(identified.status == 0 && identified.stdout.contains(#""store""#), "\(identified)")
+    }
+
+    @Test func aKeyThatDoesNotMatchTheCertificateStopsTheAgentWithAClearError() async throws {
+        let certificates = try await Certificates()
+        defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
+        let run = try await SwitchboardBinary.run(
+            [
+                "agent", "--dev", "--dns-disable", "--http-addr", "127.0.0.1:0", "--tls-cert",
+                certificates.serverCertificate, "--tls-key", certificates.clientKey,
+            ], timeout: .seconds(30))
+        #expect(run.status != 0)
+        #expect((run.stdout + run.stderr).contains("do not make a TLS context"), "\(run.stdout)\(run.stderr)")
+        let missing = try await SwitchboardBinary.run(
+            ["agent", "--dev", "--dns-disable", "--tls-cert", certificates.serverCertificate], timeout: .seconds(30))
+        #expect(missing.status != 0 && (missing.stdout + missing.stderr).contains("--tls-key"))
+    }
+}
