@@ -10,7 +10,7 @@ public struct SwitchboardClientError: Error, Sendable, Hashable, CustomStringCon
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         fileprivate enum Value: Sendable, Hashable {
             case agentUnreachable, refused, invalidAnswer, unknownService, timedOut, noInstance, rejected,
-                instanceFailed
+                instanceFailed, invalidConfiguration
         }
         fileprivate let value: Value
 
@@ -30,6 +30,8 @@ public struct SwitchboardClientError: Error, Sendable, Hashable, CustomStringCon
         public static let rejected = Code(value: .rejected)
         /// The instance called refused the connection or failed while answering.
         public static let instanceFailed = Code(value: .instanceFailed)
+        /// The client's own configuration cannot be used (a TLS file that does not load, say).
+        public static let invalidConfiguration = Code(value: .invalidConfiguration)
 
         public var description: String { "\(value)" }
     }

@@ -13,7 +13,13 @@ enum ClientSettings {
         default: AgentConnectionConfiguration().agents.joined(separator: ","), valueName: "url",
         "The agent's URL; repeat for several, tried in order (the variable takes them comma-separated).")
 
-    static let all: [Setting] = [agents, Setting.configFile]
+    static let caFile = Setting(
+        "ca-file", valueName: "file", "A PEM file of the CA that signs the agents' certificates (https:// agents).")
+    static let clientCertificate = Setting(
+        "client-cert", valueName: "file", "A PEM client certificate for agents that require one, with --client-key.")
+    static let clientKey = Setting("client-key", valueName: "file", "The PEM key of --client-cert.")
+
+    static let all: [Setting] = [agents, caFile, clientCertificate, clientKey, Setting.configFile]
 }
 
 /// Options every client command shares.
@@ -23,6 +29,15 @@ struct ClientOptions: ParsableArguments {
 
     @Option(name: Setting.configFile.argumentName, help: Setting.configFile.help)
     var configFile: String?
+
+    @Option(name: ClientSettings.caFile.argumentName, help: ClientSettings.caFile.help)
+    var caFile: String?
+
+    @Option(name: ClientSettings.clientCertificate.argumentName, help: ClientSettings.clientCertificate.help)
+    var clientCertificate: String?
+
+    @Option(name: ClientSettings.clientKey.argumentName, help: ClientSettings.clientKey.help)
+    var clientKey: String?
 
     @Flag(help: "Print JSON instead of a table, for scripts.")
     var json = false
@@ -35,7 +50,10 @@ struct ClientOptions: ParsableArguments {
         var given: [Setting: String] = [:]
         given[ClientSettings.agents] = agents.isEmpty ? nil : agents.joined(separator: ",")
         given[Setting.configFile] = configFile
-        let urls = try await command.settled {
+        given[ClientSettings.caFile] = caFile
+        given[ClientSettings.clientCertificate] = clientCertificate
+        given[ClientSettings.clientKey] = clientKey
+        let (urls, tls) = try await command.settled {
             let settings = try await SettingsReader(ClientSettings.all, commandLine: given)
             let urls = settings.list(ClientSettings.agents).map { url in
                 var url = url
@@ -43,12 +61,24 @@ struct ClientOptions: ParsableArguments {
                 return url
             }
             guard !urls.isEmpty else { throw ValidationError("--agent must name at least one agent URL") }
-            return urls
+            let files = [ClientSettings.caFile, ClientSettings.clientCertificate, ClientSettings.clientKey].map {
+                settings.text($0)
+            }
+            guard files.contains(where: { $0 != nil }) else { return (urls, AgentTLSConfiguration?.none) }
+            do {
+                return (
+                    urls,
+                    try AgentTLSConfiguration(
+                        caFile: files[0], clientCertificateFile: files[1], clientKeyFile: files[2])
+                )
+            } catch {
+                throw ValidationError("\(error)")
+            }
         }
         // A command makes one request: a dead agent should cost seconds, not a long-lived client's patience.
         let connection = AgentConnection(
             configuration: AgentConnectionConfiguration(
-                agents: urls, connectTimeout: .seconds(3), requestTimeout: .seconds(10)))
+                agents: urls, connectTimeout: .seconds(3), requestTimeout: .seconds(10), tls: tls))
         var failure: String?
         do {
             try await body(AgentClient(connection: connection))

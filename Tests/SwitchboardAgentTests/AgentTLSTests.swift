@@ -1,4 +1,6 @@
 import Foundation
+import SwitchboardClient
+import SwitchboardCore
 import SwitchboardTestSupport
 import Testing
 
@@ -114,6 +116,48 @@ import Glibc
             "\(base)/v1/agent",
         ])
         #expect(identified.status == 0 && identified.stdout.contains(#""store""#), "\(identified)")
+
+        // The CLI and the client library, with the CA and the client certificate.
+        let registered = try await SwitchboardBinary.run([
+            "register", "tls-demo", "--address", "10.0.0.9", "--port", "80", "--agent", base, "--ca-file",
+            certificates.ca, "--client-cert", certificates.clientCertificate, "--client-key", certificates.clientKey,
+        ])
+        #expect(registered.status == 0, "\(registered.stdout)\(registered.stderr)")
+        let withoutCertificate = try await SwitchboardBinary.run([
+            "services", "--agent", base, "--ca-file", certificates.ca,
+        ])
+        #expect(withoutCertificate.status != 0, "refused without a client certificate")
+        let connection = AgentConnection(
+            configuration: AgentConnectionConfiguration(
+                agents: [base],
+                tls: try AgentTLSConfiguration(
+                    caFile: certificates.ca, clientCertificateFile: certificates.clientCertificate,
+                    clientKeyFile: certificates.clientKey)))
+        do {
+            let services = try await AgentClient(connection: connection).services()
+            #expect(services.services.map(\.name.rawValue) == ["tls-demo"])
+            try await connection.shutdown()
+        } catch {
+            try? await connection.shutdown()
+            throw error
+        }
+    }
+
+    @Test func theCLITrustsAnAgentsCAOnlyWhenGivenIt() async throws {
+        let certificates = try await Certificates()
+        defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
+        let agent = try await AgentProcess(
+            dataDirectory: nil, dnsAddress: nil,
+            extraArguments: ["--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey])
+        let base = agent.baseURL.replacingOccurrences(of: "http://", with: "https://")
+        let trusted = try await SwitchboardBinary.run([
+            "services", "--json", "--agent", base, "--ca-file", certificates.ca,
+        ])
+        #expect(trusted.status == 0, "\(trusted.stdout)\(trusted.stderr)")
+        let untrusted = try await SwitchboardBinary.run(["services", "--agent", base])
+        #expect(untrusted.status != 0, "an agent signed by an unknown CA is not trusted")
+        let badCA = try await SwitchboardBinary.run(["services", "--agent", base, "--ca-file", certificates.serverKey])
+        #expect(badCA.status != 0 && badCA.stderr.contains("is not a PEM certificate"), "\(badCA.stderr)")
     }
 
     @Test func aKeyThatDoesNotMatchTheCertificateStopsTheAgentWithAClearError() async throws {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import SwitchboardCore
 import Synchronization
 
@@ -16,15 +17,66 @@ public struct AgentConnectionConfiguration: Sendable {
     public var requestTimeout: Duration
     /// How long a watch stream may stay silent before it counts as dead (the agent sends a comment every 15 s).
     public var streamIdleTimeout: Duration
+    /// For `https://` agents: the CA to trust and a client certificate to present; nil trusts the system's CAs.
+    public var tls: AgentTLSConfiguration?
 
     public init(
         agents: [String] = ["http://127.0.0.1:7500"], connectTimeout: Duration = .seconds(1),
-        requestTimeout: Duration = .seconds(5), streamIdleTimeout: Duration = .seconds(40)
+        requestTimeout: Duration = .seconds(5), streamIdleTimeout: Duration = .seconds(40),
+        tls: AgentTLSConfiguration? = nil
     ) {
         self.agents = agents
         self.connectTimeout = connectTimeout
         self.requestTimeout = requestTimeout
         self.streamIdleTimeout = streamIdleTimeout
+        self.tls = tls
+    }
+}
+
+/// How a client trusts agents served over TLS, and proves who it is to agents that require client certificates.
+///
+/// The files are read when this is made, so a file that does not load is reported there, naming it.
+public struct AgentTLSConfiguration: Sendable {
+    /// A PEM file of the CA(s) that sign the agents' certificates; nil: the system's trust store.
+    public let caFile: String?
+    /// A PEM client certificate (chain) and its key, for agents that require one (`--tls-client-ca`).
+    public let clientCertificateFile: String?
+    public let clientKeyFile: String?
+    /// What AsyncHTTPClient is given.
+    let configuration: TLSConfiguration
+
+    public init(
+        caFile: String? = nil, clientCertificateFile: String? = nil, clientKeyFile: String? = nil
+    ) throws(SwitchboardClientError) {
+        self.caFile = caFile
+        self.clientCertificateFile = clientCertificateFile
+        self.clientKeyFile = clientKeyFile
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let caFile {
+            do {
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+            } catch {
+                throw SwitchboardClientError(
+                    .invalidConfiguration, "the CA file \(caFile) is not a PEM certificate: \(error)")
+            }
+        }
+        switch (clientCertificateFile, clientKeyFile) {
+        case (let certificateFile?, let keyFile?):
+            do {
+                tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+            } catch {
+                throw SwitchboardClientError(
+                    .invalidConfiguration,
+                    "the client certificate \(certificateFile) or key \(keyFile) does not load: \(error)")
+            }
+        case (nil, nil):
+            break
+        default:
+            throw SwitchboardClientError(
+                .invalidConfiguration, "a client certificate and its key go together: give both files")
+        }
+        configuration = tls
     }
 }
 
@@ -73,6 +125,7 @@ public final class AgentConnection: Sendable {
         self.configuration = configuration
         self.logger = logger ?? Logger(label: "switchboard.client", factory: { _ in SwiftLogNoOpLogHandler() })
         var http = HTTPClient.Configuration()
+        http.tlsConfiguration = configuration.tls?.configuration
         http.timeout.connect = .nanoseconds(configuration.connectTimeout.nanoseconds)
         // The client retries on another agent itself; AsyncHTTPClient retrying connects until the deadline would
         // hold a request on a dead agent.
