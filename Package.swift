@@ -76,16 +76,25 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 "SwitchboardClient",
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // Server-side TLS material shared by the agent and the gateway: certificates loaded and re-read on change.
+        .target(
+            name: "SwitchboardTLS",
+            dependencies: [
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(
             name: "SwitchboardAgent",
             dependencies: [
+                "SwitchboardTLS",
                 "SwitchboardCore",
                 "SwitchboardCatalog",
                 "SwitchboardClient",
@@ -111,6 +120,7 @@ let package = Package(
         .target(
             name: "SwitchboardClient",
             dependencies: [
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "SwitchboardCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -126,6 +136,8 @@ let package = Package(
         .target(
             name: "SwitchboardGateway",
             dependencies: [
+                "SwitchboardTLS",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "SwitchboardCore",
                 "SwitchboardClient",
                 .product(name: "Logging", package: "swift-log"),
@@ -190,6 +202,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
+                "SwitchboardTLS",
                 "ProcessSupport",
                 "SwitchboardCore",
                 "SwitchboardCatalog",

@@ -8,6 +8,7 @@ import SwitchboardCatalog
 import SwitchboardCore
 import SwitchboardDNS
 import SwitchboardEtcd
+import SwitchboardTLS
 
 /// How an agent runs: where it listens, where it keeps data, and how much it remembers.
 public struct AgentConfiguration: Sendable {

@@ -1,4 +1,5 @@
 import SwitchboardClient
+import SwitchboardTLS
 
 /// How a gateway listens, finds services and talks to their instances.
 public struct GatewayConfiguration: Sendable {
@@ -37,6 +38,10 @@ public struct GatewayConfiguration: Sendable {
     public var accessLog: AccessLogDestination
     /// The admin address (`/metrics`, `/routes`, `/health`), as host and port; nil serves none.
     public var admin: (host: String, port: Int)?
+    /// TLS on the listener (certificates re-read when they change); nil: plain HTTP.
+    public var tls: TLSSettings?
+    /// How the gateway trusts `https://` agents (its CA file, a client certificate); nil: the system's CAs.
+    public var agentTLS: AgentTLSConfiguration?
 
     /// Where the access log goes.
     public enum AccessLogDestination: Sendable, Equatable {
@@ -56,8 +61,10 @@ public struct GatewayConfiguration: Sendable {
         circuitBreaker: CircuitBreaker.Configuration? = CircuitBreaker.Configuration(),
         shutdownGrace: Duration = .seconds(10), routeFile: String? = nil,
         routeReloadInterval: Duration = .seconds(1), accessLog: AccessLogDestination = .off,
-        admin: (host: String, port: Int)? = nil
+        admin: (host: String, port: Int)? = nil, tls: TLSSettings? = nil, agentTLS: AgentTLSConfiguration? = nil
     ) {
+        self.tls = tls
+        self.agentTLS = agentTLS
         self.host = host
         self.port = port
         self.agents = agents

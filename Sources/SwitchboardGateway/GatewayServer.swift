@@ -4,9 +4,11 @@ import NIOCore
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import SwitchboardClient
 import SwitchboardCore
+import SwitchboardTLS
 
 /// The gateway: one address for callers that know nothing of the registry, proxying each request to a healthy
 /// instance of the service it names (server-side discovery).
@@ -42,7 +44,10 @@ public struct GatewayServer: Service {
         // A route file that cannot be read stops the gateway before it listens: better than serving no routes.
         var routeFile: RouteFileWatcher.Loaded?
         if let path = configuration.routeFile { routeFile = try await RouteFileWatcher.load(path) }
-        let connection = AgentConnection(configuration: .init(agents: configuration.agents), logger: logger)
+        // Certificates that do not load stop the gateway before it listens, naming the file.
+        let tls = try configuration.tls.map(ReloadingTLSContext.init(settings:))
+        let connection = AgentConnection(
+            configuration: .init(agents: configuration.agents, tls: configuration.agentTLS), logger: logger)
         // With a route file, routes name the instances they want; without, only public ones are reachable.
         let query = routeFile == nil ? InstanceQuery(tags: [configuration.publicTag]) : InstanceQuery()
         let discovery = ServiceDiscovery(
@@ -83,6 +88,10 @@ public struct GatewayServer: Service {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        // The context current when the caller connects: a rotated certificate reaches new callers.
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+                    }
                     let resources = loopPools.resources(for: channel.eventLoop)
                     try channel.pipeline.syncOperations.addHandler(
                         ProxyHandler(
@@ -102,6 +111,7 @@ public struct GatewayServer: Service {
         }
         try await withThrowingDiscardingTaskGroup { tasks in
             tasks.addTask { try await discovery.run() }
+            if let tls { tasks.addTask { try await TLSReloader(tls: tls, logger: logger).run() } }
             if let accessLog { tasks.addTask { await accessLog.run() } }
             if let routeFile, let path = configuration.routeFile {
                 tasks.addTask {

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import SwitchboardAgent
 import SwitchboardCore
 import SwitchboardDNS
+import SwitchboardTLS
 import UnixSignals
 
 /// The agent's settings: flag, variable, configuration-file key, default and help, each written once. The defaults
@@ -67,13 +68,7 @@ enum AgentSettings {
         "dns-answer-limit", default: "\(dnsDefaults.answerLimit ?? 0)", valueName: "count",
         "The most address or SRV records in one DNS answer, picked at random each time; 0: as many as fit.")
     static let dnsDisable = Setting("dns-disable", default: "false", "Do not serve DNS.")
-    static let tlsCertificate = Setting(
-        "tls-cert", valueName: "file",
-        "Serve the HTTP API over TLS with this PEM certificate (chain), with --tls-key; re-read when it changes.")
-    static let tlsKey = Setting("tls-key", valueName: "file", "The PEM private key of --tls-cert.")
-    static let tlsClientCA = Setting(
-        "tls-client-ca", valueName: "file",
-        "Require client certificates signed by this PEM CA (mutual TLS), with --tls-cert.")
+    static let tls = ServerTLSSettings(environmentPrefix: "SWITCHBOARD_", server: "the HTTP API")
     static let consulAddress = Setting(
         "consul-addr", valueName: "host:port",
         "Also serve the HTTP API (with Consul's API) on this address, such as 127.0.0.1:8500 where Consul's clients look by default; none: only on --http-addr."
@@ -84,7 +79,7 @@ enum AgentSettings {
         selfPreservationShare,
         selfPreservationMinimumInstances,
         maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable, consulAddress,
-        tlsCertificate, tlsKey, tlsClientCA, CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
+        tls.certificate, tls.key, tls.clientCA, CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
     ]
 
     private static var defaultDataDirectory: String {
@@ -118,7 +113,7 @@ enum AgentSettings {
             watch: WatchConfiguration(defaultWait: min(defaultWait, maximumWait), maximumWait: maximumWait),
             dns: try dns(from: settings),
             consulListener: consul.map { ListenAddress(host: $0.host, port: $0.port) },
-            tls: try tls(from: settings)
+            tls: try tls.settings(from: settings)
         )
     }
 
@@ -171,25 +166,6 @@ enum AgentSettings {
             .init(
                 endpoints: endpoints, prefix: prefix,
                 agentID: id ?? AgentConfiguration.EtcdStorage.generatedAgentID(), advertiseAddress: advertised))
-    }
-
-    private static func tls(from settings: SettingsReader) throws -> TLSSettings? {
-        let readable = "a readable file"
-        let file = { (text: String) -> String? in FileManager.default.isReadableFile(atPath: text) ? text : nil }
-        let certificate = try settings.value(tlsCertificate, rule: readable, file)
-        let key = try settings.value(tlsKey, rule: readable, file)
-        let clientCA = try settings.value(tlsClientCA, rule: readable, file)
-        switch (certificate, key) {
-        case (let certificate?, let key?):
-            return TLSSettings(certificateFile: certificate, keyFile: key, clientCAFile: clientCA)
-        case (nil, nil):
-            guard clientCA == nil else {
-                throw ValidationError("\(tlsClientCA.flag) needs \(tlsCertificate.flag) and \(tlsKey.flag)")
-            }
-            return nil
-        default:
-            throw ValidationError("\(tlsCertificate.flag) and \(tlsKey.flag) go together")
-        }
     }
 
     private static func positiveDuration(_ text: String) -> Duration? {
@@ -300,13 +276,13 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: AgentSettings.consulAddress.argumentName, help: AgentSettings.consulAddress.help)
     var consulAddress: String?
 
-    @Option(name: AgentSettings.tlsCertificate.argumentName, help: AgentSettings.tlsCertificate.help)
+    @Option(name: AgentSettings.tls.certificate.argumentName, help: AgentSettings.tls.certificate.help)
     var tlsCertificate: String?
 
-    @Option(name: AgentSettings.tlsKey.argumentName, help: AgentSettings.tlsKey.help)
+    @Option(name: AgentSettings.tls.key.argumentName, help: AgentSettings.tls.key.help)
     var tlsKey: String?
 
-    @Option(name: AgentSettings.tlsClientCA.argumentName, help: AgentSettings.tlsClientCA.help)
+    @Option(name: AgentSettings.tls.clientCA.argumentName, help: AgentSettings.tls.clientCA.help)
     var tlsClientCA: String?
 
     /// The settings given on the command line.
@@ -324,8 +300,8 @@ struct AgentCommand: AsyncParsableCommand {
             (AgentSettings.dnsAddress, dnsAddress), (AgentSettings.dnsDomain, dnsDomain),
             (AgentSettings.dnsTTL, dnsTTL), (AgentSettings.dnsAnswerLimit, dnsAnswerLimit),
             (AgentSettings.dnsDisable, dnsDisable ? "true" : nil), (AgentSettings.consulAddress, consulAddress),
-            (AgentSettings.tlsCertificate, tlsCertificate), (AgentSettings.tlsKey, tlsKey),
-            (AgentSettings.tlsClientCA, tlsClientCA),
+            (AgentSettings.tls.certificate, tlsCertificate), (AgentSettings.tls.key, tlsKey),
+            (AgentSettings.tls.clientCA, tlsClientCA),
         ]
         for case (let setting, let value?) in options { given[setting] = value }
         return given

@@ -20,6 +20,18 @@ enum ClientSettings {
     static let clientKey = Setting("client-key", valueName: "file", "The PEM key of --client-cert.")
 
     static let all: [Setting] = [agents, caFile, clientCertificate, clientKey, Setting.configFile]
+
+    /// How to trust `https://` agents, when a CA file or client certificate is given; a file that does not load is
+    /// refused naming it.
+    static func agentTLS(from settings: SettingsReader) throws -> AgentTLSConfiguration? {
+        let files = [caFile, clientCertificate, clientKey].map { settings.text($0) }
+        guard files.contains(where: { $0 != nil }) else { return nil }
+        do {
+            return try AgentTLSConfiguration(caFile: files[0], clientCertificateFile: files[1], clientKeyFile: files[2])
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
 }
 
 /// Options every client command shares.
@@ -61,19 +73,7 @@ struct ClientOptions: ParsableArguments {
                 return url
             }
             guard !urls.isEmpty else { throw ValidationError("--agent must name at least one agent URL") }
-            let files = [ClientSettings.caFile, ClientSettings.clientCertificate, ClientSettings.clientKey].map {
-                settings.text($0)
-            }
-            guard files.contains(where: { $0 != nil }) else { return (urls, AgentTLSConfiguration?.none) }
-            do {
-                return (
-                    urls,
-                    try AgentTLSConfiguration(
-                        caFile: files[0], clientCertificateFile: files[1], clientKeyFile: files[2])
-                )
-            } catch {
-                throw ValidationError("\(error)")
-            }
+            return (urls, try ClientSettings.agentTLS(from: settings))
         }
         // A command makes one request: a dead agent should cost seconds, not a long-lived client's patience.
         let connection = AgentConnection(

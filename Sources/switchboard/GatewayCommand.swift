@@ -33,17 +33,22 @@ enum GatewaySettings {
         "threads", environment: "SWITCHBOARD_GATEWAY_THREADS", valueName: "count",
         "Event-loop threads serving callers and instances; none: one per core the process may run on.")
 
+    static let tls = ServerTLSSettings(environmentPrefix: "SWITCHBOARD_GATEWAY_", server: "the gateway's listener")
+
     static let all: [Setting] = [
-        listen, agents, routeFile, accessLog, admin, threads, CommonSettings.logLevel, CommonSettings.logFormat,
-        Setting.configFile,
+        listen, agents, routeFile, accessLog, admin, threads, tls.certificate, tls.key, tls.clientCA,
+        ClientSettings.caFile, ClientSettings.clientCertificate, ClientSettings.clientKey, CommonSettings.logLevel,
+        CommonSettings.logFormat, Setting.configFile,
     ]
 
     /// The gateway's configuration from `settings`; every bad value is refused naming its flag and the rule.
     static func configuration(from settings: SettingsReader) throws -> GatewayConfiguration {
         let address = try settings.required(listen, rule: "host:port with a port of 0..65535", HostAndPort.init)
         let agentURLs = settings.list(agents)
-        for url in agentURLs where !(url.hasPrefix("http://") && url.count > "http://".count) {
-            throw ValidationError("--agent must be an http:// URL such as http://127.0.0.1:7500, got '\(url)'")
+        for url in agentURLs
+        where !((url.hasPrefix("http://") && url.count > 7) || (url.hasPrefix("https://") && url.count > 8)) {
+            throw ValidationError(
+                "--agent must be an http:// or https:// URL such as http://127.0.0.1:7500, got '\(url)'")
         }
         guard !agentURLs.isEmpty else { throw ValidationError("--agent must name at least one agent URL") }
         let destination = try settings.required(accessLog, rule: "'-', 'off' or a file path") {
@@ -63,7 +68,8 @@ enum GatewaySettings {
         return GatewayConfiguration(
             host: address.host, port: address.port,
             agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
-            routeFile: settings.text(routeFile), accessLog: destination, admin: adminAddress)
+            routeFile: settings.text(routeFile), accessLog: destination, admin: adminAddress,
+            tls: try tls.settings(from: settings), agentTLS: try ClientSettings.agentTLS(from: settings))
     }
 
     /// The event-loop threads, when set.
@@ -106,6 +112,24 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(name: GatewaySettings.threads.argumentName, help: GatewaySettings.threads.help)
     var threads: String?
 
+    @Option(name: GatewaySettings.tls.certificate.argumentName, help: GatewaySettings.tls.certificate.help)
+    var tlsCertificate: String?
+
+    @Option(name: GatewaySettings.tls.key.argumentName, help: GatewaySettings.tls.key.help)
+    var tlsKey: String?
+
+    @Option(name: GatewaySettings.tls.clientCA.argumentName, help: GatewaySettings.tls.clientCA.help)
+    var tlsClientCA: String?
+
+    @Option(name: ClientSettings.caFile.argumentName, help: ClientSettings.caFile.help)
+    var caFile: String?
+
+    @Option(name: ClientSettings.clientCertificate.argumentName, help: ClientSettings.clientCertificate.help)
+    var clientCertificate: String?
+
+    @Option(name: ClientSettings.clientKey.argumentName, help: ClientSettings.clientKey.help)
+    var clientKey: String?
+
     @OptionGroup var logging: LoggingOptions
 
     /// The settings given on the command line.
@@ -117,6 +141,12 @@ struct GatewayCommand: AsyncParsableCommand {
         given[GatewaySettings.accessLog] = accessLog
         given[GatewaySettings.admin] = admin
         given[GatewaySettings.threads] = threads
+        given[GatewaySettings.tls.certificate] = tlsCertificate
+        given[GatewaySettings.tls.key] = tlsKey
+        given[GatewaySettings.tls.clientCA] = tlsClientCA
+        given[ClientSettings.caFile] = caFile
+        given[ClientSettings.clientCertificate] = clientCertificate
+        given[ClientSettings.clientKey] = clientKey
         return given
     }
 

@@ -160,6 +160,41 @@ import Glibc
         #expect(badCA.status != 0 && badCA.stderr.contains("is not a PEM certificate"), "\(badCA.stderr)")
     }
 
+    @Test func theGatewayTerminatesTLSAndReachesAnHTTPSAgent() async throws {
+        let certificates = try await Certificates()
+        defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
+        let agent = try await AgentProcess(
+            dataDirectory: nil, dnsAddress: nil,
+            extraArguments: ["--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey])
+        let agentURL = agent.baseURL.replacingOccurrences(of: "http://", with: "https://")
+        // A plain HTTP backend, registered through the agent's HTTPS API.
+        let backend = try BackendProcess()
+        let registered = try await Self.curl([
+            "--cacert", certificates.ca, "-X", "PUT", "-H", "Content-Type: application/json", "-d",
+            #"{"address": "127.0.0.1", "port": \#(backend.port), "tags": ["public"]}"#,
+            "\(agentURL)/v1/services/shop/instances/s1",
+        ])
+        #expect(registered.status == 0, "\(registered)")
+        let port = try freePort()
+        let gateway = Process()
+        gateway.executableURL = URL(fileURLWithPath: SwitchboardBinary.path)
+        gateway.arguments = [
+            "gateway", "--listen", "127.0.0.1:\(port)", "--agent", agentURL, "--ca-file", certificates.ca,
+            "--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey, "--admin", "off",
+            "--access-log", "off",
+        ]
+        gateway.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        gateway.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try gateway.run()
+        defer { if gateway.isRunning { kill(gateway.processIdentifier, SIGKILL) } }
+        try await waitUntil(timeout: .seconds(30), "the gateway to route over TLS") {
+            let answer = try await Self.curl(["--cacert", certificates.ca, "https://127.0.0.1:\(port)/shop/health"])
+            return answer.status == 0 && answer.stdout.hasPrefix("healthy")
+        }
+        let plain = try await Self.curl(["http://127.0.0.1:\(port)/shop/health"])
+        #expect(plain.status != 0 || !plain.stdout.hasPrefix("healthy"), "no plain HTTP on a TLS listener")
+    }
+
     @Test func aKeyThatDoesNotMatchTheCertificateStopsTheAgentWithAClearError() async throws {
         let certificates = try await Certificates()
         defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
