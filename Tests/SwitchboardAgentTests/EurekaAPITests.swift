@@ -155,7 +155,7 @@ extension EurekaAPITests {
 
 extension EurekaAPITests {
     static func shortLease(_ id: String) -> String {
-        #"{"instance": {"instanceId": "\#(id)", "app": "ORDER", "ipAddr": "10.0.0.1", "status": "UP", "port": {"$": 80, "@enabled": "true"}, "leaseInfo": {"renewalIntervalInSecs": 1, "durationInSecs": 1}}}"#
+        #"{"instance": {"instanceId": "\#(id)", "app": "ORDER", "ipAddr": "10.0.0.1", "status": "UP", "port": {"$": 80, "@enabled": "true"}, "leaseInfo": {"renewalIntervalInSecs": 1, "durationInSecs": 3}}}"#
     }
 
     static func status(_ agent: LiveAgent, _ id: String) async throws -> String? {
@@ -168,8 +168,8 @@ extension EurekaAPITests {
         try await withLiveAgent { agent in
             let eureka = "\(agent.baseURL)/eureka"
             #expect(try await http(.POST, "\(eureka)/apps/ORDER", json: Self.shortLease("o1")).status == 204)
-            // Three lease durations of renewals reporting DOWN: critical, but alive and registered.
-            for _ in 0..<12 {
+            // More than a lease duration (3 s) of renewals reporting DOWN: critical, but alive and registered.
+            for _ in 0..<16 {
                 #expect(try await http(.PUT, "\(eureka)/apps/ORDER/o1?status=DOWN").status == 200)
                 try await Task.sleep(for: .milliseconds(250))
             }
@@ -180,7 +180,7 @@ extension EurekaAPITests {
             #expect(try await http(.PUT, "\(eureka)/apps/ORDER/o1?status=UP").status == 200)
             #expect(try await Self.status(agent, "o1") == "UP")
             // No more renewals: critical after one duration, removed after another.
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(20)
             while try await Self.status(agent, "o1") != nil, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(100))
             }

@@ -180,13 +180,21 @@ import Testing
             // beside the gateway's load tests 1.79 s); a TTL that ran twice as long would still fail it.
             #expect(detected - answered <= .milliseconds(1950), "critical \(detected - answered) after the heartbeat")
 
-            let critical = ContinuousClock.now
             try await waitUntil(timeout: .seconds(5), "the removal") {
                 try await http(.GET, url).status == 404
             }
-            #expect(ContinuousClock.now - critical >= .milliseconds(900))
             let events = try await http(.GET, "\(agent.baseURL)/v1/events").object["events"] as? [[String: Any]]
             #expect(events?.map { $0["kind"] as? String ?? "" } == ["added", "status", "status", "removed"])
+            // Judged on the times the agent recorded (polling on a loaded machine sees "critical" late): removed
+            // no sooner than deregisterAfterCritical after it turned critical.
+            let times = try (events ?? []).map { event in
+                try Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(event["at"] as? String ?? "")
+            }
+            if times.count == 4 {
+                #expect(
+                    times[3].timeIntervalSince(times[2]) >= 0.9,
+                    "removed \(times[3].timeIntervalSince(times[2])) s after")
+            }
             // A heartbeat for the removed instance tells the client to register again.
             let gone = try await http(.PUT, "\(url)/heartbeat")
             #expect(gone.status == 404)
