@@ -53,6 +53,17 @@ import Glibc
         }
     }
 
+    /// An agent process serving its API over TLS with the test's server certificate, and its `https://` URL.
+    static func httpsAgent(
+        _ certificates: Certificates, extraArguments: [String] = []
+    ) async throws -> (AgentProcess, String) {
+        let agent = try await AgentProcess(
+            dataDirectory: nil, dnsAddress: nil,
+            extraArguments: ["--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey]
+                + extraArguments)
+        return (agent, agent.baseURL.replacingOccurrences(of: "http://", with: "https://"))
+    }
+
     static func curl(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
         try await runProgram("/usr/bin/curl", ["-sS", "--max-time", "10"] + arguments)
     }
@@ -60,10 +71,7 @@ import Glibc
     @Test func httpsServesTheAPIAndARotatedCertificateReachesNewConnectionsWhileAStreamStaysOpen() async throws {
         let certificates = try await Certificates()
         defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
-        let agent = try await AgentProcess(
-            dataDirectory: nil, dnsAddress: nil,
-            extraArguments: ["--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey])
-        let base = agent.baseURL.replacingOccurrences(of: "http://", with: "https://")
+        let (agent, base) = try await Self.httpsAgent(certificates)
         let info = try await Self.curl(["--cacert", certificates.ca, "\(base)/v1/agent"])
         #expect(info.status == 0 && info.stdout.contains(#""store""#), "\(info)")
         let plain = try await Self.curl(["\(agent.baseURL)/v1/agent"])
@@ -102,13 +110,8 @@ import Glibc
     @Test func clientCertificatesAreRequiredWhenAClientCAIsGiven() async throws {
         let certificates = try await Certificates()
         defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
-        let agent = try await AgentProcess(
-            dataDirectory: nil, dnsAddress: nil,
-            extraArguments: [
-                "--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey, "--tls-client-ca",
-                certificates.ca,
-            ])
-        let base = agent.baseURL.replacingOccurrences(of: "http://", with: "https://")
+        let (agent, base) = try await Self.httpsAgent(
+            certificates, extraArguments: ["--tls-client-ca", certificates.ca])
         let anonymous = try await Self.curl(["--cacert", certificates.ca, "\(base)/v1/agent"])
         #expect(anonymous.status != 0, "no client certificate, no answer: \(anonymous)")
         let identified = try await Self.curl([
@@ -141,15 +144,13 @@ import Glibc
             try? await connection.shutdown()
             throw error
         }
+        withExtendedLifetime(agent) {}  // the process ends with the object
     }
 
     @Test func theCLITrustsAnAgentsCAOnlyWhenGivenIt() async throws {
         let certificates = try await Certificates()
         defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
-        let agent = try await AgentProcess(
-            dataDirectory: nil, dnsAddress: nil,
-            extraArguments: ["--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey])
-        let base = agent.baseURL.replacingOccurrences(of: "http://", with: "https://")
+        let (agent, base) = try await Self.httpsAgent(certificates)
         let trusted = try await SwitchboardBinary.run([
             "services", "--json", "--agent", base, "--ca-file", certificates.ca,
         ])
@@ -158,15 +159,13 @@ import Glibc
         #expect(untrusted.status != 0, "an agent signed by an unknown CA is not trusted")
         let badCA = try await SwitchboardBinary.run(["services", "--agent", base, "--ca-file", certificates.serverKey])
         #expect(badCA.status != 0 && badCA.stderr.contains("is not a PEM certificate"), "\(badCA.stderr)")
+        withExtendedLifetime(agent) {}  // the process ends with the object
     }
 
     @Test func theGatewayTerminatesTLSAndReachesAnHTTPSAgent() async throws {
         let certificates = try await Certificates()
         defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
-        let agent = try await AgentProcess(
-            dataDirectory: nil, dnsAddress: nil,
-            extraArguments: ["--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey])
-        let agentURL = agent.baseURL.replacingOccurrences(of: "http://", with: "https://")
+        let (agent, agentURL) = try await Self.httpsAgent(certificates)
         // A plain HTTP backend, registered through the agent's HTTPS API.
         let backend = try BackendProcess()
         let registered = try await Self.curl([
@@ -193,6 +192,7 @@ import Glibc
         }
         let plain = try await Self.curl(["http://127.0.0.1:\(port)/shop/health"])
         #expect(plain.status != 0 || !plain.stdout.hasPrefix("healthy"), "no plain HTTP on a TLS listener")
+        withExtendedLifetime(agent) {}  // the process ends with the object
     }
 
     @Test func aKeyThatDoesNotMatchTheCertificateStopsTheAgentWithAClearError() async throws {

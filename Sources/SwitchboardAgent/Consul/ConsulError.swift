@@ -33,13 +33,6 @@ struct ConsulError: Error, Equatable {
     }
 }
 
-/// Consul's errors: the message as plain text, with the error's status.
-struct ConsulErrorRendering: AgentErrorRendering {
-    func response(status: HTTPResponse.Status, body: APIErrorBody, request: Request) -> Response {
-        ConsulResponses.text(body.message, status: status)
-    }
-}
-
 /// Runs the Consul layer's routes: their errors rendered as Consul renders them (before the native middleware
 /// sees them), and Consul's headers on every answer.
 struct ConsulResponseMiddleware: RouterMiddleware {
@@ -53,19 +46,15 @@ struct ConsulResponseMiddleware: RouterMiddleware {
         next: (Request, AgentRequestContext) async throws -> Response
     ) async throws -> Response {
         var context = context
-        context.errorRendering = ConsulErrorRendering()
+        context.errorRendering = PlainTextErrorRendering()
         if let token = Self.presentedToken(request) { context.caller.presentedToken = token }
         var response: Response
         do {
             response = try await next(request, context)
         } catch let error as ConsulError {
-            response = ConsulResponses.text(error.message, status: error.status)
+            response = PlainTextErrorRendering.response(error.message, status: error.status)
         } catch {
-            let apiError = APIError(converting: error)
-            if apiError.status == .internalServerError {
-                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
-            }
-            response = try apiError.response(from: request, context: context)
+            response = try APIError.response(to: error, request: request, context: context)
         }
         // Cluster mode: a view never confirmed current with etcd has no known leader and an unbounded age, so a
         // client that bounds staleness (Consul's `?stale&max_stale`, say) does not take it as fresh.
@@ -73,7 +62,7 @@ struct ConsulResponseMiddleware: RouterMiddleware {
         var lastContact: Int64 = 0
         if let viewAge {
             if let age = viewAge() {
-                lastContact = age.components.seconds * 1000 + age.components.attoseconds / 1_000_000_000_000_000
+                lastContact = age.milliseconds
             } else {
                 knownLeader = false
                 lastContact = Int64.max
@@ -96,7 +85,7 @@ extension ConsulResponseMiddleware {
             let token = authorization.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
             if !token.isEmpty { return token }
         }
-        return AgentHTTPAPI.consulQuery(request, "token").first.flatMap { $0.isEmpty ? nil : $0 }
+        return AgentHTTPAPI.formQuery(request, "token").first.flatMap { $0.isEmpty ? nil : $0 }
     }
 }
 
@@ -105,12 +94,6 @@ enum ConsulResponses {
     static let indexHeader = HTTPField.Name("X-Consul-Index")!
     static let knownLeaderHeader = HTTPField.Name("X-Consul-KnownLeader")!
     static let lastContactHeader = HTTPField.Name("X-Consul-LastContact")!
-
-    static func text(_ message: String, status: HTTPResponse.Status) -> Response {
-        Response(
-            status: status, headers: [.contentType: "text/plain; charset=utf-8"],
-            body: ResponseBody(byteBuffer: ByteBuffer(string: message)))
-    }
 
     /// `value` as JSON with Consul's index header (at least 1: Consul's clients treat 0 as "no index").
     static func json(_ value: some Encodable, index: UInt64?) throws -> Response {

@@ -58,21 +58,6 @@ extension AgentHTTPAPI {
         return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(characters[$0]) }.joined(separator: "-")
     }
 
-    /// The values of query parameter `name` as Consul's server reads them (form encoding: `+` is a space, then
-    /// percent-escapes decoded), in order.
-    static func consulQuery(_ request: Request, _ name: String) -> [String] {
-        guard let query = request.uri.query else { return [] }
-        return query.split(separator: "&").compactMap { pair in
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decoded(_ text: Substring) -> String {
-                let spaced = text.replacingOccurrences(of: "+", with: " ")
-                return spaced.removingPercentEncoding ?? spaced
-            }
-            guard decoded(parts[0]) == name else { return nil }
-            return parts.count > 1 ? decoded(parts[1]) : ""
-        }
-    }
-
     /// The host of a `host:port` (or `[v6]:port`) address.
     static func host(of address: String) -> String {
         if address.hasPrefix("["), let end = address.firstIndex(of: "]") {

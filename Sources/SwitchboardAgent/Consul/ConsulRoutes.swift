@@ -77,13 +77,13 @@ extension AgentHTTPAPI {
     @Sendable func consulMaintenance(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let instance = try consulInstance(serviceID: context)
         let enable: Bool
-        switch Self.consulQuery(request, "enable").first?.lowercased() {
+        switch Self.formQuery(request, "enable").first?.lowercased() {
         case "true"?: enable = true
         case "false"?: enable = false
         case nil: throw ConsulError.badRequest("Missing value for enable")
         case let other?: throw ConsulError.badRequest("Invalid value for enable: \"\(other)\"")
         }
-        let reason = Self.consulQuery(request, "reason").first.flatMap { $0.isEmpty ? nil : $0 }
+        let reason = Self.formQuery(request, "reason").first.flatMap { $0.isEmpty ? nil : $0 }
         _ = try await catalog.setMaintenance(
             service: instance.service, id: instance.id, enabled: enable,
             reason: enable ? (reason ?? "Maintenance mode is enabled for this service") : "")
@@ -113,7 +113,7 @@ extension AgentHTTPAPI {
     ) async throws -> Response {
         let checkID = context.parameters.get("check").map(Self.percentDecoded) ?? ""
         var status = fixed ?? .passing
-        var output = Self.consulQuery(request, "note").first ?? ""
+        var output = Self.formQuery(request, "note").first ?? ""
         if fixed == nil {
             let buffer = try await request.body.collect(upTo: Self.maximumBodySize)
             let body = try ConsulBody(json: Data(buffer.readableBytesView))
@@ -143,9 +143,9 @@ extension AgentHTTPAPI {
 
     @Sendable func consulHealthService(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let service = consulServiceName(context)
-        let passing = Self.consulQuery(request, "passing").first.map { !["false", "0"].contains($0.lowercased()) }
+        let passing = Self.formQuery(request, "passing").first.map { !["false", "0"].contains($0.lowercased()) }
         let query = InstanceQuery(
-            status: passing == true ? .only(.passing) : .any, tags: Self.consulQuery(request, "tag"))
+            status: passing == true ? .only(.passing) : .any, tags: Self.formQuery(request, "tag"))
         let (index, instances) = try await consulInstances(of: service, matching: query, request: request)
         let entries = instances.map { instance in
             let node = consulNode(of: instance)
@@ -158,7 +158,7 @@ extension AgentHTTPAPI {
 
     @Sendable func consulCatalogService(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let service = consulServiceName(context)
-        let query = InstanceQuery(status: .any, tags: Self.consulQuery(request, "tag"))
+        let query = InstanceQuery(status: .any, tags: Self.formQuery(request, "tag"))
         let (index, instances) = try await consulInstances(of: service, matching: query, request: request)
         let entries = instances.map { ConsulViews.CatalogService(node: consulNode(of: $0), instance: $0) }
         return try ConsulResponses.json(entries, index: index)

@@ -27,17 +27,13 @@ struct EurekaResponseMiddleware: RouterMiddleware {
         next: (Request, AgentRequestContext) async throws -> Response
     ) async throws -> Response {
         var context = context
-        context.errorRendering = ConsulErrorRendering()
+        context.errorRendering = PlainTextErrorRendering()
         do {
             return try await next(request, context)
         } catch let error as EurekaError {
-            return ConsulResponses.text(error.message, status: error.status)
+            return PlainTextErrorRendering.response(error.message, status: error.status)
         } catch {
-            let apiError = APIError(converting: error)
-            if apiError.status == .internalServerError {
-                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
-            }
-            return try apiError.response(from: request, context: context)
+            return try APIError.response(to: error, request: request, context: context)
         }
     }
 }
@@ -92,7 +88,7 @@ extension AgentHTTPAPI {
     /// the status check; 404 for an instance the registry does not hold, so the client registers again.
     @Sendable func eurekaRenew(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let instance = try eurekaInstance(context)
-        guard await eurekaReport(instance, status: Self.eurekaQuery(request, "status"), output: "renewed") else {
+        guard await eurekaReport(instance, status: Self.formQuery(request, "status").first, output: "renewed") else {
             throw EurekaError.notFound("no such instance: register it again")
         }
         return Response(status: .ok)
@@ -108,7 +104,7 @@ extension AgentHTTPAPI {
     /// `DOWN` and `STARTING` make it critical, `UP` ends an override).
     @Sendable func eurekaStatusOverride(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let instance = try eurekaInstance(context)
-        guard let value = Self.eurekaQuery(request, "value")?.uppercased(),
+        guard let value = Self.formQuery(request, "value").first?.uppercased(),
             EurekaMapping.health(ofEurekaStatus: value) != nil
         else { throw EurekaError.badRequest("value must be UP, DOWN, STARTING or OUT_OF_SERVICE") }
         try await eurekaOverride(instance, value == "UP" ? nil : value)
@@ -176,7 +172,7 @@ extension AgentHTTPAPI {
     @Sendable func eurekaUpdateMetadata(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let instance = try eurekaInstance(context)
         var definition = instance.definition
-        for (key, value) in Self.eurekaQueryPairs(request) where !key.hasPrefix(EurekaMapping.metaPrefix) {
+        for (key, value) in Self.formQueryPairs(request) where !key.hasPrefix(EurekaMapping.metaPrefix) {
             definition.meta[key] = value
         }
         var request = RegistrationRequest(
@@ -278,23 +274,6 @@ extension AgentHTTPAPI {
             let instance = catalog.instance(service: service, id: instanceID).instance
         else { throw EurekaError.notFound("no instance \(id) of \(app ?? "")") }
         return instance
-    }
-
-    static func eurekaQuery(_ request: Request, _ name: String) -> String? {
-        consulQuery(request, name).first
-    }
-
-    static func eurekaQueryPairs(_ request: Request) -> [(String, String)] {
-        guard let query = request.uri.query else { return [] }
-        return query.split(separator: "&").compactMap { pair in
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2 else { return nil }
-            func decoded(_ text: Substring) -> String {
-                let spaced = text.replacingOccurrences(of: "+", with: " ")
-                return spaced.removingPercentEncoding ?? spaced
-            }
-            return (decoded(parts[0]), decoded(parts[1]))
-        }
     }
 
     /// A registration body: XML when the client says so (or it starts with `<`), else JSON.

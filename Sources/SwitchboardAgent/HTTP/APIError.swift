@@ -100,6 +100,19 @@ public struct APIError: Error, HTTPResponseError, APIReportableError, Sendable {
         }
     }
 
+    /// `error` in its API form as `context` renders errors; an internal error is logged first.
+    static func response(to error: any Error, request: Request, context: AgentRequestContext) throws -> Response {
+        let apiError = APIError(converting: error)
+        apiError.logIfInternal(error, request: request, context: context)
+        return try apiError.response(from: request, context: context)
+    }
+
+    /// Logs `error` when it is this server's own fault (a 500): nobody else will see it.
+    func logIfInternal(_ error: any Error, request: Request, context: AgentRequestContext) {
+        guard status == .internalServerError else { return }
+        context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+    }
+
     /// Rendered by the request context's error rendering when there is one, else in the native form.
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         let rendering = (context as? AgentRequestContext)?.errorRendering ?? NativeErrorRendering()
@@ -142,9 +155,7 @@ struct APIResponseMiddleware: RouterMiddleware {
                         .methodNotAllowed, .methodNotAllowed, "\(request.method) is not served here; use \(names)")
                 }
             }
-            if apiError.status == .internalServerError {
-                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
-            }
+            apiError.logIfInternal(error, request: request, context: context)
             response = try apiError.response(from: request, context: context)
             if let allow { response.headers[.allow] = allow }
         }

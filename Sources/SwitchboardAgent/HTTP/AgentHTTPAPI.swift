@@ -135,35 +135,22 @@ public struct AgentHTTPAPI: Sendable {
                 indexHeader: Self.indexHeader, currentIndex: { catalog.index },
                 viewAge: viewAge,
                 allowedMethods: Self.allowedMethods(forPath:)))
-        for group in Self.groups {
-            let routes = router.group(RouterPath(group.prefix))
-            for route in group.routes {
-                let handler = route.handler(self)
-                routes.on(RouterPath(route.path), method: route.method) { request, context in
-                    try await handler(request, context)
+        func serve(_ groups: [RouteGroup], in group: (String) -> RouterGroup<AgentRequestContext>) {
+            for definition in groups {
+                let routes = group(definition.prefix)
+                for route in definition.routes {
+                    let handler = route.handler(self)
+                    routes.on(RouterPath(route.path), method: route.method) { request, context in
+                        try await handler(request, context)
+                    }
                 }
             }
         }
-        // Eureka's API: its own errors and content types.
-        for group in Self.eurekaGroups {
-            let routes = router.group(RouterPath(group.prefix)).add(middleware: EurekaResponseMiddleware())
-            for route in group.routes {
-                let handler = route.handler(self)
-                routes.on(RouterPath(route.path), method: route.method) { request, context in
-                    try await handler(request, context)
-                }
-            }
-        }
-        // Consul's API: its own errors and headers.
-        for group in Self.consulGroups {
-            let routes = router.group(RouterPath(group.prefix)).add(
-                middleware: ConsulResponseMiddleware(viewAge: viewAge))
-            for route in group.routes {
-                let handler = route.handler(self)
-                routes.on(RouterPath(route.path), method: route.method) { request, context in
-                    try await handler(request, context)
-                }
-            }
+        serve(Self.groups) { router.group(RouterPath($0)) }
+        // Eureka's API: its own errors and content types. Consul's: its own errors and headers.
+        serve(Self.eurekaGroups) { router.group(RouterPath($0)).add(middleware: EurekaResponseMiddleware()) }
+        serve(Self.consulGroups) {
+            router.group(RouterPath($0)).add(middleware: ConsulResponseMiddleware(viewAge: viewAge))
         }
         return router
     }

@@ -77,6 +77,21 @@ public struct NativeErrorRendering: AgentErrorRendering {
     }
 }
 
+/// Errors as Consul's and Eureka's servers tell them: the message as plain text, with the error's status.
+public struct PlainTextErrorRendering: AgentErrorRendering {
+    public init() {}
+
+    public func response(status: HTTPResponse.Status, body: APIErrorBody, request: Request) -> Response {
+        Self.response(body.message, status: status)
+    }
+
+    static func response(_ message: String, status: HTTPResponse.Status) -> Response {
+        Response(
+            status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: message)))
+    }
+}
+
 extension AgentRequestContext {
     static let requestIDHeader = HTTPField.Name("X-Request-ID")!
 

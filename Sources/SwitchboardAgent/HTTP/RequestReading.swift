@@ -26,6 +26,25 @@ extension AgentHTTPAPI {
         }
     }
 
+    /// The query's parameters as Consul's and Eureka's servers read them (form encoding: `+` is a space, then
+    /// percent-escapes decoded), in order; a parameter without `=` has an empty value.
+    static func formQueryPairs(_ request: Request) -> [(name: String, value: String)] {
+        guard let query = request.uri.query else { return [] }
+        func decoded(_ text: Substring) -> String {
+            let spaced = text.replacingOccurrences(of: "+", with: " ")
+            return spaced.removingPercentEncoding ?? spaced
+        }
+        return query.split(separator: "&").map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return (decoded(parts[0]), parts.count > 1 ? decoded(parts[1]) : "")
+        }
+    }
+
+    /// The values of form-encoded query parameter `name`, in order.
+    static func formQuery(_ request: Request, _ name: String) -> [String] {
+        formQueryPairs(request).filter { $0.name == name }.map(\.value)
+    }
+
     /// `text` with percent-escapes decoded; left as it is when it is not valid percent-encoding (validation then
     /// rejects the '%').
     static func percentDecoded(_ text: String) -> String {
