@@ -7,28 +7,31 @@ import struct Foundation.Date
 /// has brought them back and they are applied.
 extension Catalog {
     /// Registers or updates an instance; with `cas`, only if its modify index still equals `cas` (0: only create).
-    public func register(_ definition: InstanceDefinition, cas: UInt64? = nil) async throws -> WriteOutcome {
-        try await submit(.register(definition, cas: cas))
+    /// `by`, here and in the other writes, is who asked (the event records it for the audit trail).
+    public func register(
+        _ definition: InstanceDefinition, cas: UInt64? = nil, by: AuditRecord? = nil
+    ) async throws -> WriteOutcome {
+        try await submit(.register(definition, cas: cas), by: by)
     }
 
     /// Removes an instance; throws ``CatalogError/instanceNotFound(service:id:)`` when it is not registered.
-    public func deregister(service: ServiceName, id: InstanceID) async throws -> WriteOutcome {
-        try await submit(.deregister(service: service, id: id))
+    public func deregister(service: ServiceName, id: InstanceID, by: AuditRecord? = nil) async throws -> WriteOutcome {
+        try await submit(.deregister(service: service, id: id), by: by)
     }
 
     /// Turns maintenance (drain) on or off for an instance.
     public func setMaintenance(
-        service: ServiceName, id: InstanceID, enabled: Bool, reason: String = ""
+        service: ServiceName, id: InstanceID, enabled: Bool, reason: String = "", by: AuditRecord? = nil
     ) async throws -> WriteOutcome {
-        try await submit(.maintenance(service: service, id: id, enabled: enabled, reason: reason))
+        try await submit(.maintenance(service: service, id: id, enabled: enabled, reason: reason), by: by)
     }
 
     /// Logs what a client saw of an instance as an `observed` event; the instance and its health stay as they are.
     /// Throws ``CatalogError/instanceNotFound(service:id:)`` when the instance is not registered.
     public func recordObservation(
-        _ observation: Observation, service: ServiceName, id: InstanceID
+        _ observation: Observation, service: ServiceName, id: InstanceID, by: AuditRecord? = nil
     ) async throws -> WriteOutcome {
-        try await submit(.observe(service: service, id: id, observation: observation))
+        try await submit(.observe(service: service, id: id, observation: observation), by: by)
     }
 
     /// Records a check's new status (the health checker's verdict after its thresholds) as a change event.
@@ -36,10 +39,11 @@ extension Catalog {
         try await submit(.checkStatus(update))
     }
 
-    /// Queues `mutation` and waits until it is committed and applied (or refused).
-    public func submit(_ mutation: CatalogMutation) async throws -> WriteOutcome {
+    /// Queues `mutation` and waits until it is committed and applied (or refused). `by` names who asked for it, for
+    /// the audit trail: the event records it.
+    public func submit(_ mutation: CatalogMutation, by: AuditRecord? = nil) async throws -> WriteOutcome {
         try await withCheckedThrowingContinuation { continuation in
-            if !writes.enqueue(PendingWrite(mutation: mutation, continuation: continuation)) {
+            if !writes.enqueue(PendingWrite(mutation: mutation, by: by, continuation: continuation)) {
                 continuation.resume(throwing: CatalogError.unavailable)
             }
         }
@@ -230,6 +234,7 @@ extension Catalog {
                 if change.kind != .observed { change.instance.modifyIndex = provisional }
                 // Every change's precondition is the store as it was before the batch.
                 change.expectedModifyIndex = stored[position]?.modifyIndex
+                change.by = write.by
                 planned[key] = (change.kind == .removed ? nil : change.instance, plan.changes.count)
                 plan.touched.insert(key)
                 plan.results.append(.success(plan.changes.count))
@@ -343,6 +348,7 @@ extension Catalog {
 /// A write waiting for the writer.
 struct PendingWrite {
     var mutation: CatalogMutation
+    var by: AuditRecord?
     var continuation: CheckedContinuation<Catalog.WriteOutcome, any Error>
 }
 

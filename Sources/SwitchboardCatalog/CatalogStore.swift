@@ -114,11 +114,14 @@ public struct PlannedChange: Sendable, Hashable {
     /// store as it is before the commit; changes of one instance planned one after the other in the same commit
     /// carry the same precondition.
     public var expectedModifyIndex: UInt64?
+    /// Who asked for the change (the audit trail), when it came through the API.
+    public var by: AuditRecord?
 
     public init(
         kind: ChangeEvent.Kind, at: Date, instance: Instance, observation: Observation? = nil,
-        expectedModifyIndex: UInt64?
+        expectedModifyIndex: UInt64?, by: AuditRecord? = nil
     ) {
+        self.by = by
         self.kind = kind
         self.at = at
         self.instance = instance
@@ -139,7 +142,8 @@ public struct PlannedChange: Sendable, Hashable {
         var instance = instance
         instance.createIndex = createIndex
         if kind != .observed { instance.modifyIndex = index }
-        let event = ChangeEvent(index: index, kind: kind, at: at, instance: instance, observation: observation)
+        let event = ChangeEvent(
+            index: index, kind: kind, at: at, instance: instance, observation: observation, by: by)
         guard let encoded else { return CommittedChange(event: event) }
         return CommittedChange.reusing(encoded, for: event)
     }
@@ -148,7 +152,8 @@ public struct PlannedChange: Sendable, Hashable {
         var instance = event.instance
         instance.modifyIndex = modifyIndex
         return ChangeEvent(
-            index: event.index, kind: event.kind, at: event.at, instance: instance, observation: event.observation)
+            index: event.index, kind: event.kind, at: event.at, instance: instance, observation: event.observation,
+            by: event.by)
     }
 
     /// One commit's changes as committed at `indexes` (one per change, in order): what a store returns once it has

@@ -29,7 +29,13 @@ public struct CommittedChange: Sendable {
         // The keys in the order a sorted-keys encoder writes them, so both forms are byte-identical. Service
         // names and instance ids never need escaping (their validation allows no quote, backslash or control).
         var json = JSONText()
-        json.append(#"{"at":"\#(SwitchboardJSON.timestamp(event.at))","id":"\#(event.id.rawValue)","#)
+        json.append(#"{"at":"\#(SwitchboardJSON.timestamp(event.at))","#)
+        if let by = event.by {
+            json.append(#""by":"#)
+            json.bytes += Array((try? SwitchboardJSON.encoder().encode(by)) ?? Data("{}".utf8))
+            json.append(",")
+        }
+        json.append(#""id":"\#(event.id.rawValue)","#)
         json.append(#""index":\#(event.index),"instance":"#)
         json.bytes += instanceJSON
         json.append(#","kind":"\#(event.kind.rawValue)","#)

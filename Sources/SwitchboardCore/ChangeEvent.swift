@@ -30,8 +30,14 @@ public struct ChangeEvent: Hashable, Sendable, Codable {
     public var instance: Instance
     /// What was reported, for an `observed` event.
     public var observation: Observation?
+    /// Who made the change through the API (the audit trail); nil for the agent's own changes (health checks,
+    /// expiry).
+    public var by: AuditRecord?
 
-    public init(index: UInt64, kind: Kind, at: Date, instance: Instance, observation: Observation? = nil) {
+    public init(
+        index: UInt64, kind: Kind, at: Date, instance: Instance, observation: Observation? = nil,
+        by: AuditRecord? = nil
+    ) {
         self.index = index
         self.kind = kind
         self.at = at
@@ -39,6 +45,7 @@ public struct ChangeEvent: Hashable, Sendable, Codable {
         self.id = instance.id
         self.instance = instance
         self.observation = observation
+        self.by = by
     }
 
     /// Whether the event changed the catalog's contents (every kind but `observed`). An observation takes an index

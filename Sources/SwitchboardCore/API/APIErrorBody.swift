@@ -41,6 +41,10 @@ public struct APIErrorCode: RawRepresentable, Codable, Hashable, Sendable, Custo
     public static let invalidArgument = APIErrorCode(rawValue: "invalid_argument")
     /// The body is not JSON, or not of the expected shape (400).
     public static let malformedJSON = APIErrorCode(rawValue: "malformed_json")
+    /// No ACL token where one is required, or one the agent does not know (401).
+    public static let unauthorized = APIErrorCode(rawValue: "unauthorized")
+    /// The ACL token lacks the permission the request needs; the message names it (403).
+    public static let permissionDenied = APIErrorCode(rawValue: "permission_denied")
     /// No such instance, service or route (404).
     public static let notFound = APIErrorCode(rawValue: "not_found")
     /// The path is served, but not with this method (405).

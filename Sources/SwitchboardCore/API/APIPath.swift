@@ -22,6 +22,25 @@ public enum APIPath {
     /// `GET`: metrics in the Prometheus text format.
     public static let metrics = "/metrics"
 
+    /// `PUT`: creates the first management token, once.
+    public static let aclBootstrap = "/v1/acl/bootstrap"
+    /// `GET`: every token (without secrets); `POST`: a new token.
+    public static let aclTokens = "/v1/acl/tokens"
+    /// `GET`: the token the request presents.
+    public static let aclTokenSelf = "/v1/acl/token/self"
+    /// `GET`: every policy; `POST`: a new policy.
+    public static let aclPolicies = "/v1/acl/policies"
+
+    /// `GET`, `PUT` (its description and policies), `DELETE`: one token, by accessor id.
+    public static func aclToken(accessorID: String) -> String {
+        "\(aclTokens)/\(PercentEncoding.component(accessorID))"
+    }
+
+    /// `GET`, `PUT`, `DELETE`: one policy.
+    public static func aclPolicy(name: String) -> String {
+        "\(aclPolicies)/\(PercentEncoding.component(name))"
+    }
+
     /// `GET`: the instances of `service`.
     public static func service(_ service: ServiceName) -> String {
         "\(services)/\(service.rawValue)"

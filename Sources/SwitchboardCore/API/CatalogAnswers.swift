@@ -45,11 +45,15 @@ public struct EventPage: Sendable, Codable, Hashable {
     public var events: [ChangeEvent]
     /// `true` when events after the requested index are gone from every log: re-read the catalog instead.
     public var truncated: Bool
+    /// With ACLs on, and for a token that may read the ACLs: the ACL changes after `?aclSince=` (the audit trail of
+    /// tokens and policies, numbered by their own sequence).
+    public var acl: [ACLChangeEvent]?
 
-    public init(index: UInt64, events: [ChangeEvent], truncated: Bool) {
+    public init(index: UInt64, events: [ChangeEvent], truncated: Bool, acl: [ACLChangeEvent]? = nil) {
         self.index = index
         self.events = events
         self.truncated = truncated
+        self.acl = acl
     }
 }
 
