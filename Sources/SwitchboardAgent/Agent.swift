@@ -71,6 +71,10 @@ public struct AgentConfiguration: Sendable {
     public var consulListener: ListenAddress?
     /// TLS on the HTTP API and the Consul listener; nil: plain HTTP.
     public var tls: TLSSettings?
+    /// ACL tokens and policies: off unless a default policy is set.
+    public var acl: ACLConfiguration
+    /// The per-caller write rate and the ceiling on held blocking queries and streams.
+    public var limits: RequestLimitsConfiguration
     /// Clients' observations of one instance are logged at most once per this interval (429 with `Retry-After`
     /// in between), so a crowd reporting one failure cannot push real changes out of the event ring.
     public var observationInterval: Duration
@@ -86,8 +90,12 @@ public struct AgentConfiguration: Sendable {
         dns: DNSConfiguration? = DNSConfiguration(),
         observationInterval: Duration = .seconds(1),
         consulListener: ListenAddress? = nil,
-        tls: TLSSettings? = nil
+        tls: TLSSettings? = nil,
+        acl: ACLConfiguration = ACLConfiguration(),
+        limits: RequestLimitsConfiguration = RequestLimitsConfiguration()
     ) {
+        self.acl = acl
+        self.limits = limits
         self.consulListener = consulListener
         self.tls = tls
         self.httpHost = httpHost
@@ -172,6 +180,18 @@ public struct Agent: Service {
             ]
         )
         let tls = try configuration.tls.map(ReloadingTLSContext.init(settings:))
+        let acls = AccessControl(
+            configuration: configuration.acl, store: store as? any ACLStore ?? InMemoryACLStore(),
+            shared: etcd != nil, logger: logger)
+        if configuration.acl.enabled {
+            try await acls.load()
+            logger.info(
+                "ACLs on",
+                metadata: [
+                    "default-policy": "\(configuration.acl.defaultPolicy?.rawValue ?? "")",
+                    "tokens": "\(acls.tokens().count)",
+                ])
+        }
         let application = Self.makeApplication(
             catalog: catalog,
             storeDescription: description,
@@ -179,6 +199,7 @@ public struct Agent: Service {
             logger: logger,
             cluster: cluster,
             tls: tls,
+            acls: acls,
             onServerRunning: onServerRunning
         )
         try await application.run()
@@ -235,11 +256,13 @@ public struct Agent: Service {
         logger: Logger,
         cluster: ClusterMode? = nil,
         tls: ReloadingTLSContext? = nil,
+        acls: AccessControl = .disabled(),
         onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in },
         onDNSListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let server: HTTPServerBuilder = tls.map { .http1(tls: $0) } ?? .http1()
         let metrics = AgentMetrics()
+        let limits = RequestLimits(configuration: configuration.limits, metrics: metrics)
         let health = HealthChecker(
             catalog: catalog, configuration: configuration.health, metrics: metrics, logger: logger,
             membership: cluster?.membership)
@@ -248,9 +271,11 @@ public struct Agent: Service {
             catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription,
             cluster: cluster, observationInterval: configuration.observationInterval,
             localAddress: ["0.0.0.0", "::", "[::]", "localhost"].contains(configuration.httpHost)
-                ? "127.0.0.1" : configuration.httpHost)
+                ? "127.0.0.1" : configuration.httpHost,
+            acls: acls, limits: limits)
         let storeServices: [any Service] = cluster.map { [StoreMaintenance(store: $0.store)] } ?? []
         var services: [any Service] = storeServices + [CatalogService(catalog: catalog), health, watches]
+        if cluster != nil, acls.configuration.enabled { services.append(ACLRefresher(acls: acls, logger: logger)) }
         if let dns = configuration.dns {
             services.append(
                 DNSServer(
@@ -260,7 +285,8 @@ public struct Agent: Service {
                             api.consulNodes().compactMap { node in
                                 (try? HostAddress(node.address)).map { DNSNode(name: node.name, address: $0) }
                             }
-                        }),
+                        },
+                        visible: { acls.dnsAuthority().canRead($0) }),
                     logger: logger,
                     onListening: onDNSListening))
         }

@@ -37,10 +37,16 @@ final class DNSFastPath: Sendable {
     private let configuration: DNSConfiguration
     private let domainWire: [UInt8]
     private let entries = Mutex<[Key: Entry]>([:])
+    /// Whether DNS may tell of a service (checked on every answer: the ACLs can change).
+    private let visible: @Sendable (ServiceName) -> Bool
     /// Bounds the table; only names of services with healthy instances ever get an entry.
     private static let capacity = 4096
 
-    init(catalog: Catalog, configuration: DNSConfiguration) {
+    init(
+        catalog: Catalog, configuration: DNSConfiguration,
+        visible: @escaping @Sendable (ServiceName) -> Bool = { _ in true }
+    ) {
+        self.visible = visible
         self.catalog = catalog
         self.configuration = configuration
         var wire: [UInt8] = []
@@ -56,7 +62,7 @@ final class DNSFastPath: Sendable {
         query.withUnsafeReadableBytes { bytes -> ByteBuffer? in
             guard let parsed = SimpleQuery(bytes, domain: domainWire) else { return nil }
             let key = Key(relativeName: parsed.relativeName, type: parsed.type)
-            guard let entry = currentEntry(for: key, parsed: parsed) else { return nil }
+            guard let entry = currentEntry(for: key, parsed: parsed), visible(entry.service) else { return nil }
             let limit =
                 overTCP
                 ? Int(UInt16.max)
@@ -84,7 +90,7 @@ final class DNSFastPath: Sendable {
         let version = catalog.serviceIndex(service)
         guard
             let (_, instances) = DNSResponder.healthyInstances(
-                in: catalog, service: parsed.serviceLabel, tag: parsed.tag)
+                in: catalog, service: parsed.serviceLabel, tag: parsed.tag, visible: visible)
         else { return nil }
         let wantedAddress = DNSResponder.addressType(answering: DNSRecordType(rawValue: parsed.type), among: instances)
         let ttl = configuration.ttl

@@ -22,6 +22,9 @@ public struct DNSResponder: Sendable {
     public let configuration: DNSConfiguration
     /// The agents as nodes: each one's name and IP address, asked for each `.node` query (they come and go).
     public let nodes: @Sendable () -> [DNSNode]
+    /// Whether DNS may tell of a service (the agent's ACLs for DNS: its DNS token's or the anonymous rights); a
+    /// service it may not is answered as if it did not exist.
+    public let visible: @Sendable (ServiceName) -> Bool
     private let fastPath: DNSFastPath
     private let serviceLabel = Array("service".utf8)
     private let instanceLabel = Array("instance".utf8)
@@ -30,12 +33,14 @@ public struct DNSResponder: Sendable {
     private let nodeLabel = Array("node".utf8)
 
     public init(
-        catalog: Catalog, configuration: DNSConfiguration, nodes: @escaping @Sendable () -> [DNSNode] = { [] }
+        catalog: Catalog, configuration: DNSConfiguration, nodes: @escaping @Sendable () -> [DNSNode] = { [] },
+        visible: @escaping @Sendable (ServiceName) -> Bool = { _ in true }
     ) {
         self.catalog = catalog
         self.configuration = configuration
         self.nodes = nodes
-        fastPath = DNSFastPath(catalog: catalog, configuration: configuration)
+        self.visible = visible
+        fastPath = DNSFastPath(catalog: catalog, configuration: configuration, visible: visible)
     }
 
     /// The answer to the message in `query`, ready to send; nil when nothing should be sent (no header at all, or
@@ -229,9 +234,11 @@ public struct DNSResponder: Sendable {
     /// The healthy instances of the service named by `label`, with `tag` when given. DNS names are lowercase (they
     /// compare without case), while tags may not be: tags match here without regard to case.
     static func healthyInstances(
-        in catalog: Catalog, service label: [UInt8], tag: [UInt8]?
+        in catalog: Catalog, service label: [UInt8], tag: [UInt8]?, visible: (ServiceName) -> Bool
     ) -> (ServiceName, [Instance])? {
-        guard let service = try? ServiceName(String(decoding: label, as: UTF8.self)) else { return nil }
+        guard let service = try? ServiceName(String(decoding: label, as: UTF8.self)), visible(service) else {
+            return nil
+        }
         var instances = catalog.unorderedInstances(of: service)
         if let tag {
             let wanted = String(decoding: tag, as: UTF8.self)
@@ -252,7 +259,8 @@ public struct DNSResponder: Sendable {
     }
 
     private func service(_ label: [UInt8], tag: [UInt8]?, question: DNSQuestion) -> Resolution {
-        guard let (_, instances) = Self.healthyInstances(in: catalog, service: label, tag: tag), !instances.isEmpty
+        guard let (_, instances) = Self.healthyInstances(in: catalog, service: label, tag: tag, visible: visible),
+            !instances.isEmpty
         else { return .noSuchName }
         var answers: [DNSRecord] = []
         var additionals: [DNSRecord] = []
@@ -278,7 +286,9 @@ public struct DNSResponder: Sendable {
     }
 
     private func instance(id: String, service label: [UInt8], question: DNSQuestion) -> Resolution {
-        guard let service = try? ServiceName(String(decoding: label, as: UTF8.self)) else { return .noSuchName }
+        guard let service = try? ServiceName(String(decoding: label, as: UTF8.self)), visible(service) else {
+            return .noSuchName
+        }
         // Ids may hold capitals; the name asked is lowercase: the exact id first, else one equal without case.
         let exact = (try? InstanceID(id)).flatMap { catalog.instance(service: service, id: $0).instance }
         guard

@@ -32,13 +32,16 @@ final class HeartbeatRelay: Sendable {
 
     /// Relays one heartbeat; `nil` when the owner could not be reached or answered something unexpected.
     func send(
-        _ key: InstanceKey, checkID: String? = nil, status: HealthStatus, output: String, to owner: ClusterMember
+        _ key: InstanceKey, checkID: String? = nil, status: HealthStatus, output: String, to owner: ClusterMember,
+        token: String? = nil
     ) async -> HealthChecker.HeartbeatResult? {
         let now = ContinuousClock.now
         if let until = unreachableUntil.withLock({ $0[owner.id] }), until > now { return nil }
         var request = HTTPClientRequest(url: "http://\(owner.address)\(APIPath.heartbeat(key.service, id: key.id))")
         request.method = .PUT
         request.headers.add(name: Self.relayedByHeader, value: agentID)
+        // The caller's own token: the owner checks it as this agent did (the ACLs are shared through etcd).
+        if let token { request.headers.add(name: "X-Switchboard-Token", value: token) }
         if status != .passing || !output.isEmpty || checkID != nil {
             guard
                 let body = try? SwitchboardJSON.encoder().encode(

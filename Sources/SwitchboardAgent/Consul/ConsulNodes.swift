@@ -109,10 +109,10 @@ extension AgentHTTPAPI {
     ) async throws -> (index: UInt64, instances: [Instance]) {
         let catalog = self.catalog
         guard let service else {
-            await holdUntilChanged(try blockingQuery(request), service: nil) { catalog.index }
+            try await holdUntilChanged(try blockingQuery(request), service: nil) { catalog.index }
             return (catalog.index, [])
         }
-        await holdUntilChanged(try blockingQuery(request), service: service) { catalog.serviceIndex(service) }
+        try await holdUntilChanged(try blockingQuery(request), service: service) { catalog.serviceIndex(service) }
         let lookup = catalog.instances(of: service, matching: query)
         return (lookup.index > 0 ? lookup.index : catalog.index, lookup.instances)
     }

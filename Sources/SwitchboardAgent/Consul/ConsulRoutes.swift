@@ -18,30 +18,31 @@ extension AgentHTTPAPI {
         RouteGroup(
             prefix: "/v1/agent",
             routes: [
-                RouteDefinition(.put, "/service/register") { $0.consulRegister },
-                RouteDefinition(.put, "/service/deregister/{id}") { $0.consulDeregister },
-                RouteDefinition(.put, "/service/maintenance/{id}") { $0.consulMaintenance },
-                RouteDefinition(.put, "/check/pass/{check}") { $0.consulPass },
-                RouteDefinition(.put, "/check/warn/{check}") { $0.consulWarn },
-                RouteDefinition(.put, "/check/fail/{check}") { $0.consulFail },
-                RouteDefinition(.put, "/check/update/{check}") { $0.consulUpdate },
-                RouteDefinition(.get, "/services") { $0.consulAgentServices },
-                RouteDefinition(.get, "/checks") { $0.consulAgentChecks },
-                RouteDefinition(.get, "/self") { $0.consulAgentSelf },
+                RouteDefinition(.put, "/service/register", .handler) { $0.consulRegister },
+                RouteDefinition(.put, "/service/deregister/{id}", .handler) { $0.consulDeregister },
+                RouteDefinition(.put, "/service/maintenance/{id}", .handler) { $0.consulMaintenance },
+                RouteDefinition(.put, "/check/pass/{check}", .handler) { $0.consulPass },
+                RouteDefinition(.put, "/check/warn/{check}", .handler) { $0.consulWarn },
+                RouteDefinition(.put, "/check/fail/{check}", .handler) { $0.consulFail },
+                RouteDefinition(.put, "/check/update/{check}", .handler) { $0.consulUpdate },
+                RouteDefinition(.get, "/services", .handler) { $0.consulAgentServices },
+                RouteDefinition(.get, "/checks", .handler) { $0.consulAgentChecks },
+                RouteDefinition(.get, "/self", .area(.read, .agent)) { $0.consulAgentSelf },
             ]),
         RouteGroup(
-            prefix: "/v1/health", routes: [RouteDefinition(.get, "/service/{service}") { $0.consulHealthService }]),
+            prefix: "/v1/health",
+            routes: [RouteDefinition(.get, "/service/{service}", .service(.read)) { $0.consulHealthService }]),
         RouteGroup(
             prefix: "/v1/catalog",
             routes: [
-                RouteDefinition(.get, "/services") { $0.consulCatalogServices },
-                RouteDefinition(.get, "/service/{service}") { $0.consulCatalogService },
+                RouteDefinition(.get, "/services", .handler) { $0.consulCatalogServices },
+                RouteDefinition(.get, "/service/{service}", .service(.read)) { $0.consulCatalogService },
             ]),
         RouteGroup(
             prefix: "/v1/status",
             routes: [
-                RouteDefinition(.get, "/leader") { $0.consulStatusLeader },
-                RouteDefinition(.get, "/peers") { $0.consulStatusPeers },
+                RouteDefinition(.get, "/leader", .open) { $0.consulStatusLeader },
+                RouteDefinition(.get, "/peers", .open) { $0.consulStatusPeers },
             ]),
     ]
 
@@ -56,26 +57,32 @@ extension AgentHTTPAPI {
         let buffer = try await request.body.collect(upTo: Self.maximumBodySize)
         let body = try ConsulBody(json: Data(buffer.readableBytesView))
         let registration = try ConsulRegistration(body, defaultAddress: consulLocalNode.address)
-        metrics.registrations.increment()
-        _ = try await catalog.register(registration.definition)
+        try context.authority.require(.write, on: .service(registration.definition.service))
         // A Consul service id names one service on the agent: registered under another name, it moves there.
         let id = registration.definition.id
-        for other in catalog.allInstances().instances
-        where other.id == id && other.service != registration.definition.service {
-            _ = try? await catalog.deregister(service: other.service, id: id)
+        let moved = catalog.allInstances().instances.filter {
+            $0.id == id && $0.service != registration.definition.service
+        }
+        for other in moved { try context.authority.require(.write, on: .service(other.service)) }
+        metrics.registrations.increment()
+        _ = try await catalog.register(registration.definition, by: context.audit)
+        for other in moved {
+            _ = try? await catalog.deregister(service: other.service, id: id, by: context.audit)
         }
         return ConsulResponses.done()
     }
 
     @Sendable func consulDeregister(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let instance = try consulInstance(serviceID: context)
-        _ = try await catalog.deregister(service: instance.service, id: instance.id)
+        try context.authority.require(.write, on: .service(instance.service))
+        _ = try await catalog.deregister(service: instance.service, id: instance.id, by: context.audit)
         return ConsulResponses.done()
     }
 
     /// `?enable=true|false&reason=`: Consul's maintenance is Switchboard's drain.
     @Sendable func consulMaintenance(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let instance = try consulInstance(serviceID: context)
+        try context.authority.require(.write, on: .service(instance.service))
         let enable: Bool
         switch Self.formQuery(request, "enable").first?.lowercased() {
         case "true"?: enable = true
@@ -86,7 +93,7 @@ extension AgentHTTPAPI {
         let reason = Self.formQuery(request, "reason").first.flatMap { $0.isEmpty ? nil : $0 }
         _ = try await catalog.setMaintenance(
             service: instance.service, id: instance.id, enabled: enable,
-            reason: enable ? (reason ?? "Maintenance mode is enabled for this service") : "")
+            reason: enable ? (reason ?? "Maintenance mode is enabled for this service") : "", by: context.audit)
         return ConsulResponses.done()
     }
 
@@ -128,10 +135,11 @@ extension AgentHTTPAPI {
         // Consul keeps long output truncated rather than refusing the update.
         output = CheckState.capped(output)
         guard let (instance, position) = consulCheck(checkID) else { throw ConsulError.unknownCheck(checkID) }
+        try context.authority.require(.write, on: .service(instance.service))
         guard instance.checks[position].definition.type == .ttl else { throw ConsulError.noTTL(checkID) }
         switch await health.heartbeat(
             InstanceKey(service: instance.service, id: instance.id), checkID: instance.checks[position].id,
-            status: status, output: output)
+            status: status, output: output, by: context.audit)
         {
         case .unknownInstance: throw ConsulError.unknownCheck(checkID)
         case .noTTLCheck: throw ConsulError.noTTL(checkID)
@@ -167,10 +175,10 @@ extension AgentHTTPAPI {
     /// Every service with the union of its instances' tags.
     @Sendable func consulCatalogServices(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let catalog = self.catalog
-        await holdUntilChanged(try blockingQuery(request), service: nil) { catalog.index }
+        try await holdUntilChanged(try blockingQuery(request), service: nil) { catalog.index }
         let (index, instances) = catalog.allInstances()
         var services: [String: Set<String>] = [:]
-        for instance in instances {
+        for instance in instances where context.authority.canRead(instance.service) {
             services[instance.service.rawValue, default: []].formUnion(instance.definition.tags)
         }
         return try ConsulResponses.json(services.mapValues { $0.sorted() }, index: index)
@@ -180,7 +188,7 @@ extension AgentHTTPAPI {
     @Sendable func consulAgentServices(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let (index, instances) = consulLocalInstances()
         var services: [String: ConsulViews.AgentService] = [:]
-        for instance in instances {
+        for instance in instances where context.authority.canRead(instance.service) {
             services[instance.id.rawValue] = ConsulViews.AgentService(
                 instance: instance, datacenter: Self.consulDatacenter)
         }
@@ -191,7 +199,7 @@ extension AgentHTTPAPI {
         let (index, instances) = consulLocalInstances()
         let node = consulLocalNode.name
         var checks: [String: ConsulViews.HealthCheck] = [:]
-        for instance in instances {
+        for instance in instances where context.authority.canRead(instance.service) {
             for check in ConsulViews.checks(of: instance, node: node) { checks[check.checkID] = check }
         }
         return try ConsulResponses.json(checks, index: index)

@@ -43,19 +43,19 @@ struct EurekaResponseMiddleware: RouterMiddleware {
 /// client asks for JSON (`Accept: application/json`), as Eureka's server does. See ``EurekaMapping``.
 extension AgentHTTPAPI {
     static let eurekaRoutes: [RouteDefinition] = [
-        RouteDefinition(.post, "/apps/{app}") { $0.eurekaRegister },
-        RouteDefinition(.put, "/apps/{app}/{id}") { $0.eurekaRenew },
-        RouteDefinition(.delete, "/apps/{app}/{id}") { $0.eurekaCancel },
-        RouteDefinition(.put, "/apps/{app}/{id}/status") { $0.eurekaStatusOverride },
-        RouteDefinition(.delete, "/apps/{app}/{id}/status") { $0.eurekaRemoveOverride },
-        RouteDefinition(.put, "/apps/{app}/{id}/metadata") { $0.eurekaUpdateMetadata },
-        RouteDefinition(.get, "/apps") { $0.eurekaApplications },
-        RouteDefinition(.get, "/apps/delta") { $0.eurekaDelta },
-        RouteDefinition(.get, "/apps/{app}") { $0.eurekaApplication },
-        RouteDefinition(.get, "/apps/{app}/{id}") { $0.eurekaAppInstance },
-        RouteDefinition(.get, "/instances/{id}") { $0.eurekaInstance },
-        RouteDefinition(.get, "/vips/{vip}") { $0.eurekaVIP },
-        RouteDefinition(.get, "/svips/{vip}") { $0.eurekaSecureVIP },
+        RouteDefinition(.post, "/apps/{app}", .service(.write)) { $0.eurekaRegister },
+        RouteDefinition(.put, "/apps/{app}/{id}", .service(.write)) { $0.eurekaRenew },
+        RouteDefinition(.delete, "/apps/{app}/{id}", .service(.write)) { $0.eurekaCancel },
+        RouteDefinition(.put, "/apps/{app}/{id}/status", .service(.write)) { $0.eurekaStatusOverride },
+        RouteDefinition(.delete, "/apps/{app}/{id}/status", .service(.write)) { $0.eurekaRemoveOverride },
+        RouteDefinition(.put, "/apps/{app}/{id}/metadata", .service(.write)) { $0.eurekaUpdateMetadata },
+        RouteDefinition(.get, "/apps", .handler) { $0.eurekaApplications },
+        RouteDefinition(.get, "/apps/delta", .handler) { $0.eurekaDelta },
+        RouteDefinition(.get, "/apps/{app}", .service(.read)) { $0.eurekaApplication },
+        RouteDefinition(.get, "/apps/{app}/{id}", .service(.read)) { $0.eurekaAppInstance },
+        RouteDefinition(.get, "/instances/{id}", .handler) { $0.eurekaInstance },
+        RouteDefinition(.get, "/vips/{vip}", .handler) { $0.eurekaVIP },
+        RouteDefinition(.get, "/svips/{vip}", .handler) { $0.eurekaSecureVIP },
     ]
 
     /// Served under both prefixes Eureka's clients use.
@@ -78,7 +78,7 @@ extension AgentHTTPAPI {
         let override = existing?.definition.meta[EurekaMapping.metaPrefix + "overriddenstatus"]
         let definition = try EurekaMapping.definition(of: info, appName: appName, overriddenStatus: override)
         metrics.registrations.increment()
-        _ = try await catalog.register(definition)
+        _ = try await catalog.register(definition, by: context.audit)
         let drained = EurekaMapping.health(ofEurekaStatus: override ?? info.status ?? "UP") == .maintenance
         try await eurekaDrain(existing ?? Instance(definition: definition, createIndex: 0, modifyIndex: 0), drained)
         return Response(status: .noContent)
@@ -96,7 +96,7 @@ extension AgentHTTPAPI {
 
     @Sendable func eurekaCancel(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let instance = try eurekaInstance(context)
-        _ = try await catalog.deregister(service: instance.service, id: instance.id)
+        _ = try await catalog.deregister(service: instance.service, id: instance.id, by: context.audit)
         return Response(status: .ok)
     }
 
@@ -193,7 +193,8 @@ extension AgentHTTPAPI {
     // MARK: Reads
 
     @Sendable func eurekaApplications(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
-        let (index, instances) = catalog.allInstances()
+        let (index, all) = catalog.allInstances()
+        let instances = context.authority.enforced ? all.filter { context.authority.canRead($0.service) } : all
         let applications = EurekaMapping.applications(
             instances, version: index, hashcode: EurekaMapping.hashcode(of: instances))
         return try Self.eurekaAnswer(applications, root: "applications", request: request)
@@ -209,6 +210,10 @@ extension AgentHTTPAPI {
             try await Task.sleep(for: .milliseconds(2))
             (index, instances) = catalog.allInstances()
             (recent, through) = eurekaChanges.recent()
+        }
+        if context.authority.enforced {
+            instances.removeAll { !context.authority.canRead($0.service) }
+            recent.removeAll { !context.authority.canRead($0.instance.service) }
         }
         let actions = Dictionary(
             recent.map { (InstanceKey(service: $0.instance.service, id: $0.instance.id), $0.action) },
@@ -236,6 +241,7 @@ extension AgentHTTPAPI {
         guard let instance = catalog.allInstances().instances.first(where: { $0.id.rawValue == id }) else {
             throw EurekaError.notFound("no instance \(id)")
         }
+        try context.authority.require(.read, on: .service(instance.service))
         return try Self.eurekaAnswer(EurekaMapping.info(of: instance), root: "instance", request: request)
     }
 
@@ -253,7 +259,8 @@ extension AgentHTTPAPI {
         let vip = eurekaParameter(context, "vip")
         let (index, all) = catalog.allInstances()
         let instances = all.filter {
-            ($0.definition.meta[EurekaMapping.metaPrefix + metaKey] ?? $0.service.rawValue) == vip
+            context.authority.canRead($0.service)
+                && ($0.definition.meta[EurekaMapping.metaPrefix + metaKey] ?? $0.service.rawValue) == vip
         }
         let applications = EurekaMapping.applications(
             instances, version: index, hashcode: EurekaMapping.hashcode(of: instances))

@@ -16,10 +16,16 @@ import SwitchboardCore
 public struct APIError: Error, HTTPResponseError, APIReportableError, Sendable {
     public var status: HTTPResponse.Status
     public var body: APIErrorBody
+    /// For a 429: seconds until a retry may succeed (the `Retry-After` header).
+    public var retryAfter: Int?
 
-    public init(_ status: HTTPResponse.Status, _ code: APIErrorCode, _ message: String, field: String? = nil) {
+    public init(
+        _ status: HTTPResponse.Status, _ code: APIErrorCode, _ message: String, field: String? = nil,
+        retryAfter: Int? = nil
+    ) {
         self.status = status
         self.body = APIErrorBody(error: code, message: message, field: field)
+        self.retryAfter = retryAfter
     }
 
     public var apiStatus: Int { status.code }
@@ -116,7 +122,9 @@ public struct APIError: Error, HTTPResponseError, APIReportableError, Sendable {
     /// Rendered by the request context's error rendering when there is one, else in the native form.
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         let rendering = (context as? AgentRequestContext)?.errorRendering ?? NativeErrorRendering()
-        return rendering.response(status: status, body: body, request: request)
+        var response = rendering.response(status: status, body: body, request: request)
+        if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
+        return response
     }
 }
 

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Prometheus
 import SwitchboardCatalog
 import SwitchboardCore
 
@@ -41,6 +42,10 @@ public struct AgentHTTPAPI: Sendable {
     let cluster: ClusterMode?
     /// The address this agent is reached at, for a single agent's node (Consul's API, DNS `.node` names).
     let localAddress: String
+    /// ACL tokens and policies (off unless the agent was started with a default policy).
+    let acls: AccessControl
+    /// The per-caller write limit and the held-query limit.
+    let limits: RequestLimits
 
     /// An API over `catalog`, its `health` checker and its `watches`; `storeDescription` (such as `sqlite:/path`) is
     /// reported by `GET /v1/agent`, and so is the `cluster`'s state in cluster mode. One instance's observations are
@@ -48,8 +53,10 @@ public struct AgentHTTPAPI: Sendable {
     public init(
         catalog: Catalog, health: HealthChecker, watches: WatchHub, metrics: AgentMetrics, storeDescription: String,
         cluster: ClusterMode? = nil, observationInterval: Duration = .seconds(1), localAddress: String = "127.0.0.1",
-        startedAt: Date = Date()
+        acls: AccessControl = .disabled(), limits: RequestLimits = RequestLimits(), startedAt: Date = Date()
     ) {
+        self.acls = acls
+        self.limits = limits
         self.localAddress = localAddress
         self.observationLimiter = ObservationLimiter(interval: observationInterval)
         self.eurekaChanges = EurekaRecentChanges(catalog: catalog)
@@ -65,15 +72,31 @@ public struct AgentHTTPAPI: Sendable {
     /// The handler of one route.
     typealias Handler = @Sendable (AgentHTTPAPI) -> @Sendable (Request, AgentRequestContext) async throws -> Response
 
-    /// One route of a group: a method, a path relative to the group's prefix (OpenAPI form), and its handler.
+    /// What a route needs of the caller's ACL token, checked before its handler runs (with ACLs off, nothing).
+    enum RouteAccess: Sendable {
+        /// Nothing: the OpenAPI document, the ACL bootstrap, Consul's status.
+        case open
+        /// `access` on the service the path names (`{service}`, or Eureka's `{app}`).
+        case service(ACLAccess)
+        /// `access` on one of the agent's own areas.
+        case area(ACLAccess, ACLResource)
+        /// Checked by the handler: the service comes from the body or from the instance, or the answer is filtered
+        /// down to the services the token may read.
+        case handler
+    }
+
+    /// One route of a group: a method, a path relative to the group's prefix (OpenAPI form), what it needs of the
+    /// caller's token, and its handler.
     struct RouteDefinition: Sendable {
         var method: HTTPRequest.Method
         var path: String
+        var access: RouteAccess
         var handler: Handler
 
-        init(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) {
+        init(_ method: HTTPRequest.Method, _ path: String, _ access: RouteAccess, _ handler: @escaping Handler) {
             self.method = method
             self.path = path
+            self.access = access
             self.handler = handler
         }
     }
@@ -87,33 +110,55 @@ public struct AgentHTTPAPI: Sendable {
 
     /// Every route of the API, by group. The paths are the API's definition; clients build theirs with
     /// `APIPath`, and a test checks that the two agree.
-    static let groups: [RouteGroup] = [
+    static let groups: [RouteGroup] =
+        [
+            RouteGroup(
+                prefix: "/v1",
+                routes: [
+                    RouteDefinition(.get, "/agent", .area(.read, .agent)) { $0.agentInfo },
+                    RouteDefinition(.get, "/watch", .handler) { $0.watchCatalog },
+                    RouteDefinition(.get, "/events", .area(.read, .events)) { $0.listEvents },
+                    RouteDefinition(.get, "/openapi.yaml", .open) { $0.openAPIDocument },
+                ]),
+            RouteGroup(
+                prefix: "/v1/services",
+                routes: [
+                    RouteDefinition(.get, "", .handler) { $0.listServices },
+                    RouteDefinition(.get, "/{service}", .service(.read)) { $0.lookupService },
+                    RouteDefinition(.get, "/{service}/watch", .service(.read)) { $0.watchService },
+                ]),
+            RouteGroup(
+                prefix: "/v1/services/{service}/instances/{id}",
+                routes: [
+                    RouteDefinition(.get, "", .service(.read)) { $0.readInstance },
+                    RouteDefinition(.put, "", .service(.write)) { $0.registerInstance },
+                    RouteDefinition(.delete, "", .service(.write)) { $0.deregisterInstance },
+                    RouteDefinition(.put, "/maintenance", .service(.write)) { $0.setMaintenance },
+                    RouteDefinition(.put, "/heartbeat", .service(.write)) { $0.heartbeat },
+                    RouteDefinition(.post, "/observations", .service(.read)) { $0.recordObservation },
+                ]),
+            RouteGroup(
+                prefix: "", routes: [RouteDefinition(.get, "/metrics", .area(.read, .agent)) { $0.prometheusMetrics }]),
+        ] + aclGroups
+
+    /// ACL management: `/v1/acl/...`.
+    static let aclGroups: [RouteGroup] = [
         RouteGroup(
-            prefix: "/v1",
+            prefix: "/v1/acl",
             routes: [
-                RouteDefinition(.get, "/agent") { $0.agentInfo },
-                RouteDefinition(.get, "/watch") { $0.watchCatalog },
-                RouteDefinition(.get, "/events") { $0.listEvents },
-                RouteDefinition(.get, "/openapi.yaml") { $0.openAPIDocument },
-            ]),
-        RouteGroup(
-            prefix: "/v1/services",
-            routes: [
-                RouteDefinition(.get, "") { $0.listServices },
-                RouteDefinition(.get, "/{service}") { $0.lookupService },
-                RouteDefinition(.get, "/{service}/watch") { $0.watchService },
-            ]),
-        RouteGroup(
-            prefix: "/v1/services/{service}/instances/{id}",
-            routes: [
-                RouteDefinition(.get, "") { $0.readInstance },
-                RouteDefinition(.put, "") { $0.registerInstance },
-                RouteDefinition(.delete, "") { $0.deregisterInstance },
-                RouteDefinition(.put, "/maintenance") { $0.setMaintenance },
-                RouteDefinition(.put, "/heartbeat") { $0.heartbeat },
-                RouteDefinition(.post, "/observations") { $0.recordObservation },
-            ]),
-        RouteGroup(prefix: "", routes: [RouteDefinition(.get, "/metrics") { $0.prometheusMetrics }]),
+                RouteDefinition(.put, "/bootstrap", .open) { $0.aclBootstrap },
+                RouteDefinition(.get, "/token/self", .open) { $0.aclTokenSelf },
+                RouteDefinition(.get, "/tokens", .area(.read, .acl)) { $0.aclListTokens },
+                RouteDefinition(.post, "/tokens", .area(.write, .acl)) { $0.aclCreateToken },
+                RouteDefinition(.get, "/tokens/{accessor}", .area(.read, .acl)) { $0.aclReadToken },
+                RouteDefinition(.put, "/tokens/{accessor}", .area(.write, .acl)) { $0.aclUpdateToken },
+                RouteDefinition(.delete, "/tokens/{accessor}", .area(.write, .acl)) { $0.aclDeleteToken },
+                RouteDefinition(.get, "/policies", .area(.read, .acl)) { $0.aclListPolicies },
+                RouteDefinition(.post, "/policies", .area(.write, .acl)) { $0.aclCreatePolicy },
+                RouteDefinition(.get, "/policies/{name}", .area(.read, .acl)) { $0.aclReadPolicy },
+                RouteDefinition(.put, "/policies/{name}", .area(.write, .acl)) { $0.aclUpdatePolicy },
+                RouteDefinition(.delete, "/policies/{name}", .area(.write, .acl)) { $0.aclDeletePolicy },
+            ])
     ]
 
     /// The routes this API serves: every group's, with the group's prefix.
@@ -135,13 +180,27 @@ public struct AgentHTTPAPI: Sendable {
                 indexHeader: Self.indexHeader, currentIndex: { catalog.index },
                 viewAge: viewAge,
                 allowedMethods: Self.allowedMethods(forPath:)))
+        // Each group establishes the caller from its token (after a compatibility layer's middleware, which reads
+        // the token its clients send and renders the errors its way), then each route checks what it needs.
+        let caller = CallerMiddleware(acls: acls, metrics: metrics)
+        let metrics = self.metrics
+        let limits = self.limits
         func serve(_ groups: [RouteGroup], in group: (String) -> RouterGroup<AgentRequestContext>) {
             for definition in groups {
-                let routes = group(definition.prefix)
+                let routes = group(definition.prefix).add(middleware: caller)
                 for route in definition.routes {
                     let handler = route.handler(self)
+                    let access = route.access
+                    let limited = Self.countsAsWrite(route.method, definition.prefix + route.path)
                     routes.on(RouterPath(route.path), method: route.method) { request, context in
-                        try await handler(request, context)
+                        do {
+                            try checkAccess(access, context: context)
+                        } catch {
+                            metrics.aclRefusals.increment()
+                            throw error
+                        }
+                        if limited { try limits.admitWrite(from: context) }
+                        return try await handler(request, context)
                     }
                 }
             }
@@ -153,6 +212,15 @@ public struct AgentHTTPAPI: Sendable {
             router.group(RouterPath($0)).add(middleware: ConsulResponseMiddleware(viewAge: viewAge))
         }
         return router
+    }
+
+    /// Whether a route counts against the per-caller write limit: every write but heartbeats (the native one,
+    /// Consul's TTL check updates, Eureka's renewals), which touch memory only.
+    static func countsAsWrite(_ method: HTTPRequest.Method, _ path: String) -> Bool {
+        guard method != .get else { return false }
+        if path.hasSuffix("/heartbeat") || path.hasPrefix("/v1/agent/check/") { return false }
+        if method == .put, path.hasSuffix("/apps/{app}/{id}") { return false }
+        return true
     }
 
     /// The methods served on a path that matched no route, for a `405` instead of a `404`.

@@ -18,11 +18,24 @@ public struct AgentRequestContext: RequestContext {
     public var caller: CallerIdentity
     /// How errors are rendered for the API the request was made to.
     public var errorRendering: any AgentErrorRendering
+    /// What the caller may do, established by the ACL middleware from its token (everything, with ACLs off).
+    public var authority: ACLAuthority
+    /// The client's address, for the audit trail and the per-client write limit.
+    public let remoteAddress: SocketAddress?
+    /// The client's address as users write it (`127.0.0.1:53122`).
+    public var clientAddress: String? { remoteAddress.map(hostAndPort) }
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = CoreRequestContextStorage(source: source)
         caller = .anonymous
         errorRendering = NativeErrorRendering()
+        authority = .unrestricted
+        remoteAddress = source.channel.remoteAddress
+    }
+
+    /// Who is making this request, as the audit trail records a write: the accessor, never the secret.
+    public var audit: AuditRecord {
+        AuditRecord(accessorID: authority.accessorID ?? caller.accessorID, address: clientAddress, requestID: requestID)
     }
 
     /// The request's id: the caller's `X-Request-ID` when it sent one, else the one the server gave it. It goes

@@ -31,9 +31,11 @@ extension AgentHTTPAPI {
 
     @Sendable func listServices(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let catalog = self.catalog
-        await holdUntilChanged(try blockingQuery(request), service: nil) { catalog.index }
-        guard !isPretty(request) else {
-            let list = catalog.services()
+        try await holdUntilChanged(try blockingQuery(request), service: nil) { catalog.index }
+        let authority = context.authority
+        guard !isPretty(request), !authority.enforced else {
+            var list = catalog.services()
+            list.services.removeAll { !authority.canRead($0.name) }
             return try json(list, index: list.index, request: request)
         }
         let (index, body) = catalog.servicesJSON()
@@ -44,7 +46,7 @@ extension AgentHTTPAPI {
         let service = try serviceName(context)
         let query = try instanceQuery(request)
         let catalog = self.catalog
-        await holdUntilChanged(try blockingQuery(request), service: service) { catalog.serviceIndex(service) }
+        try await holdUntilChanged(try blockingQuery(request), service: service) { catalog.serviceIndex(service) }
         guard !isPretty(request) else {
             let lookup = catalog.instances(of: service, matching: query)
             return try json(lookup, index: lookup.index, request: request)
@@ -61,7 +63,7 @@ extension AgentHTTPAPI {
         let service = try serviceName(context)
         let id = try instanceID(context)
         let catalog = self.catalog
-        await holdUntilChanged(try blockingQuery(request), service: service) { catalog.serviceIndex(service) }
+        try await holdUntilChanged(try blockingQuery(request), service: service) { catalog.serviceIndex(service) }
         guard !isPretty(request) else {
             let (index, instance) = catalog.instance(service: service, id: id)
             guard let instance else { throw CatalogError.instanceNotFound(service: service, id: id) }
@@ -75,7 +77,17 @@ extension AgentHTTPAPI {
     @Sendable func listEvents(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let since = try integerParameter(request, "since", default: 0, range: 0...UInt64.max)
         let limit = try integerParameter(request, "limit", default: 1000, range: 1...10_000)
-        let page = try await catalog.events(since: since, limit: Int(limit))
+        var page = try await catalog.events(since: since, limit: Int(limit))
+        let authority = context.authority
+        if authority.enforced {
+            // Events of services the token may not read are left out; tokens that manage the ACLs also get the ACL
+            // changes (their own sequence: `?aclSince=`).
+            page.events.removeAll { !authority.canRead($0.service) }
+            if authority.allows(.read, on: .acl) {
+                let aclSince = try integerParameter(request, "aclSince", default: 0, range: 0...UInt64.max)
+                page.acl = try await acls.changes(after: aclSince, limit: Int(limit))
+            }
+        }
         return try json(page, index: page.index, request: request)
     }
 
@@ -90,7 +102,8 @@ extension AgentHTTPAPI {
     @Sendable func prometheusMetrics(
         _ request: Request, _ context: AgentRequestContext
     ) async throws -> Response {
-        let body = metrics.exposition(catalog: catalog.summary(), health: health.report(), watches: watches.report())
+        let body = metrics.exposition(
+            catalog: catalog.summary(), health: health.report(), watches: watches.report(), limits: limits)
         return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

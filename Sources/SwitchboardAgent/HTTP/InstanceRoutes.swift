@@ -25,7 +25,7 @@ extension AgentHTTPAPI {
         let body = try await decodeBody(RegistrationRequest.self, from: request, context: context)
         let definition = try body.validated(service: service, id: id)
         metrics.registrations.increment()
-        let outcome = try await catalog.register(definition, cas: cas)
+        let outcome = try await catalog.register(definition, cas: cas, by: context.audit)
         let status: HTTPResponse.Status = outcome.event?.kind == .added ? .created : .ok
         return try json(outcome, status: status, request: request)
     }
@@ -33,7 +33,8 @@ extension AgentHTTPAPI {
     @Sendable func deregisterInstance(
         _ request: Request, _ context: AgentRequestContext
     ) async throws -> Response {
-        let outcome = try await catalog.deregister(service: try serviceName(context), id: try instanceID(context))
+        let outcome = try await catalog.deregister(
+            service: try serviceName(context), id: try instanceID(context), by: context.audit)
         return try json(outcome, request: request)
     }
 
@@ -43,7 +44,7 @@ extension AgentHTTPAPI {
         let body = try await decodeBody(MaintenanceRequest.self, from: request, context: context)
         let change = try body.validated()
         let outcome = try await catalog.setMaintenance(
-            service: service, id: id, enabled: change.enabled, reason: change.reason)
+            service: service, id: id, enabled: change.enabled, reason: change.reason, by: context.audit)
         return try json(outcome, request: request)
     }
 
@@ -64,7 +65,7 @@ extension AgentHTTPAPI {
             response.headers[.retryAfter] = String(max(1, seconds))
             return response
         }
-        let outcome = try await catalog.recordObservation(observation, service: service, id: id)
+        let outcome = try await catalog.recordObservation(observation, service: service, id: id, by: context.audit)
         guard let event = outcome.event else { throw CatalogError.storeFailed("an observation planned no event") }
         return try json(event, status: .created, index: outcome.index, request: request)
     }
@@ -94,7 +95,8 @@ extension AgentHTTPAPI {
                     + "give every agent its own --advertise-addr")
         }
         switch await health.heartbeat(
-            InstanceKey(service: service, id: id), checkID: check, status: status, output: output, relayed: relayed)
+            InstanceKey(service: service, id: id), checkID: check, status: status, output: output, relayed: relayed,
+            by: context.audit, relayToken: CallerMiddleware.presentedSecret(request))
         {
         case .unknownInstance:
             throw APIError(

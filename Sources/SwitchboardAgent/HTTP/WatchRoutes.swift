@@ -46,33 +46,39 @@ extension AgentHTTPAPI {
     ///
     /// `service` scopes the wake-ups: a change to another service does not even wake the request. An index from the
     /// future (the agent restarted with less history than the caller saw) answers at once.
+    /// A query held counts against the agent's held-request limit (429 beyond it).
     func holdUntilChanged(
         _ query: BlockingQuery?, service: ServiceName?, currentIndex: @escaping @Sendable () -> UInt64
-    ) async {
+    ) async throws {
         guard let query, query.index <= catalog.index, !watches.isClosed else { return }
         let deadline = ContinuousClock.now + query.wait
         let watches = self.watches
-        await withGracefulShutdownHandler {
-            while currentIndex() <= query.index {
-                let wake = await watches.wait(service: service, deadline: deadline) { currentIndex() > query.index }
-                if wake != .changed { return }
+        try await limits.holding {
+            await withGracefulShutdownHandler {
+                while currentIndex() <= query.index {
+                    let wake = await watches.wait(service: service, deadline: deadline) { currentIndex() > query.index }
+                    if wake != .changed { return }
+                }
+            } onGracefulShutdown: {
+                watches.close()
             }
-        } onGracefulShutdown: {
-            watches.close()
         }
     }
 
     @Sendable func watchService(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let service = try serviceName(context)
-        return try eventStream(service: service, query: try instanceQuery(request), request: request)
+        return try eventStream(service: service, query: try instanceQuery(request), request: request, context: context)
     }
 
+    /// The whole catalog's stream, of the services the caller's token may read.
     @Sendable func watchCatalog(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
-        try eventStream(service: nil, query: try instanceQuery(request), request: request)
+        try eventStream(service: nil, query: try instanceQuery(request), request: request, context: context)
     }
 
     /// An SSE stream of `service` (nil: the whole catalog): a snapshot, then one event per change.
-    private func eventStream(service: ServiceName?, query: InstanceQuery, request: Request) throws -> Response {
+    private func eventStream(
+        service: ServiceName?, query: InstanceQuery, request: Request, context: AgentRequestContext
+    ) throws -> Response {
         var resumeAfter: UInt64?
         if let text = request.headers[Self.lastEventIDHeader] {
             guard let index = UInt64(text.trimmingCharacters(in: .whitespaces)) else {
@@ -81,9 +87,15 @@ extension AgentHTTPAPI {
             }
             resumeAfter = index
         }
+        let authority = context.authority
+        var readable: (@Sendable (ServiceName) -> Bool)?
+        if service == nil, authority.enforced {
+            readable = { authority.canRead($0) }
+        }
         let stream = EventStream(
             catalog: catalog, watches: watches, metrics: metrics, service: service, query: query,
-            resumeAfter: resumeAfter)
+            resumeAfter: resumeAfter, readable: readable)
+        let limits = self.limits
         return Response(
             status: .ok,
             headers: [
@@ -91,6 +103,8 @@ extension AgentHTTPAPI {
                 Self.indexHeader: String(catalog.index),
             ],
             body: ResponseBody { writer in
+                try limits.beginHolding()
+                defer { limits.endHolding() }
                 try await stream.run(&writer)
                 try await writer.finish(nil)
             }
@@ -113,6 +127,8 @@ struct EventStream: Sendable {
     let service: ServiceName?
     let query: InstanceQuery
     let resumeAfter: UInt64?
+    /// For the whole catalog's stream with ACLs on: the services the caller may read (the others never reach it).
+    let readable: (@Sendable (ServiceName) -> Bool)?
 
     func run(_ writer: inout any ResponseBodyWriter) async throws {
         let watches = self.watches
@@ -187,20 +203,33 @@ struct EventStream: Sendable {
 
     /// Whether the consumer needs `frame`: the instance matches the filters after the change or matched before.
     private func concerns(_ frame: WatchHub.Frame) -> Bool {
-        (frame.kind != .removed && query.matches(frame.instance)) || (frame.previous.map(query.matches) ?? false)
+        if let readable, !readable(frame.instance.service) { return false }
+        return (frame.kind != .removed && query.matches(frame.instance)) || (frame.previous.map(query.matches) ?? false)
     }
 
     /// Sends the scope's current instances as a `snapshot` event; returns the index it is current at.
     private func sendSnapshot(_ writer: inout any ResponseBodyWriter, retry: Bool) async throws -> UInt64 {
-        let snapshot = catalog.watchSnapshot(of: service, matching: query)
+        var (index, body) = { () -> (UInt64, [UInt8]) in
+            let snapshot = catalog.watchSnapshot(of: service, matching: query)
+            return (snapshot.index, snapshot.body)
+        }()
+        if let readable {
+            // Filtered for the caller: encoded for this stream rather than shared.
+            let (current, instances) = catalog.allInstances()
+            let visible = instances.filter { readable($0.service) && query.matches($0) }
+            index = current
+            body = Array(
+                try SwitchboardJSON.encoder().encode(WatchSnapshotEvent(index: index, service: nil, instances: visible))
+            )
+        }
         var frame = ByteBuffer()
-        frame.reserveCapacity(snapshot.body.count + 64)
+        frame.reserveCapacity(body.count + 64)
         // EventSource clients reconnect after `retry` milliseconds (their default is 3 s).
         if retry { frame.writeString("retry: 1000\n") }
-        frame.writeString("id: \(snapshot.index)\nevent: snapshot\ndata: ")
-        frame.writeBytes(snapshot.body)
+        frame.writeString("id: \(index)\nevent: snapshot\ndata: ")
+        frame.writeBytes(body)
         frame.writeString("\n\n")
         try await writer.write(frame)
-        return snapshot.index
+        return index
     }
 }

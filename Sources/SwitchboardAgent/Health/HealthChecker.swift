@@ -173,12 +173,12 @@ public final class HealthChecker: Service, Sendable {
     /// the check a full TTL of grace, so a heartbeat lost in the move costs nothing.
     public func heartbeat(
         _ instance: InstanceKey, checkID: String? = nil, status: HealthStatus = .passing, output: String = "",
-        relayed: Bool = false
+        relayed: Bool = false, by: AuditRecord? = nil, relayToken: String? = nil
     ) async -> HeartbeatResult {
         if let membership, let relay, !membership.isLocal(instance) || (relayed && !isTracking(instance)) {
             if !relayed, let owner = membership.owner(of: instance),
                 let answer = await relay.send(
-                    instance, checkID: checkID, status: status, output: output, to: owner)
+                    instance, checkID: checkID, status: status, output: output, to: owner, token: relayToken)
             {
                 metrics.heartbeats.increment()
                 // An owner whose view lags (the instance registered through another agent a moment ago) does not
@@ -197,7 +197,7 @@ public final class HealthChecker: Service, Sendable {
         case .unknownInstance: return .unknownInstance
         case .noTTLCheck: return .noTTLCheck
         case .recorded(let effects):
-            for effect in effects { await perform(effect) }
+            for effect in effects { await perform(effect, by: by) }
             // Removed meanwhile (a deregistration raced the heartbeat): the client must register again.
             guard let current = catalog.instance(service: instance.service, id: instance.id).instance else {
                 return .unknownInstance
@@ -303,11 +303,12 @@ public final class HealthChecker: Service, Sendable {
     }
 
     /// Carries out one decision of the table.
-    private func perform(_ effect: HealthEffect) async {
+    /// Carries out what the table decided; `by` is the API caller whose heartbeat caused it (the audit trail).
+    private func perform(_ effect: HealthEffect, by: AuditRecord? = nil) async {
         switch effect {
         case .status(let update):
             do {
-                let outcome = try await catalog.recordCheckStatus(update)
+                let outcome = try await catalog.submit(.checkStatus(update), by: by)
                 if outcome.event != nil {
                     metrics.transitions(update.status).increment()
                     logger.info(

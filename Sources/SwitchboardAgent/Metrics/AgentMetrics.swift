@@ -22,6 +22,14 @@ public final class AgentMetrics: Sendable {
     let watchResynchronisations: Counter
     /// Registrations taken (a client that registers again and again shows here).
     let registrations: Counter
+    /// Writes refused by the per-caller rate limit, and held requests refused by their ceiling.
+    let writesRateLimited: Counter
+    let heldRequestsRefused: Counter
+    private let heldRequests: Gauge
+    private let heldRequestsLimit: Gauge
+    private let writeRateLimit: Gauge
+    /// Requests refused for their ACL token (401 and 403).
+    let aclRefusals: Counter
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -78,6 +86,24 @@ public final class AgentMetrics: Sendable {
         watchFrameBytes = registry.makeGauge(
             descriptor: Self.metric(
                 "watch_frames", unit: "bytes", help: "Bytes of recent changes held for event streams to catch up on."))
+        writesRateLimited = registry.makeCounter(
+            descriptor: Self.metric(
+                "writes_rate_limited", unit: "total", help: "Writes refused (429) by the per-caller write rate limit."))
+        heldRequestsRefused = registry.makeCounter(
+            descriptor: Self.metric(
+                "held_requests_refused", unit: "total",
+                help: "Blocking queries and streams refused (429) because the agent held its maximum."))
+        heldRequests = registry.makeGauge(
+            descriptor: Self.metric("held_requests", unit: "", help: "Blocking queries and streams held now."))
+        heldRequestsLimit = registry.makeGauge(
+            descriptor: Self.metric(
+                "held_requests_limit", unit: "", help: "The most blocking queries and streams held at once."))
+        writeRateLimit = registry.makeGauge(
+            descriptor: Self.metric(
+                "write_rate_limit", unit: "per_second", help: "Writes per second allowed to each caller (0: none)."))
+        aclRefusals = registry.makeCounter(
+            descriptor: Self.metric(
+                "acl_refusals", unit: "total", help: "Requests refused for their ACL token (401 or 403)."))
         watchResynchronisations = registry.makeCounter(
             descriptor: Self.metric(
                 "watch_resynchronisations", unit: "total",
@@ -97,7 +123,14 @@ public final class AgentMetrics: Sendable {
     }
 
     /// The Prometheus text exposition, with the catalog's gauges read now.
-    func exposition(catalog: CatalogSummary, health: HealthReport, watches: WatchReport) -> [UInt8] {
+    func exposition(
+        catalog: CatalogSummary, health: HealthReport, watches: WatchReport, limits: RequestLimits? = nil
+    ) -> [UInt8] {
+        if let limits {
+            heldRequests.set(Double(limits.heldRequests))
+            heldRequestsLimit.set(Double(limits.configuration.maximumHeldRequests))
+            writeRateLimit.set(limits.configuration.writesPerSecond)
+        }
         watchersWaiting.set(Double(watches.waiting))
         watchFrameBytes.set(Double(watches.frameBytes))
         catalogIndex.set(Double(catalog.index))

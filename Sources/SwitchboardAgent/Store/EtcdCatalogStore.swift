@@ -196,7 +196,7 @@ public final class EtcdCatalogStore: CatalogStore {
         let encoded = changes.map {
             CommittedChange(
                 event: ChangeEvent(
-                    index: 0, kind: $0.kind, at: $0.at, instance: $0.instance, observation: $0.observation))
+                    index: 0, kind: $0.kind, at: $0.at, instance: $0.instance, observation: $0.observation, by: $0.by))
         }
         var finalState: [InstanceKey: Int?] = [:]
         var order: [InstanceKey] = []
@@ -304,7 +304,8 @@ public final class EtcdCatalogStore: CatalogStore {
         }
         let planned = events.map {
             PlannedChange(
-                kind: $0.kind, at: $0.at, instance: $0.instance, observation: $0.observation, expectedModifyIndex: nil)
+                kind: $0.kind, at: $0.at, instance: $0.instance, observation: $0.observation, expectedModifyIndex: nil,
+                by: $0.by)
         }
         return PlannedChange.committing(
             planned, encodedInstances: instanceJSON(inLogEntry: entry.value, count: events.count),

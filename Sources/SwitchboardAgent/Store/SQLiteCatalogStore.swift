@@ -48,7 +48,8 @@ public final class SQLiteCatalogStore: CatalogStore {
     /// The database file's name inside the data directory.
     public static let databaseFileName = "catalog.sqlite"
 
-    private let database: DatabasePool
+    /// Also holds the ACLs (`SQLiteACLStore.swift`).
+    let database: DatabasePool
     private let configuration: Configuration
     /// The data directory's lock, held until ``close()``.
     private let lockDescriptor: Mutex<Int32?>
@@ -148,6 +149,18 @@ public final class SQLiteCatalogStore: CatalogStore {
                         CASE WHEN (SELECT COUNT(*) FROM events) = 0
                             THEN (SELECT value FROM catalog_meta WHERE key = 'index')
                             ELSE (SELECT MIN(idx) FROM events) - 1 END);
+                    """
+            )
+        }
+        migrator.registerMigration("v4: ACLs") { db in
+            // Tokens by accessor (the secret only as its hash, inside the record), policies by name, and the ACL
+            // audit log with its own sequence.
+            try db.execute(
+                sql: """
+                    CREATE TABLE acl_tokens (accessor TEXT PRIMARY KEY NOT NULL, record BLOB NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE acl_policies (name TEXT PRIMARY KEY NOT NULL, record BLOB NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE acl_log (seq INTEGER PRIMARY KEY, record BLOB NOT NULL);
+                    INSERT INTO catalog_meta (key, value) VALUES ('acl_bootstrapped', 0);
                     """
             )
         }
