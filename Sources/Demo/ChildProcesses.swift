@@ -18,6 +18,8 @@ final class ChildProcesses: Sendable {
     }
 
     private let children = Mutex<[Child]>([])
+    /// Variables every child started from now on gets (the shop's ACL token).
+    let environment = Mutex<[String: String]>([:])
     private let executable: String
     private let logDirectory: String
 
@@ -45,6 +47,7 @@ final class ChildProcesses: Sendable {
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment.merge(ParentWatch.asChild) { $1 }
+        environment.merge(self.environment.withLock { $0 }) { $1 }
         process.environment = environment
         let log = "\(logDirectory)/\(name).log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)

@@ -25,12 +25,16 @@ public struct DemoConfiguration: Sendable {
     /// Cluster mode: three etcd members and two agents sharing the catalog; the script kills one agent and one
     /// etcd member with -9 instead of restarting the agent.
     public var cluster: Bool
+    /// ACLs on: the agents deny by default; the demo bootstraps them and runs the shop and the gateway with a token
+    /// scoped to the shop's services.
+    public var acl: Bool
 
     /// The defaults are the command line's.
     public init(
         duration: Duration = .seconds(60), chaos: Bool = true, json: Bool = false, shoppers: Int = 6,
-        cluster: Bool = false
+        cluster: Bool = false, acl: Bool = false
     ) {
+        self.acl = acl
         self.duration = duration
         self.chaos = chaos
         self.json = json
@@ -100,8 +104,10 @@ public final class DemoRunner: Sendable {
     private let state = Mutex(RunState())
     let findings = Mutex(ScriptFindings())
     private let http = HTTPClient.shared
-    /// The agent's API, through the client library (the agent keeps its port across the restart the script plays).
-    let agent: AgentClient
+    /// The agent's API, through the client library (the agent keeps its port across the restart the script plays);
+    /// with ACLs on, it presents the bootstrap token once the demo has made it.
+    var agent: AgentClient { agentClient.withLock { $0 } }
+    private let agentClient: Mutex<AgentClient>
 
     struct RunState {
         var instances: [String: (service: String, port: Int, requests: Int, rate: Int, status: String)] = [:]
@@ -137,11 +143,7 @@ public final class DemoRunner: Sendable {
                 state.etcdPorts = (0..<3).map { (etcd[2 * $0], etcd[2 * $0 + 1]) }
             }
         }
-        agent = AgentClient(
-            connection: AgentConnection(
-                configuration: AgentConnectionConfiguration(
-                    agents: agentPorts.map { "http://127.0.0.1:\($0)" }, connectTimeout: .seconds(1),
-                    requestTimeout: .seconds(2))))
+        agentClient = Mutex(Self.client(of: agentPorts.map { "http://127.0.0.1:\($0)" }, token: nil))
     }
 
     /// Ends every child process now (Ctrl-C).
@@ -175,6 +177,7 @@ public final class DemoRunner: Sendable {
         } else {
             try await startAgent(0)
         }
+        if configuration.acl { try await secureTheShop() }
         try """
         routes:
           - { name: cart, match: { prefix: /api/cart }, service: cart, stripPrefix: true }
@@ -234,6 +237,7 @@ public final class DemoRunner: Sendable {
         } else {
             arguments += ["--data-dir", "\(directory)/agent"]
         }
+        if configuration.acl { arguments += ["--acl-default-policy", "deny"] }
         _ = try await children.start(agentName(index), arguments, readsPort: false)
         let url = agentURLs[index]
         let deadline = ContinuousClock.now + .seconds(20)
@@ -243,6 +247,34 @@ public final class DemoRunner: Sendable {
             }
             try await Task.sleep(for: .milliseconds(50))
         }
+    }
+
+    /// The runner's client of the agents.
+    private static func client(of agents: [String], token: String?) -> AgentClient {
+        AgentClient(
+            connection: AgentConnection(
+                configuration: AgentConnectionConfiguration(
+                    agents: agents, connectTimeout: .seconds(1), requestTimeout: .seconds(2), token: token)))
+    }
+
+    /// ACLs on: bootstraps them, keeps the bootstrap token for the runner's own calls, and gives every process
+    /// started from now on (the gateway, the shop's services) a token that writes only the shop's services.
+    func secureTheShop() async throws {
+        let bootstrap = try await agent.bootstrapACLs()
+        guard let management = bootstrap.secretID else { throw DemoError("the bootstrap answer has no secret") }
+        let previous = agentClient.withLock { client in
+            defer { client = Self.client(of: agentURLs, token: management) }
+            return client
+        }
+        try? await previous.connection.shutdown()
+        _ = try await agent.createACLPolicy(
+            ACLPolicy(
+                name: "shop", description: "The demo shop's services and its gateway",
+                services: ["cart": .write, "order": .write, "payment": .write]))
+        let shop = try await agent.createACLToken(ACLTokenRequest(description: "demo shop", policies: ["shop"]))
+        guard let secret = shop.secretID else { throw DemoError("the token answer has no secret") }
+        children.environment.withLock { $0["SWITCHBOARD_TOKEN"] = secret }
+        record("ACLs on: bootstrapped, the shop runs with a token scoped to cart, order and payment")
     }
 
     /// Cluster mode: the etcd members' client URLs.

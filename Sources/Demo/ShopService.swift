@@ -40,9 +40,14 @@ public struct ShopServiceConfiguration: Sendable {
     public var dataDirectory: String
     /// The instance id; default `<role>-<port>`.
     public var id: String?
+    /// The ACL token it presents to agents with ACLs on.
+    public var token: String?
 
     /// A shop process's configuration.
-    public init(role: ShopRole, port: Int = 0, agents: [String], dataDirectory: String, id: String? = nil) {
+    public init(
+        role: ShopRole, port: Int = 0, agents: [String], dataDirectory: String, id: String? = nil, token: String? = nil
+    ) {
+        self.token = token
         self.role = role
         self.port = port
         self.agents = agents
@@ -67,7 +72,8 @@ final class InstanceControls: Sendable {
 public func runShopService(_ configuration: ShopServiceConfiguration) async throws {
     var logger = Logger(label: "shop.\(configuration.role.rawValue)")
     logger.logLevel = .warning
-    let connection = AgentConnection(configuration: .init(agents: configuration.agents), logger: logger)
+    let connection = AgentConnection(
+        configuration: .init(agents: configuration.agents, token: configuration.token), logger: logger)
     let discovery = ServiceDiscovery(connection: connection, logger: logger)
     let controls = InstanceControls()
     let (ports, portSink) = AsyncStream.makeStream(of: Int.self)

@@ -42,6 +42,8 @@ public struct GatewayConfiguration: Sendable {
     public var tls: TLSSettings?
     /// How the gateway trusts `https://` agents (its CA file, a client certificate); nil: the system's CAs.
     public var agentTLS: AgentTLSConfiguration?
+    /// The ACL token the gateway presents to agents with ACLs on (it needs read on the services it routes to).
+    public var agentToken: String?
 
     /// Where the access log goes.
     public enum AccessLogDestination: Sendable, Equatable {
@@ -61,8 +63,10 @@ public struct GatewayConfiguration: Sendable {
         circuitBreaker: CircuitBreaker.Configuration? = CircuitBreaker.Configuration(),
         shutdownGrace: Duration = .seconds(10), routeFile: String? = nil,
         routeReloadInterval: Duration = .seconds(1), accessLog: AccessLogDestination = .off,
-        admin: (host: String, port: Int)? = nil, tls: TLSSettings? = nil, agentTLS: AgentTLSConfiguration? = nil
+        admin: (host: String, port: Int)? = nil, tls: TLSSettings? = nil, agentTLS: AgentTLSConfiguration? = nil,
+        agentToken: String? = nil
     ) {
+        self.agentToken = agentToken
         self.tls = tls
         self.agentTLS = agentTLS
         self.host = host

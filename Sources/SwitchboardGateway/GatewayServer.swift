@@ -47,7 +47,9 @@ public struct GatewayServer: Service {
         // Certificates that do not load stop the gateway before it listens, naming the file.
         let tls = try configuration.tls.map(ReloadingTLSContext.init(settings:))
         let connection = AgentConnection(
-            configuration: .init(agents: configuration.agents, tls: configuration.agentTLS), logger: logger)
+            configuration: .init(
+                agents: configuration.agents, tls: configuration.agentTLS, token: configuration.agentToken),
+            logger: logger)
         // With a route file, routes name the instances they want; without, only public ones are reachable.
         let query = routeFile == nil ? InstanceQuery(tags: [configuration.publicTag]) : InstanceQuery()
         let discovery = ServiceDiscovery(

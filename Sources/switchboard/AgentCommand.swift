@@ -73,13 +73,31 @@ enum AgentSettings {
         "consul-addr", valueName: "host:port",
         "Also serve the HTTP API (with Consul's API) on this address, such as 127.0.0.1:8500 where Consul's clients look by default; none: only on --http-addr."
     )
+    static let aclDefaultPolicy = Setting(
+        "acl-default-policy", valueName: "deny|allow",
+        "Turn ACL tokens on: deny refuses what no token's policy grants (anonymous callers get the anonymous token's policies); allow permits what no policy denies. None: ACLs off."
+    )
+    static let aclDNSToken = Setting(
+        "acl-dns-token", valueName: "secret",
+        "With ACLs on, DNS answers only for the services this token may read; none: the anonymous token's rights.")
+    static let writeRateLimit = Setting(
+        "write-rate-limit", default: "\(Int(defaults.limits.writesPerSecond))", valueName: "per-second",
+        "Writes per second each caller (token, or IP address without one) may make, heartbeats aside; beyond, 429 with Retry-After. 0: no limit."
+    )
+    static let writeBurst = Setting(
+        "write-burst", default: "\(defaults.limits.writeBurst)", valueName: "count",
+        "How many writes a caller may make at once after being idle.")
+    static let maximumHeldRequests = Setting(
+        "max-held-requests", default: "\(defaults.limits.maximumHeldRequests)", valueName: "count",
+        "The most blocking queries and watch streams held at once; beyond, 429 with Retry-After.")
 
     static let all: [Setting] = [
         httpAddress, store, etcdEndpoints, etcdPrefix, agentID, advertiseAddress, dataDirectory, dev, sqliteSync,
         selfPreservationShare,
         selfPreservationMinimumInstances,
         maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable, consulAddress,
-        tls.certificate, tls.key, tls.clientCA, CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
+        tls.certificate, tls.key, tls.clientCA, aclDefaultPolicy, aclDNSToken, writeRateLimit, writeBurst,
+        maximumHeldRequests, CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
     ]
 
     private static var defaultDataDirectory: String {
@@ -103,6 +121,18 @@ enum AgentSettings {
         let maximumWait = try settings.required(maximumQueryTime, rule: positiveDuration, Self.positiveDuration)
         let defaultWait = try settings.required(defaultQueryTime, rule: positiveDuration, Self.positiveDuration)
         let consul = try settings.value(consulAddress, rule: "host:port with a port of 0..65535", HostAndPort.init)
+        let policy = try settings.value(aclDefaultPolicy, rule: "deny or allow") {
+            ACLConfiguration.DefaultPolicy(rawValue: $0.lowercased())
+        }
+        let rate = try settings.required(writeRateLimit, rule: "a number of 0 or more") { text in
+            Double(text).flatMap { $0 >= 0 && $0.isFinite ? $0 : nil }
+        }
+        let burst = try settings.required(writeBurst, rule: "a whole number of at least 1") {
+            Int($0).flatMap { $0 >= 1 ? $0 : nil }
+        }
+        let held = try settings.required(maximumHeldRequests, rule: "a whole number of at least 1") {
+            Int($0).flatMap { $0 >= 1 ? $0 : nil }
+        }
         return AgentConfiguration(
             httpHost: address.host,
             httpPort: address.port,
@@ -113,7 +143,9 @@ enum AgentSettings {
             watch: WatchConfiguration(defaultWait: min(defaultWait, maximumWait), maximumWait: maximumWait),
             dns: try dns(from: settings),
             consulListener: consul.map { ListenAddress(host: $0.host, port: $0.port) },
-            tls: try tls.settings(from: settings)
+            tls: try tls.settings(from: settings),
+            acl: ACLConfiguration(defaultPolicy: policy, dnsToken: settings.text(aclDNSToken)),
+            limits: RequestLimitsConfiguration(writesPerSecond: rate, writeBurst: burst, maximumHeldRequests: held)
         )
     }
 
@@ -285,6 +317,21 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: AgentSettings.tls.clientCA.argumentName, help: AgentSettings.tls.clientCA.help)
     var tlsClientCA: String?
 
+    @Option(name: AgentSettings.aclDefaultPolicy.argumentName, help: AgentSettings.aclDefaultPolicy.help)
+    var aclDefaultPolicy: String?
+
+    @Option(name: AgentSettings.aclDNSToken.argumentName, help: AgentSettings.aclDNSToken.help)
+    var aclDNSToken: String?
+
+    @Option(name: AgentSettings.writeRateLimit.argumentName, help: AgentSettings.writeRateLimit.help)
+    var writeRateLimit: String?
+
+    @Option(name: AgentSettings.writeBurst.argumentName, help: AgentSettings.writeBurst.help)
+    var writeBurst: String?
+
+    @Option(name: AgentSettings.maximumHeldRequests.argumentName, help: AgentSettings.maximumHeldRequests.help)
+    var maximumHeldRequests: String?
+
     /// The settings given on the command line.
     var commandLine: [Setting: String] {
         var given = logging.commandLine
@@ -301,7 +348,9 @@ struct AgentCommand: AsyncParsableCommand {
             (AgentSettings.dnsTTL, dnsTTL), (AgentSettings.dnsAnswerLimit, dnsAnswerLimit),
             (AgentSettings.dnsDisable, dnsDisable ? "true" : nil), (AgentSettings.consulAddress, consulAddress),
             (AgentSettings.tls.certificate, tlsCertificate), (AgentSettings.tls.key, tlsKey),
-            (AgentSettings.tls.clientCA, tlsClientCA),
+            (AgentSettings.tls.clientCA, tlsClientCA), (AgentSettings.aclDefaultPolicy, aclDefaultPolicy),
+            (AgentSettings.aclDNSToken, aclDNSToken), (AgentSettings.writeRateLimit, writeRateLimit),
+            (AgentSettings.writeBurst, writeBurst), (AgentSettings.maximumHeldRequests, maximumHeldRequests),
         ]
         for case (let setting, let value?) in options { given[setting] = value }
         return given

@@ -19,7 +19,28 @@ enum ClientSettings {
         "client-cert", valueName: "file", "A PEM client certificate for agents that require one, with --client-key.")
     static let clientKey = Setting("client-key", valueName: "file", "The PEM key of --client-cert.")
 
-    static let all: [Setting] = [agents, caFile, clientCertificate, clientKey, Setting.configFile]
+    static let token = Setting(
+        "token", valueName: "secret",
+        "The ACL token to present to agents with ACLs on (prefer SWITCHBOARD_TOKEN or --token-file: a flag shows in the process list)."
+    )
+    static let tokenFile = Setting(
+        "token-file", valueName: "file", "A file holding the ACL token to present (its first line).")
+
+    static let all: [Setting] = [agents, caFile, clientCertificate, clientKey, token, tokenFile, Setting.configFile]
+
+    /// The ACL token from `--token`, or else from `--token-file`; a file that cannot be read is refused naming it.
+    static func token(from settings: SettingsReader) throws -> String? {
+        if let token = settings.text(token), !token.isEmpty { return token }
+        guard let file = settings.text(tokenFile) else { return nil }
+        guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw ValidationError("--token-file: cannot read \(file)")
+        }
+        let token = contents.split(whereSeparator: \.isNewline).first.map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+        guard let token, !token.isEmpty else { throw ValidationError("--token-file: \(file) holds no token") }
+        return token
+    }
 
     /// How to trust `https://` agents, when a CA file or client certificate is given; a file that does not load is
     /// refused naming it.
@@ -51,6 +72,12 @@ struct ClientOptions: ParsableArguments {
     @Option(name: ClientSettings.clientKey.argumentName, help: ClientSettings.clientKey.help)
     var clientKey: String?
 
+    @Option(name: ClientSettings.token.argumentName, help: ClientSettings.token.help)
+    var token: String?
+
+    @Option(name: ClientSettings.tokenFile.argumentName, help: ClientSettings.tokenFile.help)
+    var tokenFile: String?
+
     @Flag(help: "Print JSON instead of a table, for scripts.")
     var json = false
 
@@ -65,7 +92,9 @@ struct ClientOptions: ParsableArguments {
         given[ClientSettings.caFile] = caFile
         given[ClientSettings.clientCertificate] = clientCertificate
         given[ClientSettings.clientKey] = clientKey
-        let (urls, tls) = try await command.settled {
+        given[ClientSettings.token] = token
+        given[ClientSettings.tokenFile] = tokenFile
+        let (urls, tls, token) = try await command.settled {
             let settings = try await SettingsReader(ClientSettings.all, commandLine: given)
             let urls = settings.list(ClientSettings.agents).map { url in
                 var url = url
@@ -73,12 +102,12 @@ struct ClientOptions: ParsableArguments {
                 return url
             }
             guard !urls.isEmpty else { throw ValidationError("--agent must name at least one agent URL") }
-            return (urls, try ClientSettings.agentTLS(from: settings))
+            return (urls, try ClientSettings.agentTLS(from: settings), try ClientSettings.token(from: settings))
         }
         // A command makes one request: a dead agent should cost seconds, not a long-lived client's patience.
         let connection = AgentConnection(
             configuration: AgentConnectionConfiguration(
-                agents: urls, connectTimeout: .seconds(3), requestTimeout: .seconds(10), tls: tls))
+                agents: urls, connectTimeout: .seconds(3), requestTimeout: .seconds(10), tls: tls, token: token))
         var failure: String?
         do {
             try await body(AgentClient(connection: connection))

@@ -29,7 +29,12 @@ enum DemoSettings {
         "Cluster mode: three etcd members (Debian's etcd-server) and two agents; the script kills an agent and an etcd member with -9."
     )
 
-    static let all: [Setting] = [duration, noChaos, shoppers, cluster, Setting.configFile]
+    static let acl = Setting(
+        "acl", environment: "SWITCHBOARD_DEMO_ACL", default: "\(defaults.acl)",
+        "ACLs on: the agents deny by default, the demo bootstraps them and gives the shop's processes and the gateway a token scoped to the shop's services."
+    )
+
+    static let all: [Setting] = [duration, noChaos, shoppers, cluster, acl, Setting.configFile]
 }
 
 /// The settings of one shop process (`switchboard demo` gives them as flags).
@@ -49,7 +54,9 @@ enum DemoServiceSettings {
         "data-dir", environment: "SWITCHBOARD_DEMO_SERVICE_DATA_DIR", default: ".", valueName: "directory",
         "Where the service keeps its store (order and payment).")
 
-    static let all: [Setting] = [role, port, id, agents, dataDirectory, Setting.configFile]
+    static let all: [Setting] = [
+        role, port, id, agents, dataDirectory, ClientSettings.token, ClientSettings.tokenFile, Setting.configFile,
+    ]
 }
 
 /// `switchboard demo`: the shop, as real processes, with a crash, a scale-up, a slow instance, a drain and an agent
@@ -74,6 +81,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: DemoSettings.cluster.argumentName, help: DemoSettings.cluster.help)
     var cluster = false
 
+    @Flag(name: DemoSettings.acl.argumentName, help: DemoSettings.acl.help)
+    var acl = false
+
     @Flag(help: "Print the summary as JSON (and no live view).")
     var json = false
 
@@ -89,6 +99,7 @@ struct DemoCommand: AsyncParsableCommand {
         given[DemoSettings.noChaos] = noChaos ? "true" : nil
         given[DemoSettings.shoppers] = shoppers
         given[DemoSettings.cluster] = cluster ? "true" : nil
+        given[DemoSettings.acl] = acl ? "true" : nil
         given[Setting.configFile] = configFile
         let configuration = try await Self.settled {
             let settings = try await SettingsReader(DemoSettings.all, commandLine: given)
@@ -100,7 +111,8 @@ struct DemoCommand: AsyncParsableCommand {
             }
             return DemoConfiguration(
                 duration: .seconds(seconds), chaos: !(try settings.isOn(DemoSettings.noChaos)), json: json,
-                shoppers: shoppers, cluster: try settings.isOn(DemoSettings.cluster))
+                shoppers: shoppers, cluster: try settings.isOn(DemoSettings.cluster),
+                acl: try settings.isOn(DemoSettings.acl))
         }
         let runner = try DemoRunner(configuration: configuration)
         // Ctrl-C or a TERM: every child goes at once, then the demo.
@@ -175,7 +187,7 @@ struct DemoServiceCommand: AsyncParsableCommand {
             return ShopServiceConfiguration(
                 role: role, port: port, agents: settings.list(DemoServiceSettings.agents),
                 dataDirectory: settings.text(DemoServiceSettings.dataDirectory) ?? ".",
-                id: settings.text(DemoServiceSettings.id))
+                id: settings.text(DemoServiceSettings.id), token: try ClientSettings.token(from: settings))
         }
         ParentWatch.startIfAsked()
         try await runShopService(configuration)

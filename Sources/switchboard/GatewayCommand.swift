@@ -37,7 +37,8 @@ enum GatewaySettings {
 
     static let all: [Setting] = [
         listen, agents, routeFile, accessLog, admin, threads, tls.certificate, tls.key, tls.clientCA,
-        ClientSettings.caFile, ClientSettings.clientCertificate, ClientSettings.clientKey, CommonSettings.logLevel,
+        ClientSettings.caFile, ClientSettings.clientCertificate, ClientSettings.clientKey, ClientSettings.token,
+        ClientSettings.tokenFile, CommonSettings.logLevel,
         CommonSettings.logFormat, Setting.configFile,
     ]
 
@@ -69,7 +70,8 @@ enum GatewaySettings {
             host: address.host, port: address.port,
             agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
             routeFile: settings.text(routeFile), accessLog: destination, admin: adminAddress,
-            tls: try tls.settings(from: settings), agentTLS: try ClientSettings.agentTLS(from: settings))
+            tls: try tls.settings(from: settings), agentTLS: try ClientSettings.agentTLS(from: settings),
+            agentToken: try ClientSettings.token(from: settings))
     }
 
     /// The event-loop threads, when set.
@@ -130,6 +132,12 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(name: ClientSettings.clientKey.argumentName, help: ClientSettings.clientKey.help)
     var clientKey: String?
 
+    @Option(name: ClientSettings.token.argumentName, help: ClientSettings.token.help)
+    var token: String?
+
+    @Option(name: ClientSettings.tokenFile.argumentName, help: ClientSettings.tokenFile.help)
+    var tokenFile: String?
+
     @OptionGroup var logging: LoggingOptions
 
     /// The settings given on the command line.
@@ -147,6 +155,8 @@ struct GatewayCommand: AsyncParsableCommand {
         given[ClientSettings.caFile] = caFile
         given[ClientSettings.clientCertificate] = clientCertificate
         given[ClientSettings.clientKey] = clientKey
+        given[ClientSettings.token] = token
+        given[ClientSettings.tokenFile] = tokenFile
         return given
     }
 

@@ -20,6 +20,8 @@ struct SwitchboardCommand: AsyncParsableCommand {
             DeregisterCommand.self,
             MaintenanceCommand.self,
             WatchCommand.self,
+            EventsCommand.self,
+            ACLCommand.self,
         ]
     )
 }

@@ -19,12 +19,15 @@ public struct AgentConnectionConfiguration: Sendable {
     public var streamIdleTimeout: Duration
     /// For `https://` agents: the CA to trust and a client certificate to present; nil trusts the system's CAs.
     public var tls: AgentTLSConfiguration?
+    /// The ACL token's secret every request presents (`X-Switchboard-Token`), for agents with ACLs on; nil: none.
+    public var token: String?
 
     public init(
         agents: [String] = ["http://127.0.0.1:7500"], connectTimeout: Duration = .seconds(1),
         requestTimeout: Duration = .seconds(5), streamIdleTimeout: Duration = .seconds(40),
-        tls: AgentTLSConfiguration? = nil
+        tls: AgentTLSConfiguration? = nil, token: String? = nil
     ) {
+        self.token = token
         self.agents = agents
         self.connectTimeout = connectTimeout
         self.requestTimeout = requestTimeout
@@ -142,10 +145,11 @@ public final class AgentConnection: Sendable {
     }
 
     /// A request to `agent` for `target` (a path and query from `APIPath`): the one place every call to an agent is
-    /// made, so what each must carry (an ACL token, when ACLs come) is added here once.
+    /// made, so what each must carry (the ACL token) is added here once.
     func request(_ method: HTTPMethod, _ target: String, to agent: String) -> HTTPClientRequest {
         var request = HTTPClientRequest(url: agent + target)
         request.method = method
+        if let token = configuration.token { request.headers.add(name: "X-Switchboard-Token", value: token) }
         return request
     }
 
