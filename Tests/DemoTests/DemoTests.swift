@@ -68,9 +68,10 @@ func expectBalancedBooks(_ summary: [String: Any]) {
 
 @Suite("switchboard demo, end to end", .serialized)
 struct DemoTests {
-    @Test func theDemoPlaysTheWholeScriptWithoutAFailedUserRequestOrADoubleCharge() async throws {
+    /// With ACLs on (deny by default): the shop, the gateway and the script run with their tokens.
+    @Test func theDemoPlaysTheWholeScriptWithACLsOnWithoutAFailedUserRequestOrADoubleCharge() async throws {
         let run = try await runProgram(
-            SwitchboardBinary.executable(named: "switchboard"), ["demo", "--duration", "20", "--json"],
+            SwitchboardBinary.executable(named: "switchboard"), ["demo", "--acl", "--duration", "20", "--json"],
             timeout: .seconds(150))
         #expect(run.status == 0, "\(run.stderr)")
         let summary = try #require(

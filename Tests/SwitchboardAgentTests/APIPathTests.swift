@@ -27,6 +27,11 @@ struct APIPathTests {
             (.put, APIPath.instance(service, id: id)), (.delete, APIPath.instance(service, id: id)),
             (.put, APIPath.heartbeat(service, id: id)), (.put, APIPath.maintenance(service, id: id)),
             (.post, APIPath.observations(service, id: id)),
+            (.put, APIPath.aclBootstrap), (.get, APIPath.aclTokenSelf), (.get, APIPath.aclTokens),
+            (.post, APIPath.aclTokens), (.get, APIPath.aclToken(accessorID: "a-1")),
+            (.put, APIPath.aclToken(accessorID: "a-1")), (.delete, APIPath.aclToken(accessorID: "a-1")),
+            (.get, APIPath.aclPolicies), (.post, APIPath.aclPolicies), (.get, APIPath.aclPolicy(name: "p")),
+            (.put, APIPath.aclPolicy(name: "p")), (.delete, APIPath.aclPolicy(name: "p")),
         ]
         for (method, path) in built {
             #expect(

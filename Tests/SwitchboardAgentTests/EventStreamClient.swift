@@ -26,9 +26,10 @@ final class EventStreamClient: Sendable {
     private let reader: Mutex<Task<Void, Never>?> = Mutex(nil)
 
     /// Opens `url` (with `Last-Event-ID` when given) and waits for the response head.
-    init(_ url: String, lastEventID: String? = nil) async throws {
+    init(_ url: String, lastEventID: String? = nil, headers: [(String, String)] = []) async throws {
         var request = HTTPClientRequest(url: url)
         request.headers.add(name: "Accept", value: "text/event-stream")
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let lastEventID { request.headers.add(name: "Last-Event-ID", value: lastEventID) }
         let shared = self.shared
         let task = Task {

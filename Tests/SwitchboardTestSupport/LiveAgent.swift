@@ -32,6 +32,7 @@ public func withLiveAgent<T: Sendable>(
         storeDescription: "memory",
         configuration: configuration,
         logger: logger,
+        acls: AccessControl(configuration: configuration.acl, store: InMemoryACLStore(), logger: logger),
         onServerRunning: { address in portSink.yield(address?.port ?? 0) },
         onDNSListening: { port in dnsPortSink.yield(port) }
     )
