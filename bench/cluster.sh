@@ -150,7 +150,7 @@ leader_start=$(leader)
 A="http://127.0.0.1:$((PORT_BASE + 31))"
 B="http://127.0.0.1:$((PORT_BASE + 32))"
 start_agent() { # name port endpoints
-    "$binary" agent --store etcd --etcd-endpoints "$3" --etcd-prefix "$PREFIX" --agent-id "agent-$1" \
+    "$binary" agent --write-rate-limit 0 --store etcd --etcd-endpoints "$3" --etcd-prefix "$PREFIX" --agent-id "agent-$1" \
         --http-addr "127.0.0.1:$2" --dns-disable --log-level warning >"$work/agent-$1.log" 2>&1 &
     agent_pid=$!
     pids+=("$agent_pid")

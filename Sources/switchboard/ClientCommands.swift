@@ -135,6 +135,9 @@ struct ClientOptions: ParsableArguments {
         switch error.code {
         case .agentUnreachable:
             let reason = error.transport?.description ?? error.message
+            if case .certificateRejected = error.transport {
+                return "cannot reach the agent at \(agents): \(reason)"
+            }
             return "cannot reach the agent at \(agents): \(reason); is `switchboard agent` running?"
         case .invalidAnswer:
             return "the agent's answer could not be read: \(error.message)"

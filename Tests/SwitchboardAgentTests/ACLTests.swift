@@ -291,6 +291,30 @@ import Glibc
         }
     }
 
+    /// Odd tokens and oversize headers get clear refusals, never a crash: the agent keeps answering.
+    @Test func oddTokensAndOversizeHeadersGetClearErrors() async throws {
+        try await Self.withSecuredAgent { agent in
+            for header in [
+                ("Authorization", "Bearer "), ("Authorization", "Basic abc"), ("X-Switchboard-Token", "\u{1F600}"),
+            ] {
+                let answer = try await http(
+                    .PUT, "\(agent.url)/v1/services/payment/instances/p1",
+                    json: #"{"address": "127.0.0.7", "port": 80}"#,
+                    headers: [header])
+                #expect(answer.status == 401, "\(header): \(answer.status) \(answer.text)")
+            }
+            let long = try await http(
+                .GET, "\(agent.url)/v1/services/payment",
+                headers: [("X-Switchboard-Token", String(repeating: "x", count: 50_000))])
+            #expect(long.status == 401)
+            let oversize = try await http(
+                .GET, "\(agent.url)/v1/services/payment",
+                headers: [("X-Switchboard-Token", String(repeating: "x", count: 2_000_000))])
+            #expect(oversize.status == 400 || oversize.status == 431, "\(oversize.status)")
+            #expect(try await http(.GET, "\(agent.url)/v1/openapi.yaml").status == 200)
+        }
+    }
+
     /// Writes past a caller's rate are answered 429 with `Retry-After`; heartbeats are not counted; `/metrics`
     /// shows the limit and the refusals.
     @Test func writesPastTheCallersRateGet429WithRetryAfter() async throws {

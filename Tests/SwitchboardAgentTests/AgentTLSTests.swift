@@ -45,6 +45,35 @@ import Glibc
             _ = rename(staging + ".pem", directory + "/\(name).pem")
         }
 
+        /// A certificate for `name` signed by the CA that expired in 2020 (`openssl ca` sets any validity).
+        func issueExpired(_ name: String) async throws {
+            let staging = directory + "/expired-\(name)"
+            try await Self.openssl([
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", staging + ".key", "-out", staging + ".csr",
+                "-subj", "/CN=\(name)",
+            ])
+            try "".write(toFile: directory + "/index.txt", atomically: true, encoding: .utf8)
+            try "01\n".write(toFile: directory + "/serial", atomically: true, encoding: .utf8)
+            try """
+            [ca]
+            default_ca = expired
+            [expired]
+            database = \(directory)/index.txt
+            serial = \(directory)/serial
+            new_certs_dir = \(directory)
+            default_md = sha256
+            policy = any
+            copy_extensions = copy
+            [any]
+            commonName = supplied
+            """.write(toFile: directory + "/expired.cnf", atomically: true, encoding: .utf8)
+            try await Self.openssl([
+                "ca", "-batch", "-config", directory + "/expired.cnf", "-cert", ca, "-keyfile", directory + "/ca.key",
+                "-in", staging + ".csr", "-out", staging + ".pem", "-startdate", "20200101000000Z", "-enddate",
+                "20200102000000Z", "-extfile", directory + "/san.cnf",
+            ])
+        }
+
         static func openssl(_ arguments: [String]) async throws {
             let run = try await runProgram("/usr/bin/openssl", arguments)
             guard run.status == 0 else {
@@ -145,6 +174,42 @@ import Glibc
             throw error
         }
         withExtendedLifetime(agent) {}  // the process ends with the object
+    }
+
+    /// An expired client certificate is refused at the handshake, an expired server certificate is refused by the
+    /// client library with an error that says so; the agent keeps serving.
+    @Test func expiredCertificatesAreRefusedWithAClearErrorAndTheAgentKeepsServing() async throws {
+        let certificates = try await Certificates()
+        defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
+        try await certificates.issueExpired("client")
+        try await certificates.issueExpired("server")
+        let expiredClient = (
+            certificates.directory + "/expired-client.pem", certificates.directory + "/expired-client.key"
+        )
+        let (agent, base) = try await Self.httpsAgent(
+            certificates, extraArguments: ["--tls-client-ca", certificates.ca])
+        let refused = try await Self.curl([
+            "--cacert", certificates.ca, "--cert", expiredClient.0, "--key", expiredClient.1, "\(base)/v1/agent",
+        ])
+        #expect(refused.status != 0, "an expired client certificate is refused: \(refused)")
+        let valid = try await Self.curl([
+            "--cacert", certificates.ca, "--cert", certificates.clientCertificate, "--key", certificates.clientKey,
+            "\(base)/v1/agent",
+        ])
+        #expect(valid.status == 0, "the agent keeps serving: \(valid)")
+        withExtendedLifetime(agent) {}
+
+        let expiredAgent = try await AgentProcess(
+            dataDirectory: nil, dnsAddress: nil,
+            extraArguments: [
+                "--tls-cert", certificates.directory + "/expired-server.pem", "--tls-key",
+                certificates.directory + "/expired-server.key",
+            ])
+        let expiredBase = expiredAgent.baseURL.replacingOccurrences(of: "http://", with: "https://")
+        let answer = try await SwitchboardBinary.run(["services", "--agent", expiredBase, "--ca-file", certificates.ca])
+        #expect(answer.status != 0)
+        #expect(
+            answer.stderr.lowercased().contains("expired"), "the error says the certificate expired: \(answer.stderr)")
     }
 
     @Test func theCLITrustsAnAgentsCAOnlyWhenGivenIt() async throws {

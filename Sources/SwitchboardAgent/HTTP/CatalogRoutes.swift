@@ -77,6 +77,7 @@ extension AgentHTTPAPI {
     @Sendable func listEvents(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let since = try integerParameter(request, "since", default: 0, range: 0...UInt64.max)
         let limit = try integerParameter(request, "limit", default: 1000, range: 1...10_000)
+        let aclSince = try integerParameter(request, "aclSince", default: 0, range: 0...UInt64.max)
         var page = try await catalog.events(since: since, limit: Int(limit))
         let authority = context.authority
         if authority.enforced {
@@ -84,7 +85,6 @@ extension AgentHTTPAPI {
             // changes (their own sequence: `?aclSince=`).
             page.events.removeAll { !authority.canRead($0.service) }
             if authority.allows(.read, on: .acl) {
-                let aclSince = try integerParameter(request, "aclSince", default: 0, range: 0...UInt64.max)
                 page.acl = try await acls.changes(after: aclSince, limit: Int(limit))
             }
         }

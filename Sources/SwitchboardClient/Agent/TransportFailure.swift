@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 #if canImport(Glibc)
 import Glibc
@@ -22,6 +23,9 @@ public enum TransportFailure: Sendable, Hashable, CustomStringConvertible {
     case connectTimedOut
     /// Connected, but no (complete) answer in time: the request may have been received.
     case timedOut
+    /// The TLS handshake failed because the server's certificate was not accepted (expired or not yet valid, not
+    /// signed by a trusted CA, or not issued for the address): the request never left.
+    case certificateRejected(String)
     /// Anything else, as the error describes itself.
     case other(String)
 
@@ -44,6 +48,13 @@ public enum TransportFailure: Sendable, Hashable, CustomStringConvertible {
             }
         case let error as IOError:
             return error.errnoCode == ECONNREFUSED ? .refused : nil
+        case let error as NIOSSLError:
+            if case .handshakeFailed(let reason) = error, "\(reason)".contains("CERTIFICATE_VERIFY_FAILED") {
+                return .certificateRejected("\(reason)")
+            }
+            return nil
+        case let error as NIOSSLExtraError where error == .failedToValidateHostname:
+            return .certificateRejected("\(error)")
         case let error as NIOConnectionError:
             // One failure per address tried: refused only if every one was.
             let failures = error.connectionErrors.map { classify($0.error) }
@@ -56,7 +67,12 @@ public enum TransportFailure: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Whether the request certainly never reached the server, so it is safe to send elsewhere whatever its method.
-    public var requestNeverLeft: Bool { self == .refused || self == .connectTimedOut }
+    public var requestNeverLeft: Bool {
+        switch self {
+        case .refused, .connectTimedOut, .certificateRejected: true
+        case .timedOut, .other: false
+        }
+    }
 
     /// In a few words, for messages.
     public var description: String {
@@ -64,6 +80,9 @@ public enum TransportFailure: Sendable, Hashable, CustomStringConvertible {
         case .refused: "connection refused"
         case .connectTimedOut: "no connection in time"
         case .timedOut: "no answer in time"
+        case .certificateRejected:
+            "its TLS certificate was not accepted: it has expired (or is not valid yet), is not signed by a CA this"
+                + " client trusts (--ca-file), or was not issued for this address"
         case .other(let text): text
         }
     }

@@ -355,7 +355,7 @@ public final class ServiceClient<Balancer: LoadBalancer>: Sendable {
             let failure = TransportFailure(error)
             let where_ = "\(service)/\(instance.id) at \(host):\(instance.definition.port)"
             switch failure {
-            case .refused, .connectTimedOut:
+            case .refused, .connectTimedOut, .certificateRejected:
                 return .notSent(SwitchboardClientError(.instanceFailed, "\(where_): \(failure)"))
             case .timedOut:
                 return .failed(

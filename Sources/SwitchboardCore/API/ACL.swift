@@ -71,7 +71,7 @@ public struct ACLPermission: Sendable, Hashable, CustomStringConvertible {
 /// ```json
 /// {"name": "order-service", "services": {"order": "write", "payment": "read"}, "events": "read"}
 /// ```
-public struct ACLPolicy: Codable, Sendable, Hashable {
+public struct ACLPolicy: Codable, Sendable, Hashable, StrictlyDecodable {
     /// Unique; letters, digits, `-` and `_`, 1 to 128 characters.
     public var name: String
     public var description: String
@@ -96,14 +96,17 @@ public struct ACLPolicy: Codable, Sendable, Hashable {
         case name, description, services, agent, acl, events
     }
 
+    package static let knownKeys: Set<String> = ["name", "description", "services", "agent", "acl", "events"]
+
     public init(from decoder: any Decoder) throws {
+        try Self.rejectUnknownKeys(in: decoder)
         let container = try decoder.container(keyedBy: CodingKeys.self)
         name = try container.decode(String.self, forKey: .name)
-        description = try container.decodeIfPresent(String.self, forKey: .description) ?? ""
-        services = try container.decodeIfPresent([String: ACLAccess].self, forKey: .services) ?? [:]
-        agent = try container.decodeIfPresent(ACLAccess.self, forKey: .agent)
-        acl = try container.decodeIfPresent(ACLAccess.self, forKey: .acl)
-        events = try container.decodeIfPresent(ACLAccess.self, forKey: .events)
+        description = try container.decodeUnlessNull(String.self, forKey: .description) ?? ""
+        services = try container.decodeUnlessNull([String: ACLAccess].self, forKey: .services) ?? [:]
+        agent = try container.decodeUnlessNull(ACLAccess.self, forKey: .agent)
+        acl = try container.decodeUnlessNull(ACLAccess.self, forKey: .acl)
+        events = try container.decodeUnlessNull(ACLAccess.self, forKey: .events)
     }
 
     /// The policy every bootstrap token holds: write on everything.
@@ -195,7 +198,7 @@ public struct ACLToken: Codable, Sendable, Hashable {
 }
 
 /// The body of `POST /v1/acl/tokens` and `PUT /v1/acl/tokens/{accessor}`.
-public struct ACLTokenRequest: Codable, Sendable, Hashable {
+public struct ACLTokenRequest: Codable, Sendable, Hashable, StrictlyDecodable {
     public var description: String
     public var policies: [String]
 
@@ -206,10 +209,13 @@ public struct ACLTokenRequest: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey { case description, policies }
 
+    package static let knownKeys: Set<String> = ["description", "policies"]
+
     public init(from decoder: any Decoder) throws {
+        try Self.rejectUnknownKeys(in: decoder)
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        description = try container.decodeIfPresent(String.self, forKey: .description) ?? ""
-        policies = try container.decodeIfPresent([String].self, forKey: .policies) ?? []
+        description = try container.decodeUnlessNull(String.self, forKey: .description) ?? ""
+        policies = try container.decodeUnlessNull([String].self, forKey: .policies) ?? []
     }
 
     /// Checks the description and the policy names.
@@ -277,5 +283,18 @@ public struct ACLChangeEvent: Codable, Sendable, Hashable {
         self.action = action
         self.target = target
         self.by = by
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// The value at `key` when present; a `null` there is refused naming the field (leave the field out instead).
+    fileprivate func decodeUnlessNull<Value: Decodable>(_ type: Value.Type, forKey key: Key) throws -> Value? {
+        guard contains(key) else { return nil }
+        if try decodeNil(forKey: key) {
+            throw ValidationError(
+                field: JSONPath.render(codingPath + [key]),
+                message: "\(key.stringValue) must not be null: leave it out instead")
+        }
+        return try decode(type, forKey: key)
     }
 }
