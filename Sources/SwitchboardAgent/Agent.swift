@@ -260,9 +260,11 @@ public struct Agent: Service {
         onServerRunning: @escaping @Sendable (SocketAddress?) async -> Void = { _ in },
         onDNSListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
-        let server: HTTPServerBuilder = tls.map { .http1(tls: $0) } ?? .http1()
         let metrics = AgentMetrics()
         let limits = RequestLimits(configuration: configuration.limits, metrics: metrics)
+        let connections = ConnectionLimiter(
+            maximum: configuration.limits.maximumConnections, metrics: metrics, logger: logger)
+        let server = HTTPServerBuilder.http1(tls: tls, limiter: connections)
         let health = HealthChecker(
             catalog: catalog, configuration: configuration.health, metrics: metrics, logger: logger,
             membership: cluster?.membership)
@@ -272,7 +274,7 @@ public struct Agent: Service {
             cluster: cluster, observationInterval: configuration.observationInterval,
             localAddress: ["0.0.0.0", "::", "[::]", "localhost"].contains(configuration.httpHost)
                 ? "127.0.0.1" : configuration.httpHost,
-            acls: acls, limits: limits)
+            acls: acls, limits: limits, connections: connections)
         let storeServices: [any Service] = cluster.map { [StoreMaintenance(store: $0.store)] } ?? []
         var services: [any Service] = storeServices + [CatalogService(catalog: catalog), health, watches]
         if cluster != nil, acls.configuration.enabled { services.append(ACLRefresher(acls: acls, logger: logger)) }

@@ -91,13 +91,18 @@ enum AgentSettings {
         "max-held-requests", default: "\(defaults.limits.maximumHeldRequests)", valueName: "count",
         "The most blocking queries and watch streams held at once; beyond, 429 with Retry-After.")
 
+    static let maximumConnections = Setting(
+        "max-connections", default: "\(defaults.limits.maximumConnections)", valueName: "count",
+        "The most connections open at once (HTTP API and Consul listener together); beyond, new ones are closed as they arrive."
+    )
+
     static let all: [Setting] = [
         httpAddress, store, etcdEndpoints, etcdPrefix, agentID, advertiseAddress, dataDirectory, dev, sqliteSync,
         selfPreservationShare,
         selfPreservationMinimumInstances,
         maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable, consulAddress,
         tls.certificate, tls.key, tls.clientCA, aclDefaultPolicy, aclDNSToken, writeRateLimit, writeBurst,
-        maximumHeldRequests, CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
+        maximumHeldRequests, maximumConnections, CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
     ]
 
     private static var defaultDataDirectory: String {
@@ -133,6 +138,9 @@ enum AgentSettings {
         let held = try settings.required(maximumHeldRequests, rule: "a whole number of at least 1") {
             Int($0).flatMap { $0 >= 1 ? $0 : nil }
         }
+        let connections = try settings.required(maximumConnections, rule: "a whole number of at least 1") {
+            Int($0).flatMap { $0 >= 1 ? $0 : nil }
+        }
         return AgentConfiguration(
             httpHost: address.host,
             httpPort: address.port,
@@ -145,7 +153,8 @@ enum AgentSettings {
             consulListener: consul.map { ListenAddress(host: $0.host, port: $0.port) },
             tls: try tls.settings(from: settings),
             acl: ACLConfiguration(defaultPolicy: policy, dnsToken: settings.text(aclDNSToken)),
-            limits: RequestLimitsConfiguration(writesPerSecond: rate, writeBurst: burst, maximumHeldRequests: held)
+            limits: RequestLimitsConfiguration(
+                writesPerSecond: rate, writeBurst: burst, maximumHeldRequests: held, maximumConnections: connections)
         )
     }
 
@@ -332,6 +341,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: AgentSettings.maximumHeldRequests.argumentName, help: AgentSettings.maximumHeldRequests.help)
     var maximumHeldRequests: String?
 
+    @Option(name: AgentSettings.maximumConnections.argumentName, help: AgentSettings.maximumConnections.help)
+    var maximumConnections: String?
+
     /// The settings given on the command line.
     var commandLine: [Setting: String] {
         var given = logging.commandLine
@@ -351,6 +363,7 @@ struct AgentCommand: AsyncParsableCommand {
             (AgentSettings.tls.clientCA, tlsClientCA), (AgentSettings.aclDefaultPolicy, aclDefaultPolicy),
             (AgentSettings.aclDNSToken, aclDNSToken), (AgentSettings.writeRateLimit, writeRateLimit),
             (AgentSettings.writeBurst, writeBurst), (AgentSettings.maximumHeldRequests, maximumHeldRequests),
+            (AgentSettings.maximumConnections, maximumConnections),
         ]
         for case (let setting, let value?) in options { given[setting] = value }
         return given

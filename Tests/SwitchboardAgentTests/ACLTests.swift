@@ -314,51 +314,6 @@ import Glibc
             #expect(try await http(.GET, "\(agent.url)/v1/openapi.yaml").status == 200)
         }
     }
-
-    /// Writes past a caller's rate are answered 429 with `Retry-After`; heartbeats are not counted; `/metrics`
-    /// shows the limit and the refusals.
-    @Test func writesPastTheCallersRateGet429WithRetryAfter() async throws {
-        let agent = try await AgentProcess(
-            dataDirectory: nil, extraArguments: ["--write-rate-limit", "1", "--write-burst", "3"])
-        let url = agent.baseURL
-        var statuses: [Int] = []
-        for position in 1...4 {
-            let answer = try await http(
-                .PUT, "\(url)/v1/services/order/instances/o\(position)",
-                json: #"{"address": "127.0.0.7", "port": 80, "checks": [{"type": "ttl", "ttl": "30s"}]}"#)
-            statuses.append(answer.status)
-            if answer.status == 429 {
-                #expect(Int(answer.headers.first(name: "Retry-After") ?? "") ?? 0 >= 1)
-                #expect(answer.errorCode == "rate_limited")
-            }
-        }
-        #expect(statuses == [201, 201, 201, 429])
-        for _ in 0..<5 {
-            #expect(try await http(.PUT, "\(url)/v1/services/order/instances/o1/heartbeat").status == 200)
-        }
-        let metrics = try await http(.GET, "\(url)/metrics").text
-        #expect(metrics.contains("switchboard_writes_rate_limited_total 1"), "\(metrics)")
-        #expect(metrics.contains("switchboard_write_rate_limit_per_second 1"))
-    }
-
-    /// Past the ceiling of held requests, a blocking query is answered 429 at once, not held.
-    @Test func blockingQueriesPastTheCeilingGet429() async throws {
-        let agent = try await AgentProcess(dataDirectory: nil, extraArguments: ["--max-held-requests", "1"])
-        let url = agent.baseURL
-        // A blocking query on index 0 answers at once: the catalog needs a change to wait past.
-        _ = try await http(
-            .PUT, "\(url)/v1/services/order/instances/o1", json: #"{"address": "127.0.0.7", "port": 80}"#)
-        let index = try #require(try await http(.GET, "\(url)/v1/services").index)
-        async let held = http(.GET, "\(url)/v1/services?index=\(index)&wait=3s")
-        try await waitUntil(timeout: .seconds(5), "the first query held") {
-            try await http(.GET, "\(url)/metrics").text.contains("switchboard_held_requests 1")
-        }
-        let refused = try await http(.GET, "\(url)/v1/services?index=\(index)&wait=3s")
-        #expect(refused.status == 429)
-        #expect(refused.headers.first(name: "Retry-After") == "1")
-        #expect(try await held.status == 200)
-        #expect(try await http(.GET, "\(url)/metrics").text.contains("switchboard_held_requests_refused_total 1"))
-    }
 }
 
 /// SHA-256 in hex, computed here with `sha256sum`'s algorithm through Foundation-free code would be long: the test

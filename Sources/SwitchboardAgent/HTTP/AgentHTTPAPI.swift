@@ -46,6 +46,8 @@ public struct AgentHTTPAPI: Sendable {
     let acls: AccessControl
     /// The per-caller write limit and the held-query limit.
     let limits: RequestLimits
+    /// The open-connection ceiling, which `/metrics` reports.
+    let connections: ConnectionLimiter?
 
     /// An API over `catalog`, its `health` checker and its `watches`; `storeDescription` (such as `sqlite:/path`) is
     /// reported by `GET /v1/agent`, and so is the `cluster`'s state in cluster mode. One instance's observations are
@@ -53,8 +55,10 @@ public struct AgentHTTPAPI: Sendable {
     public init(
         catalog: Catalog, health: HealthChecker, watches: WatchHub, metrics: AgentMetrics, storeDescription: String,
         cluster: ClusterMode? = nil, observationInterval: Duration = .seconds(1), localAddress: String = "127.0.0.1",
-        acls: AccessControl = .disabled(), limits: RequestLimits = RequestLimits(), startedAt: Date = Date()
+        acls: AccessControl = .disabled(), limits: RequestLimits = RequestLimits(),
+        connections: ConnectionLimiter? = nil, startedAt: Date = Date()
     ) {
+        self.connections = connections
         self.acls = acls
         self.limits = limits
         self.localAddress = localAddress

@@ -103,7 +103,8 @@ extension AgentHTTPAPI {
         _ request: Request, _ context: AgentRequestContext
     ) async throws -> Response {
         let body = metrics.exposition(
-            catalog: catalog.summary(), health: health.report(), watches: watches.report(), limits: limits)
+            catalog: catalog.summary(), health: health.report(), watches: watches.report(), limits: limits,
+            connections: connections)
         return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

@@ -15,8 +15,15 @@ public struct RequestLimitsConfiguration: Sendable, Hashable {
     public var writeBurst: Int
     /// How many blocking queries and watch streams the agent holds at once; beyond, 429 with `Retry-After`.
     public var maximumHeldRequests: Int
+    /// How many connections the agent keeps open at once (its listeners together); beyond, new ones are closed as
+    /// they arrive.
+    public var maximumConnections: Int
 
-    public init(writesPerSecond: Double = 1000, writeBurst: Int = 2000, maximumHeldRequests: Int = 10_000) {
+    public init(
+        writesPerSecond: Double = 1000, writeBurst: Int = 2000, maximumHeldRequests: Int = 10_000,
+        maximumConnections: Int = 10_000
+    ) {
+        self.maximumConnections = maximumConnections
         self.writesPerSecond = writesPerSecond
         self.writeBurst = writeBurst
         self.maximumHeldRequests = maximumHeldRequests

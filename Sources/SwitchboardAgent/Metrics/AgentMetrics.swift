@@ -30,6 +30,10 @@ public final class AgentMetrics: Sendable {
     private let writeRateLimit: Gauge
     /// Requests refused for their ACL token (401 and 403).
     let aclRefusals: Counter
+    /// Connections closed as they arrived because the agent held its maximum.
+    let connectionsRefused: Counter
+    private let connections: Gauge
+    private let connectionsLimit: Gauge
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -101,6 +105,14 @@ public final class AgentMetrics: Sendable {
         writeRateLimit = registry.makeGauge(
             descriptor: Self.metric(
                 "write_rate_limit", unit: "per_second", help: "Writes per second allowed to each caller (0: none)."))
+        connectionsRefused = registry.makeCounter(
+            descriptor: Self.metric(
+                "connections_refused", unit: "total",
+                help: "Connections closed as they arrived because the agent held its maximum."))
+        connections = registry.makeGauge(
+            descriptor: Self.metric("connections", unit: "", help: "Connections open now (every listener)."))
+        connectionsLimit = registry.makeGauge(
+            descriptor: Self.metric("connections_limit", unit: "", help: "The most connections open at once."))
         aclRefusals = registry.makeCounter(
             descriptor: Self.metric(
                 "acl_refusals", unit: "total", help: "Requests refused for their ACL token (401 or 403)."))
@@ -124,8 +136,13 @@ public final class AgentMetrics: Sendable {
 
     /// The Prometheus text exposition, with the catalog's gauges read now.
     func exposition(
-        catalog: CatalogSummary, health: HealthReport, watches: WatchReport, limits: RequestLimits? = nil
+        catalog: CatalogSummary, health: HealthReport, watches: WatchReport, limits: RequestLimits? = nil,
+        connections connectionLimiter: ConnectionLimiter? = nil
     ) -> [UInt8] {
+        if let connectionLimiter {
+            connections.set(Double(connectionLimiter.openConnections))
+            connectionsLimit.set(Double(connectionLimiter.maximum))
+        }
         if let limits {
             heldRequests.set(Double(limits.heldRequests))
             heldRequestsLimit.set(Double(limits.configuration.maximumHeldRequests))

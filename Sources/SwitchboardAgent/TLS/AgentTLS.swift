@@ -25,12 +25,3 @@ struct ReloadingTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
         await base.handle(value: value, logger: logger)
     }
 }
-
-extension HTTPServerBuilder {
-    /// HTTP/1.1 over TLS, each connection with the context `tls` holds when it arrives.
-    static func http1(tls: ReloadingTLSContext) -> HTTPServerBuilder {
-        HTTPServerBuilder { responder in
-            ReloadingTLSChannel(base: HTTP1Channel(responder: responder), tls: tls)
-        }
-    }
-}
