@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import SwitchboardCatalog
+import SwitchboardClient
 import SwitchboardCore
 import SwitchboardDNS
 import SwitchboardEtcd
@@ -71,6 +72,9 @@ public struct AgentConfiguration: Sendable {
     public var consulListener: ListenAddress?
     /// TLS on the HTTP API and the Consul listener; nil: plain HTTP.
     public var tls: TLSSettings?
+    /// Cluster mode with TLS: how this agent reaches the others' APIs (heartbeat relays), over `https://`: the CA
+    /// that signs their certificates and the certificate it presents (its own, for agents that require one).
+    public var clusterTLS: AgentTLSConfiguration?
     /// ACL tokens and policies: off unless a default policy is set.
     public var acl: ACLConfiguration
     /// The per-caller write rate and the ceiling on held blocking queries and streams.
@@ -185,6 +189,9 @@ public struct Agent: Service {
             shared: etcd != nil, logger: logger)
         if configuration.acl.enabled {
             try await acls.load()
+            if let dnsToken = configuration.acl.dnsToken, (try? await acls.authority(presenting: dnsToken)) == nil {
+                logger.warning("the --acl-dns-token is not a token this agent knows: DNS answers as anonymous callers")
+            }
             logger.info(
                 "ACLs on",
                 metadata: [
@@ -267,7 +274,7 @@ public struct Agent: Service {
         let server = HTTPServerBuilder.http1(tls: tls, limiter: connections)
         let health = HealthChecker(
             catalog: catalog, configuration: configuration.health, metrics: metrics, logger: logger,
-            membership: cluster?.membership)
+            membership: cluster?.membership, relayTLS: configuration.clusterTLS)
         let watches = WatchHub(catalog: catalog, configuration: configuration.watch)
         let api = AgentHTTPAPI(
             catalog: catalog, health: health, watches: watches, metrics: metrics, storeDescription: storeDescription,
@@ -278,6 +285,9 @@ public struct Agent: Service {
         let storeServices: [any Service] = cluster.map { [StoreMaintenance(store: $0.store)] } ?? []
         var services: [any Service] = storeServices + [CatalogService(catalog: catalog), health, watches]
         if cluster != nil, acls.configuration.enabled { services.append(ACLRefresher(acls: acls, logger: logger)) }
+        // DNS asks on every query: with ACLs off, the answer is always yes.
+        var dnsVisible: @Sendable (ServiceName) -> Bool = { _ in true }
+        if acls.configuration.enabled { dnsVisible = { acls.dnsAuthority().canRead($0) } }
         if let dns = configuration.dns {
             services.append(
                 DNSServer(
@@ -288,7 +298,7 @@ public struct Agent: Service {
                                 (try? HostAddress(node.address)).map { DNSNode(name: node.name, address: $0) }
                             }
                         },
-                        visible: { acls.dnsAuthority().canRead($0) }),
+                        visible: dnsVisible),
                     logger: logger,
                     onListening: onDNSListening))
         }

@@ -12,6 +12,9 @@ public struct CommittedChange: Sendable {
     public let instanceJSON: [UInt8]
     /// The event in the API's JSON form (what `GET /v1/events` and the event log hold).
     public let eventJSON: [UInt8]
+    /// Where in ``eventJSON`` the audit record (`"by":{...},`) lies, if the event has one: watch streams leave it
+    /// out, since who made a change is for the event log's readers (`events:read`), not every reader of a service.
+    public let auditRange: Range<Int>?
     /// The instance just before the change (nil for an addition), filled in by the catalog as it applies the
     /// change: lets a filtered watcher tell whether the instance was in its view without keeping state of its own.
     public internal(set) var previous: Instance?
@@ -30,11 +33,22 @@ public struct CommittedChange: Sendable {
         // names and instance ids never need escaping (their validation allows no quote, backslash or control).
         var json = JSONText()
         json.append(#"{"at":"\#(SwitchboardJSON.timestamp(event.at))","#)
+        var auditRange: Range<Int>?
         if let by = event.by {
-            json.append(#""by":"#)
-            json.bytes += Array((try? SwitchboardJSON.encoder().encode(by)) ?? Data("{}".utf8))
-            json.append(",")
+            let start = json.bytes.count
+            json.append(#""by":{"#)
+            var first = true
+            for (key, value) in [("accessorID", by.accessorID), ("address", by.address), ("requestID", by.requestID)] {
+                guard let value else { continue }
+                if !first { json.append(",") }
+                first = false
+                json.append(#""\#(key)":"#)
+                json.appendString(value)
+            }
+            json.append("},")
+            auditRange = start..<json.bytes.count
         }
+        self.auditRange = auditRange
         json.append(#""id":"\#(event.id.rawValue)","#)
         json.append(#""index":\#(event.index),"instance":"#)
         json.bytes += instanceJSON

@@ -131,16 +131,20 @@ struct ACLPolicyCommand: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a policy: access (read, write or deny) to service-name prefixes and the agent's areas.",
+            abstract: "Create a policy: access (read, write or deny) to services and to the agent's areas.",
             discussion: """
                 Example: switchboard acl policy create order-service --service order=write --service payment=read
-                A service prefix of "" (--service =read) matches every service; the longest matching prefix wins.
+                A name is that service exactly; 'pay*' is every service starting with pay, and '*' every service.
+                An exact name beats a prefix, and a longer prefix a shorter one.
                 """)
 
         @Argument(help: "The policy's name (letters, digits, '-', '_').")
         var name: String
 
-        @Option(help: "prefix=read|write|deny for services whose names start with prefix (repeatable).")
+        @Option(
+            help:
+                "name=read|write|deny for a service, prefix*=... for services starting with prefix, *=... for all (repeatable)."
+        )
         var service: [String] = []
 
         @Option(
@@ -171,7 +175,7 @@ struct ACLPolicyCommand: AsyncParsableCommand {
             var services: [String: ACLAccess] = [:]
             for rule in service {
                 guard let separator = rule.lastIndex(of: "=") else {
-                    throw ValidationError("--service takes prefix=read|write|deny, not \"\(rule)\"")
+                    throw ValidationError("--service takes name=read|write|deny, not \"\(rule)\"")
                 }
                 do {
                     services[String(rule[..<separator])] = try ACLAccess(

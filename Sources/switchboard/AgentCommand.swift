@@ -4,6 +4,7 @@ import Logging
 import ProcessSupport
 import ServiceLifecycle
 import SwitchboardAgent
+import SwitchboardClient
 import SwitchboardCore
 import SwitchboardDNS
 import SwitchboardTLS
@@ -78,7 +79,7 @@ enum AgentSettings {
         "Turn ACL tokens on: deny refuses what no token's policy grants (anonymous callers get the anonymous token's policies); allow permits what no policy denies. None: ACLs off."
     )
     static let aclDNSToken = Setting(
-        "acl-dns-token", valueName: "secret",
+        "acl-dns-token", valueName: "secret", secret: true,
         "With ACLs on, DNS answers only for the services this token may read; none: the anonymous token's rights.")
     static let writeRateLimit = Setting(
         "write-rate-limit", default: "\(Int(defaults.limits.writesPerSecond))", valueName: "per-second",
@@ -96,13 +97,19 @@ enum AgentSettings {
         "The most connections open at once (HTTP API and Consul listener together); beyond, new ones are closed as they arrive."
     )
 
+    static let clusterCAFile = Setting(
+        "ca-file", valueName: "file",
+        "Cluster mode with TLS: the PEM CA that signs the other agents' certificates (heartbeats are relayed to them over https, presenting this agent's --tls-cert); none: the system's CAs."
+    )
+
     static let all: [Setting] = [
         httpAddress, store, etcdEndpoints, etcdPrefix, agentID, advertiseAddress, dataDirectory, dev, sqliteSync,
         selfPreservationShare,
         selfPreservationMinimumInstances,
         maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable, consulAddress,
         tls.certificate, tls.key, tls.clientCA, aclDefaultPolicy, aclDNSToken, writeRateLimit, writeBurst,
-        maximumHeldRequests, maximumConnections, CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
+        maximumHeldRequests, maximumConnections, clusterCAFile, CommonSettings.logLevel, CommonSettings.logFormat,
+        Setting.configFile,
     ]
 
     private static var defaultDataDirectory: String {
@@ -141,7 +148,7 @@ enum AgentSettings {
         let connections = try settings.required(maximumConnections, rule: "a whole number of at least 1") {
             Int($0).flatMap { $0 >= 1 ? $0 : nil }
         }
-        return AgentConfiguration(
+        var configuration = AgentConfiguration(
             httpHost: address.host,
             httpPort: address.port,
             storage: try storage(from: settings, listening: address),
@@ -156,6 +163,16 @@ enum AgentSettings {
             limits: RequestLimitsConfiguration(
                 writesPerSecond: rate, writeBurst: burst, maximumHeldRequests: held, maximumConnections: connections)
         )
+        if let tls = configuration.tls, case .etcd = configuration.storage {
+            do {
+                configuration.clusterTLS = try AgentTLSConfiguration(
+                    caFile: settings.text(clusterCAFile), clientCertificateFile: tls.certificateFile,
+                    clientKeyFile: tls.keyFile)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
+        return configuration
     }
 
     private static func storage(
@@ -344,6 +361,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: AgentSettings.maximumConnections.argumentName, help: AgentSettings.maximumConnections.help)
     var maximumConnections: String?
 
+    @Option(name: AgentSettings.clusterCAFile.argumentName, help: AgentSettings.clusterCAFile.help)
+    var caFile: String?
+
     /// The settings given on the command line.
     var commandLine: [Setting: String] {
         var given = logging.commandLine
@@ -363,7 +383,7 @@ struct AgentCommand: AsyncParsableCommand {
             (AgentSettings.tls.clientCA, tlsClientCA), (AgentSettings.aclDefaultPolicy, aclDefaultPolicy),
             (AgentSettings.aclDNSToken, aclDNSToken), (AgentSettings.writeRateLimit, writeRateLimit),
             (AgentSettings.writeBurst, writeBurst), (AgentSettings.maximumHeldRequests, maximumHeldRequests),
-            (AgentSettings.maximumConnections, maximumConnections),
+            (AgentSettings.maximumConnections, maximumConnections), (AgentSettings.clusterCAFile, caFile),
         ]
         for case (let setting, let value?) in options { given[setting] = value }
         return given

@@ -20,7 +20,7 @@ enum ClientSettings {
     static let clientKey = Setting("client-key", valueName: "file", "The PEM key of --client-cert.")
 
     static let token = Setting(
-        "token", valueName: "secret",
+        "token", valueName: "secret", secret: true,
         "The ACL token to present to agents with ACLs on (prefer SWITCHBOARD_TOKEN or --token-file: a flag shows in the process list)."
     )
     static let tokenFile = Setting(

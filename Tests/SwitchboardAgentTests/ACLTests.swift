@@ -3,6 +3,7 @@ import NIOHTTP1
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardTestSupport
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -103,7 +104,7 @@ import Glibc
                 #expect(try await agent.register(service, "\(service)-1", token: agent.management).status == 201)
             }
             let reader = try await agent.token(
-                policy: "order-reader", #""services": {"order": "read", "pay": "read"}, "events": "read""#)
+                policy: "order-reader", #""services": {"order": "read", "pay*": "read"}, "events": "read""#)
             let headers = [("X-Switchboard-Token", reader.secret)]
             let list = try await http(.GET, "\(agent.url)/v1/services", headers: headers).decode(ServiceList.self)
             #expect(list.services.map(\.name.rawValue).sorted() == ["order", "payment"])
@@ -204,7 +205,7 @@ import Glibc
     /// The Consul layer takes Consul's token (`X-Consul-Token`, `?token=`) and refuses the way Consul does.
     @Test func theConsulLayerHonoursConsulsToken() async throws {
         try await Self.withSecuredAgent { agent in
-            let order = try await agent.token(policy: "order-writer", #""services": {"order": "write", "": "read"}"#)
+            let order = try await agent.token(policy: "order-writer", #""services": {"order": "write", "*": "read"}"#)
             let body = #"{"Name": "order", "ID": "o1", "Port": 80}"#
             let anonymous = try await http(.PUT, "\(agent.url)/v1/agent/service/register", json: body)
             #expect(anonymous.status == 401)
@@ -231,7 +232,7 @@ import Glibc
             let port = try #require(agent.process.dnsPort)
             #expect(try await digAddresses(port, "payment.service.switchboard") == [])
             _ = try await http(
-                .POST, "\(agent.url)/v1/acl/policies", json: #"{"name": "dns", "services": {"": "read"}}"#,
+                .POST, "\(agent.url)/v1/acl/policies", json: #"{"name": "dns", "services": {"*": "read"}}"#,
                 headers: [("X-Switchboard-Token", agent.management)])
             let anonymous = try await http(
                 .PUT, "\(agent.url)/v1/acl/tokens/anonymous", json: #"{"policies": ["dns"]}"#,
@@ -288,6 +289,70 @@ import Glibc
             #expect(unauthorized?.status?.code == 401)
             try? await anonymous.shutdown()
             try? await connection.shutdown()
+        }
+    }
+
+    /// A name is that service exactly (`order` does not grant `orders-admin`), a name with `*` a prefix; a path
+    /// with capitals (Consul's layer lowercases names) is checked as the service it reaches.
+    @Test func servicesAreMatchedExactlyOrByPrefixAndCapitalsDoNotSlipPast() async throws {
+        try await Self.withSecuredAgent { agent in
+            #expect(try await agent.register("payment", "p1", token: agent.management).status == 201)
+            let order = try await agent.token(
+                policy: "order-only", #""services": {"order": "write", "ship*": "write", "payment": "deny"}"#)
+            #expect(try await agent.register("order", "o1", token: order.secret).status == 201)
+            #expect(try await agent.register("orders-admin", "a1", token: order.secret).status == 403)
+            #expect(try await agent.register("shipping", "s1", token: order.secret).status == 201)
+            let headers = [("X-Consul-Token", order.secret)]
+            for path in ["/v1/health/service/PAYMENT", "/v1/catalog/service/Payment", "/v1/health/service/payment"] {
+                let answer = try await http(.GET, "\(agent.url)\(path)", headers: headers)
+                #expect(answer.status == 403, "\(path): \(answer.status) \(answer.text)")
+            }
+            let eureka = try await http(
+                .GET, "\(agent.url)/eureka/apps/PAYMENT", headers: [("Authorization", "Bearer \(order.secret)")])
+            #expect(eureka.status == 403)
+            let invalid = try await http(.GET, "\(agent.url)/v1/health/service/no_such", headers: headers)
+            #expect(invalid.status == 403)
+        }
+    }
+
+    /// Under `allow`, callers without a token may do what no policy denies, but never manage the ACLs.
+    @Test func theAllowPolicyNeverOpensTheACLsToCallersWithoutAToken() async throws {
+        let process = try await AgentProcess(dataDirectory: nil, extraArguments: ["--acl-default-policy", "allow"])
+        let url = process.baseURL
+        let bootstrap = try await http(.PUT, "\(url)/v1/acl/bootstrap")
+        let management = try #require(try bootstrap.decode(ACLToken.self).secretID)
+        let written = try await http(
+            .PUT, "\(url)/v1/services/payment/instances/p1", json: #"{"address": "127.0.0.7", "port": 80}"#)
+        #expect(written.status == 201)
+        let grab = try await http(.POST, "\(url)/v1/acl/tokens", json: #"{"policies": ["global-management"]}"#)
+        #expect(grab.status == 401, "\(grab.text)")
+        #expect(try await http(.GET, "\(url)/v1/acl/tokens").status == 401)
+        let listed = try await http(.GET, "\(url)/v1/acl/tokens", headers: [("X-Switchboard-Token", management)])
+        #expect(listed.status == 200)
+    }
+
+    /// A stream shows changes, not who made them (that is the event log's, for `events:read`); a deleted token's
+    /// stream ends by the next change instead of carrying it.
+    @Test func streamsLeaveOutTheAuditTrailAndEndWhenTheirTokenIsDeleted() async throws {
+        try await Self.withSecuredAgent { agent in
+            let reader = try await agent.token(policy: "order-reader", #""services": {"order": "read"}"#)
+            let stream = try await EventStreamClient(
+                "\(agent.url)/v1/services/order/watch", headers: [("X-Switchboard-Token", reader.secret)])
+            defer { stream.close() }
+            #expect(try await stream.next().event == "snapshot")
+            #expect(try await agent.register("order", "o1", token: agent.management).status == 201)
+            let change = try await stream.next()
+            #expect(change.data.contains("o1"))
+            #expect(!change.data.contains("\"by\"") && !change.data.contains("127.0.0.1:"), "\(change.data)")
+
+            let deleted = try await http(
+                .DELETE, "\(agent.url)/v1/acl/tokens/\(reader.accessor)",
+                headers: [("X-Switchboard-Token", agent.management)])
+            #expect(deleted.status == 200)
+            #expect(try await agent.register("order", "o2", token: agent.management).status == 201)
+            try await waitUntil(timeout: .seconds(5), "the stream of a deleted token ends") { stream.isFinished }
+            let rest = try? await stream.next(within: .milliseconds(10))
+            #expect(rest == nil || rest?.data.contains("o2") == false, "no change after the token was deleted")
         }
     }
 
@@ -382,6 +447,89 @@ extension ClusterModeTests {
                 for secret in [management, secret] {
                     #expect(!stored.contains(secret), "etcd holds a token's secret in clear")
                 }
+            }
+        }
+
+        /// Cluster mode with TLS and ACLs: a heartbeat reaching the agent that does not run the instance's check is
+        /// relayed over https (trusting `--ca-file`, presenting the agent's certificate) with the caller's token, so
+        /// every instance stays passing past its TTL whichever agent its heartbeats reach.
+        @Test func heartbeatsAreRelayedOverTLSWithTheCallersToken() async throws {
+            let certificates = try await AgentTLSTests.Certificates()
+            defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
+            try await withEtcdCluster(size: 3) { etcd in
+                let secured = [
+                    "--acl-default-policy", "deny", "--tls-cert", certificates.serverCertificate, "--tls-key",
+                    certificates.serverKey, "--tls-client-ca", certificates.ca, "--ca-file", certificates.ca,
+                ]
+                let a = try await ClusterTests.clusterAgent(etcd, id: "a", extra: secured)
+                let b = try await ClusterTests.clusterAgent(etcd, id: "b", extra: secured)
+                let https = [a, b].map { $0.baseURL.replacingOccurrences(of: "http://", with: "https://") }
+                let tls = try AgentTLSConfiguration(
+                    caFile: certificates.ca, clientCertificateFile: certificates.clientCertificate,
+                    clientKeyFile: certificates.clientKey)
+                // Every connection made is shut down however the test ends (a client left open would abort the run).
+                let opened = Mutex<[AgentConnection]>([])
+                func client(_ url: String, token: String?) -> AgentClient {
+                    let connection = AgentConnection(
+                        configuration: AgentConnectionConfiguration(agents: [url], tls: tls, token: token))
+                    opened.withLock { $0.append(connection) }
+                    return AgentClient(connection: connection)
+                }
+                func closeAll() async {
+                    for connection in opened.withLock({ $0 }) { try? await connection.shutdown() }
+                }
+                let token: String
+                do {
+                    let anonymous = client(https[0], token: nil)
+                    let management = try #require(try await anonymous.bootstrapACLs().secretID)
+                    let admin = client(https[0], token: management)
+                    _ = try await admin.createACLPolicy(ACLPolicy(name: "beating", services: ["beating": .write]))
+                    token = try #require(
+                        try await admin.createACLToken(ACLTokenRequest(policies: ["beating"])).secretID)
+                    let writer = client(https[0], token: token)
+                    let count = 12
+                    var ttl = CheckRequest(type: "ttl")
+                    ttl.ttl = "3s"
+                    for number in 0..<count {
+                        _ = try await writer.register(
+                            RegistrationRequest(address: "127.0.0.1", port: 1, checks: [ttl]),
+                            service: try ServiceName("beating"), id: try InstanceID("t\(number)"))
+                    }
+                    let beater = client(https[1], token: token)
+                    let heartbeats = Task {
+                        while !Task.isCancelled {
+                            for number in 0..<count {
+                                _ = try? await beater.heartbeat(
+                                    try ServiceName("beating"), id: try InstanceID("t\(number)"))
+                            }
+                            try? await Task.sleep(for: .milliseconds(500))
+                        }
+                    }
+                    defer { heartbeats.cancel() }
+                    let reader = client(https[1], token: management)
+                    try await waitUntil(timeout: .seconds(15), interval: .milliseconds(200), "every instance passing") {
+                        let lookup = try await reader.lookup(
+                            try ServiceName("beating"), matching: InstanceQuery(status: .any))
+                        return lookup.instances.count == count && lookup.instances.allSatisfy { $0.status == .passing }
+                    }
+                    let (countA, countB) = (
+                        try await admin.agentInfo().health.checks.ttl, try await reader.agentInfo().health.checks.ttl
+                    )
+                    #expect(
+                        countA > 0 && countB > 0 && countA + countB == count,
+                        "both agents run checks: \(countA), \(countB)"
+                    )
+                    // Two TTLs later, still passing: b's heartbeats reached a's checks through the relay.
+                    try await Task.sleep(for: .seconds(6))
+                    let lookup = try await reader.lookup(
+                        try ServiceName("beating"), matching: InstanceQuery(status: .any))
+                    #expect(lookup.instances.allSatisfy { $0.status == .passing }, "\(lookup.instances.map(\.status))")
+                } catch {
+                    await closeAll()
+                    throw error
+                }
+                await closeAll()
+                #expect(!a.log.contains(token) && !b.log.contains(token), "the relayed token is never logged")
             }
         }
     }

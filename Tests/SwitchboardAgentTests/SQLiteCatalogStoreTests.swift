@@ -22,7 +22,10 @@ struct SQLiteCatalogStoreTests {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         do {
-            let catalog = try await Catalog.load(from: try SQLiteCatalogStore(directory: directory))
+            let store = try SQLiteCatalogStore(directory: directory)
+            // Closed explicitly, not left to deinit: the reopening below must not find the directory still locked.
+            defer { store.close() }
+            let catalog = try await Catalog.load(from: store)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await catalog.run() }
                 _ = try await catalog.register(definition("p1", tags: ["v1"]))
@@ -51,7 +54,10 @@ struct SQLiteCatalogStoreTests {
         let payment = try ServiceName("payment")
         let observation = Observation(kind: .ejected, reporter: "cart/1", reason: "5 failures", duration: .seconds(30))
         do {
-            let catalog = try await Catalog.load(from: try SQLiteCatalogStore(directory: directory))
+            let store = try SQLiteCatalogStore(directory: directory)
+            // Closed explicitly, not left to deinit: the reopening below must not find the directory still locked.
+            defer { store.close() }
+            let catalog = try await Catalog.load(from: store)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await catalog.run() }
                 _ = try await catalog.register(definition("p1"))
@@ -74,7 +80,10 @@ struct SQLiteCatalogStoreTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let payment = try ServiceName("payment")
         do {
-            let catalog = try await Catalog.load(from: try SQLiteCatalogStore(directory: directory))
+            let store = try SQLiteCatalogStore(directory: directory)
+            // Closed explicitly, not left to deinit: the reopening below must not find the directory still locked.
+            defer { store.close() }
+            let catalog = try await Catalog.load(from: store)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await catalog.run() }
                 _ = try await catalog.register(definition("p1"))

@@ -4,8 +4,10 @@ import SwitchboardCore
 /// What the caller of one request may do: its token's policies over the agent's default policy.
 ///
 /// With ACLs off every caller is ``unrestricted``. With them on, each policy of the token says what it grants on a
-/// resource (for a service, by its longest matching prefix); a `deny` from any policy wins, then the highest grant;
-/// a resource no policy mentions gets the default policy (`deny`, or `write` for `allow`).
+/// resource (for a service, by its exact name, else its longest matching prefix); a `deny` from any of the token's
+/// policies wins over their grants, then the highest grant counts; a resource no policy mentions gets the default
+/// policy (`deny`, or `write` for `allow`), except the ACLs themselves, which only an explicit grant opens: under
+/// `allow`, a caller without a token must not be able to make itself a management token.
 public struct ACLAuthority: Sendable {
     /// The token's accessor id (nil without ACLs; `anonymous` for a caller without a token).
     public var accessorID: String?
@@ -34,6 +36,7 @@ public struct ACLAuthority: Sendable {
             if access == .deny { return .deny }
             granted = max(granted ?? .deny, access)
         }
+        if case .acl = resource { return granted ?? .deny }
         return granted ?? fallback
     }
 
@@ -75,6 +78,8 @@ public enum ACLError: Error, Sendable, Hashable, CustomStringConvertible, APIRep
     case exists(String, String)
     /// A policy still held by tokens (409).
     case policyInUse(String, tokens: [String])
+    /// With ACLs on, a path names no possible service: refused (403) rather than checked against a guess.
+    case noSuchService(String, accessorID: String?)
     /// A built-in token or policy cannot be changed that way (409).
     case reserved(String)
     /// A token names a policy that does not exist (422).
@@ -83,7 +88,7 @@ public enum ACLError: Error, Sendable, Hashable, CustomStringConvertible, APIRep
     package var apiStatus: Int {
         switch self {
         case .missingToken, .unknownToken: 401
-        case .denied: 403
+        case .denied, .noSuchService: 403
         case .notFound: 404
         case .unknownPolicy: 422
         case .alreadyBootstrapped, .disabled, .exists, .policyInUse, .reserved: 409
@@ -93,7 +98,7 @@ public enum ACLError: Error, Sendable, Hashable, CustomStringConvertible, APIRep
     package var apiErrorBody: APIErrorBody {
         switch self {
         case .missingToken, .unknownToken: APIErrorBody(error: .unauthorized, message: description)
-        case .denied: APIErrorBody(error: .permissionDenied, message: description)
+        case .denied, .noSuchService: APIErrorBody(error: .permissionDenied, message: description)
         case .notFound: APIErrorBody(error: .notFound, message: description)
         case .unknownPolicy(_, let field): APIErrorBody(error: .invalidArgument, message: description, field: field)
         default: APIErrorBody(error: .conflict, message: description)
@@ -110,6 +115,8 @@ public enum ACLError: Error, Sendable, Hashable, CustomStringConvertible, APIRep
         case .denied(let permission, let accessor):
             "permission denied: this request needs \(permission), which the token"
                 + (accessor.map { " \($0)" } ?? "") + " does not grant"
+        case .noSuchService(let name, _):
+            "permission denied: \"\(name)\" cannot be a service name, so no policy grants access to it"
         case .alreadyBootstrapped:
             "the ACLs were bootstrapped already: the first management token exists; create more tokens with it"
         case .disabled:

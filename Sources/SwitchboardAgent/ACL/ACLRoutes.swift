@@ -57,14 +57,12 @@ extension AgentHTTPAPI {
         case .area(let level, let resource):
             try authority.require(level, on: resource)
         case .service(let level):
-            // Eureka's application names are the services' names in capitals.
-            let name =
-                (context.parameters.get("service") ?? context.parameters.get("app")?.lowercased())
-                .map(Self.percentDecoded) ?? ""
-            guard let service = try? ServiceName(name) else {
-                // No service can have this name: the handler refuses it, and a token without rights on the agent
-                // learns nothing from how.
-                return try authority.require(level, on: .agent)
+            // The name as every handler reads it: lowercased, as the Consul layer takes names and as Eureka's
+            // application names are the services' in capitals (the native API refuses capitals itself).
+            let raw = (context.parameters.get("service") ?? context.parameters.get("app")).map(Self.percentDecoded)
+            guard let service = raw.flatMap({ try? ServiceName($0.lowercased()) }) else {
+                // No service can have this name: refused, rather than checked against a guess.
+                throw ACLError.noSuchService(raw ?? "", accessorID: authority.accessorID)
             }
             try authority.require(level, on: .service(service))
         }

@@ -49,11 +49,17 @@ public struct StoredACLs: Sendable, Hashable {
     public var tokens: [StoredACLToken]
     public var policies: [ACLPolicy]
     public var bootstrapped: Bool
+    /// A shared store's revision the ACLs were read at (etcd's), so an older read never replaces a newer view; 0 for
+    /// a store of the agent's own.
+    public var revision: UInt64
 
-    public init(tokens: [StoredACLToken] = [], policies: [ACLPolicy] = [], bootstrapped: Bool = false) {
+    public init(
+        tokens: [StoredACLToken] = [], policies: [ACLPolicy] = [], bootstrapped: Bool = false, revision: UInt64 = 0
+    ) {
         self.tokens = tokens
         self.policies = policies
         self.bootstrapped = bootstrapped
+        self.revision = revision
     }
 }
 

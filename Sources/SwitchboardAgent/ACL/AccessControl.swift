@@ -53,11 +53,15 @@ public final class AccessControl: Sendable {
     struct Snapshot {
         var acls = StoredACLs()
         var byHash: [String: StoredACLToken] = [:]
+        var byAccessor: [String: StoredACLToken] = [:]
         var policies: [String: ACLPolicy] = [ACLPolicy.globalManagementName: .globalManagement]
 
         init(_ acls: StoredACLs = StoredACLs()) {
             self.acls = acls
-            for token in acls.tokens { byHash[token.secretHash] = token }
+            for token in acls.tokens {
+                byHash[token.secretHash] = token
+                byAccessor[token.token.accessorID] = token
+            }
             for policy in acls.policies { policies[policy.name] = policy }
         }
 
@@ -81,7 +85,10 @@ public final class AccessControl: Sendable {
     public func load() async throws {
         lastRefresh.withLock { $0 = .now }
         let acls = try await store.loadACLs()
-        state.withLock { $0 = Snapshot(acls) }
+        state.withLock { snapshot in
+            // A read that started before a write this agent made (or a newer read) finished must not undo it.
+            if acls.revision == 0 || acls.revision >= snapshot.acls.revision { snapshot = Snapshot(acls) }
+        }
     }
 
     // MARK: Checking requests
@@ -103,9 +110,28 @@ public final class AccessControl: Sendable {
                     try? await load()
                     break
                 }
-                try? await Task.sleep(for: .milliseconds(100) - since)
+                guard (try? await Task.sleep(for: .milliseconds(100) - since)) != nil else { break }
             }
             return try resolve(secret)
+        }
+    }
+
+    /// The rights of the token with `accessorID` as they are now (`anonymous`: a caller without a token); nil once
+    /// the token is gone. What an open stream asks as it goes on.
+    public func authority(accessorID: String?) -> ACLAuthority? {
+        guard let defaultPolicy = configuration.defaultPolicy else { return .unrestricted }
+        let fallback: ACLAccess = defaultPolicy == .allow ? .write : .deny
+        return state.withLock { snapshot in
+            let token =
+                accessorID == ACLToken.anonymousAccessorID || accessorID == nil
+                ? snapshot.anonymous?.token
+                    ?? ACLToken(
+                        accessorID: ACLToken.anonymousAccessorID, description: "", policies: [], createdAt: Date())
+                : snapshot.byAccessor[accessorID ?? ""]?.token
+            guard let token else { return nil }
+            return ACLAuthority(
+                accessorID: token.accessorID, policies: token.policies.compactMap { snapshot.policies[$0] },
+                fallback: fallback, enforced: true)
         }
     }
 
@@ -273,17 +299,25 @@ public final class AccessControl: Sendable {
         guard configuration.enabled else { throw ACLError.disabled }
         let entry = ACLChangeEvent(
             sequence: 0, at: SwitchboardJSON.millisecondPrecision(Date()), action: action, target: target, by: by)
+        let shared = self.shared
         let perform = {
-            _ = try await self.store.apply(change, logging: entry)
-            self.state.withLock { snapshot in
+            let logged = try await self.store.apply(change, logging: entry)
+            let applied = self.state.withLock { snapshot -> Bool in
                 var acls = snapshot.acls
-                if (try? acls.apply(change)) != nil { snapshot = Snapshot(acls) }
+                guard (try? acls.apply(change)) != nil else { return false }
+                // etcd numbers the entry with the revision of the write: later reads must be at least as new.
+                if shared { acls.revision = max(acls.revision, logged.sequence) }
+                snapshot = Snapshot(acls)
+                return true
             }
+            // The store took it but the view here disagreed: read the store again rather than guess.
+            if !applied { try? await self.load() }
         }
         do {
             if locked { try await perform() } else { try await writeLock.withLock { try await perform() } }
-        } catch let error as ACLError {
-            // Another agent may have made the difference: catch up, so the next answer is current.
+        } catch {
+            // Another agent may have made the difference, or etcd may have taken the write after all: catch up, so
+            // the next answer is current.
             if shared { try? await load() }
             throw error
         }

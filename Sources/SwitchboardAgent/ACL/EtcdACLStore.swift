@@ -15,22 +15,19 @@ import SwitchboardEtcd
 extension EtcdCatalogStore: ACLStore {
     private var aclPrefix: String { configuration.prefix + "acl/" }
 
+    /// The tokens, the policies and the bootstrap mark, read at one revision (not the audit log, which only grows).
     public func loadACLs() async throws -> StoredACLs {
         do {
-            let answer = try await client.range(EtcdRangeRequest(.prefix(aclPrefix)))
-            var acls = StoredACLs()
+            let bootstrap = try await client.range(EtcdRangeRequest(.key(aclPrefix + "bootstrapped")))
+            let revision = bootstrap.header.revision
+            let tokens = try await client.range(EtcdRangeRequest(.prefix(aclPrefix + "tokens/"), revision: revision))
+            let policies = try await client.range(
+                EtcdRangeRequest(.prefix(aclPrefix + "policies/"), revision: revision))
             let decoder = SwitchboardJSON.decoder()
-            for entry in answer.keyValues {
-                let key = entry.keyText.dropFirst(aclPrefix.count)
-                if key.hasPrefix("tokens/") {
-                    acls.tokens.append(try decoder.decode(StoredACLToken.self, from: Data(entry.value)))
-                } else if key.hasPrefix("policies/") {
-                    acls.policies.append(try decoder.decode(ACLPolicy.self, from: Data(entry.value)))
-                } else if key == "bootstrapped" {
-                    acls.bootstrapped = true
-                }
-            }
-            return acls
+            return StoredACLs(
+                tokens: try tokens.keyValues.map { try decoder.decode(StoredACLToken.self, from: Data($0.value)) },
+                policies: try policies.keyValues.map { try decoder.decode(ACLPolicy.self, from: Data($0.value)) },
+                bootstrapped: !bootstrap.keyValues.isEmpty, revision: UInt64(max(0, revision)))
         } catch let error as EtcdError {
             throw Self.storeError(error)
         }

@@ -23,11 +23,28 @@ final class HeartbeatRelay: Sendable {
     /// Owners that just failed to answer, until when they are not tried again: a dead agent stays a member until
     /// its lease runs out, and every heartbeat meanwhile must not wait for it in turn.
     private let unreachableUntil = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// `https` when the agents serve their API over TLS, else `http`.
+    private let scheme: String
+    /// With TLS: a client of its own, trusting the agents' CA and presenting this agent's certificate; shut down by
+    /// ``shutdown()``. Without: the shared client.
+    private let ownClient: HTTPClient?
 
-    init(agentID: String, logger: Logger, timeout: Duration = .milliseconds(500)) {
+    init(agentID: String, logger: Logger, timeout: Duration = .milliseconds(500), tls: AgentTLSConfiguration? = nil) {
         self.agentID = agentID
         self.logger = logger
         self.timeout = timeout
+        scheme = tls == nil ? "http" : "https"
+        ownClient = tls.map { tls in
+            var configuration = HTTPClient.Configuration()
+            configuration.tlsConfiguration = tls.configuration
+            configuration.timeout.connect = .milliseconds(Int64(timeout / .milliseconds(1)))
+            return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        }
+    }
+
+    /// Closes the TLS client's connections (the health checker calls it as it stops).
+    func shutdown() async {
+        try? await ownClient?.shutdown()
     }
 
     /// Relays one heartbeat; `nil` when the owner could not be reached or answered something unexpected.
@@ -37,7 +54,8 @@ final class HeartbeatRelay: Sendable {
     ) async -> HealthChecker.HeartbeatResult? {
         let now = ContinuousClock.now
         if let until = unreachableUntil.withLock({ $0[owner.id] }), until > now { return nil }
-        var request = HTTPClientRequest(url: "http://\(owner.address)\(APIPath.heartbeat(key.service, id: key.id))")
+        var request = HTTPClientRequest(
+            url: "\(scheme)://\(owner.address)\(APIPath.heartbeat(key.service, id: key.id))")
         request.method = .PUT
         request.headers.add(name: Self.relayedByHeader, value: agentID)
         // The caller's own token: the owner checks it as this agent did (the ACLs are shared through etcd).
@@ -51,7 +69,8 @@ final class HeartbeatRelay: Sendable {
             request.body = .bytes(ByteBuffer(bytes: body))
         }
         do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .nanoseconds(timeout.nanoseconds))
+            let response = try await (ownClient ?? HTTPClient.shared).execute(
+                request, timeout: .nanoseconds(timeout.nanoseconds))
             let body = try await response.body.collect(upTo: 64 * 1024)
             switch response.status.code {
             case 200:

@@ -139,7 +139,8 @@ extension AgentHTTPAPI {
         guard instance.checks[position].definition.type == .ttl else { throw ConsulError.noTTL(checkID) }
         switch await health.heartbeat(
             InstanceKey(service: instance.service, id: instance.id), checkID: instance.checks[position].id,
-            status: status, output: output, by: context.audit)
+            status: status, output: output, by: context.audit,
+            relayToken: CallerMiddleware.presentedSecret(request) ?? context.caller.presentedToken)
         {
         case .unknownInstance: throw ConsulError.unknownCheck(checkID)
         case .noTTLCheck: throw ConsulError.noTTL(checkID)

@@ -102,7 +102,12 @@ enum EurekaMapping {
 
     /// The app name Eureka's view shows for a service: as registered through Eureka, else upper-cased.
     static func appName(of instance: Instance) -> String {
-        (instance.definition.meta[metaPrefix + "app"] ?? instance.service.rawValue).uppercased()
+        // The application is always the instance's own service: a name kept in meta counts only as its spelling,
+        // so an instance of one service can never be listed as another's (whose readers and writers differ).
+        guard let kept = instance.definition.meta[metaPrefix + "app"],
+            kept.lowercased() == instance.service.rawValue
+        else { return instance.service.rawValue.uppercased() }
+        return kept.uppercased()
     }
 
     /// `instance` as Eureka lists it; `action` for a delta's entry.

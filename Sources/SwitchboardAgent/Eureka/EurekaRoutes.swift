@@ -226,7 +226,9 @@ extension AgentHTTPAPI {
 
     @Sendable func eurekaApplication(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         let appName = eurekaParameter(context, "app").uppercased()
-        let instances = catalog.allInstances().instances.filter { EurekaMapping.appName(of: $0) == appName }
+        let instances = catalog.allInstances().instances.filter {
+            EurekaMapping.appName(of: $0) == appName && context.authority.canRead($0.service)
+        }
         guard !instances.isEmpty else { throw EurekaError.notFound("no application \(appName)") }
         let application = EurekaMapping.applications(instances, version: 0, hashcode: "").application[0]
         return try Self.eurekaAnswer(application, root: "application", request: request)

@@ -56,9 +56,11 @@ public final class RequestLimits: Sendable {
     func admitWrite(from context: AgentRequestContext) throws(APIError) {
         let rate = configuration.writesPerSecond
         guard rate > 0 else { return }
+        // A token's writes share its allowance wherever they come from; callers without one (anonymous, or ACLs
+        // off) are told apart by their address.
+        let accessor = context.authority.accessorID.flatMap { $0 == ACLToken.anonymousAccessorID ? nil : $0 }
         let caller =
-            context.authority.accessorID.map { "token:\($0)" }
-            ?? context.remoteAddress?.ipAddress.map { "address:\($0)" } ?? "unknown"
+            accessor.map { "token:\($0)" } ?? context.remoteAddress?.ipAddress.map { "address:\($0)" } ?? "unknown"
         let now = ContinuousClock.now
         let burst = Double(max(1, configuration.writeBurst))
         let wait: Double? = buckets.withLock { buckets in
@@ -69,8 +71,11 @@ public final class RequestLimits: Sendable {
             bucket.updated = now
             defer {
                 buckets[caller] = bucket
-                // Idle callers' buckets are full again: forget them, so the table stays small.
-                if buckets.count > 10_000 { buckets = buckets.filter { $0.value.tokens < burst } }
+                // Callers idle long enough to be full again are forgotten, so the table stays small.
+                if buckets.count > 10_000 {
+                    let refill = Duration.seconds(burst / rate)
+                    buckets = buckets.filter { now - $0.value.updated < refill }
+                }
             }
             guard bucket.tokens >= 1 else { return (1 - bucket.tokens) / rate }
             bucket.tokens -= 1
@@ -97,16 +102,26 @@ public final class RequestLimits: Sendable {
         let now = held.wrappingAdd(1, ordering: .relaxed).newValue
         guard now <= configuration.maximumHeldRequests else {
             held.wrappingSubtract(1, ordering: .relaxed)
-            metrics?.heldRequestsRefused.increment()
-            throw APIError(
-                .tooManyRequests, .rateLimited,
-                "the agent holds its maximum of \(configuration.maximumHeldRequests) blocking queries and streams;"
-                    + " retry later or raise --max-held-requests", retryAfter: 1)
+            throw heldMaximumReached()
         }
+    }
+
+    /// A 429 now when the agent already holds its maximum: for a stream, whose own count is taken only once its
+    /// answer has started, too late for a status.
+    func refuseIfHoldingMaximum() throws(APIError) {
+        if heldRequests >= configuration.maximumHeldRequests { throw heldMaximumReached() }
     }
 
     func endHolding() {
         held.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    private func heldMaximumReached() -> APIError {
+        metrics?.heldRequestsRefused.increment()
+        return APIError(
+            .tooManyRequests, .rateLimited,
+            "the agent holds its maximum of \(configuration.maximumHeldRequests) blocking queries and streams;"
+                + " retry later or raise --max-held-requests", retryAfter: 1)
     }
 
     private static func format(_ value: Double) -> String {

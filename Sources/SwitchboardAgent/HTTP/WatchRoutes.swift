@@ -87,15 +87,19 @@ extension AgentHTTPAPI {
             }
             resumeAfter = index
         }
-        let authority = context.authority
-        var readable: (@Sendable (ServiceName) -> Bool)?
-        if service == nil, authority.enforced {
-            readable = { authority.canRead($0) }
+        let limits = self.limits
+        // Refused with a 429 before the stream starts, when it can be told in time (the count taken in the body is
+        // the one that holds).
+        try limits.refuseIfHoldingMaximum()
+        var rights: (@Sendable () -> ACLAuthority?)?
+        if context.authority.enforced {
+            let acls = self.acls
+            let accessor = context.authority.accessorID
+            rights = { acls.authority(accessorID: accessor) }
         }
         let stream = EventStream(
             catalog: catalog, watches: watches, metrics: metrics, service: service, query: query,
-            resumeAfter: resumeAfter, readable: readable)
-        let limits = self.limits
+            resumeAfter: resumeAfter, rights: rights)
         return Response(
             status: .ok,
             headers: [
@@ -127,8 +131,10 @@ struct EventStream: Sendable {
     let service: ServiceName?
     let query: InstanceQuery
     let resumeAfter: UInt64?
-    /// For the whole catalog's stream with ACLs on: the services the caller may read (the others never reach it).
-    let readable: (@Sendable (ServiceName) -> Bool)?
+    /// With ACLs on: the caller's rights as they are now (nil once its token is gone). Asked whenever the stream
+    /// wakes, so a deleted token or a narrowed policy ends the stream (or, for the whole catalog, filters what is
+    /// left) by the next change or keep-alive; the other services never reach the catalog's stream.
+    let rights: (@Sendable () -> ACLAuthority?)?
 
     func run(_ writer: inout any ResponseBodyWriter) async throws {
         let watches = self.watches
@@ -149,6 +155,12 @@ struct EventStream: Sendable {
         }
         var lastWrite = ContinuousClock.now
         while !watches.isClosed {
+            var authority: ACLAuthority?
+            if let rights {
+                guard let current = rights(), service.map({ current.canRead($0) }) ?? true else { return }
+                authority = current
+            }
+            let readable: (ServiceName) -> Bool = { authority?.canRead($0) ?? true }
             switch watches.frames(after: cursor, service: service) {
             case .behind:
                 // A service stream that fell behind only other services' changes has lost nothing: skip ahead.
@@ -161,7 +173,7 @@ struct EventStream: Sendable {
                 cursor = try await sendSnapshot(&writer, retry: false)
                 lastWrite = .now
             case .frames(let frames, let through):
-                let outgoing = Self.outgoing(frames, concerning: concerns)
+                let outgoing = Self.outgoing(frames) { readable($0.instance.service) && concerns($0) }
                 if !outgoing.isEmpty {
                     try await writer.write(contentsOf: outgoing)
                     lastWrite = .now
@@ -203,24 +215,24 @@ struct EventStream: Sendable {
 
     /// Whether the consumer needs `frame`: the instance matches the filters after the change or matched before.
     private func concerns(_ frame: WatchHub.Frame) -> Bool {
-        if let readable, !readable(frame.instance.service) { return false }
-        return (frame.kind != .removed && query.matches(frame.instance)) || (frame.previous.map(query.matches) ?? false)
+        (frame.kind != .removed && query.matches(frame.instance)) || (frame.previous.map(query.matches) ?? false)
     }
 
     /// Sends the scope's current instances as a `snapshot` event; returns the index it is current at.
     private func sendSnapshot(_ writer: inout any ResponseBodyWriter, retry: Bool) async throws -> UInt64 {
-        var (index, body) = { () -> (UInt64, [UInt8]) in
-            let snapshot = catalog.watchSnapshot(of: service, matching: query)
-            return (snapshot.index, snapshot.body)
-        }()
-        if let readable {
+        var index: UInt64
+        var body: [UInt8]
+        if service == nil, let authority = rights?() {
             // Filtered for the caller: encoded for this stream rather than shared.
             let (current, instances) = catalog.allInstances()
-            let visible = instances.filter { readable($0.service) && query.matches($0) }
+            let visible = instances.filter { authority.canRead($0.service) && query.matches($0) }
             index = current
             body = Array(
                 try SwitchboardJSON.encoder().encode(WatchSnapshotEvent(index: index, service: nil, instances: visible))
             )
+        } else {
+            let snapshot = catalog.watchSnapshot(of: service, matching: query)
+            (index, body) = (snapshot.index, snapshot.body)
         }
         var frame = ByteBuffer()
         frame.reserveCapacity(body.count + 64)

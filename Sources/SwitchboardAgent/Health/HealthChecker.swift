@@ -80,14 +80,14 @@ public final class HealthChecker: Service, Sendable {
     /// `membership` (cluster mode) it runs only the checks this agent owns.
     public init(
         catalog: Catalog, configuration: HealthConfiguration, metrics: AgentMetrics, logger: Logger,
-        membership: ClusterMembership? = nil
+        membership: ClusterMembership? = nil, relayTLS: AgentTLSConfiguration? = nil
     ) {
         self.catalog = catalog
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
         self.membership = membership
-        self.relay = membership.map { HeartbeatRelay(agentID: $0.agentID, logger: logger) }
+        self.relay = membership.map { HeartbeatRelay(agentID: $0.agentID, logger: logger, tls: relayTLS) }
         var policy = HealthTable.SelfPreservationPolicy(
             enabled: configuration.selfPreservation.enabled,
             share: configuration.selfPreservation.share,
@@ -173,7 +173,7 @@ public final class HealthChecker: Service, Sendable {
     /// the check a full TTL of grace, so a heartbeat lost in the move costs nothing.
     public func heartbeat(
         _ instance: InstanceKey, checkID: String? = nil, status: HealthStatus = .passing, output: String = "",
-        relayed: Bool = false, by: AuditRecord? = nil, relayToken: String? = nil
+        relayed: Bool = false, by audit: @autoclosure () -> AuditRecord? = nil, relayToken: String? = nil
     ) async -> HeartbeatResult {
         if let membership, let relay, !membership.isLocal(instance) || (relayed && !isTracking(instance)) {
             if !relayed, let owner = membership.owner(of: instance),
@@ -197,7 +197,14 @@ public final class HealthChecker: Service, Sendable {
         case .unknownInstance: return .unknownInstance
         case .noTTLCheck: return .noTTLCheck
         case .recorded(let effects):
-            for effect in effects { await perform(effect, by: by) }
+            for effect in effects {
+                // Who asked is worked out only for a heartbeat that writes (a status change): most write nothing.
+                if case .status = effect {
+                    await perform(effect, by: audit())
+                } else {
+                    await perform(effect)
+                }
+            }
             // Removed meanwhile (a deregistration raced the heartbeat): the client must register again.
             guard let current = catalog.instance(service: instance.service, id: instance.id).instance else {
                 return .unknownInstance
@@ -238,6 +245,7 @@ public final class HealthChecker: Service, Sendable {
             }
         }
         try await httpClient.shutdown()
+        await relay?.shutdown()
     }
 
     /// The scheduler loop: wakes when the table has work (a change due sooner wakes it), starts due probes as child tasks

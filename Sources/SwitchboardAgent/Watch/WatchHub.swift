@@ -185,13 +185,19 @@ public final class WatchHub: Service, Sendable {
         for continuation in woken { continuation.resume(returning: .changed) }
     }
 
-    /// The SSE frame of one change; the event JSON is the one the writer encoded (it holds no line breaks).
+    /// The SSE frame of one change; the event JSON is the one the writer encoded (it holds no line breaks), without
+    /// its audit record.
     static func frame(_ change: CommittedChange, carryingID: Bool = true) -> Frame {
         var bytes = ByteBuffer()
         bytes.reserveCapacity(change.eventJSON.count + 48)
         if carryingID { bytes.writeString("id: \(change.event.index)\n") }
         bytes.writeString("event: \(change.event.kind.rawValue)\ndata: ")
-        bytes.writeBytes(change.eventJSON)
+        if let audit = change.auditRange {
+            bytes.writeBytes(change.eventJSON[..<audit.lowerBound])
+            bytes.writeBytes(change.eventJSON[audit.upperBound...])
+        } else {
+            bytes.writeBytes(change.eventJSON)
+        }
         bytes.writeString("\n\n")
         return Frame(
             index: change.event.index, kind: change.event.kind, instance: change.event.instance,

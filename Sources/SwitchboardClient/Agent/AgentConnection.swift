@@ -45,8 +45,8 @@ public struct AgentTLSConfiguration: Sendable {
     /// A PEM client certificate (chain) and its key, for agents that require one (`--tls-client-ca`).
     public let clientCertificateFile: String?
     public let clientKeyFile: String?
-    /// What AsyncHTTPClient is given.
-    let configuration: TLSConfiguration
+    /// What AsyncHTTPClient is given (the agent's own client of other agents uses it too).
+    package let configuration: TLSConfiguration
 
     public init(
         caFile: String? = nil, clientCertificateFile: String? = nil, clientKeyFile: String? = nil

@@ -64,9 +64,10 @@ public struct ACLPermission: Sendable, Hashable, CustomStringConvertible {
 
 /// A named set of grants, attached to tokens by name.
 ///
-/// `services` maps a service-name prefix to an access level; the longest prefix that matches a service decides
-/// (`""` matches every service), so `{"": "read", "payment": "write"}` reads everything and writes `payment*`.
-/// `agent`, `acl` and `events` grant the agent's own areas; left out, they grant nothing.
+/// `services` maps service names to access levels: a name (`payment`) is that service exactly, a name ending in `*`
+/// (`pay*`) every service it starts, and `*` every service. An exact name beats any prefix, and the longest prefix
+/// beats shorter ones, so `{"*": "read", "payment": "write"}` reads everything and writes `payment` (not
+/// `payment-admin`). `agent`, `acl` and `events` grant the agent's own areas; left out, they grant nothing.
 ///
 /// ```json
 /// {"name": "order-service", "services": {"order": "write", "payment": "read"}, "events": "read"}
@@ -113,7 +114,7 @@ public struct ACLPolicy: Codable, Sendable, Hashable, StrictlyDecodable {
     public static let globalManagementName = "global-management"
     public static let globalManagement = ACLPolicy(
         name: globalManagementName, description: "Write on every service, the agent, the ACLs and the events.",
-        services: ["": .write], agent: .write, acl: .write, events: .write)
+        services: ["*": .write], agent: .write, acl: .write, events: .write)
 
     /// Checks the name, the prefixes and the description; throws naming the field at fault.
     public func validate() throws(ValidationError) {
@@ -124,16 +125,16 @@ public struct ACLPolicy: Codable, Sendable, Hashable, StrictlyDecodable {
         guard services.count <= 256 else {
             throw ValidationError(field: "services", message: "a policy holds at most 256 service prefixes")
         }
-        for prefix in services.keys {
-            guard prefix.utf8.count <= 128,
-                prefix.utf8.allSatisfy({
-                    $0 == 0x2D || $0 == 0x5F || $0 == 0x2E || (0x30...0x39).contains($0)
-                        || (0x61...0x7A).contains($0) || (0x41...0x5A).contains($0)
-                })
+        for rule in services.keys {
+            // What a service name may hold (lowercase letters, digits, '-'), with an optional `*` at the end.
+            let name = rule.hasSuffix("*") ? rule.dropLast() : Substring(rule)
+            guard name.utf8.count <= 63, !rule.isEmpty,
+                name.utf8.allSatisfy({ $0 == 0x2D || (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) })
             else {
                 throw ValidationError(
-                    field: "services",
-                    message: "service prefix \"\(prefix)\" must be at most 128 letters, digits, '.', '-' or '_'")
+                    field: "services.\(rule)",
+                    message: "\"\(rule)\" must be a service name (lowercase letters, digits, '-'), a prefix of one"
+                        + " followed by '*', or '*' for every service")
             }
         }
     }
@@ -157,14 +158,13 @@ public struct ACLPolicy: Codable, Sendable, Hashable, StrictlyDecodable {
         case .acl: return acl
         case .events: return events
         case .service(let name):
+            if let exact = services[name.rawValue] { return exact }
             var best: (length: Int, access: ACLAccess)?
-            for (prefix, access) in services where name.rawValue.hasPrefix(prefix) {
-                let length = prefix.utf8.count
-                if let current = best, current.length > length || (current.length == length && current.access <= access)
-                {
-                    continue
-                }
-                best = (length, access)
+            for (rule, access) in services where rule.hasSuffix("*") {
+                let prefix = rule.dropLast()
+                guard name.rawValue.hasPrefix(prefix) else { continue }
+                if let current = best, current.length >= prefix.utf8.count { continue }
+                best = (prefix.utf8.count, access)
             }
             return best?.access
         }

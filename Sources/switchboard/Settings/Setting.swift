@@ -22,11 +22,14 @@ struct Setting: Sendable, Hashable {
     let abstract: String
     /// The placeholder shown in the help (`host:port`).
     let valueName: String?
+    /// A secret (an ACL token): swift-configuration redacts it wherever it would print it.
+    let isSecret: Bool
 
     init(
         _ name: String, environment: String? = nil, default defaultValue: String? = nil, valueName: String? = nil,
-        _ abstract: String
+        secret: Bool = false, _ abstract: String
     ) {
+        self.isSecret = secret
         self.name = name
         self.environment = environment ?? "SWITCHBOARD_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
         self.defaultValue = defaultValue
@@ -70,13 +73,16 @@ struct SettingsReader: Sendable {
         let environment = (environment ?? ProcessInfo.processInfo.environment).filter { !$0.value.isEmpty }
         var flags: [AbsoluteConfigKey: ConfigValue] = [:]
         for (setting, value) in commandLine {
-            flags[AbsoluteConfigKey([setting.name])] = ConfigValue(.string(value), isSecret: false)
+            flags[AbsoluteConfigKey([setting.name])] = ConfigValue(.string(value), isSecret: setting.isSecret)
         }
         // Each setting's variable is named explicitly: the key `listen` of the gateway is SWITCHBOARD_GATEWAY_LISTEN.
         let variables = Dictionary(settings.map { ($0.name, $0.environment) }, uniquingKeysWith: { first, _ in first })
         var providers: [any ConfigProvider] = [
             InMemoryProvider(name: "command line", values: flags),
-            EnvironmentVariablesProvider(environmentVariables: environment).mapKeys { key in
+            EnvironmentVariablesProvider(
+                environmentVariables: environment,
+                secretsSpecifier: .specific(Set(settings.filter(\.isSecret).map(\.environment)))
+            ).mapKeys { key in
                 AbsoluteConfigKey([variables[key.components.joined(separator: ".")] ?? "SWITCHBOARD_UNKNOWN"])
             },
         ]
