@@ -58,7 +58,7 @@ public struct HealthConfiguration: Sendable {
 /// catalog as a change event.
 ///
 /// A swift-service-lifecycle `Service`: ``run()`` schedules and runs probes until graceful shutdown. Heartbeats
-/// (``heartbeat(_:checkID:status:output:relayed:)``) touch memory only, unless they change a status. The timing rules live in
+/// (``heartbeat(_:checkID:status:output:relayed:by:relayToken:)``) touch memory only, unless they change a status. The timing rules live in
 /// `HealthTable`; this type carries out what the table decides.
 public final class HealthChecker: Service, Sendable {
     private let catalog: Catalog
