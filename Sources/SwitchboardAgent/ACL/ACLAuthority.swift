@@ -78,8 +78,6 @@ public enum ACLError: Error, Sendable, Hashable, CustomStringConvertible, APIRep
     case exists(String, String)
     /// A policy still held by tokens (409).
     case policyInUse(String, tokens: [String])
-    /// With ACLs on, a path names no possible service: refused (403) rather than checked against a guess.
-    case noSuchService(String, accessorID: String?)
     /// A built-in token or policy cannot be changed that way (409).
     case reserved(String)
     /// A token names a policy that does not exist (422).
@@ -88,7 +86,7 @@ public enum ACLError: Error, Sendable, Hashable, CustomStringConvertible, APIRep
     package var apiStatus: Int {
         switch self {
         case .missingToken, .unknownToken: 401
-        case .denied, .noSuchService: 403
+        case .denied: 403
         case .notFound: 404
         case .unknownPolicy: 422
         case .alreadyBootstrapped, .disabled, .exists, .policyInUse, .reserved: 409
@@ -98,7 +96,7 @@ public enum ACLError: Error, Sendable, Hashable, CustomStringConvertible, APIRep
     package var apiErrorBody: APIErrorBody {
         switch self {
         case .missingToken, .unknownToken: APIErrorBody(error: .unauthorized, message: description)
-        case .denied, .noSuchService: APIErrorBody(error: .permissionDenied, message: description)
+        case .denied: APIErrorBody(error: .permissionDenied, message: description)
         case .notFound: APIErrorBody(error: .notFound, message: description)
         case .unknownPolicy(_, let field): APIErrorBody(error: .invalidArgument, message: description, field: field)
         default: APIErrorBody(error: .conflict, message: description)
@@ -115,8 +113,6 @@ public enum ACLError: Error, Sendable, Hashable, CustomStringConvertible, APIRep
         case .denied(let permission, let accessor):
             "permission denied: this request needs \(permission), which the token"
                 + (accessor.map { " \($0)" } ?? "") + " does not grant"
-        case .noSuchService(let name, _):
-            "permission denied: \"\(name)\" cannot be a service name, so no policy grants access to it"
         case .alreadyBootstrapped:
             "the ACLs were bootstrapped already: the first management token exists; create more tokens with it"
         case .disabled:

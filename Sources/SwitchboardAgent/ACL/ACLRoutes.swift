@@ -61,8 +61,10 @@ extension AgentHTTPAPI {
             // application names are the services' in capitals (the native API refuses capitals itself).
             let raw = (context.parameters.get("service") ?? context.parameters.get("app")).map(Self.percentDecoded)
             guard let service = raw.flatMap({ try? ServiceName($0.lowercased()) }) else {
-                // No service can have this name: refused, rather than checked against a guess.
-                throw ACLError.noSuchService(raw ?? "", accessorID: authority.accessorID)
+                // No service can have this name, even lowercased: no handler can reach one with it (the native API
+                // answers 400, Consul's an empty list, Eureka's 404), so there is nothing to guard, and the handler
+                // tells the caller what is wrong with the name.
+                return
             }
             try authority.require(level, on: .service(service))
         }

@@ -59,7 +59,8 @@ public final class AccessControl: Sendable {
         init(_ acls: StoredACLs = StoredACLs()) {
             self.acls = acls
             for token in acls.tokens {
-                byHash[token.secretHash] = token
+                // The anonymous token has no secret (an empty hash): nothing presented can resolve to it.
+                if !token.secretHash.isEmpty { byHash[token.secretHash] = token }
                 byAccessor[token.token.accessorID] = token
             }
             for policy in acls.policies { policies[policy.name] = policy }
