@@ -34,10 +34,16 @@ final class RouteFileOnDisk: Sendable {
 
 /// Values seen by concurrent callers.
 final class SeenValues: Sendable {
-    private let seen = Mutex<Set<String>>([])
-    func insert(_ value: String) { seen.withLock { _ = $0.insert(value) } }
-    func clear() { seen.withLock { $0 = [] } }
-    var values: Set<String> { seen.withLock { $0 } }
+    private let seen = Mutex<(values: Set<String>, epoch: Int)>(([], 0))
+    func insert(_ value: String) { seen.withLock { _ = $0.values.insert(value) } }
+    /// Inserts `value` only if no ``clear()`` happened since `epoch` (a request started before the clear, answered
+    /// after it, tells of the time before).
+    func insert(_ value: String, since epoch: Int) {
+        seen.withLock { if $0.epoch == epoch { _ = $0.values.insert(value) } }
+    }
+    func clear() { seen.withLock { $0 = ([], $0.epoch + 1) } }
+    var epoch: Int { seen.withLock { $0.epoch } }
+    var values: Set<String> { seen.withLock { $0.values } }
 }
 
 /// The claims the tests sign.
@@ -156,11 +162,12 @@ struct GatewayRouteTests {
                     group.addTask {
                         while !tally.stop.load(ordering: .relaxed) {
                             do {
+                                let epoch = seen.epoch
                                 let answer = try await get("\(gateway)/shop/hello")
                                 if answer.status == 200 {
                                     tally.completed.add(1, ordering: .relaxed)
                                     let color = answer.text.hasPrefix("hello from blue") ? "blue" : "green"
-                                    seen.insert(color)
+                                    seen.insert(color, since: epoch)
                                 } else {
                                     tally.fail("status \(answer.status)")
                                 }
