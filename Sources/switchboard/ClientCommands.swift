@@ -26,7 +26,10 @@ enum ClientSettings {
     static let tokenFile = Setting(
         "token-file", valueName: "file", "A file holding the ACL token to present (its first line).")
 
-    static let all: [Setting] = [agents, caFile, clientCertificate, clientKey, token, tokenFile, Setting.configFile]
+    /// How a command reaches agents that want TLS or a token: the CLI's client commands and the gateway share these.
+    static let agentAccess: [Setting] = [caFile, clientCertificate, clientKey, token, tokenFile]
+
+    static let all: [Setting] = [agents] + agentAccess + [Setting.configFile]
 
     /// The ACL token from `--token`, or else from `--token-file`; a file that cannot be read is refused naming it.
     static func token(from settings: SettingsReader) throws -> String? {
@@ -55,14 +58,8 @@ enum ClientSettings {
     }
 }
 
-/// Options every client command shares.
-struct ClientOptions: ParsableArguments {
-    @Option(name: ClientSettings.agents.argumentName, help: ClientSettings.agents.help)
-    var agents: [String] = []
-
-    @Option(name: Setting.configFile.argumentName, help: Setting.configFile.help)
-    var configFile: String?
-
+/// The flags of ``ClientSettings/agentAccess``: a CA file, a client certificate, an ACL token.
+struct AgentAccessOptions: ParsableArguments {
     @Option(name: ClientSettings.caFile.argumentName, help: ClientSettings.caFile.help)
     var caFile: String?
 
@@ -78,6 +75,28 @@ struct ClientOptions: ParsableArguments {
     @Option(name: ClientSettings.tokenFile.argumentName, help: ClientSettings.tokenFile.help)
     var tokenFile: String?
 
+    /// The settings given on the command line.
+    var commandLine: [Setting: String] {
+        var given: [Setting: String] = [:]
+        given[ClientSettings.caFile] = caFile
+        given[ClientSettings.clientCertificate] = clientCertificate
+        given[ClientSettings.clientKey] = clientKey
+        given[ClientSettings.token] = token
+        given[ClientSettings.tokenFile] = tokenFile
+        return given
+    }
+}
+
+/// Options every client command shares.
+struct ClientOptions: ParsableArguments {
+    @Option(name: ClientSettings.agents.argumentName, help: ClientSettings.agents.help)
+    var agents: [String] = []
+
+    @Option(name: Setting.configFile.argumentName, help: Setting.configFile.help)
+    var configFile: String?
+
+    @OptionGroup var access: AgentAccessOptions
+
     @Flag(help: "Print JSON instead of a table, for scripts.")
     var json = false
 
@@ -89,11 +108,7 @@ struct ClientOptions: ParsableArguments {
         var given: [Setting: String] = [:]
         given[ClientSettings.agents] = agents.isEmpty ? nil : agents.joined(separator: ",")
         given[Setting.configFile] = configFile
-        given[ClientSettings.caFile] = caFile
-        given[ClientSettings.clientCertificate] = clientCertificate
-        given[ClientSettings.clientKey] = clientKey
-        given[ClientSettings.token] = token
-        given[ClientSettings.tokenFile] = tokenFile
+        given.merge(access.commandLine) { $1 }
         let (urls, tls, token) = try await command.settled {
             let settings = try await SettingsReader(ClientSettings.all, commandLine: given)
             let urls = settings.list(ClientSettings.agents).map { url in

@@ -35,12 +35,13 @@ enum GatewaySettings {
 
     static let tls = ServerTLSSettings(environmentPrefix: "SWITCHBOARD_GATEWAY_", server: "the gateway's listener")
 
-    static let all: [Setting] = [
-        listen, agents, routeFile, accessLog, admin, threads, tls.certificate, tls.key, tls.clientCA,
-        ClientSettings.caFile, ClientSettings.clientCertificate, ClientSettings.clientKey, ClientSettings.token,
-        ClientSettings.tokenFile, CommonSettings.logLevel,
-        CommonSettings.logFormat, Setting.configFile,
-    ]
+    static let all: [Setting] =
+        [
+            listen, agents, routeFile, accessLog, admin, threads, tls.certificate, tls.key, tls.clientCA,
+        ] + ClientSettings.agentAccess + [
+            CommonSettings.logLevel,
+            CommonSettings.logFormat, Setting.configFile,
+        ]
 
     /// The gateway's configuration from `settings`; every bad value is refused naming its flag and the rule.
     static func configuration(from settings: SettingsReader) throws -> GatewayConfiguration {
@@ -123,20 +124,7 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(name: GatewaySettings.tls.clientCA.argumentName, help: GatewaySettings.tls.clientCA.help)
     var tlsClientCA: String?
 
-    @Option(name: ClientSettings.caFile.argumentName, help: ClientSettings.caFile.help)
-    var caFile: String?
-
-    @Option(name: ClientSettings.clientCertificate.argumentName, help: ClientSettings.clientCertificate.help)
-    var clientCertificate: String?
-
-    @Option(name: ClientSettings.clientKey.argumentName, help: ClientSettings.clientKey.help)
-    var clientKey: String?
-
-    @Option(name: ClientSettings.token.argumentName, help: ClientSettings.token.help)
-    var token: String?
-
-    @Option(name: ClientSettings.tokenFile.argumentName, help: ClientSettings.tokenFile.help)
-    var tokenFile: String?
+    @OptionGroup var access: AgentAccessOptions
 
     @OptionGroup var logging: LoggingOptions
 
@@ -152,11 +140,7 @@ struct GatewayCommand: AsyncParsableCommand {
         given[GatewaySettings.tls.certificate] = tlsCertificate
         given[GatewaySettings.tls.key] = tlsKey
         given[GatewaySettings.tls.clientCA] = tlsClientCA
-        given[ClientSettings.caFile] = caFile
-        given[ClientSettings.clientCertificate] = clientCertificate
-        given[ClientSettings.clientKey] = clientKey
-        given[ClientSettings.token] = token
-        given[ClientSettings.tokenFile] = tokenFile
+        given.merge(access.commandLine) { $1 }
         return given
     }
 
