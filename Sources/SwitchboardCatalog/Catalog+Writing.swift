@@ -262,7 +262,7 @@ extension Catalog {
             var failure: CatalogError?
             if !plan.changes.isEmpty {
                 do {
-                    committed = try await store.commit(plan.changes)
+                    committed = try await measuredCommit(plan.changes)
                 } catch let error as CatalogStoreError where error.isConflict && replans < configuration.maximumReplans
                 {
                     // Another writer changed an instance of the batch: catch up with the store (for a while at most:
@@ -308,6 +308,22 @@ extension Catalog {
             acknowledge(batch, plan: plan, committed: committed, failure: failure)
             return true
         }
+    }
+
+    /// Commits `changes` to the store, telling the commit observers how long it took and whether it succeeded.
+    private func measuredCommit(_ changes: [PlannedChange]) async throws -> [CommittedChange] {
+        let observers = commitObservers.withLock { $0 }
+        guard !observers.isEmpty else { return try await store.commit(changes) }
+        let start = ContinuousClock.now
+        var succeeded = false
+        defer {
+            let measurement = CommitMeasurement(
+                duration: ContinuousClock.now - start, changes: changes.count, succeeded: succeeded)
+            for observer in observers { observer(measurement) }
+        }
+        let committed = try await store.commit(changes)
+        succeeded = true
+        return committed
     }
 
     /// Resumes every write of the batch: with its committed change, with what it left unchanged, or with why not.

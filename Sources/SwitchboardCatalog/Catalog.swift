@@ -67,8 +67,23 @@ public final class Catalog: Sendable {
     /// the writes that made them are acknowledged.
     public typealias ChangeObserver = @Sendable ([CommittedChange]) -> Void
 
+    /// What one commit of the writer cost the store: for metrics.
+    public struct CommitMeasurement: Sendable, Equatable {
+        /// From handing the batch to the store until it answered.
+        public var duration: Duration
+        /// The changes committed together (the batch's size, as the store saw it).
+        public var changes: Int
+        /// Whether the store committed them (a refused precondition, a store out of reach or too large a batch
+        /// is a failure).
+        public var succeeded: Bool
+    }
+
+    /// Called after each commit the writer asks of the store, on the writer's task: it must be quick.
+    public typealias CommitObserver = @Sendable (CommitMeasurement) -> Void
+
     let state: Mutex<CatalogState>
     let observers = Mutex<[ChangeObserver]>([])
+    let commitObservers = Mutex<[CommitObserver]>([])
     let writes = WriteQueue()
     let applied = AppliedIndex()
     let store: any CatalogStore
@@ -127,6 +142,11 @@ public final class Catalog: Sendable {
             observers.withLock { $0.append(observer) }
             return state.index
         }
+    }
+
+    /// Registers `observer` to be told what each commit from now on took and how many changes it held.
+    public func addCommitObserver(_ observer: @escaping CommitObserver) {
+        commitObservers.withLock { $0.append(observer) }
     }
 
     // MARK: Reads
