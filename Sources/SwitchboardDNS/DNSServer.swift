@@ -21,14 +21,19 @@ import Darwin
 /// and closes connections idle for ``DNSConfiguration/tcpIdleTimeout``.
 public struct DNSServer: Service {
     public let responder: DNSResponder
+    /// Where the answers are counted, by question type and response code.
+    public let statistics: DNSQueryStatistics
     let logger: Logger
     let onListening: @Sendable (Int) async -> Void
 
-    /// A server answering with `responder`; `onListening` is told the port once UDP and TCP both listen.
+    /// A server answering with `responder`, counting its answers in `statistics`; `onListening` is told the port
+    /// once UDP and TCP both listen.
     public init(
-        responder: DNSResponder, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+        responder: DNSResponder, statistics: DNSQueryStatistics = DNSQueryStatistics(), logger: Logger,
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
         self.responder = responder
+        self.statistics = statistics
         self.logger = logger
         self.onListening = onListening
     }
@@ -62,6 +67,7 @@ public struct DNSServer: Service {
     private func bind(_ configuration: DNSConfiguration, connections: OpenConnections) async throws -> [any Channel] {
         let group = MultiThreadedEventLoopGroup.singleton
         let responder = self.responder
+        let statistics = self.statistics
         let (seconds, attoseconds) = configuration.tcpIdleTimeout.components
         let idle = TimeAmount.milliseconds(
             max(
@@ -78,7 +84,7 @@ public struct DNSServer: Service {
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(readTimeout: idle),
                         ByteToMessageHandler(LengthPrefixedMessageDecoder()),
-                        DNSStreamHandler(responder: responder),
+                        DNSStreamHandler(responder: responder, statistics: statistics),
                     ])
                 }
             }
@@ -94,7 +100,8 @@ public struct DNSServer: Service {
                     .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 4096 * 32))
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(DNSDatagramHandler(responder: responder))
+                            try channel.pipeline.syncOperations.addHandler(
+                                DNSDatagramHandler(responder: responder, statistics: statistics))
                         }
                     }
                     .bind(host: configuration.host, port: port).get()
@@ -163,14 +170,25 @@ final class DNSDatagramHandler: ChannelInboundHandler {
     private let responder: DNSResponder
     private var pendingFlush = false
     private var random = FastRandom()
+    private let counting: CountedAnswers
 
-    init(responder: DNSResponder) {
+    init(responder: DNSResponder, statistics: DNSQueryStatistics) {
         self.responder = responder
+        counting = CountedAnswers(statistics: statistics)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        counting.start(on: context.eventLoop)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        counting.stop()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let query = unwrapInboundIn(data)
         guard let answer = responder.respond(to: query.data, overTCP: false, random: &random) else { return }
+        counting.counts.record(query: query.data, answer: answer)
         context.write(
             wrapOutboundOut(AddressedEnvelope(remoteAddress: query.remoteAddress, data: answer)), promise: nil)
         pendingFlush = true
@@ -209,16 +227,28 @@ final class DNSStreamHandler: ChannelInboundHandler {
 
     private let responder: DNSResponder
     private var random = FastRandom()
+    private let counting: CountedAnswers
 
-    init(responder: DNSResponder) {
+    init(responder: DNSResponder, statistics: DNSQueryStatistics) {
         self.responder = responder
+        counting = CountedAnswers(statistics: statistics)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        counting.start(on: context.eventLoop)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        counting.stop()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let answer = responder.respond(to: unwrapInboundIn(data), overTCP: true, random: &random) else {
+        let query = unwrapInboundIn(data)
+        guard let answer = responder.respond(to: query, overTCP: true, random: &random) else {
             context.close(promise: nil)
             return
         }
+        counting.counts.record(query: query, answer: answer)
         var framed = context.channel.allocator.buffer(capacity: answer.readableBytes + 2)
         framed.writeInteger(UInt16(answer.readableBytes))
         framed.writeImmutableBuffer(answer)
@@ -247,5 +277,29 @@ final class DNSStreamHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// One handler's answers counted on its event loop, readable by ``DNSQueryStatistics`` from there.
+final class CountedAnswers {
+    var counts = DNSQueryCounts()
+    private let statistics: DNSQueryStatistics
+    private var id: Int?
+
+    init(statistics: DNSQueryStatistics) {
+        self.statistics = statistics
+    }
+
+    /// Lets scrapes read the counts, on `loop` (the handler's, the only one that touches them).
+    func start(on loop: any EventLoop) {
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        id = statistics.register { loop.submit { bound.value.counts } }
+    }
+
+    /// Hands the final counts over: the handler is gone.
+    func stop() {
+        guard let id else { return }
+        self.id = nil
+        statistics.retire(id, counts: counts)
     }
 }
