@@ -58,7 +58,8 @@ let package = Package(
                 .product(name: "HashTreeCollections", package: "swift-collections"),
             ]
         ),
-        // What the executables share about being a process: unbuffered standard streams, ending with the parent.
+        // What the executables share about being a process: unbuffered standard streams, ending with the parent; and
+        // the process figures (memory, descriptors, CPU) the agent's and the gateway's /metrics end with.
         .target(name: "ProcessSupport"),
         // DNS for the agent: a hand-written message codec (no listed package does DNS) and UDP/TCP servers.
         .target(
@@ -96,6 +97,7 @@ let package = Package(
         .target(
             name: "SwitchboardAgent",
             dependencies: [
+                "ProcessSupport",
                 "SwitchboardTLS",
                 "SwitchboardCore",
                 "SwitchboardCatalog",
@@ -139,6 +141,7 @@ let package = Package(
         .target(
             name: "SwitchboardGateway",
             dependencies: [
+                "ProcessSupport",
                 "SwitchboardTLS",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "SwitchboardCore",

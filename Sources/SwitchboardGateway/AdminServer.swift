@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ProcessSupport
 import Prometheus
 import SwitchboardCore
 
@@ -46,7 +47,9 @@ final class AdminHandler: ChannelInboundHandler {
             let (status, type, body): (HTTPResponseStatus, String, [UInt8])
             switch (head.method, path) {
             case (.GET, "/metrics"):
-                (status, type, body) = (.ok, "text/plain; version=0.0.4", metrics.registry.emitToBuffer())
+                var exposition = metrics.registry.emitToBuffer()
+                ProcessFigures.current().appendExposition(to: &exposition)
+                (status, type, body) = (.ok, "text/plain; version=0.0.4", exposition)
             case (.GET, "/routes"):
                 (status, type, body) = (.ok, "application/json", routesJSON())
             case (.GET, "/health"):
