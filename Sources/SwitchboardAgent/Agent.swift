@@ -268,6 +268,8 @@ public struct Agent: Service {
         onDNSListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let metrics = AgentMetrics()
+        metrics.observeCommits(
+            of: catalog, store: String(storeDescription.prefix { $0 != ":" }))
         let limits = RequestLimits(configuration: configuration.limits, metrics: metrics)
         let connections = ConnectionLimiter(
             maximum: configuration.limits.maximumConnections, metrics: metrics, logger: logger)
@@ -299,6 +301,7 @@ public struct Agent: Service {
                             }
                         },
                         visible: dnsVisible),
+                    statistics: metrics.dnsQueries,
                     logger: logger,
                     onListening: onDNSListening))
         }

@@ -179,6 +179,8 @@ public struct AgentHTTPAPI: Sendable {
         if let store = cluster?.store {
             viewAge = { store.viewAge }
         }
+        // First, so it counts every answer as sent (errors rendered, unknown routes included).
+        router.add(middleware: HTTPMetricsMiddleware(series: metrics.httpRequests))
         router.add(
             middleware: APIResponseMiddleware(
                 indexHeader: Self.indexHeader, currentIndex: { catalog.index },

@@ -102,9 +102,14 @@ extension AgentHTTPAPI {
     @Sendable func prometheusMetrics(
         _ request: Request, _ context: AgentRequestContext
     ) async throws -> Response {
-        let body = metrics.exposition(
-            catalog: catalog.summary(), health: health.report(), watches: watches.report(), limits: limits,
-            connections: connections)
+        let startedAt = self.startedAt
+        let body = await metrics.exposition(
+            AgentMetrics.Scrape(
+                catalog: catalog, health: health.report(), watches: watches.report(), limits: limits,
+                connections: connections,
+                clusterViewAge: cluster.map { cluster in
+                    (cluster.store.viewAge, .seconds(Date().timeIntervalSince(startedAt)))
+                }))
         return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

@@ -137,6 +137,8 @@ struct EventStream: Sendable {
     let rights: (@Sendable () -> ACLAuthority?)?
 
     func run(_ writer: inout any ResponseBodyWriter) async throws {
+        metrics.eventStreamsOpen.increment()
+        defer { metrics.eventStreamsOpen.decrement() }
         let watches = self.watches
         try await withGracefulShutdownHandler {
             try await stream(&writer)

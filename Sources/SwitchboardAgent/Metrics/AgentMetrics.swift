@@ -1,6 +1,9 @@
+import ProcessSupport
 import Prometheus
 import SwitchboardCatalog
 import SwitchboardCore
+import SwitchboardDNS
+import Synchronization
 
 /// The agent's metrics, kept in its own Prometheus registry and served at `GET /metrics`.
 ///
@@ -34,6 +37,15 @@ public final class AgentMetrics: Sendable {
     let connectionsRefused: Counter
     private let connections: Gauge
     private let connectionsLimit: Gauge
+    /// The HTTP API's requests by route, method and status, and their durations.
+    let httpRequests: HTTPRequestSeries
+    /// Event streams (`text/event-stream`) open now.
+    let eventStreamsOpen: Gauge
+    /// DNS answers, counted by the DNS server (see ``DNSQueryStatistics``) and turned into counters when scraped.
+    public let dnsQueries = DNSQueryStatistics()
+    private let dnsCounters: ScrapedCounters<DNSCountKey>
+    /// Instances by service and status, read from the catalog when scraped.
+    private let serviceGauges: ServiceGauges
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -116,13 +128,25 @@ public final class AgentMetrics: Sendable {
         aclRefusals = registry.makeCounter(
             descriptor: Self.metric(
                 "acl_refusals", unit: "total", help: "Requests refused for their ACL token (401 or 403)."))
+        httpRequests = HTTPRequestSeries(registry: registry)
+        eventStreamsOpen = registry.makeGauge(
+            descriptor: Self.metric("event_streams_open", unit: "", help: "Event streams (text/event-stream) open now.")
+        )
+        dnsCounters = ScrapedCounters(registry: registry) { key in
+            (
+                Self.metric(
+                    "dns_queries", unit: "total", help: "DNS queries answered, by question type and response code."),
+                [("type", key.type), ("rcode", key.code)]
+            )
+        }
+        serviceGauges = ServiceGauges(registry: registry)
         watchResynchronisations = registry.makeCounter(
             descriptor: Self.metric(
                 "watch_resynchronisations", unit: "total",
                 help: "Event streams that fell behind the changes held and were sent a fresh snapshot."))
     }
 
-    private static func metric(_ name: String, unit: String, help: String) -> MetricNameDescriptor {
+    static func metric(_ name: String, unit: String, help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "switchboard", metricName: name, unitName: unit, helpText: help)
     }
 
@@ -134,30 +158,168 @@ public final class AgentMetrics: Sendable {
         transitionCounters[status]!
     }
 
-    /// The Prometheus text exposition, with the catalog's gauges read now.
-    func exposition(
-        catalog: CatalogSummary, health: HealthReport, watches: WatchReport, limits: RequestLimits? = nil,
-        connections connectionLimiter: ConnectionLimiter? = nil
-    ) -> [UInt8] {
-        if let connectionLimiter {
+    /// Times the catalog's commits to its store, labelled `store` (`sqlite`, `etcd`, `memory`): their duration and
+    /// how many changes each held, and the commits the store refused or failed.
+    public func observeCommits(of catalog: Catalog, store: String) {
+        let duration = registry.makeDurationHistogram(
+            descriptor: Self.metric(
+                "store_commit_duration", unit: "seconds", help: "How long the store took to commit a batch of changes."),
+            labels: [("store", store)],
+            buckets: [
+                .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2.5), .milliseconds(5),
+                .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+                .milliseconds(500), .seconds(1), .seconds(2.5),
+            ])
+        let size = registry.makeValueHistogram(
+            descriptor: Self.metric(
+                "store_commit_changes", unit: "", help: "How many changes each commit to the store held (the batch)."),
+            labels: [("store", store)], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
+        let failures = registry.makeCounter(
+            descriptor: Self.metric(
+                "store_commit_failures", unit: "total",
+                help: "Commits the store refused (a conflict, too large) or could not make (unreachable, failed)."),
+            labels: [("store", store)])
+        catalog.addCommitObserver { commit in
+            guard commit.succeeded else {
+                failures.increment()
+                return
+            }
+            duration.record(commit.duration)
+            size.record(Double(commit.changes))
+        }
+    }
+
+    /// What `/metrics` reads when scraped, besides the series counted as things happen.
+    struct Scrape {
+        var catalog: Catalog
+        var health: HealthReport
+        var watches: WatchReport
+        var limits: RequestLimits?
+        var connections: ConnectionLimiter?
+        /// Cluster mode: how long ago the view was confirmed current (nil: never since start), and how long ago the
+        /// agent started (a view never confirmed is at least that old).
+        var clusterViewAge: (age: Duration?, uptime: Duration)?
+    }
+
+    /// The Prometheus text exposition, with the scrape-time figures read now, the process's own at the end.
+    func exposition(_ scrape: Scrape) async -> [UInt8] {
+        if let connectionLimiter = scrape.connections {
             connections.set(Double(connectionLimiter.openConnections))
             connectionsLimit.set(Double(connectionLimiter.maximum))
         }
-        if let limits {
+        if let limits = scrape.limits {
             heldRequests.set(Double(limits.heldRequests))
             heldRequestsLimit.set(Double(limits.configuration.maximumHeldRequests))
             writeRateLimit.set(limits.configuration.writesPerSecond)
         }
-        watchersWaiting.set(Double(watches.waiting))
-        watchFrameBytes.set(Double(watches.frameBytes))
+        let catalog = scrape.catalog.summary()
+        watchersWaiting.set(Double(scrape.watches.waiting))
+        watchFrameBytes.set(Double(scrape.watches.frameBytes))
         catalogIndex.set(Double(catalog.index))
         instanceGauges[.passing]?.set(Double(catalog.counts.passing))
         instanceGauges[.warning]?.set(Double(catalog.counts.warning))
         instanceGauges[.critical]?.set(Double(catalog.counts.critical))
         instanceGauges[.maintenance]?.set(Double(catalog.counts.maintenance))
-        checkGauges[.ttl]?.set(Double(health.checks.ttl))
-        checkGauges[.http]?.set(Double(health.checks.http))
-        checkGauges[.tcp]?.set(Double(health.checks.tcp))
-        return registry.emitToBuffer()
+        checkGauges[.ttl]?.set(Double(scrape.health.checks.ttl))
+        checkGauges[.http]?.set(Double(scrape.health.checks.http))
+        checkGauges[.tcp]?.set(Double(scrape.health.checks.tcp))
+        serviceGauges.update(scrape.catalog.services().services)
+        if let view = scrape.clusterViewAge {
+            registry.makeGauge(
+                descriptor: Self.metric(
+                    "cluster_view_age", unit: "seconds",
+                    help:
+                        "Cluster mode: how long ago this agent last knew its view held every change etcd committed.")
+            )
+            .set((view.age ?? view.uptime).seconds)
+        }
+        dnsCounters.update(
+            await dnsQueries.totals().nonZero.map { (DNSCountKey(type: $0.type, code: $0.code), $0.count) })
+        var body = registry.emitToBuffer()
+        ProcessFigures.current().appendExposition(to: &body)
+        return body
+    }
+}
+
+/// A DNS counter's labels.
+struct DNSCountKey: Hashable, Sendable {
+    var type: String
+    var code: String
+}
+
+/// Counters whose totals are kept elsewhere (DNS's, per event loop) and brought into the registry when scraped: each
+/// scrape adds what the total grew by since the last.
+final class ScrapedCounters<Key: Hashable & Sendable>: Sendable {
+    private struct Entry {
+        var counter: Counter
+        var reported: UInt64
+    }
+
+    private let registry: PrometheusCollectorRegistry
+    private let describe: @Sendable (Key) -> (MetricNameDescriptor, [(String, String)])
+    private let entries = Mutex<[Key: Entry]>([:])
+
+    init(
+        registry: PrometheusCollectorRegistry,
+        describe: @escaping @Sendable (Key) -> (MetricNameDescriptor, [(String, String)])
+    ) {
+        self.registry = registry
+        self.describe = describe
+    }
+
+    /// Brings each counter up to its `total`.
+    func update(_ totals: [(Key, UInt64)]) {
+        entries.withLock { entries in
+            for (key, total) in totals {
+                if entries[key] == nil {
+                    let (descriptor, labels) = describe(key)
+                    entries[key] = Entry(
+                        counter: registry.makeCounter(descriptor: descriptor, labels: labels), reported: 0)
+                }
+                guard total > entries[key]!.reported else { continue }
+                entries[key]!.counter.increment(by: Int64(clamping: total - entries[key]!.reported))
+                entries[key]!.reported = total
+            }
+        }
+    }
+}
+
+/// `switchboard_service_instances{service, status}`: each service's instances by status, read from the catalog when
+/// scraped. One series per service and status (four per service with an instance); a service's go when its last
+/// instance does.
+final class ServiceGauges: Sendable {
+    private let registry: PrometheusCollectorRegistry
+    private let gauges = Mutex<[ServiceName: [HealthStatus: Gauge]]>([:])
+
+    init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+    }
+
+    func update(_ services: [ServiceSummary]) {
+        gauges.withLock { gauges in
+            var listed = Set<ServiceName>()
+            for summary in services {
+                listed.insert(summary.name)
+                if gauges[summary.name] == nil {
+                    var made: [HealthStatus: Gauge] = [:]
+                    for status in HealthStatus.allCases {
+                        made[status] = registry.makeGauge(
+                            descriptor: AgentMetrics.metric(
+                                "service_instances", unit: "", help: "Registered instances of each service, by status."),
+                            labels: [("service", summary.name.rawValue), ("status", status.rawValue)])
+                    }
+                    gauges[summary.name] = made
+                }
+                let counts = summary.counts
+                gauges[summary.name]?[.passing]?.set(Double(counts.passing))
+                gauges[summary.name]?[.warning]?.set(Double(counts.warning))
+                gauges[summary.name]?[.critical]?.set(Double(counts.critical))
+                gauges[summary.name]?[.maintenance]?.set(Double(counts.maintenance))
+            }
+            for (name, made) in gauges where !listed.contains(name) {
+                for gauge in made.values { registry.unregisterGauge(gauge) }
+                gauges[name] = nil
+            }
+        }
     }
 }
