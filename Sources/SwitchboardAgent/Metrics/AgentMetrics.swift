@@ -41,7 +41,7 @@ public final class AgentMetrics: Sendable {
     let httpRequests: HTTPRequestSeries
     /// Event streams (`text/event-stream`) open now.
     let eventStreamsOpen: Gauge
-    /// DNS answers, counted by the DNS server (see ``DNSQueryStatistics``) and turned into counters when scraped.
+    /// DNS answers, counted by the DNS server (see `DNSQueryStatistics`) and turned into counters when scraped.
     public let dnsQueries = DNSQueryStatistics()
     private let dnsCounters: ScrapedCounters<DNSCountKey>
     /// Instances by service and status, read from the catalog when scraped.
