@@ -85,6 +85,26 @@ extension AgentHTTPAPI {
         return try json(try acls.token(accessorID: accessor), index: catalog.index, request: request)
     }
 
+    /// What the caller's own token may do, on the agent's areas and on each `?service=` (at most 1,000 of them);
+    /// open to every caller, since it tells a token only about itself.
+    @Sendable func aclRights(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
+        let names = request.uri.queryParameters.getAll("service").map { String($0) }
+        guard names.count <= 1000 else {
+            throw ValidationError(field: "service", message: "service may be given at most 1000 times")
+        }
+        var services: [String: ACLAccess] = [:]
+        for name in names {
+            let service = try ServiceName(name, field: "service")
+            services[name] = context.authority.access(to: .service(service))
+        }
+        let authority = context.authority
+        let rights = ACLRights(
+            enforced: authority.enforced, accessorID: authority.enforced ? authority.accessorID : nil,
+            agent: authority.access(to: .agent), acl: authority.access(to: .acl),
+            events: authority.access(to: .events), services: services)
+        return try json(rights, index: catalog.index, request: request)
+    }
+
     @Sendable func aclListTokens(_ request: Request, _ context: AgentRequestContext) async throws -> Response {
         try json(ACLTokenList(tokens: acls.tokens()), index: catalog.index, request: request)
     }

@@ -152,6 +152,7 @@ public struct AgentHTTPAPI: Sendable {
             routes: [
                 RouteDefinition(.put, "/bootstrap", .open) { $0.aclBootstrap },
                 RouteDefinition(.get, "/token/self", .open) { $0.aclTokenSelf },
+                RouteDefinition(.get, "/rights", .open) { $0.aclRights },
                 RouteDefinition(.get, "/tokens", .area(.read, .acl)) { $0.aclListTokens },
                 RouteDefinition(.post, "/tokens", .area(.write, .acl)) { $0.aclCreateToken },
                 RouteDefinition(.get, "/tokens/{accessor}", .area(.read, .acl)) { $0.aclReadToken },

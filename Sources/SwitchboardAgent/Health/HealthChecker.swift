@@ -67,6 +67,7 @@ public final class HealthChecker: Service, Sendable {
     private let metrics: AgentMetrics
     private let table: Mutex<HealthTable>
     private let probesInFlight = Atomic<Int>(0)
+    private let heartbeatsReceived = Atomic<Int>(0)
     /// Cuts the scheduler's sleep short when the table gets work due before it.
     private let alarm = Alarm()
     private let lateness = Mutex(LatenessSamples(capacity: 10_000))
@@ -181,6 +182,7 @@ public final class HealthChecker: Service, Sendable {
                     instance, checkID: checkID, status: status, output: output, to: owner, token: relayToken)
             {
                 metrics.heartbeats.increment()
+                heartbeatsReceived.add(1, ordering: .relaxed)
                 // An owner whose view lags (the instance registered through another agent a moment ago) does not
                 // know it yet: a 404 would make the client register again for nothing.
                 if case .unknownInstance = answer { return heartbeatFromCatalog(instance, checkID: checkID) }
@@ -189,6 +191,7 @@ public final class HealthChecker: Service, Sendable {
             return heartbeatFromCatalog(instance, checkID: checkID)
         }
         metrics.heartbeats.increment()
+        heartbeatsReceived.add(1, ordering: .relaxed)
         // A heartbeat can bring work forward: a check given back its TTL deadline, a critical status's timer.
         let outcome = changeTable {
             $0.heartbeat(instance, checkID: checkID, status: status, output: output, now: .now)
@@ -386,7 +389,8 @@ public final class HealthChecker: Service, Sendable {
                 share: policy.share,
                 missing: state.missing,
                 instances: state.population
-            )
+            ),
+            heartbeats: heartbeatsReceived.load(ordering: .relaxed)
         )
     }
 }

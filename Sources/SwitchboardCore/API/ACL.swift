@@ -239,6 +239,32 @@ public struct ACLTokenList: Codable, Sendable, Hashable {
     public init(tokens: [ACLToken]) { self.tokens = tokens }
 }
 
+/// `GET /v1/acl/rights`: what the caller's own token may do, so a user interface can say why a button is off before
+/// the user presses it (Consul's UI asks its agent the same way).
+public struct ACLRights: Codable, Sendable, Hashable {
+    /// Whether the agent enforces ACLs; when it does not, every access is `write`.
+    public var enforced: Bool
+    /// The token's accessor id (`anonymous` for a caller without one); nil with ACLs off.
+    public var accessorID: String?
+    public var agent: ACLAccess
+    public var acl: ACLAccess
+    public var events: ACLAccess
+    /// The access to each service the request named (`?service=`, repeatable).
+    public var services: [String: ACLAccess]
+
+    public init(
+        enforced: Bool, accessorID: String?, agent: ACLAccess, acl: ACLAccess, events: ACLAccess,
+        services: [String: ACLAccess]
+    ) {
+        self.enforced = enforced
+        self.accessorID = accessorID
+        self.agent = agent
+        self.acl = acl
+        self.events = events
+        self.services = services
+    }
+}
+
 /// `GET /v1/acl/policies`.
 public struct ACLPolicyList: Codable, Sendable, Hashable {
     public var policies: [ACLPolicy]

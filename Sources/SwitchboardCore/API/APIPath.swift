@@ -28,6 +28,8 @@ public enum APIPath {
     public static let aclTokens = "/v1/acl/tokens"
     /// `GET`: the token the request presents.
     public static let aclTokenSelf = "/v1/acl/token/self"
+    /// `GET`: what the request's token may do (`?service=` names the services to answer for).
+    public static let aclRights = "/v1/acl/rights"
     /// `GET`: every policy; `POST`: a new policy.
     public static let aclPolicies = "/v1/acl/policies"
 

@@ -142,11 +142,15 @@ public struct HealthReport: Sendable, Codable, Hashable {
     /// How late probes started against their schedule, over the latest probes.
     public var probeLateness: LatenessSummary
     public var selfPreservation: SelfPreservation
+    /// Heartbeats received since the agent started (TTL checks, Consul's check updates, Eureka's renewals): two
+    /// readings a known time apart give the rate.
+    public var heartbeats: Int
 
     public init(
         checks: CheckCounts, probesInFlight: Int, skippedProbes: Int, probeLateness: LatenessSummary,
-        selfPreservation: SelfPreservation
+        selfPreservation: SelfPreservation, heartbeats: Int = 0
     ) {
+        self.heartbeats = heartbeats
         self.checks = checks
         self.probesInFlight = probesInFlight
         self.skippedProbes = skippedProbes
