@@ -121,6 +121,11 @@ let package = Package(
                 .product(name: "HeapModule", package: "swift-collections"),
             ],
             resources: [.embedInCode("Resources/openapi.yaml")]
+                // The dashboard's files (see `Dashboard.swift`), one by one: each becomes bytes in the binary.
+                + [
+                    "index.html", "dashboard.css", "app.js", "api.js", "stream.js", "view.js", "services.js",
+                    "service.js", "events.js", "agent.js",
+                ].map { .embedInCode("Resources/ui/\($0)") }
         ),
         .target(
             name: "SwitchboardClient",

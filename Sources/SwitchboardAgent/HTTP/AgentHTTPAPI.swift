@@ -218,6 +218,8 @@ public struct AgentHTTPAPI: Sendable {
         serve(Self.consulGroups) {
             router.group(RouterPath($0)).add(middleware: ConsulResponseMiddleware(viewAge: viewAge))
         }
+        // The dashboard's files: open (they hold no data; the pages read the API with the operator's token).
+        Dashboard.addRoutes(to: router)
         return router
     }
 
