@@ -124,7 +124,7 @@ let package = Package(
                 // The dashboard's files (see `Dashboard.swift`), one by one: each becomes bytes in the binary.
                 + [
                     "index.html", "dashboard.css", "app.js", "api.js", "stream.js", "view.js", "services.js",
-                    "service.js", "events.js", "agent.js",
+                    "service.js", "events.js", "agent.js", "gateways.js",
                 ].map { .embedInCode("Resources/ui/\($0)") }
         ),
         .target(

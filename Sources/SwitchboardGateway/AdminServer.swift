@@ -6,7 +6,9 @@ import Prometheus
 import SwitchboardCore
 
 /// The gateway's admin address: `GET /metrics` (Prometheus text), `GET /routes` (the routes in force) and
-/// `GET /health`. Kept off the proxy's address so no route can shadow it and callers cannot reach it.
+/// `GET /health`. Kept off the proxy's address so no route can shadow it and callers cannot reach it. `/routes` and
+/// `/health` may be read from any origin: they hold nothing secret, and the agent's dashboard shows a registered
+/// gateway's routes by reading them from the operator's browser.
 enum AdminServer {
     static func bind(
         host: String, port: Int, metrics: GatewayMetrics, router: GatewayRouter
@@ -65,6 +67,7 @@ final class AdminHandler: ChannelInboundHandler {
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: type)
             headers.add(name: "Content-Length", value: String(body.count))
+            if path == "/routes" || path == "/health" { headers.add(name: "Access-Control-Allow-Origin", value: "*") }
             context.write(
                 wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
                 promise: nil)

@@ -44,6 +44,8 @@ public struct GatewayConfiguration: Sendable {
     public var agentTLS: AgentTLSConfiguration?
     /// The ACL token the gateway presents to agents with ACLs on (it needs read on the services it routes to).
     public var agentToken: String?
+    /// The gateway registers itself as an instance of a service (and then needs write on it); nil: it does not.
+    public var registration: GatewayRegistration?
 
     /// Where the access log goes.
     public enum AccessLogDestination: Sendable, Equatable {
@@ -64,8 +66,9 @@ public struct GatewayConfiguration: Sendable {
         shutdownGrace: Duration = .seconds(10), routeFile: String? = nil,
         routeReloadInterval: Duration = .seconds(1), accessLog: AccessLogDestination = .off,
         admin: (host: String, port: Int)? = nil, tls: TLSSettings? = nil, agentTLS: AgentTLSConfiguration? = nil,
-        agentToken: String? = nil
+        agentToken: String? = nil, registration: GatewayRegistration? = nil
     ) {
+        self.registration = registration
         self.agentToken = agentToken
         self.tls = tls
         self.agentTLS = agentTLS

@@ -111,8 +111,29 @@ public struct GatewayServer: Service {
                 "gateway admin listening",
                 metadata: ["address": "\(address.host):\(admin?.localAddress?.port ?? address.port)"])
         }
+        let registration = try configuration.registration.map { registration in
+            ServiceRegistration(
+                connection: connection,
+                configuration: try registration.configuration(
+                    listenHost: configuration.host, port: port, adminPort: admin?.localAddress?.port,
+                    tls: tls != nil),
+                logger: logger)
+        }
+        // Ends when the registration has drained and left (at once without one): the gateway keeps serving until then.
+        let (registrationEnded, registrationEnding) = AsyncStream<Never>.makeStream()
+        if registration == nil { registrationEnding.finish() }
         try await withThrowingDiscardingTaskGroup { tasks in
             tasks.addTask { try await discovery.run() }
+            if let registration {
+                tasks.addTask {
+                    defer { registrationEnding.finish() }
+                    do {
+                        try await registration.run()
+                    } catch {
+                        logger.error("the gateway could not register itself", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
             if let tls { tasks.addTask { try await TLSReloader(tls: tls, logger: logger).run() } }
             if let accessLog { tasks.addTask { await accessLog.run() } }
             if let routeFile, let path = configuration.routeFile {
@@ -124,6 +145,8 @@ public struct GatewayServer: Service {
             }
             await onListening(port)
             try? await gracefulShutdown()
+            // Drained in the registry first, so callers stop picking this gateway while it still answers.
+            for await _ in registrationEnded {}
             // No new callers; each connection finishes the exchange under way and closes, for at most the
             // shutdown grace; then the pooled connections to instances close.
             let closed = group.next().makePromise(of: Void.self)

@@ -29,6 +29,14 @@ enum GatewaySettings {
     static let admin = Setting(
         "admin", environment: "SWITCHBOARD_GATEWAY_ADMIN", default: "127.0.0.1:7081", valueName: "host:port",
         "Admin address for /metrics, /routes and /health, or 'off'.")
+    static let register = Setting(
+        "register", environment: "SWITCHBOARD_GATEWAY_REGISTER", valueName: "service",
+        "Register this gateway as an instance of this service (such as 'gateway'), with an HTTP check on the admin "
+            + "/health, so callers and the dashboard find it; unset: not registered.")
+    static let advertise = Setting(
+        "advertise-address", environment: "SWITCHBOARD_GATEWAY_ADVERTISE_ADDRESS", valueName: "host",
+        "The host others reach this gateway at, for its registration; unset: the listen host (127.0.0.1 when it "
+            + "listens on every interface).")
     static let threads = Setting(
         "threads", environment: "SWITCHBOARD_GATEWAY_THREADS", valueName: "count",
         "Event-loop threads serving callers and instances; none: one per core the process may run on.")
@@ -37,7 +45,8 @@ enum GatewaySettings {
 
     static let all: [Setting] =
         [
-            listen, agents, routeFile, accessLog, admin, threads, tls.certificate, tls.key, tls.clientCA,
+            listen, agents, routeFile, accessLog, admin, register, advertise, threads, tls.certificate, tls.key,
+            tls.clientCA,
         ] + ClientSettings.agentAccess + [
             CommonSettings.logLevel,
             CommonSettings.logFormat, Setting.configFile,
@@ -67,12 +76,15 @@ enum GatewaySettings {
             if text == "off" { return .some(nil) }
             return HostAndPort(text).map { .some(($0.host, $0.port)) }
         }
+        let registration = try settings.value(register, rule: "a service name (a DNS label such as 'gateway')") {
+            try? ServiceName($0)
+        }.map { GatewayRegistration(service: $0, advertisedHost: settings.text(advertise)) }
         return GatewayConfiguration(
             host: address.host, port: address.port,
             agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
             routeFile: settings.text(routeFile), accessLog: destination, admin: adminAddress,
             tls: try tls.settings(from: settings), agentTLS: try ClientSettings.agentTLS(from: settings),
-            agentToken: try ClientSettings.token(from: settings))
+            agentToken: try ClientSettings.token(from: settings), registration: registration)
     }
 
     /// The event-loop threads, when set.
@@ -112,6 +124,12 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(name: GatewaySettings.admin.argumentName, help: GatewaySettings.admin.help)
     var admin: String?
 
+    @Option(name: GatewaySettings.register.argumentName, help: GatewaySettings.register.help)
+    var register: String?
+
+    @Option(name: GatewaySettings.advertise.argumentName, help: GatewaySettings.advertise.help)
+    var advertiseAddress: String?
+
     @Option(name: GatewaySettings.threads.argumentName, help: GatewaySettings.threads.help)
     var threads: String?
 
@@ -136,6 +154,8 @@ struct GatewayCommand: AsyncParsableCommand {
         given[GatewaySettings.routeFile] = config
         given[GatewaySettings.accessLog] = accessLog
         given[GatewaySettings.admin] = admin
+        given[GatewaySettings.register] = register
+        given[GatewaySettings.advertise] = advertiseAddress
         given[GatewaySettings.threads] = threads
         given[GatewaySettings.tls.certificate] = tlsCertificate
         given[GatewaySettings.tls.key] = tlsKey

@@ -134,6 +134,27 @@ class CuttableProxy:
             self.refusing = False
 
 
+def start_gateway():
+    """`switchboard gateway --register gateway` with a route file, on free ports."""
+    import tempfile
+    routes = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    routes.write("""routes:
+  - name: checkout
+    match: { prefix: /checkout }
+    split:
+      - { service: payment, weight: 3 }
+      - { service: order, weight: 1 }
+  - name: cart
+    match: { prefix: /cart }
+    service: cart
+""")
+    routes.close()
+    return subprocess.Popen(
+        [os.environ["SWITCHBOARD_BINARY"], "gateway", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+         "--agent", agent, "--config", routes.name, "--register", "gateway", "--access-log", "off",
+         "--log-level", "warning"])
+
+
 def http_check(port):
     return {"type": "http", "url": f"http://127.0.0.1:{port}/health", "interval": "200ms", "timeout": "150ms"}
 
@@ -276,6 +297,25 @@ def live(driver):
         driver.get(agent + "/ui/#/services/payment")
         wait_for("payment's page", lambda: driver.find_elements(By.CSS_SELECTOR, 'article[data-instance="payment-1"]'))
         shoot(driver, "service-dark", dark=True)
+
+        step("a gateway that registers itself appears with its routes")
+        gateway = start_gateway()
+        try:
+            driver.get(agent + "/ui/#/gateways")
+            card = wait_for("the gateway's card", lambda: driver.find_elements(By.CSS_SELECTOR, "article[data-gateway]"),
+                            15, 0.2)[0]
+            wait_for("its routes", lambda: driver.find_elements(By.CSS_SELECTOR, 'tr[data-route="checkout"]'), 15, 0.2)
+            route = driver.find_element(By.CSS_SELECTOR, 'tr[data-route="checkout"]').text
+            assert "/checkout" in route and "payment" in route and "order" in route, route
+            wait_for("the gateway passing", lambda: driver.find_element(
+                By.CSS_SELECTOR, "article[data-gateway] header .status").get_attribute("data-status") == "passing", 15,
+                0.2)
+            del card
+            shoot(driver, "gateways")
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(timeout=20)
+        assert not api("GET", "/v1/services/gateway?status=any")["instances"], "the gateway did not deregister"
 
         step("a lost connection shows a notice, and the page resumes with Last-Event-ID")
         proxy = CuttableProxy(int(agent.rsplit(":", 1)[1]))

@@ -44,7 +44,7 @@ struct DashboardBrowserTests {
         }
         let result = try await runProgram(
             python, [PythonClients.fixture("dashboard_test.py"), mode, agent.baseURL, screenshots],
-            timeout: .seconds(240))
+            environment: ["SWITCHBOARD_BINARY": SwitchboardBinary.path], timeout: .seconds(240))
         let output = result.stdout + result.stderr
         #expect(
             result.status == 0 && result.stdout.hasSuffix("ok\n"), "\(output)\nagent log:\n\(agent.log.suffix(4000))")

@@ -29,14 +29,16 @@ enum Dashboard {
         "service.js": Asset(bytes: PackageResources.service_js, contentType: javaScript),
         "events.js": Asset(bytes: PackageResources.events_js, contentType: javaScript),
         "agent.js": Asset(bytes: PackageResources.agent_js, contentType: javaScript),
+        "gateways.js": Asset(bytes: PackageResources.gateways_js, contentType: javaScript),
     ]
 
     private static let javaScript = "text/javascript; charset=utf-8"
 
     /// Scripts and styles from the agent only, no inline script, no framing by other sites: a page that holds a
-    /// token in session storage must not run code from elsewhere.
+    /// token in session storage must not run code from elsewhere. Reads may go elsewhere only for the gateways'
+    /// routes, from their admin addresses (without the token).
     private static let securityPolicy =
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' http: https:; "
         + "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
     /// Adds `/ui/` (the router takes `/ui` for the same path; the page names its files by absolute paths, so both

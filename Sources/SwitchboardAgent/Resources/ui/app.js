@@ -6,19 +6,21 @@ import { servicesPage } from "./services.js";
 import { servicePage } from "./service.js";
 import { eventsPage } from "./events.js";
 import { agentPage } from "./agent.js";
+import { gatewaysPage } from "./gateways.js";
 
 const main = document.getElementById("main");
 let current = null;
 /** Whether the token may read the agent itself (its banners); asked before polling, so nothing is refused. */
 let agentReadable = false;
 
-/** The page the fragment names: `#/services`, `#/services/payment`, `#/events`, `#/agent`. */
+/** The page the fragment names: `#/services`, `#/services/payment`, `#/events`, `#/gateways`, `#/agent`. */
 function route() {
   const path = location.hash.replace(/^#/, "") || "/services";
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "services" && parts[1]) return { name: "services", make: () => servicePage(parts[1]) };
   if (parts[0] === "events") return { name: "events", make: () => eventsPage(parts[1] ?? "") };
   if (parts[0] === "agent") return { name: "agent", make: () => agentPage() };
+  if (parts[0] === "gateways") return { name: "gateways", make: () => gatewaysPage() };
   return { name: "services", make: () => servicesPage() };
 }
 
