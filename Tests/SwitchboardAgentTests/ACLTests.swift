@@ -78,6 +78,36 @@ import Glibc
         }
     }
 
+    /// `GET /v1/acl/rights` answers what the caller's own token may do, so the dashboard can say why a button is off:
+    /// per named service (exact and prefix rules), on the agent's areas, for the anonymous token, and for everyone
+    /// with ACLs off; a bad service name is a 422 naming the field.
+    @Test func aTokenLearnsItsOwnRightsOnServicesAndAreas() async throws {
+        try await Self.withSecuredAgent { agent in
+            let reader = try await agent.token(
+                policy: "pay-reader", #""services": {"pay*": "read", "order": "write"}, "events": "read""#)
+            let answer = try await http(
+                .GET, "\(agent.url)/v1/acl/rights?service=payment&service=order&service=cart",
+                headers: [("X-Switchboard-Token", reader.secret)])
+            #expect(answer.status == 200, "\(answer.text)")
+            let rights = try answer.decode(ACLRights.self)
+            #expect(rights.enforced && rights.accessorID == reader.accessor)
+            #expect(rights.services == ["payment": .read, "order": .write, "cart": .deny])
+            #expect(rights.agent == .deny && rights.acl == .deny && rights.events == .read)
+            let management = try await http(
+                .GET, "\(agent.url)/v1/acl/rights?service=cart", headers: [("X-Switchboard-Token", agent.management)]
+            ).decode(ACLRights.self)
+            #expect(management.services == ["cart": .write] && management.acl == .write)
+            let anonymous = try await http(.GET, "\(agent.url)/v1/acl/rights?service=cart").decode(ACLRights.self)
+            #expect(anonymous.accessorID == ACLToken.anonymousAccessorID && anonymous.services == ["cart": .deny])
+            let bad = try await http(.GET, "\(agent.url)/v1/acl/rights?service=Not_A_Name")
+            #expect(bad.status == 422 && bad.text.contains(#""field":"service""#), "\(bad.text)")
+        }
+        try await withLiveAgent { agent in
+            let open = try await http(.GET, "\(agent.baseURL)/v1/acl/rights?service=cart").decode(ACLRights.self)
+            #expect(!open.enforced && open.accessorID == nil && open.services == ["cart": .write] && open.acl == .write)
+        }
+    }
+
     /// The bootstrap token manages everything, and a second bootstrap is refused.
     @Test func theBootstrapTokenWorksAndASecondBootstrapIsRefused() async throws {
         try await Self.withSecuredAgent { agent in

@@ -131,7 +131,7 @@ export function servicePage(name) {
     const counts = {};
     for (const instance of instances.values()) counts[instance.status] = (counts[instance.status] ?? 0) + 1;
     summary.textContent = instances.size === 0 ? "No instances registered." :
-      `${instances.size} instances: ` + Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(", ");
+      `${instances.size} instance${instances.size === 1 ? "" : "s"}: ` + Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(", ");
   }
   const schedule = frameScheduler(render);
 
