@@ -43,6 +43,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         // SHA-256 of ACL token secrets (jwt-kit and swift-certificates depend on it too).
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        // Spans exported over OTLP/HTTP when --otlp-endpoint is given; only the HTTP exporter (the default traits also
+        // build gRPC).
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         // The model, its validation, the API's wire types and paths: what every part (and every user of the client
@@ -119,6 +122,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             resources: [.embedInCode("Resources/openapi.yaml")]
                 // The dashboard's files (see `Dashboard.swift`), one by one: each becomes bytes in the binary.
@@ -161,6 +165,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         // A runnable example of the client library (a self-registering backend and a caller); the client's
@@ -180,6 +185,7 @@ let package = Package(
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         .executableTarget(
@@ -233,6 +239,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "OTel", package: "swift-otel"),
             ]
         ),
         .testTarget(name: "SwitchboardCoreTests", dependencies: ["SwitchboardCore"]),
@@ -286,7 +293,10 @@ let package = Package(
         ),
         .testTarget(
             name: "DemoTests",
-            dependencies: ["SwitchboardTestSupport", "switchboard"]
+            dependencies: [
+                "SwitchboardTestSupport", "switchboard", "SwitchboardCore",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "SwitchboardGatewayTests",
@@ -305,6 +315,8 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 // The proxy handler's tests drive it on embedded channels, without sockets.
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         .testTarget(

@@ -28,13 +28,17 @@ public struct DemoConfiguration: Sendable {
     /// ACLs on: the agents deny by default; the demo bootstraps them and runs the shop and the gateway with a token
     /// scoped to the shop's services.
     public var acl: Bool
+    /// The collector the agents, the gateway and the shop's processes export their spans to (its OTLP/HTTP base
+    /// address, such as `http://127.0.0.1:4318`); nil: nothing is traced.
+    public var otlpEndpoint: String?
 
     /// The defaults are the command line's.
     public init(
         duration: Duration = .seconds(60), chaos: Bool = true, json: Bool = false, shoppers: Int = 6,
-        cluster: Bool = false, acl: Bool = false
+        cluster: Bool = false, acl: Bool = false, otlpEndpoint: String? = nil
     ) {
         self.acl = acl
+        self.otlpEndpoint = otlpEndpoint
         self.duration = duration
         self.chaos = chaos
         self.json = json
@@ -189,7 +193,7 @@ public final class DemoRunner: Sendable {
             [
                 "gateway", "--listen", "127.0.0.1:\(gatewayPort)", "--config", "\(directory)/gateway.yaml",
                 "--access-log", "off", "--admin", "off", "--log-level", "warning",
-            ] + agentArguments, readsPort: false)
+            ] + agentArguments + tracingArguments, readsPort: false)
         try await waitForHTTP("http://127.0.0.1:\(gatewayPort)/api/none")
         for (role, count) in [("payment", 2), ("order", 3), ("cart", 1)] {
             for index in 1...count { try await startInstance(role, index) }
@@ -219,6 +223,9 @@ public final class DemoRunner: Sendable {
     /// `--agent URL` for each agent: what the gateway and the services are started with.
     var agentArguments: [String] { agentURLs.flatMap { ["--agent", $0] } }
 
+    /// `--otlp-endpoint URL` when the demo traces: every process of the shop exports its spans there.
+    var tracingArguments: [String] { configuration.otlpEndpoint.map { ["--otlp-endpoint", $0] } ?? [] }
+
     /// The name of agent `index`'s process (`agent`, or `agent-1` and `agent-2` in cluster mode).
     func agentName(_ index: Int) -> String {
         configuration.cluster ? "agent-\(index + 1)" : "agent"
@@ -238,7 +245,7 @@ public final class DemoRunner: Sendable {
             arguments += ["--data-dir", "\(directory)/agent"]
         }
         if configuration.acl { arguments += ["--acl-default-policy", "deny"] }
-        _ = try await children.start(agentName(index), arguments, readsPort: false)
+        _ = try await children.start(agentName(index), arguments + tracingArguments, readsPort: false)
         let url = agentURLs[index]
         let deadline = ContinuousClock.now + .seconds(20)
         while (try? await getJSON(url + APIPath.agent, timeout: .seconds(1))) == nil {
@@ -349,8 +356,8 @@ public final class DemoRunner: Sendable {
         try FileManager.default.createDirectory(atPath: "\(directory)/\(role)", withIntermediateDirectories: true)
         let (_, port) = try await children.start(
             id,
-            ["demo-service", "--role", role, "--id", id, "--data-dir", "\(directory)/\(role)"] + agentArguments,
-            readsPort: true)
+            ["demo-service", "--role", role, "--id", id, "--data-dir", "\(directory)/\(role)"] + agentArguments
+                + tracingArguments, readsPort: true)
         state.withLock { $0.instances[id] = (role, port ?? 0, 0, 0, "starting") }
     }
 

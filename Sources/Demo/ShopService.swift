@@ -9,6 +9,7 @@ import ServiceLifecycle
 import SwitchboardClient
 import SwitchboardCore
 import Synchronization
+import Tracing
 import UnixSignals
 
 /// The three services of the shop. Each runs as its own process, registers itself with the agent (TTL heartbeats)
@@ -68,8 +69,12 @@ final class InstanceControls: Sendable {
     }
 }
 
-/// Runs one shop process until SIGTERM or SIGINT (which drain its registration first).
-public func runShopService(_ configuration: ShopServiceConfiguration) async throws {
+/// Runs one shop process until SIGTERM or SIGINT (which drain its registration first), with `services` (the span
+/// exporter the executable bootstrapped, say) started before and stopped after the shop's own.
+///
+/// When the process has a tracer, each request is a server span continuing the caller's trace (its `traceparent`),
+/// and the calls it makes to the next service are spans under it, so one checkout is one trace.
+public func runShopService(_ configuration: ShopServiceConfiguration, services: [any Service] = []) async throws {
     var logger = Logger(label: "shop.\(configuration.role.rawValue)")
     logger.logLevel = .warning
     let connection = AgentConnection(
@@ -79,6 +84,7 @@ public func runShopService(_ configuration: ShopServiceConfiguration) async thro
     let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
     let instanceID = Mutex<String>(configuration.id ?? "")
     let router = Router()
+    if !(InstrumentationSystem.tracer is NoOpTracer) { router.add(middleware: TracingMiddleware()) }
     router.get("health") { _, _ in "ok\n" }
     router.get("stats") { _, _ in
         jsonResponse(["instance": instanceID.withLock { $0 }, "requests": controls.requests])
@@ -116,7 +122,7 @@ public func runShopService(_ configuration: ShopServiceConfiguration) async thro
         configuration: .init(
             // Stopped in reverse: the registration drains first, discovery goes last (calls during the drain
             // still find their instances).
-            services: [discovery, application, registrar], gracefulShutdownSignals: [.sigterm, .sigint],
+            services: services + [discovery, application, registrar], gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
     try await group.run()
     try await connection.shutdown()

@@ -268,8 +268,11 @@ public struct Agent: Service {
         onDNSListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let metrics = AgentMetrics()
-        metrics.observeCommits(
-            of: catalog, store: String(storeDescription.prefix { $0 != ":" }))
+        let storeKind = String(storeDescription.prefix { $0 != ":" })
+        metrics.observeCommits(of: catalog, store: storeKind)
+        if let tracer = AgentTracing.tracer {
+            AgentTracing.observeCommits(of: catalog, store: storeKind, tracer: tracer)
+        }
         let limits = RequestLimits(configuration: configuration.limits, metrics: metrics)
         let connections = ConnectionLimiter(
             maximum: configuration.limits.maximumConnections, metrics: metrics, logger: logger)

@@ -152,20 +152,27 @@ enum GatewayHeaders {
     /// gateway's hop as the parent, or a new trace when the caller sent none (or a malformed one).
     static func traceparent(from fields: HeaderFields, random: inout FastRandom) -> (header: String, traceID: String) {
         let span = Hex.digits(random.next() | 1, count: 16)
-        if let given = fields.first("traceparent"), given.utf8.count == 55 {
-            let parts = given.split(separator: "-", omittingEmptySubsequences: false)
-            let isHex = { (part: Substring) in
-                part.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
-            }
-            if parts.count == 4, parts[0] == "00", parts[1].count == 32, parts[2].count == 16, parts[3].count == 2,
-                parts.allSatisfy(isHex), parts[1] != Substring(repeating: "0", count: 32),
-                parts[2] != Substring(repeating: "0", count: 16)
-            {
-                return ("00-\(parts[1])-\(span)-\(parts[3])", String(parts[1]))
-            }
+        if let given = callerTraceparent(in: fields) {
+            let parts = given.split(separator: "-")
+            return ("00-\(parts[1])-\(span)-\(parts[3])", String(parts[1]))
         }
         let trace = Hex.digits(random.next(), count: 16) + Hex.digits(random.next() | 1, count: 16)
         return ("00-\(trace)-\(span)-00", trace)
+    }
+
+    /// The caller's `traceparent` when it is a well-formed version-00 one (lower-case hex, trace and parent ids not
+    /// all zeros); nil otherwise.
+    static func callerTraceparent(in fields: HeaderFields) -> String? {
+        guard let given = fields.first("traceparent"), given.utf8.count == 55 else { return nil }
+        let parts = given.split(separator: "-", omittingEmptySubsequences: false)
+        let isHex = { (part: Substring) in
+            part.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+        }
+        guard parts.count == 4, parts[0] == "00", parts[1].count == 32, parts[2].count == 16, parts[3].count == 2,
+            parts.allSatisfy(isHex), parts[1] != Substring(repeating: "0", count: 32),
+            parts[2] != Substring(repeating: "0", count: 16)
+        else { return nil }
+        return given
     }
 
     /// The caller's `X-Request-ID` when it is a sane token (1 to 128 visible ASCII characters), else a new one:

@@ -9,6 +9,7 @@ import ServiceLifecycle
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardTLS
+import Tracing
 
 /// The gateway: one address for callers that know nothing of the registry, proxying each request to a healthy
 /// instance of the service it names (server-side discovery).
@@ -24,12 +25,17 @@ public struct GatewayServer: Service {
     public let metrics: GatewayMetrics
     let logger: Logger
     let onListening: @Sendable (Int) async -> Void
+    /// Spans each proxied request and its attempts; nil when the process traces nothing.
+    let tracer: (any Tracer)?
 
-    /// A gateway; `onListening` is told the bound port.
+    /// A gateway; `onListening` is told the bound port. `tracer` defaults to the one the process bootstrapped
+    /// (`InstrumentationSystem`); with the no-op one, no span is made.
     public init(
         configuration: GatewayConfiguration, metrics: GatewayMetrics = GatewayMetrics(), logger: Logger,
-        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+        tracer: (any Tracer)? = nil, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
+        let chosen = tracer ?? InstrumentationSystem.tracer
+        self.tracer = chosen is NoOpTracer ? nil : chosen
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
@@ -41,6 +47,7 @@ public struct GatewayServer: Service {
     public func run() async throws {
         let configuration = self.configuration
         let logger = self.logger
+        let tracer = self.tracer
         // A route file that cannot be read stops the gateway before it listens: better than serving no routes.
         var routeFile: RouteFileWatcher.Loaded?
         if let path = configuration.routeFile { routeFile = try await RouteFileWatcher.load(path) }
@@ -98,7 +105,7 @@ public struct GatewayServer: Service {
                     try channel.pipeline.syncOperations.addHandler(
                         ProxyHandler(
                             router: router, pool: resources.pool, configuration: configuration, accessLog: accessLog,
-                            aggregator: aggregator, metrics: resources.metrics, logger: logger))
+                            aggregator: aggregator, metrics: resources.metrics, tracer: tracer, logger: logger))
                 }
             }
             .bind(host: configuration.host, port: configuration.port).get()

@@ -1,6 +1,7 @@
 import NIOCore
 import SwitchboardClient
 import SwitchboardCore
+import Tracing
 
 extension ProxyHandler {
     /// What one exchange (a request and its answer) knows: made whole when its head is read and dropped whole when
@@ -25,6 +26,9 @@ extension ProxyHandler {
         var identity: Identity?
         var traceparent = ""
         var traceID = ""
+        /// With a tracer: the exchange's server span, and the client span of the attempt under way.
+        var span: (any Span)?
+        var attemptSpan: (any Span)?
         /// The route's cache key when the response may be stored, and what of it arrived so far.
         var cacheKey: String?
         var cacheCapture: (head: ResponseHead, body: ByteBuffer, freshness: Duration)?

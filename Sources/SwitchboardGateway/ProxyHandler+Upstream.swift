@@ -50,6 +50,7 @@ extension ProxyHandler {
         exchange!.tried.insert(instance.id)
         exchange!.instance = instance
         exchange!.knownInstances = snapshot.instances.count
+        if tracer != nil { startAttemptSpan(to: instance) }
         let address = UpstreamAddress(host: instance.definition.address.rawValue, port: instance.definition.port)
         if let connection = pool.idleConnection(to: address) {
             attach(connection)
@@ -67,7 +68,9 @@ extension ProxyHandler {
                 handler.attach(connection.value)
             case .failure(let error):
                 handler.recordOutcome(false, on: instance)
-                handler.retryOrFail(reason: "\(instance.id): \(TransportFailure(error))")
+                let reason = "\(instance.id): \(TransportFailure(error))"
+                handler.endAttemptSpan(failure: reason)
+                handler.retryOrFail(reason: reason)
             }
         }
     }
@@ -167,6 +170,7 @@ extension ProxyHandler {
         guard state == .forwarding, let match = exchange?.match else { return }
         let instance = exchange?.instance
         if let instance { recordOutcome(false, on: instance) }
+        endAttemptSpan(failure: "no answer in time")
         abandonUpstream()
         respondWithError(
             .gatewayTimeout, service: match.target.service,
@@ -221,6 +225,7 @@ extension ProxyHandler {
     func upstreamEnded(reusable: Bool) {
         guard state == .responding else { return }
         storeCapture()
+        endAttemptSpan(failure: nil)
         let connection = exchange?.upstream
         exchange?.upstream = nil
         let requestComplete = exchange?.requestBody.isComplete ?? false
@@ -241,6 +246,7 @@ extension ProxyHandler {
         let connection = exchange?.upstream
         exchange?.upstream = nil
         connection?.channel.close(promise: nil)
+        endAttemptSpan(failure: "\(TransportFailure(error))")
         switch state {
         case .forwarding:
             exchange?.responseDeadline = nil

@@ -4,6 +4,7 @@ import NIOExtras
 import NIOHTTP1
 import SwitchboardClient
 import SwitchboardCore
+import Tracing
 
 /// Proxies one caller connection's requests, one exchange at a time, working on the bytes as they arrive.
 ///
@@ -42,6 +43,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     let accessLog: AccessLog?
     let aggregator: Aggregator?
     let metrics: LoopMetrics?
+    /// The process's tracer; nil when it traces nothing (see `ProxyHandler+Tracing.swift`).
+    let tracer: (any Tracer)?
     var state = State.idle
     var context: ChannelHandlerContext?
     var random = FastRandom()
@@ -79,9 +82,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     init(
         router: GatewayRouter, pool: UpstreamPool, configuration: GatewayConfiguration, accessLog: AccessLog?,
-        aggregator: Aggregator? = nil, metrics: LoopMetrics? = nil, logger: Logger
+        aggregator: Aggregator? = nil, metrics: LoopMetrics? = nil, tracer: (any Tracer)? = nil, logger: Logger
     ) {
         self.router = router
+        self.tracer = tracer
         self.metrics = metrics
         self.aggregator = aggregator
         self.accessLog = accessLog
@@ -137,6 +141,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         idleCheck = nil
         state = .closing
         abandonUpstream()
+        // An exchange the caller left before its answer: its spans end here, unanswered.
+        if exchange?.span != nil, let unfinished = exchange.take() { endSpans(of: unfinished) }
     }
 
     // MARK: The caller's side
@@ -300,9 +306,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             return
         }
         exchange!.match = match
-        let (traceparent, traceID) = GatewayHeaders.traceparent(from: head.fields, random: &random)
-        exchange!.traceparent = traceparent
-        exchange!.traceID = traceID
+        if let tracer {
+            startServerSpan(head, match: match, tracer: tracer)
+        } else {
+            (exchange!.traceparent, exchange!.traceID) = GatewayHeaders.traceparent(from: head.fields, random: &random)
+        }
         state = .connecting
         admit(head, match: match)
     }
@@ -338,7 +346,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     func finishExchange(closing: Bool) {
         guard let context else { return }
         finishPick()
-        if let finished = exchange.take() { logExchange(finished) }
+        if let finished = exchange.take() {
+            logExchange(finished)
+            endSpans(of: finished)
+        }
         unflushed = false
         if closing {
             state = .closing

@@ -108,8 +108,8 @@ enum AgentSettings {
         selfPreservationMinimumInstances,
         maximumQueryTime, defaultQueryTime, dnsAddress, dnsDomain, dnsTTL, dnsAnswerLimit, dnsDisable, consulAddress,
         tls.certificate, tls.key, tls.clientCA, aclDefaultPolicy, aclDNSToken, writeRateLimit, writeBurst,
-        maximumHeldRequests, maximumConnections, clusterCAFile, CommonSettings.logLevel, CommonSettings.logFormat,
-        Setting.configFile,
+        maximumHeldRequests, maximumConnections, clusterCAFile, TracingSettings.otlpEndpoint, CommonSettings.logLevel,
+        CommonSettings.logFormat, Setting.configFile,
     ]
 
     private static var defaultDataDirectory: String {
@@ -298,6 +298,8 @@ struct AgentCommand: AsyncParsableCommand {
 
     @OptionGroup var logging: LoggingOptions
 
+    @OptionGroup var tracing: TracingOptions
+
     @Option(name: AgentSettings.sqliteSync.argumentName, help: AgentSettings.sqliteSync.help)
     var sqliteSync: String?
 
@@ -366,7 +368,7 @@ struct AgentCommand: AsyncParsableCommand {
 
     /// The settings given on the command line.
     var commandLine: [Setting: String] {
-        var given = logging.commandLine
+        var given = logging.commandLine.merging(tracing.commandLine) { $1 }
         let options: [(Setting, String?)] = [
             (AgentSettings.httpAddress, httpAddress), (AgentSettings.store, store),
             (AgentSettings.etcdEndpoints, etcdEndpoints), (AgentSettings.etcdPrefix, etcdPrefix),
@@ -390,15 +392,20 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (configuration, level, format) = try await Self.settled {
+        let (configuration, otlpEndpoint, level, format) = try await Self.settled {
             let settings = try await SettingsReader(AgentSettings.all, commandLine: commandLine)
             let (level, format) = try LoggingOptions.resolved(settings)
-            return (try AgentSettings.configuration(from: settings), level, format)
+            return (
+                try AgentSettings.configuration(from: settings), try TracingSettings.endpoint(from: settings), level,
+                format
+            )
         }
         ParentWatch.startIfAsked()
         LoggingOptions.bootstrap(level: level, format: format)
         let logger = Logger(label: "switchboard.agent")
+        let spans = try SpanExport.bootstrap(endpoint: otlpEndpoint, serviceName: "switchboard-agent", logger: logger)
         try await runUntilSignalled(
-            [Agent(configuration: configuration, logger: logger)], logger: logger, command: "agent")
+            [spans].compactMap { $0 } + [Agent(configuration: configuration, logger: logger)], logger: logger,
+            command: "agent")
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Demo
 import Dispatch
 import Foundation
+import Logging
 import ProcessSupport
 import SwitchboardClient
 import SwitchboardCore
@@ -34,7 +35,9 @@ enum DemoSettings {
         "ACLs on: the agents deny by default, the demo bootstraps them and gives the shop's processes and the gateway a token scoped to the shop's services."
     )
 
-    static let all: [Setting] = [duration, noChaos, shoppers, cluster, acl, Setting.configFile]
+    static let all: [Setting] = [
+        duration, noChaos, shoppers, cluster, acl, TracingSettings.otlpEndpoint, Setting.configFile,
+    ]
 }
 
 /// The settings of one shop process (`switchboard demo` gives them as flags).
@@ -55,7 +58,8 @@ enum DemoServiceSettings {
         "Where the service keeps its store (order and payment).")
 
     static let all: [Setting] = [
-        role, port, id, agents, dataDirectory, ClientSettings.token, ClientSettings.tokenFile, Setting.configFile,
+        role, port, id, agents, dataDirectory, ClientSettings.token, ClientSettings.tokenFile,
+        TracingSettings.otlpEndpoint, Setting.configFile,
     ]
 }
 
@@ -90,6 +94,8 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: DemoSettings.shoppers.argumentName, help: DemoSettings.shoppers.help)
     var shoppers: String?
 
+    @OptionGroup var tracing: TracingOptions
+
     @Option(name: Setting.configFile.argumentName, help: Setting.configFile.help)
     var configFile: String?
 
@@ -101,6 +107,7 @@ struct DemoCommand: AsyncParsableCommand {
         given[DemoSettings.cluster] = cluster ? "true" : nil
         given[DemoSettings.acl] = acl ? "true" : nil
         given[Setting.configFile] = configFile
+        given.merge(tracing.commandLine) { $1 }
         let configuration = try await Self.settled {
             let settings = try await SettingsReader(DemoSettings.all, commandLine: given)
             let seconds = try settings.required(DemoSettings.duration, rule: "10 to 3600 seconds") {
@@ -112,7 +119,7 @@ struct DemoCommand: AsyncParsableCommand {
             return DemoConfiguration(
                 duration: .seconds(seconds), chaos: !(try settings.isOn(DemoSettings.noChaos)), json: json,
                 shoppers: shoppers, cluster: try settings.isOn(DemoSettings.cluster),
-                acl: try settings.isOn(DemoSettings.acl))
+                acl: try settings.isOn(DemoSettings.acl), otlpEndpoint: try TracingSettings.endpoint(from: settings))
         }
         let runner = try DemoRunner(configuration: configuration)
         // Ctrl-C or a TERM: every child goes at once, then the demo.
@@ -167,6 +174,8 @@ struct DemoServiceCommand: AsyncParsableCommand {
     @Option(name: DemoServiceSettings.dataDirectory.argumentName, help: DemoServiceSettings.dataDirectory.help)
     var dataDir: String?
 
+    @OptionGroup var tracing: TracingOptions
+
     @Option(name: Setting.configFile.argumentName, help: Setting.configFile.help)
     var configFile: String?
 
@@ -178,19 +187,25 @@ struct DemoServiceCommand: AsyncParsableCommand {
         given[DemoServiceSettings.agents] = agent.isEmpty ? nil : agent.joined(separator: ",")
         given[DemoServiceSettings.dataDirectory] = dataDir
         given[Setting.configFile] = configFile
-        let configuration = try await Self.settled {
+        given.merge(tracing.commandLine) { $1 }
+        let (configuration, otlpEndpoint) = try await Self.settled {
             let settings = try await SettingsReader(DemoServiceSettings.all, commandLine: given)
             let role = try settings.required(DemoServiceSettings.role, rule: "cart, order or payment", ShopRole.init)
             let port = try settings.required(DemoServiceSettings.port, rule: "0 to 65535") {
                 Int($0).flatMap { (0...65535).contains($0) ? $0 : nil }
             }
-            return ShopServiceConfiguration(
+            let configuration = ShopServiceConfiguration(
                 role: role, port: port, agents: settings.list(DemoServiceSettings.agents),
                 dataDirectory: settings.text(DemoServiceSettings.dataDirectory) ?? ".",
                 id: settings.text(DemoServiceSettings.id), token: try ClientSettings.token(from: settings))
+            return (configuration, try TracingSettings.endpoint(from: settings))
         }
         ParentWatch.startIfAsked()
-        try await runShopService(configuration)
+        // The service's spans are named for its role, the process by its instance id.
+        let spans = try SpanExport.bootstrap(
+            endpoint: otlpEndpoint, serviceName: configuration.role.rawValue, instance: configuration.id,
+            logger: Logger(label: "shop.\(configuration.role.rawValue)"))
+        try await runShopService(configuration, services: [spans].compactMap { $0 })
     }
 }
 

@@ -48,7 +48,7 @@ enum GatewaySettings {
             listen, agents, routeFile, accessLog, admin, register, advertise, threads, tls.certificate, tls.key,
             tls.clientCA,
         ] + ClientSettings.agentAccess + [
-            CommonSettings.logLevel,
+            TracingSettings.otlpEndpoint, CommonSettings.logLevel,
             CommonSettings.logFormat, Setting.configFile,
         ]
 
@@ -146,6 +146,8 @@ struct GatewayCommand: AsyncParsableCommand {
 
     @OptionGroup var logging: LoggingOptions
 
+    @OptionGroup var tracing: TracingOptions
+
     /// The settings given on the command line.
     var commandLine: [Setting: String] {
         var given = logging.commandLine
@@ -161,16 +163,17 @@ struct GatewayCommand: AsyncParsableCommand {
         given[GatewaySettings.tls.key] = tlsKey
         given[GatewaySettings.tls.clientCA] = tlsClientCA
         given.merge(access.commandLine) { $1 }
+        given.merge(tracing.commandLine) { $1 }
         return given
     }
 
     func run() async throws {
-        let (configuration, threads, level, format) = try await Self.settled {
+        let (configuration, threads, otlpEndpoint, level, format) = try await Self.settled {
             let settings = try await SettingsReader(GatewaySettings.all, commandLine: commandLine)
             let (level, format) = try LoggingOptions.resolved(settings)
             return (
                 try GatewaySettings.configuration(from: settings), try GatewaySettings.threadCount(from: settings),
-                level, format
+                try TracingSettings.endpoint(from: settings), level, format
             )
         }
         ParentWatch.startIfAsked()
@@ -178,7 +181,8 @@ struct GatewayCommand: AsyncParsableCommand {
         NIOSingletons.groupLoopCountSuggestion = threads ?? CPUAffinity.usableCores()
         LoggingOptions.bootstrap(level: level, format: format)
         let logger = Logger(label: "switchboard.gateway")
+        let spans = try SpanExport.bootstrap(endpoint: otlpEndpoint, serviceName: "switchboard-gateway", logger: logger)
         let gateway = GatewayServer(configuration: configuration, logger: logger)
-        try await runUntilSignalled([gateway], logger: logger, command: "gateway")
+        try await runUntilSignalled([spans].compactMap { $0 } + [gateway], logger: logger, command: "gateway")
     }
 }

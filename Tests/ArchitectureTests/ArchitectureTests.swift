@@ -25,7 +25,7 @@ struct ArchitectureTests {
                 "SwitchboardCatalog", "SwitchboardAgent", "SwitchboardDNS", "SwitchboardGateway", "SwitchboardEtcd",
                 "Demo",
             ],
-            forbiddenPackages: ["hummingbird", "grdb.swift"]),
+            forbiddenPackages: ["hummingbird", "grdb.swift", "swift-otel"]),
         // The contract every part shares: Foundation only.
         Rule(
             module: "SwitchboardCore",
@@ -33,33 +33,35 @@ struct ArchitectureTests {
                 "SwitchboardCatalog", "SwitchboardAgent", "SwitchboardClient", "SwitchboardDNS",
                 "SwitchboardGateway", "Demo", "ProcessSupport",
             ],
-            forbiddenPackages: ["hummingbird", "grdb.swift", "swift-nio", "async-http-client"]),
+            forbiddenPackages: ["hummingbird", "grdb.swift", "swift-nio", "async-http-client", "swift-otel"]),
         // The catalog is a state machine and a store contract: no servers, no clients, no SQLite.
         Rule(
             module: "SwitchboardCatalog",
             forbiddenTargets: [
                 "SwitchboardAgent", "SwitchboardClient", "SwitchboardDNS", "SwitchboardGateway", "Demo",
             ],
-            forbiddenPackages: ["hummingbird", "grdb.swift", "swift-nio", "async-http-client"]),
+            forbiddenPackages: ["hummingbird", "grdb.swift", "swift-nio", "async-http-client", "swift-otel"]),
         // An etcd client: it knows etcd's API, not the catalog's.
         Rule(
             module: "SwitchboardEtcd",
             forbiddenTargets: [
                 "SwitchboardCatalog", "SwitchboardAgent", "SwitchboardDNS", "SwitchboardGateway", "Demo",
             ],
-            forbiddenPackages: ["hummingbird", "grdb.swift"]),
+            forbiddenPackages: ["hummingbird", "grdb.swift", "swift-otel"]),
         Rule(
             module: "SwitchboardGateway",
             forbiddenTargets: ["SwitchboardCatalog", "SwitchboardAgent", "Demo"],
-            forbiddenPackages: ["hummingbird", "grdb.swift"]),
+            forbiddenPackages: ["hummingbird", "grdb.swift", "swift-otel"]),
         Rule(
             module: "SwitchboardDNS",
             forbiddenTargets: ["SwitchboardAgent", "SwitchboardClient", "SwitchboardGateway", "Demo"],
-            forbiddenPackages: ["hummingbird", "grdb.swift"]),
+            forbiddenPackages: ["hummingbird", "grdb.swift", "swift-otel"]),
+        // Only the executable exports spans (swift-otel); the modules trace through swift-distributed-tracing's API.
+        Rule(module: "Demo", forbiddenTargets: [], forbiddenPackages: ["swift-otel"]),
         Rule(
             module: "SwitchboardAgent",
             forbiddenTargets: ["SwitchboardGateway", "Demo"],
-            forbiddenPackages: []),
+            forbiddenPackages: ["swift-otel"]),
     ]
 
     /// The manifest's JSON, read once for every rule.

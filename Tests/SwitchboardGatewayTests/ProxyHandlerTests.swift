@@ -1,10 +1,12 @@
 import Foundation
+import InMemoryTracing
 import Logging
 import NIOCore
 import NIOEmbedded
 import SwitchboardClient
 import SwitchboardCore
 import Testing
+import Tracing
 
 @testable import SwitchboardGateway
 
@@ -24,7 +26,7 @@ private final class InMemoryGateway {
     /// The connections to instances the gateway opened, in order.
     var upstreams: [EmbeddedChannel] { opened.channels }
 
-    init(discovery: ServiceDiscovery, routes: RouteTable?) throws {
+    init(discovery: ServiceDiscovery, routes: RouteTable?, tracer: (any Tracer)?) throws {
         let loop = EmbeddedEventLoop()
         let opened = OpenedChannels()
         let pool = UpstreamPool(eventLoop: loop, idleLimit: 4) { address in
@@ -44,7 +46,7 @@ private final class InMemoryGateway {
             publicTag: "public", table: routes)
         let proxy = ProxyHandler(
             router: router, pool: pool, configuration: GatewayConfiguration(), accessLog: nil,
-            metrics: LoopMetrics(metrics: GatewayMetrics()),
+            metrics: LoopMetrics(metrics: GatewayMetrics()), tracer: tracer,
             logger: Logger(label: "test.gateway", factory: { _ in SwiftLogNoOpLogHandler() }))
         caller = EmbeddedChannel(loop: loop)
         caller.remoteAddress = try SocketAddress(ipAddress: "192.0.2.7", port: 50_000)
@@ -55,11 +57,12 @@ private final class InMemoryGateway {
     }
 
     /// Runs `body` against a gateway knowing `services` (by name), with a route file's `routes` (else
-    /// `/<service>/...`), then shuts the discovery's HTTP clients down whatever happened (one dropped without it
-    /// traps). Every embedded step runs in one synchronous stretch: an embedded event loop refuses to be used from
-    /// another thread than its own.
+    /// `/<service>/...`) and spans made with `tracer` (none without), then shuts the discovery's HTTP clients down
+    /// whatever happened (one dropped without it traps). Every embedded step runs in one synchronous stretch: an
+    /// embedded event loop refuses to be used from another thread than its own.
     static func run(
-        _ services: [String: [Instance]], routes: String? = nil, _ body: (InMemoryGateway) throws -> Void
+        _ services: [String: [Instance]], routes: String? = nil, tracer: (any Tracer)? = nil,
+        _ body: (InMemoryGateway) throws -> Void
     ) async throws {
         var known: [ServiceName: [Instance]] = [:]
         for (name, instances) in services { known[try ServiceName(name)] = instances }
@@ -67,7 +70,7 @@ private final class InMemoryGateway {
         if let routes { table = try await RouteFile.parse(routes, source: "test") }
         let discovery = ServiceDiscovery(fixed: known)
         let outcome = Result {
-            let gateway = try InMemoryGateway(discovery: discovery, routes: table)
+            let gateway = try InMemoryGateway(discovery: discovery, routes: table, tracer: tracer)
             defer { gateway.finish() }
             try body(gateway)
         }
@@ -329,6 +332,44 @@ struct ProxyHandlerTests {
             try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", on: 1)
             #expect(statusLines(try gateway.received()) == ["HTTP/1.1 200 OK"])
         }
+    }
+
+    @Test func withATracerAnExchangeIsAServerSpanAndEachAttemptAClientSpanUnderItTheFailedOneMarked() async throws {
+        let tracer = InMemoryTracer()
+        try await InMemoryGateway.run(twoInstances, tracer: tracer) { gateway in
+            try gateway.send("GET /shop/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            _ = try gateway.upstreamReceived(0)
+            gateway.upstreams[0].close(promise: nil)
+            gateway.loop.run()
+            _ = try gateway.upstreamReceived(1)
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", on: 1)
+            #expect(statusLines(try gateway.received()) == ["HTTP/1.1 200 OK"])
+        }
+        let spans = tracer.finishedSpans
+        let server = try #require(spans.first { $0.kind == .server }, "\(spans.map(\.operationName))")
+        #expect(server.operationName == "GET shop")
+        #expect(server.attributes["http.response.status_code"]?.toSpanAttribute() == 200)
+        let attempts = spans.filter { $0.kind == .client }
+        #expect(attempts.count == 2)
+        #expect(attempts.allSatisfy { $0.parentSpanID == server.spanID && $0.traceID == server.traceID })
+        // The instance that closed: an error; the one that answered: its status.
+        #expect(attempts.first?.status?.code == .error)
+        #expect(attempts.last?.status == nil)
+        #expect(attempts.last?.attributes["http.response.status_code"]?.toSpanAttribute() == 200)
+        #expect(tracer.activeSpans.isEmpty)
+    }
+
+    @Test func aCallerThatLeavesMidExchangeEndsItsSpans() async throws {
+        let tracer = InMemoryTracer()
+        try await InMemoryGateway.run(services, tracer: tracer) { gateway in
+            try gateway.send("GET /shop/slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            _ = try gateway.upstreamReceived()
+            gateway.caller.close(promise: nil)
+            gateway.loop.run()
+        }
+        #expect(tracer.activeSpans.isEmpty)
+        let spans = tracer.finishedSpans
+        #expect(spans.count == 2 && spans.allSatisfy { $0.status?.code == .error }, "\(spans)")
     }
 
     @Test func aPOSTWhoseInstanceClosesBeforeAnsweringIsNotSentTwice() async throws {

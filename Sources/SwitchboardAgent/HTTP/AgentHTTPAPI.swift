@@ -182,6 +182,9 @@ public struct AgentHTTPAPI: Sendable {
         }
         // First, so it counts every answer as sent (errors rendered, unknown routes included).
         router.add(middleware: HTTPMetricsMiddleware(series: metrics.httpRequests))
+        // With a tracer, a server span per request (continuing the caller's trace), outside the API's own middleware
+        // so it records the answer as sent; Consul's clients may send their token in the query.
+        if AgentTracing.tracer != nil { router.add(middleware: TracingMiddleware(redactingQueryParameters: ["token"])) }
         router.add(
             middleware: APIResponseMiddleware(
                 indexHeader: Self.indexHeader, currentIndex: { catalog.index },
