@@ -35,24 +35,31 @@ import Testing
             let discovery = ServiceDiscovery(fixed: [
                 try ServiceName("shop"): [try instance("dead", 1), try instance("live", port)]
             ])
-            let client = ServiceClient(
-                service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer())
-            for _ in 0..<10 {
-                let response = try await client.execute(ServiceRequest(method: .POST, path: "/v1/agent"))
-                // A POST that never reached the dead instance is safe to send to the other one.
-                #expect(response.instance?.id.rawValue == "live")
-            }
-            let limited = ServiceClient(
-                service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer(),
-                policy: CallPolicy(rateLimit: .init(burst: 2, perSecond: 0.01)))
-            for _ in 0..<2 { _ = try await limited.execute(ServiceRequest(path: "/v1/agent")) }
+            // Shut down whatever happens: an HTTP client dropped without it traps, and takes the test run with it.
+            var failure: (any Error)?
             do {
-                _ = try await limited.execute(ServiceRequest(path: "/v1/agent"))
-                Issue.record("a third call within the burst of two went through")
-            } catch let error as SwitchboardClientError {
-                #expect(error.code == .rejected)
+                let client = ServiceClient(
+                    service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer())
+                for _ in 0..<10 {
+                    let response = try await client.execute(ServiceRequest(method: .POST, path: "/v1/agent"))
+                    // A POST that never reached the dead instance is safe to send to the other one.
+                    #expect(response.instance?.id.rawValue == "live")
+                }
+                let limited = ServiceClient(
+                    service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer(),
+                    policy: CallPolicy(rateLimit: .init(burst: 2, perSecond: 0.01)))
+                for _ in 0..<2 { _ = try await limited.execute(ServiceRequest(path: "/v1/agent")) }
+                do {
+                    _ = try await limited.execute(ServiceRequest(path: "/v1/agent"))
+                    Issue.record("a third call within the burst of two went through")
+                } catch let error as SwitchboardClientError {
+                    #expect(error.code == .rejected)
+                }
+            } catch {
+                failure = error
             }
             try await discovery.connection.shutdown()
+            if let failure { throw failure }
         }
     }
 
