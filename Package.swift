@@ -216,9 +216,25 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // `switchboard sidecar`: registration, probes and supervision for a service in any language, over the client
+        // library (its outbound proxy is the gateway's engine).
+        .target(
+            name: "SwitchboardSidecar",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "switchboard",
             dependencies: [
+                "SwitchboardSidecar",
                 "SwitchboardTLS",
                 "ProcessSupport",
                 "SwitchboardCore",
