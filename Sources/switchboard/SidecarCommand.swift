@@ -5,6 +5,7 @@ import ProcessSupport
 import ServiceLifecycle
 import SwitchboardClient
 import SwitchboardCore
+import SwitchboardGateway
 import SwitchboardSidecar
 import UnixSignals
 
@@ -51,10 +52,16 @@ enum SidecarSettings {
         "stop-timeout", environment: "SWITCHBOARD_SIDECAR_STOP_TIMEOUT", default: "10s", valueName: "duration",
         "How long the command may take to exit after SIGTERM before it gets SIGKILL.")
 
+    static let upstreams = Setting(
+        "upstream", environment: "SWITCHBOARD_SIDECAR_UPSTREAMS", valueName: "service=host:port[,tcp]",
+        "A local listener for calls to a service: the application calls host:port and the sidecar sends each request "
+            + "(or, with ',tcp', each connection) to a healthy instance; repeat for several (the variable takes them "
+            + "separated by ';').")
+
     static let all: [Setting] =
         [
             service, port, address, id, tags, meta, health, interval, timeout, successes, failures, drainTime,
-            stopTimeout, ClientSettings.agents,
+            stopTimeout, upstreams, ClientSettings.agents,
         ] + ClientSettings.agentAccess + [CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile]
 
     /// The sidecar's configuration from `settings` and the command after `--`; every bad value is refused naming its
@@ -107,6 +114,30 @@ enum SidecarSettings {
                 token: try ClientSettings.token(from: settings)))
     }
 
+    /// The `--upstream` listeners: `service=host:port` (HTTP) or `service=host:port,tcp`.
+    static func upstreamListeners(from settings: SettingsReader) throws -> [UpstreamProxyConfiguration] {
+        let entries = (settings.text(upstreams) ?? "").split(separator: ";").map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }.filter { !$0.isEmpty }
+        return try entries.map { entry in
+            let rule = "--upstream must be service=host:port, optionally followed by ',tcp' or ',http', got '\(entry)'"
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let name = try? ServiceName(parts[0]) else { throw ValidationError(rule) }
+            var address = parts[1]
+            var mode = UpstreamProxyConfiguration.Mode.http
+            if let comma = address.lastIndex(of: ",") {
+                switch address[address.index(after: comma)...] {
+                case "tcp": mode = .tcp
+                case "http": mode = .http
+                default: throw ValidationError(rule)
+                }
+                address = String(address[..<comma])
+            }
+            guard let listen = HostAndPort(address) else { throw ValidationError(rule) }
+            return UpstreamProxyConfiguration(service: name, host: listen.host, port: listen.port, mode: mode)
+        }
+    }
+
     private static func duration(_ text: String) -> Duration? {
         (try? HumanDuration(parsing: text, field: "")).map(\.duration)
     }
@@ -145,6 +176,8 @@ struct SidecarCommand: AsyncParsableCommand {
     @Option(name: SidecarSettings.drainTime.argumentName, help: SidecarSettings.drainTime.help) var drainTime: String?
     @Option(name: SidecarSettings.stopTimeout.argumentName, help: SidecarSettings.stopTimeout.help)
     var stopTimeout: String?
+    @Option(name: SidecarSettings.upstreams.argumentName, help: SidecarSettings.upstreams.help)
+    var upstreams: [String] = []
     @Option(name: ClientSettings.agents.argumentName, help: ClientSettings.agents.help) var agents: [String] = []
     @OptionGroup var access: AgentAccessOptions
     @OptionGroup var logging: LoggingOptions
@@ -168,6 +201,7 @@ struct SidecarCommand: AsyncParsableCommand {
         given[SidecarSettings.failures] = failures
         given[SidecarSettings.drainTime] = drainTime
         given[SidecarSettings.stopTimeout] = stopTimeout
+        given[SidecarSettings.upstreams] = upstreams.isEmpty ? nil : upstreams.joined(separator: ";")
         given[ClientSettings.agents] = agents.isEmpty ? nil : agents.joined(separator: ",")
         given.merge(access.commandLine) { $1 }
         return given
@@ -175,19 +209,32 @@ struct SidecarCommand: AsyncParsableCommand {
 
     func run() async throws {
         let command = self.command
-        let (configuration, level, format) = try await Self.settled {
+        let (configuration, upstreams, level, format) = try await Self.settled {
             let settings = try await SettingsReader(SidecarSettings.all, commandLine: commandLine)
             let (level, format) = try LoggingOptions.resolved(settings)
-            return (try SidecarSettings.configuration(from: settings, command: command), level, format)
+            return (
+                try SidecarSettings.configuration(from: settings, command: command),
+                try SidecarSettings.upstreamListeners(from: settings), level, format
+            )
         }
         ParentWatch.startIfAsked()
         LoggingOptions.bootstrap(level: level, format: format)
         let logger = Logger(label: "switchboard.sidecar")
         let sidecar = Sidecar(configuration: configuration, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if !upstreams.isEmpty {
+            // First in the group, so it stops last: the application still calls out while it drains.
+            let agents = configuration.agents
+            services.append(
+                .init(
+                    service: UpstreamProxy(
+                        upstreams: upstreams, agents: agents.agents, agentTLS: agents.tls, agentToken: agents.token,
+                        logger: logger)))
+        }
         // The sidecar returns when the command exits: the group then ends, without calling that a failure.
+        services.append(.init(service: sidecar, successTerminationBehavior: .gracefullyShutdownGroup))
         var group = ServiceGroupConfiguration(
-            services: [.init(service: sidecar, successTerminationBehavior: .gracefullyShutdownGroup)],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // The drain, then the command's own stop, must fit.
         group.maximumGracefulShutdownDuration = configuration.drainTime + configuration.stopTimeout + .seconds(5)
         do {

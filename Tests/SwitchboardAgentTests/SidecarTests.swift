@@ -20,7 +20,7 @@ import Glibc
         let marker: String
         let logPath: String
 
-        init(agent: AgentProcess, interval: String = "200ms", extra: [String] = []) throws {
+        init(agent: AgentProcess, service: String = "web", interval: String = "200ms", extra: [String] = []) throws {
             port = try freePort()
             let directory = try makeTemporaryDirectory()
             marker = directory + "/stopped"
@@ -31,7 +31,7 @@ import Glibc
             process.executableURL = URL(fileURLWithPath: SwitchboardBinary.path)
             process.arguments =
                 [
-                    "sidecar", "--service", "web", "--port", "\(port)", "--health", "/health", "--interval", interval,
+                    "sidecar", "--service", service, "--port", "\(port)", "--health", "/health", "--interval", interval,
                     "--drain-time", "500ms", "--agent", agent.baseURL, "--log-format", "json", "--tag", "py",
                     "--meta", "language=python",
                 ] + extra + ["--", "python3", script, "\(port)", marker]
@@ -141,6 +141,25 @@ import Glibc
         _ = await agent.stop(with: SIGTERM)
     }
 
+    /// `--upstream web=127.0.0.1:PORT`: the application beside one sidecar calls another sidecar's service through a
+    /// local listener, and gets a healthy instance's answer.
+    @Test func anApplicationCallsAnotherServiceThroughItsUpstreamListener() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let web = try SidecarProcess(agent: agent)
+        let listener = try freePort()
+        let caller = try SidecarProcess(
+            agent: agent, service: "caller", extra: ["--upstream", "web=127.0.0.1:\(listener)"])
+        try await waitUntil(timeout: .seconds(20), "web passing") { try await Self.status(agent) == "passing" }
+        try await waitUntil(timeout: .seconds(10), "an answer through the listener") {
+            (try? await http(.GET, "http://127.0.0.1:\(listener)/health"))?.status == 200
+        }
+        #expect(try await http(.GET, "http://127.0.0.1:\(listener)/health").text == "ok")
+        for sidecar in [caller, web] { kill(sidecar.process.processIdentifier, SIGTERM) }
+        #expect(try await caller.waitForExit(within: .seconds(20)) == 0, "\(caller.log)")
+        #expect(try await web.waitForExit(within: .seconds(20)) == 0, "\(web.log)")
+        _ = await agent.stop(with: SIGTERM)
+    }
+
     @Test func badSettingsAreRefusedNamingTheFlag() async throws {
         for (arguments, expected) in [
             (["--port", "80"], "--service is required"),
@@ -149,6 +168,11 @@ import Glibc
             (["--service", "Web", "--port", "80"], "--service"),
             (["--service", "web", "--port", "80", "--meta", "novalue"], "--meta must be key=value"),
             (["--service", "web", "--port", "80", "--", "/no/such/program"], "/no/such/program"),
+            (
+                ["--service", "web", "--port", "80", "--upstream", "pay=127.0.0.1"],
+                "--upstream must be service=host:port"
+            ),
+            (["--service", "web", "--port", "80", "--upstream", "pay=127.0.0.1:9,udp"], "--upstream must be"),
         ] {
             let result = try await SwitchboardBinary.run(["sidecar", "--agent", "http://127.0.0.1:1"] + arguments)
             #expect(result.status != 0)
