@@ -138,6 +138,14 @@ public final class AgentConnection: Sendable {
         streamClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
     }
 
+    /// A connection dropped without ``shutdown()`` (an error thrown between its creation and the owner's shutdown)
+    /// still closes its HTTP clients: otherwise they would leak, and in a debug build AsyncHTTPClient traps in their
+    /// deinit, taking the whole process down for one caller's mistake. After ``shutdown()`` this does nothing.
+    deinit {
+        httpClient.shutdown { _ in }
+        streamClient.shutdown { _ in }
+    }
+
     /// Closes the HTTP connections. Requests after this fail.
     public func shutdown() async throws {
         try await httpClient.shutdown()
