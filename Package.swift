@@ -186,7 +186,9 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
-            ]
+            ],
+            // The polyglot member of the shop: a Python service the runner writes out and starts under sidecars.
+            resources: [.embedInCode("Resources/notification.py")]
         ),
         .executableTarget(
             name: "SwitchboardExample",
