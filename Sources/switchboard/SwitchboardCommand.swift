@@ -11,7 +11,6 @@ struct SwitchboardCommand: AsyncParsableCommand {
         subcommands: [
             AgentCommand.self,
             GatewayCommand.self,
-            SidecarCommand.self,
             DemoCommand.self,
             DemoServiceCommand.self,
             ServicesCommand.self,
