@@ -141,7 +141,7 @@ struct CallObservabilityTests {
     @Test func anEjectionIsReportedToTheAgentAsAnObservationAndChangesNoHealth() async throws {
         try await withLiveAgent { agent in
             try await withRecordingBackend { port, _ in
-                let connection = AgentConnection(configuration: .init(agents: [agent.baseURL]))
+                let connection = AgentConnection(configuration: .loaded(agent.baseURL))
                 try await register("a-dead", port: 1, with: connection)
                 try await register("b-live", port: port, with: connection)
                 let discovery = ServiceDiscovery(

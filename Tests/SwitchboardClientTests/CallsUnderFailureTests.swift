@@ -148,7 +148,7 @@ func withLoadedShop(
                     return snapshot?.isLive == true && snapshot?.instances.count == 3
                 })
             // Every backend is registered and passing on the restarted agent, kept there by its own heartbeats.
-            let connection = AgentConnection(configuration: .init(agents: [again.baseURL]))
+            let connection = AgentConnection(configuration: .loaded(again.baseURL))
             let lookup = try await AgentClient(connection: connection).lookup(try ServiceName("order"))
             #expect(Set(lookup.instances.map(\.definition.port)) == Set(backends.map(\.port)))
             try await connection.shutdown()

@@ -40,10 +40,18 @@ func whileRunning<T: Sendable>(
     }
 }
 
+extension AgentConnectionConfiguration {
+    /// A connection to an in-process agent that tolerates a loaded full test run (the whole suite in parallel on two
+    /// cores): these tests are about what the client does, not how fast the agent answers.
+    static func loaded(_ agent: String) -> AgentConnectionConfiguration {
+        AgentConnectionConfiguration(agents: [agent], connectTimeout: .seconds(10), requestTimeout: .seconds(30))
+    }
+}
+
 @Suite struct DiscoveryTests {
     @Test func lookupAnswersTheHealthyInstancesAndStreamChangesReachSubscribersAtOnce() async throws {
         try await withLiveAgent { agent in
-            let connection = AgentConnection(configuration: .init(agents: [agent.baseURL]))
+            let connection = AgentConnection(configuration: .loaded(agent.baseURL))
             try await register("a", port: 9001, with: connection)
             try await register("b", port: 9002, with: connection)
             let discovery = ServiceDiscovery(connection: connection)

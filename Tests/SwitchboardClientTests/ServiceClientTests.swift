@@ -38,8 +38,10 @@ import Testing
             // Shut down whatever happens: an HTTP client dropped without it traps, and takes the test run with it.
             var failure: (any Error)?
             do {
+                // Attempts get time to spare: the point is where calls go, and a loaded full run is slow.
                 let client = ServiceClient(
-                    service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer())
+                    service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer(),
+                    policy: CallPolicy(attemptTimeout: .seconds(20)))
                 for _ in 0..<10 {
                     let response = try await client.execute(ServiceRequest(method: .POST, path: "/v1/agent"))
                     // A POST that never reached the dead instance is safe to send to the other one.
@@ -47,7 +49,7 @@ import Testing
                 }
                 let limited = ServiceClient(
                     service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer(),
-                    policy: CallPolicy(rateLimit: .init(burst: 2, perSecond: 0.01)))
+                    policy: CallPolicy(attemptTimeout: .seconds(20), rateLimit: .init(burst: 2, perSecond: 0.01)))
                 for _ in 0..<2 { _ = try await limited.execute(ServiceRequest(path: "/v1/agent")) }
                 do {
                     _ = try await limited.execute(ServiceRequest(path: "/v1/agent"))

@@ -20,7 +20,7 @@ import Testing
 
     @Test func registersKeepsTheTTLCheckPassingComesBackWhenForgottenAndDrainsBeforeLeaving() async throws {
         try await withLiveAgent { agent in
-            let connection = AgentConnection(configuration: .init(agents: [agent.baseURL]))
+            let connection = AgentConnection(configuration: .loaded(agent.baseURL))
             let registration = ServiceRegistration(
                 connection: connection,
                 configuration: .init(
@@ -31,7 +31,8 @@ import Testing
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await group.run() }
 
-                #expect(try await eventually { try await registered("r1", connection)?.status == .passing })
+                #expect(
+                    try await eventually(.seconds(20)) { try await registered("r1", connection)?.status == .passing })
                 #expect(try await registered("r1", connection)?.definition.meta == ["zone": "a"])
                 // Three TTLs later heartbeats have kept it passing.
                 try await Task.sleep(for: .milliseconds(1800))
@@ -72,7 +73,7 @@ import Testing
 
     @Test func aRegistrationTheAgentRefusesIsAnErrorNotARetryLoop() async throws {
         try await withLiveAgent { agent in
-            let connection = AgentConnection(configuration: .init(agents: [agent.baseURL]))
+            let connection = AgentConnection(configuration: .loaded(agent.baseURL))
             let registration = ServiceRegistration(
                 connection: connection,
                 configuration: .init(
