@@ -269,13 +269,14 @@ import Testing
 
             // 60 of 100 go quiet at once, as when the agent's own network drops them.
             silenced.withLock { $0 = Set(ids.prefix(60)) }
-            try await waitUntil(timeout: .seconds(5), "self-preservation") {
+            try await waitUntil(timeout: .seconds(10), "self-preservation") {
                 try await selfPreservation()["active"] as? Bool == true
             }
-            try await waitUntil(timeout: .seconds(2), "all 60 counted as missing") {
+            // Waits are generous: a loaded full run delays heartbeats and reports alike.
+            try await waitUntil(timeout: .seconds(10), "all 60 counted as missing") {
                 try await selfPreservation()["missing"] as? Int == 60
             }
-            try await waitUntil(timeout: .seconds(2), "the metric") {
+            try await waitUntil(timeout: .seconds(10), "the metric") {
                 try await http(.GET, "\(agent.baseURL)/metrics").text.contains("switchboard_self_preservation_active 1")
             }
             // Expiry stays paused: well past the TTL, no more than the share went critical. (How many expire before

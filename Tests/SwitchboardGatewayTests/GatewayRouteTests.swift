@@ -315,7 +315,7 @@ struct GatewayRouteTests {
                 match: { prefix: /limited }
                 service: shop
                 rewrite: /hello
-                rateLimit: { key: client-ip, rate: 1, burst: 3 }
+                rateLimit: { key: client-ip, rate: 0.01, burst: 3 }
               - name: cached
                 match: { prefix: /cached }
                 service: shop
