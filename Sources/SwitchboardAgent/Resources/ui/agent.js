@@ -2,7 +2,7 @@
 // and in cluster mode the members and how current this agent's view is. Read every two seconds.
 
 import { get } from "./api.js";
-import { el, statuses, statusBadge, duration, clock, errorBox } from "./view.js";
+import { el, statuses, statusBadge, duration, clock, errorBox, poll } from "./view.js";
 
 const period = 2000;
 
@@ -16,8 +16,6 @@ export function agentPage() {
   const element = el("section", { "aria-labelledby": "agent-title" },
     el("h1", { id: "agent-title" }, "Agent"), content);
   let previous = null;
-  let timer = null;
-  let stopped = false;
 
   function render(agent, rate) {
     const h = agent.health;
@@ -65,29 +63,23 @@ export function agentPage() {
     content.replaceChildren(...parts);
   }
 
+  /** One reading; false (no more readings) when the token may not read the agent. */
   async function refresh() {
     try {
       const agent = await get("/v1/agent");
-      if (stopped) return;
+      if (polling.stopped) return false;
       const now = performance.now();
       const rate = previous ? (agent.health.heartbeats - previous.heartbeats) / ((now - previous.at) / 1000) : null;
       previous = { heartbeats: agent.health.heartbeats, at: now };
       render(agent, rate);
-      timer = setTimeout(refresh, period);
+      return true;
     } catch (error) {
-      if (stopped) return;
+      if (polling.stopped) return false;
       content.replaceChildren(errorBox(error));
-      if (error.status !== 401 && error.status !== 403) timer = setTimeout(refresh, period);
+      return error.status !== 401 && error.status !== 403;
     }
   }
-  refresh();
+  const polling = poll(refresh, period);
 
-  return {
-    element,
-    stop() {
-      stopped = true;
-      clearTimeout(timer);
-      timer = null;
-    },
-  };
+  return { element, stop: () => polling.stop() };
 }

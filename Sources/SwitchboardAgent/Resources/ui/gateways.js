@@ -2,7 +2,7 @@
 // address (`/routes`), so an operator sees what traffic goes where. Read every five seconds.
 
 import { get } from "./api.js";
-import { el, statusBadge, errorBox } from "./view.js";
+import { el, statusBadge, errorBox, poll } from "./view.js";
 
 const period = 5000;
 
@@ -37,9 +37,6 @@ export function gatewaysPage() {
   const content = el("div", { id: "gateways" }, el("p", { class: "muted" }, "Loading\u2026"));
   const element = el("section", { "aria-labelledby": "gateways-title" },
     el("h1", { id: "gateways-title" }, "Gateways"), content);
-  let timer = null;
-  let stopped = false;
-
   async function refresh() {
     try {
       const list = await get("/v1/services");
@@ -69,22 +66,15 @@ export function gatewaysPage() {
             admin ? el("div", {}, el("dt", {}, "admin"), el("dd", {}, admin)) : null),
           routes);
       }));
-      if (stopped) return;
+      if (polling.stopped) return;
       content.replaceChildren(...(cards.length ? cards : [el("p", { class: "muted" },
         "No gateway has registered itself. Start one with `switchboard gateway --register gateway`.")]));
     } catch (error) {
-      if (stopped) return;
+      if (polling.stopped) return;
       content.replaceChildren(errorBox(error));
     }
-    if (!stopped) timer = setTimeout(refresh, period);
   }
-  refresh();
+  const polling = poll(refresh, period);
 
-  return {
-    element,
-    stop() {
-      stopped = true;
-      clearTimeout(timer);
-    },
-  };
+  return { element, stop: () => polling.stop() };
 }

@@ -89,3 +89,24 @@ export function frameScheduler(render) {
     });
   };
 }
+
+/**
+ * Calls `step` now, then `period` ms after each call ends, until `stop()`; a step that returns false ends the polling.
+ * A step that awaited checks `stopped` before it paints, so a page left meanwhile is not painted over.
+ */
+export function poll(step, period) {
+  let timer = null;
+  const polling = {
+    stopped: false,
+    stop() {
+      polling.stopped = true;
+      clearTimeout(timer);
+    },
+  };
+  async function run() {
+    const again = await step();
+    if (!polling.stopped && again !== false) timer = setTimeout(run, period);
+  }
+  run();
+  return polling;
+}
