@@ -186,7 +186,9 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
-            ]
+            ],
+            // The polyglot member of the shop: a Python service the runner writes out and starts under sidecars.
+            resources: [.embedInCode("Resources/notification.py")]
         ),
         .executableTarget(
             name: "SwitchboardExample",
@@ -216,9 +218,25 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // `switchboard sidecar`: registration, probes and supervision for a service in any language, over the client
+        // library (its outbound proxy is the gateway's engine).
+        .target(
+            name: "SwitchboardSidecar",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "switchboard",
             dependencies: [
+                "SwitchboardSidecar",
                 "SwitchboardTLS",
                 "ProcessSupport",
                 "SwitchboardCore",
@@ -311,6 +329,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                // The upstream proxy's tests run TCP echo servers and callers.
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 // The proxy handler's tests drive it on embedded channels, without sockets.

@@ -89,6 +89,8 @@ public struct DemoSummary: Codable, Sendable {
     public var trafficToKilledAfterDetection: Int?
     /// Seconds from the new instance's start until it served its first request.
     public var newInstanceFirstTrafficSeconds: Double?
+    /// Notifications the Python service's instances took (by their own counts): order sends one per confirmed order.
+    public var notificationsSent: Int
     /// Carts charged more than once; nil when the stores could not be read.
     public var doubleCharges: Int?
     /// The order and payment stores checked against each other (see ``ShopAudit``); nil when they could not be read.
@@ -98,8 +100,8 @@ public struct DemoSummary: Codable, Sendable {
 }
 
 /// Runs the shop: an agent (or, in cluster mode, three etcd members and two agents), the gateway, 1 cart, 3 order and
-/// 2 payment processes; shoppers checking out through the gateway; and the chaos script. Every process it starts
-/// ends with it.
+/// 2 payment processes, and 2 notification processes (Python, each under `switchboard sidecar`); shoppers checking
+/// out through the gateway; and the chaos script. Every process it starts ends with it.
 public final class DemoRunner: Sendable {
     let configuration: DemoConfiguration
     private let directory: String
@@ -136,6 +138,8 @@ public final class DemoRunner: Sendable {
         directory = String(cString: made)
         try FileManager.default.createDirectory(atPath: "\(directory)/logs", withIntermediateDirectories: true)
         children = ChildProcesses(logDirectory: "\(directory)/logs")
+        // The Python service travels inside the binary; its instances run it from here.
+        try Data(PackageResources.notification_py).write(to: URL(fileURLWithPath: "\(directory)/notification.py"))
         let agentCount = configuration.cluster ? 2 : 1
         let ports = try freeLocalPorts(1 + agentCount + (configuration.cluster ? 6 : 0))
         let agentPorts = Array(ports[1...agentCount])
@@ -198,8 +202,11 @@ public final class DemoRunner: Sendable {
         for (role, count) in [("payment", 2), ("order", 3), ("cart", 1)] {
             for index in 1...count { try await startInstance(role, index) }
         }
-        try await waitUntilHealthy([.cart: 1, .order: 3, .payment: 2], within: .seconds(15))
-        record("the shop is up: 1 cart, 3 order, 2 payment instances behind the gateway")
+        for index in 1...2 { try await startNotification(index) }
+        try await waitUntilHealthy([.cart: 1, .order: 3, .payment: 2], notifications: 2, within: .seconds(15))
+        record(
+            "the shop is up: 1 cart, 3 order, 2 payment instances behind the gateway; 2 notification instances "
+                + "(Python) under sidecars")
 
         let deadline = ContinuousClock.now + configuration.duration
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -277,11 +284,11 @@ public final class DemoRunner: Sendable {
         _ = try await agent.createACLPolicy(
             ACLPolicy(
                 name: "shop", description: "The demo shop's services and its gateway",
-                services: ["cart": .write, "order": .write, "payment": .write]))
+                services: ["cart": .write, "order": .write, "payment": .write, "notification": .write]))
         let shop = try await agent.createACLToken(ACLTokenRequest(description: "demo shop", policies: ["shop"]))
         guard let secret = shop.secretID else { throw DemoError("the token answer has no secret") }
         children.environment.withLock { $0["SWITCHBOARD_TOKEN"] = secret }
-        record("ACLs on: bootstrapped, the shop runs with a token scoped to cart, order and payment")
+        record("ACLs on: bootstrapped, the shop runs with a token scoped to cart, order, payment and notification")
     }
 
     /// Cluster mode: the etcd members' client URLs.
@@ -361,6 +368,23 @@ public final class DemoRunner: Sendable {
         state.withLock { $0.instances[id] = (role, port ?? 0, 0, 0, "starting") }
     }
 
+    /// Starts notification instance `index`: the Python script under `switchboard sidecar`, which registers it,
+    /// heartbeats its `/health`, and gives it a local listener for payment (its best-effort call after each
+    /// notification goes out through its sidecar).
+    func startNotification(_ index: Int) async throws {
+        let id = "notification-\(index)"
+        let ports = try freeLocalPorts(2)
+        _ = try await children.start(
+            id,
+            [
+                "sidecar", "--service", "notification", "--id", id, "--port", "\(ports[0])", "--health", "/health",
+                "--interval", "500ms", "--drain-time", "500ms", "--upstream", "payment=127.0.0.1:\(ports[1])",
+                "--log-level", "warning",
+            ] + agentArguments + ["--", "python3", "\(directory)/notification.py", "\(ports[0])", "\(ports[1])"],
+            readsPort: false)
+        state.withLock { $0.instances[id] = ("notification", ports[0], 0, 0, "starting") }
+    }
+
     // MARK: Traffic
 
     /// One shopper: checks out a cart through the gateway, again and again, about ten times a second.
@@ -424,7 +448,7 @@ public final class DemoRunner: Sendable {
         // A killed instance is not asked: the demo's own polling would count as traffic to the dead.
         let instances = state.withLock { state in state.instances.filter { !state.killed.contains($0.key) } }
         var statuses: [String: String] = [:]
-        for service in ShopRole.allCases.map(\.serviceName) {
+        for service in ShopRole.allCases.map(\.serviceName) + [try! ServiceName("notification")] {
             if let lookup = try? await agent.lookup(service, matching: InstanceQuery(status: .any)) {
                 for instance in lookup.instances { statuses[instance.id.rawValue] = instance.status.rawValue }
             }
@@ -453,11 +477,11 @@ public final class DemoRunner: Sendable {
     private func draw() {
         let snapshot = state.withLock { $0 }
         var lines = ["\u{1B}[2J\u{1B}[H", "Switchboard shop demo: \(elapsedText) of \(configuration.duration)", ""]
-        lines.append("  instance     status        req/s   requests")
+        lines.append("  instance        status        req/s   requests")
         for id in snapshot.instances.keys.sorted() {
             let instance = snapshot.instances[id]!
             lines.append(
-                "  \(id.padding(toLength: 12, withPad: " ", startingAt: 0)) "
+                "  \(id.padding(toLength: 15, withPad: " ", startingAt: 0)) "
                     + "\(instance.status.padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(instance.rate).leftPadded(6)) "
                     + String(instance.requests).leftPadded(10))
         }
@@ -465,6 +489,7 @@ public final class DemoRunner: Sendable {
         lines.append(
             "  user requests: \(snapshot.userRequests)   failed: \(snapshot.failed)   ordered: \(snapshot.ordered)"
                 + "   payment failed (declined): \(snapshot.paymentFailed)")
+        lines.append("  notifications sent (Python, under sidecars): \(Self.notifications(in: snapshot))")
         if let last = snapshot.lastFailure { lines.append("  last failure: \(last)") }
         lines.append("")
         for event in snapshot.events.suffix(8) {
@@ -475,6 +500,11 @@ public final class DemoRunner: Sendable {
 
     private var elapsedText: String {
         String(format: "%.0fs", (ContinuousClock.now - started).seconds)
+    }
+
+    /// The notification instances' counts added up.
+    static func notifications(in run: RunState) -> Int {
+        run.instances.values.filter { $0.service == "notification" }.reduce(0) { $0 + $1.requests }
     }
 
     func record(_ event: String) {
@@ -512,12 +542,13 @@ public final class DemoRunner: Sendable {
         throw DemoError("nothing answers at \(url) (logs in \(directory)/logs)")
     }
 
-    func waitUntilHealthy(_ counts: [ShopRole: Int], within limit: Duration) async throws {
+    func waitUntilHealthy(_ counts: [ShopRole: Int], notifications: Int = 0, within limit: Duration) async throws {
         let deadline = ContinuousClock.now + limit
+        let wanted = counts.map { ($0.key.serviceName, $0.value) } + [(try! ServiceName("notification"), notifications)]
         while ContinuousClock.now < deadline {
             var ready = true
-            for (role, count) in counts {
-                let lookup = try? await agent.lookup(role.serviceName)
+            for (service, count) in wanted where count > 0 {
+                let lookup = try? await agent.lookup(service)
                 if lookup?.instances.count ?? 0 < count { ready = false }
             }
             if ready { return }

@@ -18,8 +18,8 @@ struct ScriptFindings {
 
 /// The chaos script and the summary: what happens to the shop while shoppers check out, and what it showed.
 extension DemoRunner {
-    /// Plays the events at fixed shares of the run: a kill -9, a scale-up, a slow instance, a drain, an agent
-    /// restart. Measures what the summary reports on.
+    /// Plays the events at fixed shares of the run: a kill -9, a scale-up, a slow instance, a kill -9 of the Python
+    /// service's process under its sidecar, a drain, an agent restart. Measures what the summary reports on.
     func playScript(from beginning: ContinuousClock.Instant, until deadline: ContinuousClock.Instant) async throws {
         let total = deadline - beginning
         func at(_ share: Double) async throws {
@@ -82,6 +82,8 @@ extension DemoRunner {
             _ = try? await send(.POST, "http://127.0.0.1:\(port)/admin/latency", json: #"{"ms": 400}"#)
             record("payment-1 answers 400 ms slower: least-requests shifts calls to payment-2")
         }
+        try await at(0.50)
+        try await killNotification("notification-1")
         try await at(0.58)
         if let port = snapshot.instances["payment-1"]?.port {
             _ = try? await send(.POST, "http://127.0.0.1:\(port)/admin/latency", json: #"{"ms": 0}"#)
@@ -116,6 +118,34 @@ extension DemoRunner {
         if let counter {
             findings.withLock { $0.killedAfterDetection = counter.count }
             counter.stop()
+        }
+    }
+
+    /// Kills notification instance `id`'s Python process (not its sidecar) with -9; the sidecar sees its child exit,
+    /// deregisters it at once and exits, and order's notifications go to the other instance.
+    private func killNotification(_ id: String) async throws {
+        guard let port = snapshot.instances[id]?.port,
+            let pid = (try? await getJSON("http://127.0.0.1:\(port)/stats", timeout: .seconds(1)))?["pid"] as? Int
+        else {
+            record("\(id) did not say its process id: not killed")
+            return
+        }
+        let killed = ContinuousClock.now
+        markKilled(id)
+        kill(Int32(pid), SIGKILL)
+        record("kill -9 \(id) (the Python process under its sidecar)")
+        while ContinuousClock.now - killed < .seconds(5) {
+            // Only the agent's 404 counts: a lookup that failed says nothing.
+            do throws(SwitchboardClientError) {
+                _ = try await agent.instance(try! ServiceName("notification"), id: try! InstanceID(id))
+            } catch {
+                if error.status == .notFound {
+                    let seconds = (ContinuousClock.now - killed).seconds
+                    record(String(format: "its sidecar deregistered %@ after %.2fs", id, seconds))
+                    return
+                }
+            }
+            try await Task.sleep(for: .milliseconds(50))
         }
     }
 
@@ -156,7 +186,9 @@ extension DemoRunner {
             failedUserRequests: run.failed, ordered: run.ordered, paymentFailed: run.paymentFailed, instances: reports,
             events: run.events, killDetectionSeconds: found.killDetection,
             trafficToKilledAfterDetection: found.killedAfterDetection,
-            newInstanceFirstTrafficSeconds: found.newInstanceFirstTraffic, doubleCharges: audit?.doubleCharges,
+            newInstanceFirstTrafficSeconds: found.newInstanceFirstTraffic,
+            notificationsSent: Self.notifications(in: run),
+            doubleCharges: audit?.doubleCharges,
             audit: audit,
             everyLiveInstanceServed: reports.filter { !$0.killed }.allSatisfy { $0.requests > 0 })
     }

@@ -100,7 +100,7 @@ public func runShopService(_ configuration: ShopServiceConfiguration, services: 
         try addCartRoutes(to: router, discovery: discovery, controls: controls)
     case .order:
         let book = try OrderBook(path: "\(configuration.dataDirectory)/orders.sqlite")
-        try addOrderRoutes(to: router, book: book, discovery: discovery, controls: controls)
+        try addOrderRoutes(to: router, book: book, discovery: discovery, controls: controls, logger: logger)
     case .payment:
         let ledger = try PaymentLedger(path: "\(configuration.dataDirectory)/payments.sqlite")
         addPaymentRoutes(to: router, ledger: ledger, controls: controls, instance: { instanceID.withLock { $0 } })
@@ -223,11 +223,16 @@ private func addCartRoutes(
 }
 
 private func addOrderRoutes(
-    to router: Router<BasicRequestContext>, book: OrderBook, discovery: ServiceDiscovery, controls: InstanceControls
+    to router: Router<BasicRequestContext>, book: OrderBook, discovery: ServiceDiscovery, controls: InstanceControls,
+    logger: Logger
 ) throws {
     let payments = ServiceClient(
         service: try ServiceName("payment"), discovery: discovery, balancer: LeastRequestsBalancer(),
         policy: CallPolicy(attemptTimeout: .seconds(1), maximumRetries: 2))
+    // The Python service under its sidecars; idempotent by order id, so a retry on the other instance is safe.
+    let notifications = ServiceClient(
+        service: try ServiceName("notification"), discovery: discovery, balancer: LeastRequestsBalancer(),
+        policy: CallPolicy(attemptTimeout: .milliseconds(500), maximumRetries: 2))
     router.post("orders") { request, _ -> Response in
         try await serve(controls)
         guard let key = request.headers[.init("Idempotency-Key")!], !key.isEmpty else {
@@ -277,10 +282,31 @@ private func addOrderRoutes(
                     status: .serviceUnavailable)
             }
         }
+        if order.status == "confirmed" { await notify(order.orderId, through: notifications, logger: logger) }
         return jsonResponse([
             "orderId": order.orderId, "cartId": order.cartId, "amountCents": order.amountCents, "status": order.status,
             "reason": order.reason ?? NSNull(),
         ])
+    }
+}
+
+/// Tells notification about a confirmed order. Best-effort: the client's retries try the other instance, and a
+/// notification that still fails is logged, never the checkout's failure.
+private func notify(
+    _ orderId: String, through notifications: ServiceClient<LeastRequestsBalancer>, logger: Logger
+) async {
+    var headers = HTTPHeaders()
+    headers.add(name: "Content-Type", value: "application/json")
+    let body = (try? JSONSerialization.data(withJSONObject: ["orderId": orderId])) ?? Data()
+    do {
+        let answer = try await notifications.execute(
+            ServiceRequest(
+                method: .POST, path: "/notify", headers: headers, body: ByteBuffer(data: body), isIdempotent: true))
+        if answer.status != .ok {
+            logger.warning("notification answered \(answer.status.code)", metadata: ["order": "\(orderId)"])
+        }
+    } catch {
+        logger.warning("notification failed: \(error)", metadata: ["order": "\(orderId)"])
     }
 }
 

@@ -1,10 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
-import NIOExtras
 import NIOHTTP1
-import NIOPosix
-import NIOSSL
 import ServiceLifecycle
 import SwitchboardClient
 import SwitchboardCore
@@ -73,43 +70,10 @@ public struct GatewayServer: Service {
             case .standardOutput: AccessLog(handle: .standardOutput)
             case .file(let path): try AccessLog.appending(to: path)
             }
-        let group = MultiThreadedEventLoopGroup.singleton
-        var pools: [ObjectIdentifier: LoopPools.Resources] = [:]
-        for loop in group.makeIterator() {
-            pools[ObjectIdentifier(loop)] = LoopPools.Resources(
-                pool: UpstreamPool(
-                    eventLoop: loop, idleLimit: configuration.idleConnectionsPerInstance,
-                    connectTimeout: configuration.connectTimeout.timeAmount),
-                metrics: LoopMetrics(metrics: metrics))
-        }
-        let metrics = self.metrics
-        let loopPools = LoopPools(pools)
-        // Tracks callers' connections: at shutdown each is told to finish its exchange and close.
-        let quiescing = ServerQuiescingHelper(group: group)
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
-                }
-            }
-            .serverChannelOption(.backlog, value: 1024)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let tls {
-                        // The context current when the caller connects: a rotated certificate reaches new callers.
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
-                    }
-                    let resources = loopPools.resources(for: channel.eventLoop)
-                    try channel.pipeline.syncOperations.addHandler(
-                        ProxyHandler(
-                            router: router, pool: resources.pool, configuration: configuration, accessLog: accessLog,
-                            aggregator: aggregator, metrics: resources.metrics, tracer: tracer, logger: logger))
-                }
-            }
-            .bind(host: configuration.host, port: configuration.port).get()
-        let port = server.localAddress?.port ?? configuration.port
+        let listener = try await ProxyListener.bind(
+            host: configuration.host, port: configuration.port, router: router, configuration: configuration,
+            metrics: metrics, tls: tls, accessLog: accessLog, aggregator: aggregator, tracer: tracer, logger: logger)
+        let port = listener.port
         logger.info("gateway listening", metadata: ["address": "\(configuration.host):\(port)"])
         var admin: (any Channel)?
         if let address = configuration.admin {
@@ -156,42 +120,10 @@ public struct GatewayServer: Service {
             for await _ in registrationEnded {}
             // No new callers; each connection finishes the exchange under way and closes, for at most the
             // shutdown grace; then the pooled connections to instances close.
-            let closed = group.next().makePromise(of: Void.self)
-            quiescing.initiateShutdown(promise: closed)
-            _ = try? await withThrowingTaskGroup(of: Void.self) { waits in
-                waits.addTask { try await closed.futureResult.get() }
-                waits.addTask { try await Task.sleep(for: configuration.shutdownGrace) }
-                try await waits.next()
-                waits.cancelAll()
-            }
-            for loop in group.makeIterator() {
-                try? await loop.submit { loopPools.resources(for: loop).pool.closeAll() }.get()
-            }
+            await listener.shutdown(grace: configuration.shutdownGrace)
             try? await admin?.close()
             tasks.cancelAll()
         }
         try await connection.shutdown()
-    }
-}
-
-/// Each event loop's pool and metric handles, looked up by loop when a connection arrives; they are only ever
-/// used on their loop.
-final class LoopPools: @unchecked Sendable {
-    struct Resources {
-        var pool: UpstreamPool
-        var metrics: LoopMetrics
-    }
-
-    private let pools: [ObjectIdentifier: Resources]
-
-    init(_ pools: [ObjectIdentifier: Resources]) {
-        self.pools = pools
-    }
-
-    func resources(for loop: any EventLoop) -> Resources {
-        guard let resources = pools[ObjectIdentifier(loop)] else {
-            preconditionFailure("a connection on an event loop the gateway did not set up")
-        }
-        return resources
     }
 }

@@ -212,11 +212,11 @@ struct DemoServiceCommand: AsyncParsableCommand {
 /// The summary as a table for people.
 enum DemoReport {
     static func table(_ summary: DemoSummary) -> String {
-        var lines = ["", "Summary", "", "  instance     service   requests"]
+        var lines = ["", "Summary", "", "  instance        service       requests"]
         for instance in summary.instances {
             lines.append(
-                "  \(instance.id.padding(toLength: 12, withPad: " ", startingAt: 0)) "
-                    + "\(instance.service.padding(toLength: 9, withPad: " ", startingAt: 0)) \(instance.requests)"
+                "  \(instance.id.padding(toLength: 15, withPad: " ", startingAt: 0)) "
+                    + "\(instance.service.padding(toLength: 13, withPad: " ", startingAt: 0)) \(instance.requests)"
                     + (instance.killed ? "   (killed)" : ""))
         }
         func seconds(_ value: Double?) -> String { value.map { String(format: "%.2fs", $0) } ?? "n/a" }
@@ -226,6 +226,7 @@ enum DemoReport {
             "  failed user requests     \(summary.failedUserRequests)",
             "  orders confirmed         \(summary.ordered)",
             "  payments declined        \(summary.paymentFailed) (orders cancelled, carts told)",
+            "  notifications sent       \(summary.notificationsSent) (Python, under sidecars; best-effort)",
             "  double charges           \(summary.doubleCharges.map(String.init) ?? "unknown (stores unreadable)")",
             "  charged, not confirmed   \(summary.audit.map { String($0.chargedButNotConfirmed) } ?? "unknown")",
             "  confirmed, not charged   \(summary.audit.map { String($0.confirmedButNotCharged) } ?? "unknown")",

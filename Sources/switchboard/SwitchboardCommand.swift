@@ -11,6 +11,7 @@ struct SwitchboardCommand: AsyncParsableCommand {
         subcommands: [
             AgentCommand.self,
             GatewayCommand.self,
+            SidecarCommand.self,
             DemoCommand.self,
             DemoServiceCommand.self,
             ServicesCommand.self,

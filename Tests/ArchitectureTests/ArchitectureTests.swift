@@ -56,6 +56,11 @@ struct ArchitectureTests {
             module: "SwitchboardDNS",
             forbiddenTargets: ["SwitchboardAgent", "SwitchboardClient", "SwitchboardGateway", "Demo"],
             forbiddenPackages: ["hummingbird", "grdb.swift", "swift-otel"]),
+        // The sidecar is a client of the agents, as the gateway is (whose proxy engine it may use).
+        Rule(
+            module: "SwitchboardSidecar",
+            forbiddenTargets: ["SwitchboardCatalog", "SwitchboardAgent", "SwitchboardDNS", "SwitchboardEtcd", "Demo"],
+            forbiddenPackages: ["hummingbird", "grdb.swift", "swift-otel"]),
         // Only the executable exports spans (swift-otel); the modules trace through swift-distributed-tracing's API.
         Rule(module: "Demo", forbiddenTargets: [], forbiddenPackages: ["swift-otel"]),
         Rule(

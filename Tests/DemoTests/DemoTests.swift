@@ -16,7 +16,8 @@ func demoChildren(of demo: Int32) -> [Int32] {
     }
 }
 
-/// Starts `switchboard demo` with `arguments` and waits until all eight of its processes run.
+/// Starts `switchboard demo` with `arguments` and waits until all twelve of its processes run (the two notification
+/// instances are a sidecar and its Python process each).
 func startDemo(_ arguments: [String]) async throws -> Process {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: SwitchboardBinary.executable(named: "switchboard"))
@@ -25,10 +26,10 @@ func startDemo(_ arguments: [String]) async throws -> Process {
     process.standardError = FileHandle(forWritingAtPath: "/dev/null")
     try process.run()
     let deadline = ContinuousClock.now + .seconds(30)
-    while demoChildren(of: process.processIdentifier).count < 8 {
+    while demoChildren(of: process.processIdentifier).count < 12 {
         guard ContinuousClock.now < deadline else {
             kill(process.processIdentifier, SIGKILL)
-            throw TestFailure("the demo never started its eight processes")
+            throw TestFailure("the demo never started its twelve processes")
         }
         try await Task.sleep(for: .milliseconds(100))
     }
@@ -87,12 +88,15 @@ struct DemoTests {
         #expect((summary["newInstanceFirstTrafficSeconds"] as? Double ?? 99) <= 2)
         #expect(summary["everyLiveInstanceServed"] as? Bool == true)
         let instances = summary["instances"] as? [[String: Any]] ?? []
-        #expect(instances.count == 7)
+        #expect(instances.count == 9)
         #expect(instances.first { $0["id"] as? String == "order-1" }?["killed"] as? Bool == true)
+        // The Python service took order's notifications through its sidecars, and lost a process to kill -9.
+        #expect(instances.first { $0["id"] as? String == "notification-1" }?["killed"] as? Bool == true)
+        #expect((summary["notificationsSent"] as? Int ?? 0) > 0)
         let events = (summary["events"] as? [[String: Any]] ?? []).compactMap { $0["event"] as? String }
         for expected in [
-            "kill -9 order-1", "started order-4", "payment-1 answers", "payment-2 in maintenance",
-            "agent stopped", "agent restarted",
+            "kill -9 order-1", "started order-4", "payment-1 answers", "kill -9 notification-1",
+            "its sidecar deregistered notification-1", "payment-2 in maintenance", "agent stopped", "agent restarted",
         ] {
             #expect(events.contains { $0.hasPrefix(expected) }, "\(expected) in \(events)")
         }
@@ -110,7 +114,8 @@ struct DemoTests {
         #expect(summary["everyLiveInstanceServed"] as? Bool == true)
         let events = (summary["events"] as? [[String: Any]] ?? []).compactMap { $0["event"] as? String }
         for expected in [
-            "cluster: 3 etcd members, 2 agents", "kill -9 order-1", "kill -9 agent-1", "kill -9 etcd member",
+            "cluster: 3 etcd members, 2 agents", "kill -9 order-1", "kill -9 notification-1", "kill -9 agent-1",
+            "kill -9 etcd member",
             "writes through agent-2 still work",
         ] {
             #expect(events.contains { $0.hasPrefix(expected) }, "\(expected) in \(events)")
