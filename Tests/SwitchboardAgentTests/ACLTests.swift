@@ -12,7 +12,7 @@ import Glibc
 
 /// ACL tokens and policies on a live agent process: deny by default, scoped writes, filtered reads, bootstrap once,
 /// tokens durable and hashed, the Consul layer's token, and the audit trail of every write.
-@Suite(.serialized) struct ACLTests {
+@Suite(.serialized, .loadsTheMachine) struct ACLTests {
     /// An agent with ACLs on (deny by default) and its bootstrap (management) token.
     struct SecuredAgent {
         let process: AgentProcess

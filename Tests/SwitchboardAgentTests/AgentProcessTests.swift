@@ -17,7 +17,7 @@ final class Box<Value: Sendable>: Sendable {
     init(_ value: Value) { self.value = Mutex(value) }
 }
 
-@Suite("The agent as a separate process", .serialized)
+@Suite("The agent as a separate process", .serialized, .loadsTheMachine)
 struct AgentProcessTests {
     @Test func killNineLosesNoAcknowledgedRegistration() async throws {
         let directory = try makeTemporaryDirectory()
@@ -161,7 +161,7 @@ struct AgentProcessTests {
     }
 }
 
-@Suite("The command-line clients", .serialized)
+@Suite("The command-line clients", .serialized, .loadsTheMachine)
 struct CLITests {
     @Test func registerListAndDeregisterThroughTheCLI() async throws {
         let agent = try await AgentProcess(dataDirectory: nil)

@@ -9,7 +9,7 @@ import Glibc
 #endif
 
 /// TLS on the agent's HTTP API, with certificates `openssl` makes in the test and curl as the client.
-@Suite(.serialized) struct AgentTLSTests {
+@Suite(.serialized, .loadsTheMachine) struct AgentTLSTests {
     /// A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate, in `directory`.
     struct Certificates {
         let directory: String

@@ -130,7 +130,7 @@ private func read(
 
 /// The contract every ``CatalogStore`` meets, run against each store: in memory, SQLite, and one whose indexes skip.
 /// and cluster mode's etcd store (on a real single-member etcd).
-@Suite("Catalog store conformance")
+@Suite("Catalog store conformance", .loadsTheMachine)
 struct CatalogStoreConformanceTests {
     @Test(arguments: StoreUnderTest.Kind.allCases)
     func aNewStoreIsEmptyAtIndexZero(_ kind: StoreUnderTest.Kind) async throws {

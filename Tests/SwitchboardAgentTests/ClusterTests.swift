@@ -12,7 +12,7 @@ import Glibc
 
 /// Every cluster-mode suite, one after another: each starts an etcd cluster and agents, and several at once would
 /// load the machine enough to upset the timing of the tests running beside them.
-@Suite("Cluster mode", .serialized) enum ClusterModeTests {}
+@Suite("Cluster mode", .serialized, .loadsTheMachine) enum ClusterModeTests {}
 
 extension ClusterModeTests {
     /// Cluster mode with real processes: a three-member etcd on loopback and agents started with `--store etcd`.

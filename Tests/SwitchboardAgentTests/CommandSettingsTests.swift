@@ -6,7 +6,7 @@ import Testing
 
 /// Every command's settings come from flags, `SWITCHBOARD_*` variables and a `--config-file`, in that order of
 /// precedence, with the default last; the real binary proves it.
-@Suite("Command settings from flags, variables and a configuration file", .serialized)
+@Suite("Command settings from flags, variables and a configuration file", .serialized, .loadsTheMachine)
 struct CommandSettingsTests {
     /// Writes `yaml` to a temporary file; the caller removes it.
     func configFile(_ yaml: String) throws -> String {

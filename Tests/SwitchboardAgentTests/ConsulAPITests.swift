@@ -6,7 +6,7 @@ import SwitchboardTestSupport
 import Testing
 
 /// Consul's HTTP API on the agent, driven by the real py-consul and checked against what Consul answers.
-@Suite("Consul's HTTP API")
+@Suite("Consul's HTTP API", .loadsTheMachine)
 struct ConsulAPITests {
     @Test func pyConsulRegistersReportsHealthFindsBlocksDrainsAndDeregisters() async throws {
         let python = try await PythonClients.python()

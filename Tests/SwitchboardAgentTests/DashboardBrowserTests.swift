@@ -8,7 +8,7 @@ import Testing
 ///
 /// Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Screenshots go to a temporary directory,
 /// or to `docs/screenshots` when `SWITCHBOARD_UPDATE_SCREENSHOTS=1` (how the committed ones are made).
-@Suite("Dashboard in a browser", .serialized)
+@Suite("Dashboard in a browser", .serialized, .loadsTheMachine)
 struct DashboardBrowserTests {
     @Test func theLivePagesCountFollowAKilledBackendShowHistoryAndDrainAndUndrain() async throws {
         let output = try await runScript(mode: "live", agentArguments: [])

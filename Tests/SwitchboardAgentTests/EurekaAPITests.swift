@@ -11,7 +11,7 @@ import Glibc
 
 /// Eureka's REST API on the agent: its JSON and XML forms, leases as TTL checks, status overrides, the delta, and one
 /// catalog with the native API and Consul's.
-@Suite("Eureka's REST API")
+@Suite("Eureka's REST API", .loadsTheMachine)
 struct EurekaAPITests {
     static let registration = #"""
         {"instance": {"instanceId": "h1:order:8080", "hostName": "h1", "app": "ORDER", "ipAddr": "127.0.0.1",

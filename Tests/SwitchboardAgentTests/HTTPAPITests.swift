@@ -8,7 +8,7 @@ import SwitchboardCore
 import SwitchboardTestSupport
 import Testing
 
-@Suite("The HTTP API against a live agent")
+@Suite("The HTTP API against a live agent", .loadsTheMachine)
 struct HTTPAPITests {
     let registration =
         #"{"address": "10.0.1.5", "port": 8080, "tags": ["v2", "public"], "meta": {"zone": "a"}, "weight": 10}"#
@@ -189,7 +189,7 @@ struct HTTPAPITests {
     }
 }
 
-@Suite("Bad input gets a JSON error and the agent keeps serving")
+@Suite("Bad input gets a JSON error and the agent keeps serving", .loadsTheMachine)
 struct BadInputTests {
     /// Sends `attempt`, checks its status and error, then proves the agent still answers.
     func expectRejected(

@@ -7,7 +7,7 @@ import Synchronization
 import Testing
 
 /// Health checking end to end: a real agent, real backends as child processes, real HTTP heartbeats.
-@Suite(.serialized) struct HealthCheckingTests {
+@Suite(.serialized, .loadsTheMachine) struct HealthCheckingTests {
     func instanceURL(_ agent: LiveAgent, _ service: String, _ id: String) -> String {
         "\(agent.baseURL)/v1/services/\(service)/instances/\(id)"
     }

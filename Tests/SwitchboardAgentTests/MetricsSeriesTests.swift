@@ -7,7 +7,7 @@ import Testing
 
 /// The agent's `/metrics`: the series of every part (HTTP API, DNS, store, streams, the process), read after using
 /// each, in the form Prometheus accepts; and the alert rules shipped in `docs/`.
-@Suite("Metrics for every part", .serialized)
+@Suite("Metrics for every part", .serialized, .loadsTheMachine)
 struct MetricsSeriesTests {
     /// The package's root folder (this file is `Tests/SwitchboardAgentTests/MetricsSeriesTests.swift`).
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -9,7 +9,7 @@ import Testing
 @testable import SwitchboardAgent
 
 /// `POST .../observations`: what clients report (outlier ejections) is logged and changes nothing else.
-@Suite("Observations reported by clients")
+@Suite("Observations reported by clients", .loadsTheMachine)
 struct ObservationTests {
     let registration = #"{"address": "10.0.1.5", "port": 8080, "checks": [{"type": "ttl", "ttl": "30s"}]}"#
     let ejection =

@@ -7,7 +7,7 @@ import SwitchboardTestSupport
 import Testing
 import Yams
 
-@Suite("The OpenAPI document matches the server")
+@Suite("The OpenAPI document matches the server", .loadsTheMachine)
 struct OpenAPIDocumentTests {
     /// The (method, path) pairs the served document declares.
     func documentedOperations(_ yaml: String) throws -> Set<String> {

@@ -10,7 +10,7 @@ import Glibc
 
 /// The limits that protect the agent, on a live agent process: writes per caller, held requests, open connections;
 /// each refusal is clear and counted in `/metrics`.
-@Suite(.serialized) struct RequestLimitsTests {
+@Suite(.serialized, .loadsTheMachine) struct RequestLimitsTests {
     /// Writes past a caller's rate are answered 429 with `Retry-After`; heartbeats are not counted; `/metrics`
     /// shows the limit and the refusals. One write per 20 s refills the allowance: however slow a loaded machine
     /// makes these requests, the fourth finds none.

@@ -5,7 +5,7 @@ import SwitchboardCore
 import SwitchboardTestSupport
 import Testing
 
-@Suite("The SQLite store")
+@Suite("The SQLite store", .loadsTheMachine)
 struct SQLiteCatalogStoreTests {
     func definition(_ id: String, tags: [String] = []) -> InstanceDefinition {
         InstanceDefinition(

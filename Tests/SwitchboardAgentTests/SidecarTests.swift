@@ -12,7 +12,7 @@ import Glibc
 /// an agent process: registered and passing once the service answers, critical on a 500, drained and deregistered
 /// before the service is told to stop, deregistered at once when the service dies, and left to expire by its TTL when
 /// the sidecar itself is killed.
-@Suite(.serialized) struct SidecarTests {
+@Suite(.serialized, .loadsTheMachine) struct SidecarTests {
     /// A sidecar process supervising the test service on a free port.
     final class SidecarProcess: @unchecked Sendable {
         let process = Process()

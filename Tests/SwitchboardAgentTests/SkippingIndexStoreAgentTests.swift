@@ -8,7 +8,7 @@ import Testing
 
 /// The whole agent (HTTP API, blocking queries, event streams, DNS, the health checker) on a store whose indexes
 /// skip and which other writers change: nothing above the store may assume consecutive indexes or one writer.
-@Suite("The agent on a store whose indexes skip", .serialized)
+@Suite("The agent on a store whose indexes skip", .serialized, .loadsTheMachine)
 struct SkippingIndexStoreAgentTests {
     func register(
         _ agent: LiveAgent, _ id: String, body: String = #"{"address": "127.0.0.1", "port": 8080}"#

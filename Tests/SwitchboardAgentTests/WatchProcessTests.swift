@@ -11,7 +11,7 @@ import Glibc
 #endif
 
 /// Watches against the real `switchboard` binary: memory under a stuck consumer, SIGTERM with streams open, the CLI.
-@Suite(.serialized) struct WatchProcessTests {
+@Suite(.serialized, .loadsTheMachine) struct WatchProcessTests {
     @Test func aConsumerThatNeverReadsDoesNotGrowTheAgentsMemory() async throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

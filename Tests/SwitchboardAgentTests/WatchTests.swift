@@ -7,7 +7,7 @@ import Synchronization
 import Testing
 
 /// Blocking queries and event streams against a real agent over real HTTP.
-@Suite(.serialized) struct WatchTests {
+@Suite(.serialized, .loadsTheMachine) struct WatchTests {
     func register(_ agent: LiveAgent, _ service: String, _ id: String, tags: [String] = []) async throws -> HTTPAnswer {
         let tagList = tags.map { "\"\($0)\"" }.joined(separator: ",")
         let answer = try await http(

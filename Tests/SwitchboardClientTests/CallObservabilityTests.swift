@@ -62,7 +62,7 @@ func shopInstance(_ id: String, port: Int) throws -> Instance {
         createIndex: 1, modifyIndex: 1)
 }
 
-@Suite("Metrics, traces and observations of calls")
+@Suite("Metrics, traces and observations of calls", .loadsTheMachine)
 struct CallObservabilityTests {
     @Test func aCallIsOneSpanWithAnEventPerAttemptAndTheTraceContextReachesTheBackend() async throws {
         let tracer = InMemoryTracer()

@@ -82,7 +82,7 @@ func withLoadedShop(
     return load
 }
 
-@Suite(.serialized) struct CallsUnderFailureTests {
+@Suite(.serialized, .loadsTheMachine) struct CallsUnderFailureTests {
     @Test func aBackendKilledMidStreamCostsTheCallersNoFailedCall() async throws {
         let agent = try await AgentProcess(dataDirectory: nil)
         let load = try await withLoadedShop(agent: agent) { backends, discovery, load in

@@ -48,7 +48,7 @@ extension AgentConnectionConfiguration {
     }
 }
 
-@Suite struct DiscoveryTests {
+@Suite(.loadsTheMachine) struct DiscoveryTests {
     @Test func lookupAnswersTheHealthyInstancesAndStreamChangesReachSubscribersAtOnce() async throws {
         try await withLiveAgent { agent in
             let connection = AgentConnection(configuration: .loaded(agent.baseURL))

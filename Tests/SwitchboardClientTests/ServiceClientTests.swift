@@ -6,7 +6,7 @@ import Testing
 
 @testable import SwitchboardClient
 
-@Suite struct ServiceClientTests {
+@Suite(.loadsTheMachine) struct ServiceClientTests {
     @Test func aFallbackAnswersWhenNoInstanceCanBeCalled() async throws {
         let discovery = ServiceDiscovery(fixed: [try ServiceName("shop"): []])
         let client = ServiceClient(

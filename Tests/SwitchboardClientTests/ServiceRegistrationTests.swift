@@ -7,7 +7,7 @@ import Testing
 
 @testable import SwitchboardClient
 
-@Suite struct ServiceRegistrationTests {
+@Suite(.loadsTheMachine) struct ServiceRegistrationTests {
     /// The registered instance as the agent has it, or nil when it is not registered.
     func registered(_ id: String, _ connection: AgentConnection) async throws -> Instance? {
         do {

@@ -43,7 +43,7 @@ func exchangeDatagram(_ packet: [UInt8], port: Int) async -> [UInt8]? {
     }
 }
 
-@Suite("DNS through a real resolver client (dig)", .serialized)
+@Suite("DNS through a real resolver client (dig)", .serialized, .loadsTheMachine)
 struct DNSResolverClientTests {
     func register(_ agent: LiveAgent, _ id: String, _ body: String) async throws {
         let answer = try await http(.PUT, "\(agent.baseURL)/v1/services/payment/instances/\(id)", json: body)
@@ -190,7 +190,7 @@ struct DNSResolverClientTests {
     }
 }
 
-@Suite("DNS flags of switchboard agent")
+@Suite("DNS flags of switchboard agent", .loadsTheMachine)
 struct DNSFlagTests {
     @Test func theDomainAndTTLFlagsShapeTheAnswersOfTheAgentProcess() async throws {
         let agent = try await AgentProcess(

@@ -4,7 +4,7 @@ import SwitchboardGateway
 import SwitchboardTestSupport
 import Testing
 
-@Suite("The gateway's /metrics", .serialized)
+@Suite("The gateway's /metrics", .serialized, .loadsTheMachine)
 struct GatewayMetricsTests {
     @Test func theAdminAddressServesRequestsAndTheProcessInAFormPromtoolAccepts() async throws {
         let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)

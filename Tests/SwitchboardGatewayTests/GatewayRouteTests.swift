@@ -69,7 +69,7 @@ func get(_ url: String, headers: [(String, String)] = []) async throws -> HTTPAn
     try await http(.GET, url, headers: headers)
 }
 
-@Suite("Gateway routes and policies from a route file, with real backends", .serialized)
+@Suite("Gateway routes and policies from a route file, with real backends", .serialized, .loadsTheMachine)
 struct GatewayRouteTests {
     static let secret = "a-test-secret-of-at-least-32-bytes!!"
 

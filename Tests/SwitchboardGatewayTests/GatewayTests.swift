@@ -56,7 +56,7 @@ final class LoadTally: Sendable {
     var failures: [String] { failed.withLock { $0 } }
 }
 
-@Suite("The gateway, with real backends", .serialized)
+@Suite("The gateway, with real backends", .serialized, .loadsTheMachine)
 struct GatewayTests {
     @Test func publicServicesAreRoutedByTheirFirstPathSegmentAndBalancedAcrossInstances() async throws {
         let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)

@@ -89,7 +89,7 @@ func echoExchange(_ message: String, port: Int) async throws -> String {
     }
 }
 
-@Suite("The sidecar's upstream proxy, with real backends", .serialized)
+@Suite("The sidecar's upstream proxy, with real backends", .serialized, .loadsTheMachine)
 struct UpstreamProxyTests {
     @Test func anInstanceKilledUnderAPythonCallersLoadCostsNoFailedCall() async throws {
         let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
