@@ -144,7 +144,9 @@ async def main():
     step("cancel")
     await order.stop()
     wait_for("ORDER gone", lambda: not native("order"))
-    print("ok", flush=True)
+    # One write, so that PAYMENT's heartbeat thread, which may still log, cannot split the line.
+    sys.stdout.write("ok\n")
+    sys.stdout.flush()
 
 
 asyncio.run(main())

@@ -148,7 +148,8 @@ extension EurekaAPITests {
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(!client.isRunning && client.terminationStatus == 0, "\(printed())")
-        #expect(printed().hasSuffix("ok\n"), "\(printed())")
+        // The client's heartbeat threads may log after the last step: "ok" is a line of its own, not the last.
+        #expect(printed().split(separator: "\n").contains("ok"), "\(printed())")
         _ = await agent.stop(with: SIGTERM)
     }
 }
