@@ -91,6 +91,10 @@ public struct DemoSummary: Codable, Sendable {
     public var newInstanceFirstTrafficSeconds: Double?
     /// Notifications the Python service's instances took (by their own counts): order sends one per confirmed order.
     public var notificationsSent: Int
+    /// Calls the Python service made to payment through its sidecar's `--upstream` listener, and how many of them
+    /// failed (by the instances' own counts; best-effort pings, so a failure is counted, not retried by the script).
+    public var notificationCallsToPayment: Int
+    public var notificationCallsToPaymentFailed: Int
     /// Carts charged more than once; nil when the stores could not be read.
     public var doubleCharges: Int?
     /// The order and payment stores checked against each other (see ``ShopAudit``); nil when they could not be read.
@@ -123,6 +127,8 @@ public final class DemoRunner: Sendable {
         var failed = 0
         var ordered = 0
         var paymentFailed = 0
+        /// Each notification instance's outbound calls to payment through its sidecar: (answered, failed).
+        var upstreamCalls: [String: (answered: Int, failed: Int)] = [:]
         var lastFailure: String?
         var agentPorts: [Int] = []
         var gatewayPort = 0
@@ -461,10 +467,15 @@ public final class DemoRunner: Sendable {
         }
         for (id, instance) in instances {
             var requests = instance.requests
+            var upstream: (answered: Int, failed: Int)?
             if let stats = try? await getJSON("http://127.0.0.1:\(instance.port)/stats", timeout: .milliseconds(500)) {
                 requests = stats["requests"] as? Int ?? requests
+                if let answered = stats["upstreamCalls"] as? Int, let failed = stats["upstreamFailures"] as? Int {
+                    upstream = (answered, failed)
+                }
             }
             state.withLock { state in
+                if let upstream { state.upstreamCalls[id] = upstream }
                 guard var current = state.instances[id] else { return }
                 current.rate = requests - current.requests
                 current.requests = requests
@@ -489,7 +500,10 @@ public final class DemoRunner: Sendable {
         lines.append(
             "  user requests: \(snapshot.userRequests)   failed: \(snapshot.failed)   ordered: \(snapshot.ordered)"
                 + "   payment failed (declined): \(snapshot.paymentFailed)")
-        lines.append("  notifications sent (Python, under sidecars): \(Self.notifications(in: snapshot))")
+        let upstream = Self.notificationCallsToPayment(in: snapshot)
+        lines.append(
+            "  notifications sent (Python, under sidecars): \(Self.notifications(in: snapshot))"
+                + "   their calls to payment through the sidecars: \(upstream.answered) (failed: \(upstream.failed))")
         if let last = snapshot.lastFailure { lines.append("  last failure: \(last)") }
         lines.append("")
         for event in snapshot.events.suffix(8) {
@@ -505,6 +519,11 @@ public final class DemoRunner: Sendable {
     /// The notification instances' counts added up.
     static func notifications(in run: RunState) -> Int {
         run.instances.values.filter { $0.service == "notification" }.reduce(0) { $0 + $1.requests }
+    }
+
+    /// The notification instances' calls to payment through their sidecars, added up.
+    static func notificationCallsToPayment(in run: RunState) -> (answered: Int, failed: Int) {
+        run.upstreamCalls.values.reduce((0, 0)) { ($0.0 + $1.answered, $0.1 + $1.failed) }
     }
 
     func record(_ event: String) {

@@ -188,6 +188,8 @@ extension DemoRunner {
             trafficToKilledAfterDetection: found.killedAfterDetection,
             newInstanceFirstTrafficSeconds: found.newInstanceFirstTraffic,
             notificationsSent: Self.notifications(in: run),
+            notificationCallsToPayment: Self.notificationCallsToPayment(in: run).answered,
+            notificationCallsToPaymentFailed: Self.notificationCallsToPayment(in: run).failed,
             doubleCharges: audit?.doubleCharges,
             audit: audit,
             everyLiveInstanceServed: reports.filter { !$0.killed }.allSatisfy { $0.requests > 0 })

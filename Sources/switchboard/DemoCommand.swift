@@ -227,6 +227,8 @@ enum DemoReport {
             "  orders confirmed         \(summary.ordered)",
             "  payments declined        \(summary.paymentFailed) (orders cancelled, carts told)",
             "  notifications sent       \(summary.notificationsSent) (Python, under sidecars; best-effort)",
+            "  notification -> payment  \(summary.notificationCallsToPayment) calls through the sidecars' upstream"
+                + " listeners, \(summary.notificationCallsToPaymentFailed) failed",
             "  double charges           \(summary.doubleCharges.map(String.init) ?? "unknown (stores unreadable)")",
             "  charged, not confirmed   \(summary.audit.map { String($0.chargedButNotConfirmed) } ?? "unknown")",
             "  confirmed, not charged   \(summary.audit.map { String($0.confirmedButNotCharged) } ?? "unknown")",

@@ -67,7 +67,7 @@ func expectBalancedBooks(_ summary: [String: Any]) {
     #expect((summary["userRequests"] as? Int ?? 0) > 200)
 }
 
-@Suite("switchboard demo, end to end", .serialized)
+@Suite("switchboard demo, end to end", .serialized, .loadsTheMachine)
 struct DemoTests {
     /// With ACLs on (deny by default): the shop, the gateway and the script run with their tokens.
     @Test func theDemoPlaysTheWholeScriptWithACLsOnWithoutAFailedUserRequestOrADoubleCharge() async throws {
@@ -93,6 +93,8 @@ struct DemoTests {
         // The Python service took order's notifications through its sidecars, and lost a process to kill -9.
         #expect(instances.first { $0["id"] as? String == "notification-1" }?["killed"] as? Bool == true)
         #expect((summary["notificationsSent"] as? Int ?? 0) > 0)
+        // ... and called payment through its sidecars' upstream listeners.
+        #expect((summary["notificationCallsToPayment"] as? Int ?? 0) > 0)
         let events = (summary["events"] as? [[String: Any]] ?? []).compactMap { $0["event"] as? String }
         for expected in [
             "kill -9 order-1", "started order-4", "payment-1 answers", "kill -9 notification-1",
