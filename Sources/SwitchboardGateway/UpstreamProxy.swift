@@ -3,6 +3,7 @@ import NIOCore
 import ServiceLifecycle
 import SwitchboardClient
 import SwitchboardCore
+import Tracing
 
 /// One local listener of an ``UpstreamProxy``: the service it sends to, where it listens, and how.
 public struct UpstreamProxyConfiguration: Sendable, Hashable {
@@ -59,17 +60,23 @@ public final class UpstreamProxy: Service, Sendable {
     private let agentConfiguration: AgentConnectionConfiguration
     private let logger: Logger
     private let onListening: @Sendable ([ServiceName: Int]) async -> Void
+    /// Spans of the calls through the HTTP listeners; nil when tracing is off.
+    private let tracer: (any Tracer)?
     /// The proxy's timeouts, retries and resilience: the gateway's defaults.
     private let settings = GatewayConfiguration()
 
     /// A proxy for `upstreams`, learning instances from `agents` (with `agentTLS` to trust `https://` ones, and
     /// `agentToken` for agents with ACLs on: it needs read on the upstream services). `onListening` is told each
-    /// service's bound port once every listener is bound.
+    /// service's bound port once every listener is bound. `tracer` defaults to the one the process bootstrapped
+    /// (`InstrumentationSystem`); with the no-op one, no span is made. A caller's `traceparent` is continued, as
+    /// the gateway does.
     public init(
         upstreams: [UpstreamProxyConfiguration], agents: [String], agentTLS: AgentTLSConfiguration?,
-        agentToken: String?, logger: Logger,
+        agentToken: String?, logger: Logger, tracer: (any Tracer)? = nil,
         onListening: @escaping @Sendable ([ServiceName: Int]) async -> Void = { _ in }
     ) {
+        let chosen = tracer ?? InstrumentationSystem.tracer
+        self.tracer = chosen is NoOpTracer ? nil : chosen
         self.upstreams = upstreams
         self.agentConfiguration = AgentConnectionConfiguration(agents: agents, tls: agentTLS, token: agentToken)
         self.logger = logger
@@ -81,6 +88,7 @@ public final class UpstreamProxy: Service, Sendable {
     public func run() async throws {
         let settings = self.settings
         let logger = self.logger
+        let tracer = self.tracer
         let connection = AgentConnection(configuration: agentConfiguration, logger: logger)
         // Every healthy instance: the application names the service it calls, not a public face of it.
         let discovery = ServiceDiscovery(
@@ -99,7 +107,7 @@ public final class UpstreamProxy: Service, Sendable {
                         table: RouteTable.everything(to: upstream.service))
                     let listener = try await ProxyListener.bind(
                         host: upstream.host, port: upstream.port, router: router, configuration: settings,
-                        metrics: GatewayMetrics(), logger: logger)
+                        metrics: GatewayMetrics(), tracer: tracer, logger: logger)
                     listeners.append(listener)
                     ports[upstream.service] = listener.port
                 case .tcp:

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import ProcessSupport
 import ServiceLifecycle
 import SwitchboardClient
@@ -58,11 +59,24 @@ enum SidecarSettings {
             + "(or, with ',tcp', each connection) to a healthy instance; repeat for several (the variable takes them "
             + "separated by ';').")
 
+    static let threads = Setting(
+        "threads", environment: "SWITCHBOARD_SIDECAR_THREADS", valueName: "count",
+        "Event-loop threads for the upstream listeners and the probes; none: one per core the process may run on.")
+
     static let all: [Setting] =
         [
             service, port, address, id, tags, meta, health, interval, timeout, successes, failures, drainTime,
-            stopTimeout, upstreams, ClientSettings.agents,
-        ] + ClientSettings.agentAccess + [CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile]
+            stopTimeout, upstreams, threads, ClientSettings.agents,
+        ] + ClientSettings.agentAccess + [
+            TracingSettings.otlpEndpoint, CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
+        ]
+
+    /// The event-loop threads, when set.
+    static func threadCount(from settings: SettingsReader) throws -> Int? {
+        try settings.value(threads, rule: "a whole number from 1 to 256") {
+            Int($0).flatMap { (1...256).contains($0) ? $0 : nil }
+        }
+    }
 
     /// The sidecar's configuration from `settings` and the command after `--`; every bad value is refused naming its
     /// flag and the rule.
@@ -178,9 +192,11 @@ struct SidecarCommand: AsyncParsableCommand {
     var stopTimeout: String?
     @Option(name: SidecarSettings.upstreams.argumentName, help: SidecarSettings.upstreams.help)
     var upstreams: [String] = []
+    @Option(name: SidecarSettings.threads.argumentName, help: SidecarSettings.threads.help) var threads: String?
     @Option(name: ClientSettings.agents.argumentName, help: ClientSettings.agents.help) var agents: [String] = []
     @OptionGroup var access: AgentAccessOptions
     @OptionGroup var logging: LoggingOptions
+    @OptionGroup var tracing: TracingOptions
 
     @Argument(parsing: .postTerminator, help: "The service's command and arguments, after --.")
     var command: [String] = []
@@ -202,6 +218,8 @@ struct SidecarCommand: AsyncParsableCommand {
         given[SidecarSettings.drainTime] = drainTime
         given[SidecarSettings.stopTimeout] = stopTimeout
         given[SidecarSettings.upstreams] = upstreams.isEmpty ? nil : upstreams.joined(separator: ";")
+        given[SidecarSettings.threads] = threads
+        given.merge(tracing.commandLine) { $1 }
         given[ClientSettings.agents] = agents.isEmpty ? nil : agents.joined(separator: ",")
         given.merge(access.commandLine) { $1 }
         return given
@@ -209,19 +227,27 @@ struct SidecarCommand: AsyncParsableCommand {
 
     func run() async throws {
         let command = self.command
-        let (configuration, upstreams, level, format) = try await Self.settled {
+        let (configuration, upstreams, threads, otlpEndpoint, level, format) = try await Self.settled {
             let settings = try await SettingsReader(SidecarSettings.all, commandLine: commandLine)
             let (level, format) = try LoggingOptions.resolved(settings)
             return (
                 try SidecarSettings.configuration(from: settings, command: command),
-                try SidecarSettings.upstreamListeners(from: settings), level, format
+                try SidecarSettings.upstreamListeners(from: settings), try SidecarSettings.threadCount(from: settings),
+                try TracingSettings.endpoint(from: settings), level, format
             )
         }
         ParentWatch.startIfAsked()
+        // Before anything creates the shared event loops: their number is fixed when they start.
+        NIOSingletons.groupLoopCountSuggestion = threads ?? CPUAffinity.usableCores()
         LoggingOptions.bootstrap(level: level, format: format)
         let logger = Logger(label: "switchboard.sidecar")
+        // Spans of the calls through the upstream listeners, named for the service the sidecar stands beside.
+        let spans = try SpanExport.bootstrap(
+            endpoint: otlpEndpoint, serviceName: "\(configuration.service)-sidecar",
+            instance: configuration.id.rawValue, logger: logger)
         let sidecar = Sidecar(configuration: configuration, logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // The span exporter first, so it stops last and flushes what the others ended on their way out.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = spans.map { [.init(service: $0)] } ?? []
         if !upstreams.isEmpty {
             // First in the group, so it stops last: the application still calls out while it drains.
             let agents = configuration.agents
