@@ -386,7 +386,8 @@ public final class DemoRunner: Sendable {
                 "sidecar", "--service", "notification", "--id", id, "--port", "\(ports[0])", "--health", "/health",
                 "--interval", "500ms", "--drain-time", "500ms", "--upstream", "payment=127.0.0.1:\(ports[1])",
                 "--log-level", "warning",
-            ] + agentArguments + ["--", "python3", "\(directory)/notification.py", "\(ports[0])", "\(ports[1])"],
+            ] + agentArguments + tracingArguments
+                + ["--", "python3", "\(directory)/notification.py", "\(ports[0])", "\(ports[1])"],
             readsPort: false)
         state.withLock { $0.instances[id] = ("notification", ports[0], 0, 0, "starting") }
     }

@@ -117,7 +117,7 @@ extension DemoTests {
         #expect(viaFlag.status == 64)
         #expect(viaFlag.stderr.contains("\(rule), got 'http://'"), "\(viaFlag.stderr)")
 
-        for command in ["agent", "gateway", "demo", "demo-service"] {
+        for command in ["agent", "gateway", "sidecar", "demo", "demo-service"] {
             let help = try await SwitchboardBinary.run([command, "--help"]).stdout
             // The help is wrapped to the terminal's width: compared with its lines joined.
             let text = help.split(whereSeparator: \.isWhitespace).joined(separator: " ")
@@ -238,5 +238,12 @@ extension DemoTests {
                 $0.name == "store commit" && Int($0.attributes["switchboard.commit.changes"] ?? "") ?? 0 > 0
             },
             "no store-commit span among \(agent.count): \(agent.prefix(20).map(describe))")
+
+        // The Python notification service's call to payment went through its sidecar's upstream listener, which
+        // spans it as the gateway would (a server span for the application's request, a client span per attempt).
+        let sidecar = spans.filter { $0.service == "notification-sidecar" }
+        #expect(
+            sidecar.contains { $0.kind == "SERVER" } && sidecar.contains { $0.kind == "CLIENT" },
+            "no sidecar request and attempt spans among \(sidecar.count): \(sidecar.prefix(20).map(describe))")
     }
 }
