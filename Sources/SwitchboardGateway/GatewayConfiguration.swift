@@ -22,6 +22,8 @@ public struct GatewayConfiguration: Sendable {
     public var idleConnectionsPerInstance: Int
     /// A caller's connection idle this long between requests is closed.
     public var clientIdleTimeout: Duration
+    /// An upgraded (WebSocket) connection through which nothing passed either way for this long is closed.
+    public var webSocketIdleTimeout: Duration
     /// Passive outlier detection on the instances behind the gateway.
     public var outlierDetection: OutlierDetector.Configuration
     /// At shutdown, how long callers' exchanges under way may take to finish.
@@ -66,8 +68,10 @@ public struct GatewayConfiguration: Sendable {
         shutdownGrace: Duration = .seconds(10), routeFile: String? = nil,
         routeReloadInterval: Duration = .seconds(1), accessLog: AccessLogDestination = .off,
         admin: (host: String, port: Int)? = nil, tls: TLSSettings? = nil, agentTLS: AgentTLSConfiguration? = nil,
-        agentToken: String? = nil, registration: GatewayRegistration? = nil
+        agentToken: String? = nil, registration: GatewayRegistration? = nil,
+        webSocketIdleTimeout: Duration = .seconds(300)
     ) {
+        self.webSocketIdleTimeout = webSocketIdleTimeout
         self.registration = registration
         self.agentToken = agentToken
         self.tls = tls

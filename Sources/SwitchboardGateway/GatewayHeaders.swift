@@ -97,6 +97,8 @@ enum GatewayHeaders {
             buffer.writeStaticString("\r\n")
         }
         extras.edits.writeSetFields(to: &buffer)
+        // The upgrade is hop-by-hop: the gateway asks the instance for it on its own hop.
+        if extras.webSocket { buffer.writeStaticString("Connection: Upgrade\r\nUpgrade: websocket\r\n") }
         buffer.writeStaticString("\r\n")
         return buffer
     }
@@ -104,10 +106,10 @@ enum GatewayHeaders {
     /// The instance's response head as the caller receives it: in the caller's HTTP version, hop-by-hop fields
     /// removed, the request id added, `Connection: close` when the caller's connection ends after it (or
     /// `keep-alive` for an HTTP/1.0 caller that keeps it), and `Transfer-Encoding: chunked` when the body goes on
-    /// in chunks.
+    /// in chunks. A `101 Switching Protocols` (`switching`) gets the upgrade's own `Connection` and `Upgrade`.
     static func downstreamResponse(
         _ response: ResponseHead, callerMinorVersion: Int, keepAlive: Bool, chunked: Bool, requestID: String,
-        extras: DownstreamExtras?, allocator: ByteBufferAllocator
+        extras: DownstreamExtras?, switching: Bool = false, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let fields = response.fields
         var buffer = allocator.buffer(capacity: fields.bytes.count + 96)
@@ -139,7 +141,11 @@ enum GatewayHeaders {
             buffer.writeString(requestID)
             buffer.writeStaticString("\r\n")
         }
-        if !keepAlive {
+        if switching {
+            buffer.writeStaticString("Connection: Upgrade\r\nUpgrade: ")
+            buffer.writeString(fields.first("upgrade") ?? "websocket")
+            buffer.writeStaticString("\r\n")
+        } else if !keepAlive {
             buffer.writeStaticString("Connection: close\r\n")
         } else if callerMinorVersion == 0 {
             buffer.writeStaticString("Connection: keep-alive\r\n")
@@ -269,6 +275,8 @@ struct UpstreamExtras {
     var identity: Identity?
     var edits: HeaderEdits
     var traceparent: String
+    /// The request is a WebSocket handshake: the instance is asked to upgrade.
+    var webSocket = false
 }
 
 /// What the gateway adds to a response on its way to the caller.

@@ -55,6 +55,19 @@ public final class GatewayMetrics: Sendable {
             labels: [("route", route), ("result", result)])
     }
 
+    /// Connections upgraded to WebSocket, and how many are open now.
+    var upgrades: Counter {
+        registry.makeCounter(
+            descriptor: Self.metric(
+                "upgraded_connections", unit: "total", help: "Connections upgraded to WebSocket through the gateway."))
+    }
+
+    var openTunnels: Gauge {
+        registry.makeGauge(
+            descriptor: Self.metric(
+                "upgraded_connections_open", unit: "", help: "Upgraded (WebSocket) connections open now."))
+    }
+
     func rateLimited(route: String) -> Counter {
         registry.makeCounter(
             descriptor: Self.metric("rate_limited", unit: "total", help: "Requests refused with 429 by route."),
@@ -84,9 +97,22 @@ final class LoopMetrics {
     private var upstreamDurations: [String: DurationHistogram] = [:]
     private var cache: [String: (hit: Counter, miss: Counter)] = [:]
     private var rateLimited: [String: Counter] = [:]
+    private lazy var upgrades = metrics.upgrades
+    private lazy var openTunnels = metrics.openTunnels
 
     init(metrics: GatewayMetrics) {
         self.metrics = metrics
+    }
+
+    /// A connection became a WebSocket tunnel (its 101 is recorded as an exchange too).
+    func recordUpgrade() {
+        upgrades.increment()
+        openTunnels.increment()
+    }
+
+    /// A WebSocket tunnel closed.
+    func recordTunnelClosed() {
+        openTunnels.decrement()
     }
 
     /// Records one exchange.

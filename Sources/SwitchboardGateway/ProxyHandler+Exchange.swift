@@ -41,6 +41,8 @@ extension ProxyHandler {
         var sentBytes = 0
         var replayable = true
         var continueSent = false
+        /// A WebSocket handshake: the instance is asked to upgrade, and its `101` turns the connection into a tunnel.
+        var webSocket = false
         /// Whether a pooled connection already failed this exchange (retried once on a new one, not counted).
         var retriedStaleConnection = false
         var tried: Set<InstanceID> = []

@@ -76,7 +76,7 @@ extension ProxyHandler {
             answerAggregate(aggregate, head: head, match: match)
             return
         }
-        if let cache = policies.cache, ResponseCache.admits(head) {
+        if let cache = policies.cache, !exchange!.webSocket, ResponseCache.admits(head) {
             let host = head.fields.first("host").map(Route.hostName) ?? ""
             // The target with its tags and metadata: each side of a split has its own answers.
             let key = "\(host) \(match.path) \(match.target.service)?\(match.target.query.parameters)"

@@ -91,14 +91,14 @@ extension ProxyHandler {
             let instance = exchange?.instance
         else { return }
         exchange!.upstream = connection
-        connection.begin(for: self, toHEAD: request.isHEAD)
+        connection.begin(for: self, toHEAD: request.isHEAD, upgrading: exchange!.webSocket)
         state = .forwarding
         let head = GatewayHeaders.upstreamRequest(
             request, path: match.path, clientAddress: clientAddress, requestID: exchange!.requestID,
             instanceHost: { "\(instance.definition.address.rawValue):\(instance.definition.port)" },
             extras: UpstreamExtras(
                 identity: exchange!.identity, edits: match.route?.policies.requestHeaders ?? HeaderEdits(),
-                traceparent: exchange!.traceparent),
+                traceparent: exchange!.traceparent, webSocket: exchange!.webSocket),
             allocator: context.channel.allocator)
         connection.channel.write(head, promise: nil)
         for part in exchange!.sentBody { connection.channel.write(part, promise: nil) }
@@ -272,6 +272,8 @@ extension ProxyHandler {
             } else if let target = exchange?.match?.target {
                 respondWithError(.badGateway, service: target.service, reason: reason)
             }
+        case .tunnel:
+            closeTunnel()
         case .responding:
             // Half a response is out: the caller must see the connection end, not a truncated success.
             state = .closing

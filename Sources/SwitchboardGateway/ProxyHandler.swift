@@ -34,6 +34,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         case responding
         /// The connection ends once what was written is out; nothing more is read.
         case closing
+        /// Upgraded (WebSocket): bytes pass both ways untouched through ``tunnel`` (see `ProxyHandler+Upgrade.swift`).
+        case tunnel
     }
 
     let router: GatewayRouter
@@ -50,6 +52,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     var random = FastRandom()
     /// The exchange under way, from its head to its answer; nil between exchanges.
     var exchange: Exchange?
+    /// The instance's connection of an upgraded (WebSocket) connection, once it answered `101`.
+    var tunnel: UpstreamConnection?
 
     /// The caller's bytes not yet taken: the rest of a body, or the next (pipelined) requests.
     var inbound: ByteBuffer?
@@ -101,9 +105,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         // One timer per connection, not one per request: it closes a connection silent past the idle timeout, and
         // answers 504 for an instance past its time to answer.
         let idleTimeout = configuration.clientIdleTimeout.timeAmount
+        let webSocketIdleTimeout = configuration.webSocketIdleTimeout.timeAmount
         let shortest = min(
             configuration.responseTimeout, router.routes?.shortestTimeout ?? configuration.responseTimeout)
-        let period = min(idleTimeout, shortest.timeAmount).nanoseconds / 4
+        let period = min(idleTimeout, shortest.timeAmount, webSocketIdleTimeout).nanoseconds / 4
         checkPeriod = .nanoseconds(max(period, 5_000_000))
         let proxy = NIOLoopBound(self, eventLoop: context.eventLoop)
         idleCheck = context.eventLoop.scheduleRepeatedTask(
@@ -121,6 +126,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
                 if now - (handler.closingSince ?? now) >= Self.lingerLimit || handler.closingSince == nil {
                     task.cancel()
                     context.close(promise: nil)
+                }
+                return
+            }
+            if handler.state == .tunnel {
+                if now - handler.lastActivity >= webSocketIdleTimeout {
+                    task.cancel()
+                    handler.closeTunnel()
                 }
                 return
             }
@@ -172,6 +184,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     var wantsCallerBytes: Bool {
         // While closing, what comes is read and dropped.
         if state == .closing { return closingSince != nil }
+        if state == .tunnel { return tunnel?.channel.isWritable ?? false }
         if let inbound, inbound.readableBytes >= Self.inboundLimit { return false }
         if let upstream = exchange?.upstream, !upstream.channel.isWritable { return false }
         return true
@@ -191,6 +204,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         // The gateway is stopping: an idle connection closes now, a busy one after its exchange.
         quiescing = true
         exchange?.keepAlive = false
+        if state == .tunnel {
+            // An upgraded connection has no exchange to finish: it would hold the shutdown to its grace.
+            closeTunnel()
+            return
+        }
         if state == .idle, (inbound?.readableBytes ?? 0) == 0 {
             state = .closing
             context.close(promise: nil)
@@ -199,7 +217,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // The caller cannot take more of the response: stop reading it from the instance until it can.
-        let upstream = exchange?.upstream
+        let upstream = exchange?.upstream ?? tunnel
         upstream?.holdReading(!context.channel.isWritable)
         context.fireChannelWritabilityChanged()
     }
@@ -264,6 +282,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             case .closing:
                 inbound = nil
                 return
+            case .tunnel:
+                forwardToTunnel()
+                resumeCallerIfWanted()
+                return
             }
         }
     }
@@ -294,6 +316,15 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         exchange!.request = head
         if head.method == "TRACE" || head.method == "CONNECT" {
             respondWithError(.methodNotAllowed, service: nil, reason: "\(head.method) is not proxied")
+            return
+        }
+        switch UpgradeRequest(head) {
+        case .none:
+            break
+        case .webSocket:
+            exchange!.webSocket = true
+        case .refused(let reason):
+            respondWithError(head.method == "GET" ? .notImplemented : .badRequest, service: nil, reason: reason)
             return
         }
         guard let match = router.route(head, random: &random) else {
@@ -393,6 +424,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     /// Lets go of the instance's connection mid-exchange (the caller left, or the instance is too late): it cannot
     /// serve another exchange.
     func abandonUpstream() {
+        if let tunnel {
+            self.tunnel = nil
+            tunnel.handler.finish()
+            tunnel.channel.close(promise: nil)
+            metrics?.recordTunnelClosed()
+        }
         exchange?.responseDeadline = nil
         finishPick()
         guard let upstream = exchange?.upstream else { return }

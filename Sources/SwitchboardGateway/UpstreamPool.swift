@@ -20,6 +20,13 @@ protocol UpstreamReceiver: AnyObject {
     /// The connection failed or closed before the response ended.
     func upstreamFailed(_ error: any Error)
     func upstreamWritabilityChanged(isWritable: Bool)
+    /// The instance answered an upgrade with `101 Switching Protocols`: from here on the connection carries the
+    /// upgraded protocol's bytes, both ways, untouched (``upstreamTunnelBytes(_:)``, ``upstreamTunnelClosed()``).
+    func upstreamSwitchedProtocols(_ head: ResponseHead)
+    /// Bytes of the upgraded protocol from the instance.
+    func upstreamTunnelBytes(_ bytes: ByteBuffer)
+    /// The instance closed the upgraded connection.
+    func upstreamTunnelClosed()
 }
 
 /// One keep-alive connection to an instance, used by one exchange at a time.
@@ -37,9 +44,10 @@ final class UpstreamConnection {
         self.handler = handler
     }
 
-    /// Hands the connection to an exchange whose response is read next.
-    func begin(for receiver: any UpstreamReceiver, toHEAD: Bool) {
-        handler.begin(for: receiver, toHEAD: toHEAD)
+    /// Hands the connection to an exchange whose response is read next; `upgrading` when the request asks for a
+    /// protocol upgrade, so a `101` answer turns the connection into a tunnel rather than a failure.
+    func begin(for receiver: any UpstreamReceiver, toHEAD: Bool, upgrading: Bool = false) {
+        handler.begin(for: receiver, toHEAD: toHEAD, upgrading: upgrading)
     }
 
     /// Stops (or resumes) reading the response while the caller cannot take more.
@@ -138,8 +146,10 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private enum State {
         /// In the pool, or between exchanges: the instance has nothing to say.
         case idle
-        case head(toHEAD: Bool)
+        case head(toHEAD: Bool, upgrading: Bool)
         case body(BodyFramer, dechunking: Bool, keepAlive: Bool)
+        /// After a `101`: every byte belongs to the upgraded protocol, and the connection is never pooled again.
+        case tunnel
     }
 
     private unowned let pool: UpstreamPool
@@ -166,9 +176,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
         self.context = nil
     }
 
-    func begin(for receiver: any UpstreamReceiver, toHEAD: Bool) {
+    func begin(for receiver: any UpstreamReceiver, toHEAD: Bool, upgrading: Bool) {
         self.receiver = receiver
-        state = .head(toHEAD: toHEAD)
+        state = .head(toHEAD: toHEAD, upgrading: upgrading)
         scanned = 0
     }
 
@@ -213,7 +223,11 @@ final class UpstreamHandler: ChannelDuplexHandler {
                 pending = nil
                 fail(HTTPParseError.bad("the instance sent bytes outside any exchange"), context: context)
                 return
-            case .head(let toHEAD):
+            case .tunnel:
+                pending = nil
+                receiver?.upstreamTunnelBytes(buffer)
+                return
+            case .head(let toHEAD, let upgrading):
                 guard let end = HTTPHeadParser.headEnd(in: buffer, searchingFrom: scanned) else {
                     scanned = max(buffer.readableBytes - 3, 0)
                     if buffer.readableBytes > HTTPHeadParser.maximumHeadSize {
@@ -239,6 +253,12 @@ final class UpstreamHandler: ChannelDuplexHandler {
                     pending = nil
                     fail(error, context: context)
                     return
+                }
+                if head.status == 101, upgrading {
+                    state = .tunnel
+                    receiver?.upstreamSwitchedProtocols(head)
+                    // What came after the head is already the upgraded protocol's.
+                    continue
                 }
                 if head.status < 200 {
                     guard head.status != 101 else {
@@ -322,6 +342,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
         let receiver = self.receiver
         self.receiver = nil
         switch state {
+        case .tunnel:
+            state = .idle
+            receiver?.upstreamTunnelClosed()
         case .body(let framer, _, _) where framer.endsAtClose:
             state = .idle
             receiver?.upstreamEnded(reusable: false)

@@ -37,6 +37,10 @@ enum GatewaySettings {
         "advertise-address", environment: "SWITCHBOARD_GATEWAY_ADVERTISE_ADDRESS", valueName: "host",
         "The host others reach this gateway at, for its registration; unset: the listen host (127.0.0.1 when it "
             + "listens on every interface).")
+    static let webSocketIdleTimeout = Setting(
+        "websocket-idle-timeout", environment: "SWITCHBOARD_GATEWAY_WEBSOCKET_IDLE_TIMEOUT",
+        default: "\(Int(defaults.webSocketIdleTimeout.components.seconds))s", valueName: "duration",
+        "An upgraded (WebSocket) connection through which nothing passes either way for this long is closed.")
     static let threads = Setting(
         "threads", environment: "SWITCHBOARD_GATEWAY_THREADS", valueName: "count",
         "Event-loop threads serving callers and instances; none: one per core the process may run on.")
@@ -45,8 +49,8 @@ enum GatewaySettings {
 
     static let all: [Setting] =
         [
-            listen, agents, routeFile, accessLog, admin, register, advertise, threads, tls.certificate, tls.key,
-            tls.clientCA,
+            listen, agents, routeFile, accessLog, admin, register, advertise, webSocketIdleTimeout, threads,
+            tls.certificate, tls.key, tls.clientCA,
         ] + ClientSettings.agentAccess + [
             TracingSettings.otlpEndpoint, CommonSettings.logLevel,
             CommonSettings.logFormat, Setting.configFile,
@@ -79,12 +83,16 @@ enum GatewaySettings {
         let registration = try settings.value(register, rule: "a service name (a DNS label such as 'gateway')") {
             try? ServiceName($0)
         }.map { GatewayRegistration(service: $0, advertisedHost: settings.text(advertise)) }
+        let webSocketIdle = try settings.required(webSocketIdleTimeout, rule: "a duration such as 90s or 5m") {
+            (try? HumanDuration(parsing: $0, field: "")).map(\.duration).flatMap { $0 > .zero ? $0 : nil }
+        }
         return GatewayConfiguration(
             host: address.host, port: address.port,
             agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
             routeFile: settings.text(routeFile), accessLog: destination, admin: adminAddress,
             tls: try tls.settings(from: settings), agentTLS: try ClientSettings.agentTLS(from: settings),
-            agentToken: try ClientSettings.token(from: settings), registration: registration)
+            agentToken: try ClientSettings.token(from: settings), registration: registration,
+            webSocketIdleTimeout: webSocketIdle)
     }
 
     /// The event-loop threads, when set.
@@ -130,6 +138,10 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(name: GatewaySettings.advertise.argumentName, help: GatewaySettings.advertise.help)
     var advertiseAddress: String?
 
+    @Option(
+        name: GatewaySettings.webSocketIdleTimeout.argumentName, help: GatewaySettings.webSocketIdleTimeout.help)
+    var webSocketIdleTimeout: String?
+
     @Option(name: GatewaySettings.threads.argumentName, help: GatewaySettings.threads.help)
     var threads: String?
 
@@ -159,6 +171,7 @@ struct GatewayCommand: AsyncParsableCommand {
         given[GatewaySettings.register] = register
         given[GatewaySettings.advertise] = advertiseAddress
         given[GatewaySettings.threads] = threads
+        given[GatewaySettings.webSocketIdleTimeout] = webSocketIdleTimeout
         given[GatewaySettings.tls.certificate] = tlsCertificate
         given[GatewaySettings.tls.key] = tlsKey
         given[GatewaySettings.tls.clientCA] = tlsClientCA
