@@ -5,8 +5,9 @@ import ProcessSupport
 import Prometheus
 import SwitchboardCore
 
-/// The gateway's admin address: `GET /metrics` (Prometheus text), `GET /routes` (the routes in force) and
-/// `GET /health`. Kept off the proxy's address so no route can shadow it and callers cannot reach it. `/routes` and
+/// The gateway's admin address: `GET /metrics` (Prometheus text), `GET /routes` (the routes in force),
+/// `GET /health`, and `DELETE /cache?route=NAME[&path=/p]` (drops a cached route's answers: for one path, for every
+/// path under a prefix ending in `*`, or all of them). Kept off the proxy's address so no route can shadow it and callers cannot reach it. `/routes` and
 /// `/health` may be read from any origin: they hold nothing secret, and the agent's dashboard shows a registered
 /// gateway's routes by reading them from the operator's browser.
 enum AdminServer {
@@ -56,11 +57,13 @@ final class AdminHandler: ChannelInboundHandler {
                 (status, type, body) = (.ok, "application/json", routesJSON())
             case (.GET, "/health"):
                 (status, type, body) = (.ok, "application/json", Array(#"{"status":"ok"}"#.utf8) + [0x0A])
+            case (.DELETE, "/cache"):
+                (status, type, body) = purgeCache(query: head.uri.split(separator: "?", maxSplits: 1).dropFirst().first)
             default:
                 (status, type, body) = (
                     .notFound, "application/json",
                     Array(
-                        #"{"error":"not_found","message":"the admin address serves /metrics, /routes and /health"}"#
+                        #"{"error":"not_found","message":"the admin address serves GET /metrics, /routes and /health, and DELETE /cache"}"#
                             .utf8)
                 )
             }
@@ -77,6 +80,80 @@ final class AdminHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
                 if !keepAlive { bound.value.close(promise: nil) }
             }
+        }
+    }
+
+    /// `DELETE /cache?route=NAME[&path=/p]`: the route's cached answers dropped, and how many.
+    private func purgeCache(query: Substring?) -> (HTTPResponseStatus, String, [UInt8]) {
+        var parameters: [String: String] = [:]
+        for pair in (query ?? "").split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            guard let name = parts.first, let value = parts.count == 2 ? Self.percentDecoded(parts[1]) : "" else {
+                return Self.problem(.badRequest, "invalid_argument", "the query is not percent-encoded properly")
+            }
+            parameters[String(name)] = value
+        }
+        guard let name = parameters["route"], !name.isEmpty else {
+            return Self.problem(
+                .badRequest, "invalid_argument", "route is required: DELETE /cache?route=NAME[&path=/p]")
+        }
+        guard let route = router.routes?.routes.first(where: { $0.name == name }) else {
+            return Self.problem(.notFound, "not_found", "no route is named '\(name)'")
+        }
+        guard let cache = route.policies.cache else {
+            return Self.problem(.notFound, "not_found", "route '\(name)' has no cache")
+        }
+        let path = parameters["path"].flatMap { $0.isEmpty ? nil : $0 }
+        if let path, !path.hasPrefix("/") {
+            return Self.problem(.badRequest, "invalid_argument", "path must start with '/', got '\(path)'")
+        }
+        let purged = cache.purge(path: path)
+        var json = JSONText()
+        json.append(#"{"route":"#)
+        json.appendString(name)
+        json.append(#","purged":\#(purged)}"#)
+        json.append("\n")
+        return (.ok, "application/json", json.bytes)
+    }
+
+    private static func problem(
+        _ status: HTTPResponseStatus, _ error: String, _ message: String
+    ) -> (
+        HTTPResponseStatus, String, [UInt8]
+    ) {
+        var json = JSONText()
+        json.append(#"{"error":"#)
+        json.appendString(error)
+        json.append(#","message":"#)
+        json.appendString(message)
+        json.append("}\n")
+        return (status, "application/json", json.bytes)
+    }
+
+    /// `text` with `%XX` escapes (and `+` as a space) decoded; nil when an escape is broken or the result is not UTF-8.
+    static func percentDecoded(_ text: Substring) -> String? {
+        var bytes: [UInt8] = []
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            switch byte {
+            case UInt8(ascii: "%"):
+                guard let high = iterator.next().flatMap(Self.hexValue),
+                    let low = iterator.next().flatMap(Self.hexValue)
+                else { return nil }
+                bytes.append(high << 4 | low)
+            case UInt8(ascii: "+"): bytes.append(UInt8(ascii: " "))
+            default: bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
         }
     }
 

@@ -76,10 +76,16 @@ extension ProxyHandler {
             answerAggregate(aggregate, head: head, match: match)
             return
         }
+        if head.method == "PURGE", let cache = policies.cache {
+            answerPurge(head, cache: cache, match: match)
+            return
+        }
         if let cache = policies.cache, !exchange!.webSocket, ResponseCache.admits(head) {
             let host = head.fields.first("host").map(Route.hostName) ?? ""
             // The target with its tags and metadata: each side of a split has its own answers.
-            let key = "\(host) \(match.path) \(match.target.service)?\(match.target.query.parameters)"
+            let key = ResponseCache.key(
+                host: host, target: head.target, service: match.target.service,
+                parameters: match.target.query.parameters)
             if let entry = cache.lookup(key) {
                 answerFromCache(entry, head: head)
                 return
@@ -155,6 +161,29 @@ extension ProxyHandler {
                 origin: origin, requestedHeaders: request.fields.first("access-control-request-headers")),
             allocator: context.channel.allocator)
         context.write(wrapOutboundOut(answer), promise: nil)
+        finishExchange(closing: closing)
+    }
+
+    /// `PURGE /path` on a cached route: drops the answers kept for it (every target; a path ending in `*`, every
+    /// path under it) and says how many, or 405 when the route's cache does not take purges.
+    private func answerPurge(_ head: RequestHead, cache: ResponseCache, match: RouteMatch) {
+        guard let context else { return }
+        guard cache.allowsPurge else {
+            respondWithError(
+                .methodNotAllowed, service: match.target.service,
+                reason: "PURGE is off on route \(match.route?.name ?? "?"): set cache.purge: true in the route file")
+            return
+        }
+        skipArrivedRequestBody()
+        let host = head.fields.first("host").map(Route.hostName) ?? ""
+        let purged = cache.purge(host: host, path: head.target)
+        exchange!.responseStatus = 200
+        let closing = !exchange!.keepAlive || !exchange!.requestBody.isComplete
+        let response = GatewayHeaders.response(
+            status: .ok, body: ByteBuffer(string: "{\"purged\":\(purged)}\n"), requestID: exchange!.requestID,
+            callerMinorVersion: head.minorVersion, closing: closing, extras: exchange!.downstreamExtras,
+            allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(response), promise: nil)
         finishExchange(closing: closing)
     }
 

@@ -1,5 +1,6 @@
 import DequeModule
 import NIOCore
+import SwitchboardCore
 import Synchronization
 
 /// A route's store of GET responses, shared by every event loop: what an instance answered is answered again,
@@ -10,6 +11,9 @@ import Synchronization
 /// requests with credentials unless marked `public`; freshness is the answer's `s-maxage` or `max-age` when given,
 /// else the route's ``ttl``; a request's `Cache-Control: no-cache` or `no-store` goes to the instance. When the
 /// entries together pass ``maximumBytes``, the oldest go first.
+///
+/// Entries are kept under ``key(host:target:service:parameters:)``: the caller's host and path (as the caller sent
+/// it, query included), then the target, so a purge names what callers ask for (``purge(host:path:)``).
 final class ResponseCache: Sendable {
     struct Entry: Sendable {
         var serial: UInt64 = 0
@@ -31,12 +35,45 @@ final class ResponseCache: Sendable {
     let ttl: Duration
     let maximumBytes: Int
     let maximumEntryBytes: Int
+    /// Whether callers may send `PURGE` on the route (the route file's `cache.purge`); the admin address's
+    /// `DELETE /cache` may always.
+    let allowsPurge: Bool
     private let store = Mutex(Store())
 
-    init(ttl: Duration, maximumBytes: Int, maximumEntryBytes: Int) {
+    init(ttl: Duration, maximumBytes: Int, maximumEntryBytes: Int, allowsPurge: Bool = false) {
         self.ttl = ttl
         self.maximumBytes = maximumBytes
         self.maximumEntryBytes = min(maximumEntryBytes, maximumBytes)
+        self.allowsPurge = allowsPurge
+    }
+
+    /// The key of a caller's request: its host, its path (with the query), then the target it went to (each side of
+    /// a split keeps its own answers).
+    static func key(host: String, target: String, service: ServiceName, parameters: String) -> String {
+        "\(host) \(target) \(service)?\(parameters)"
+    }
+
+    /// Drops the entries for `path` (every host when `host` is nil, every target); a `path` ending in `*` drops every
+    /// path starting with what precedes it, and nil drops everything. Returns how many entries went.
+    func purge(host: String? = nil, path: String? = nil) -> Int {
+        let prefix = path.map { $0.hasSuffix("*") ? String($0.dropLast()) : $0 }
+        let exact = path.map { !$0.hasSuffix("*") } ?? false
+        return store.withLock { store in
+            var dropped = 0
+            for (key, entry) in store.entries {
+                let parts = key.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+                guard parts.count == 3 else { continue }
+                if let host, parts[0] != host { continue }
+                if let prefix {
+                    if exact ? parts[1] != prefix : !parts[1].hasPrefix(prefix) { continue }
+                }
+                store.entries[key] = nil
+                store.bytes -= entry.size
+                dropped += 1
+            }
+            // Their places in the eviction order are trimmed as stale ones are.
+            return dropped
+        }
     }
 
     /// Whether `request` may be answered from the cache, and its answer stored.

@@ -242,14 +242,15 @@ enum RouteFile {
             policies.rateLimit = RateLimiter(key: key, rate: perSecond, burst: burst)
         }
         if let node = fields["cache"] {
-            let entries = try node.mapping(allowed: ["ttl", "maxBytes", "maxEntryBytes"])
+            let entries = try node.mapping(allowed: ["ttl", "maxBytes", "maxEntryBytes", "purge"])
             guard let ttl = entries["ttl"] else {
                 throw GatewayConfigurationError(field: "\(node.path).ttl", message: "a cache needs a ttl")
             }
             policies.cache = ResponseCache(
                 ttl: try ttl.duration(in: .milliseconds(1)...(.seconds(86_400))),
                 maximumBytes: try entries["maxBytes"]?.int(in: 1024...(1 << 34)) ?? 64 << 20,
-                maximumEntryBytes: try entries["maxEntryBytes"]?.int(in: 1...(1 << 30)) ?? 1 << 20)
+                maximumEntryBytes: try entries["maxEntryBytes"]?.int(in: 1...(1 << 30)) ?? 1 << 20,
+                allowsPurge: try entries["purge"]?.bool() ?? false)
         }
         policies.requestHeaders = try parseHeaderEdits(fields["requestHeaders"])
         policies.responseHeaders = try parseHeaderEdits(fields["responseHeaders"])

@@ -78,7 +78,12 @@ final class Route: Sendable {
     /// The rest of `path` after the prefix when the route takes `request`, else nil.
     func match(_ request: RequestHead, path: Substring) -> Substring? {
         guard let rest = Self.afterPrefix(prefix, of: path) else { return nil }
-        if !methods.isEmpty, !methods.contains(request.method) { return nil }
+        if !methods.isEmpty, !methods.contains(request.method) {
+            // A PURGE goes where the GET it purges went, on a route whose cache takes purges.
+            guard request.method == "PURGE", methods.contains("GET"), policies.cache?.allowsPurge == true else {
+                return nil
+            }
+        }
         if !hosts.isEmpty {
             guard let host = request.fields.first("host").map(Self.hostName),
                 hosts.contains(where: { Self.host(host, matches: $0) })

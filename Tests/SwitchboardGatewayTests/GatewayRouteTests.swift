@@ -400,6 +400,65 @@ struct GatewayRouteTests {
         #expect(!lines.contains { $0.contains("secret") })
         #expect(entries.contains { $0["cache"] as? String == "HIT" })
     }
+
+    @Test func aPurgeDropsCachedAnswersThroughTheProxyAndTheAdminAddress() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop")
+        _ = backend
+        try await waitForHealthy(agent, "shop", count: 1)
+        let file = try RouteFileOnDisk(
+            """
+            routes:
+              - name: items
+                match: { prefix: /items, methods: [GET] }
+                service: shop
+                rewrite: /hello
+                cache: { ttl: 60s, purge: true }
+              - name: plain
+                match: { prefix: /plain }
+                service: shop
+                rewrite: /hello
+                cache: { ttl: 60s }
+            """)
+        let adminPort = try freePort()
+        let admin = "http://127.0.0.1:\(adminPort)"
+        try await withGateway(
+            agent: agent,
+            configure: {
+                $0.routeFile = file.path
+                $0.admin = ("127.0.0.1", adminPort)
+            }
+        ) { gateway in
+            func cacheState(_ path: String) async throws -> String? {
+                try await get("\(gateway)\(path)").headers.first(name: "X-Cache")
+            }
+            for path in ["/items?id=1", "/items?id=2", "/plain"] {
+                #expect(try await cacheState(path) == "MISS")
+                #expect(try await cacheState(path) == "HIT")
+            }
+            // PURGE on the proxy, where the route's cache takes it: that path's answer only.
+            let purge = try await http(.PURGE, "\(gateway)/items?id=1")
+            #expect(purge.status == 200 && purge.object["purged"] as? Int == 1, "\(purge.text)")
+            #expect(try await cacheState("/items?id=1") == "MISS")
+            #expect(try await cacheState("/items?id=2") == "HIT")
+            let refused = try await http(.PURGE, "\(gateway)/plain")
+            #expect(refused.status == 405 && refused.text.contains("cache.purge"), "\(refused.text)")
+            #expect(try await cacheState("/plain") == "HIT")
+
+            // The admin address: every path under a prefix, or a whole route.
+            let underItems = try await http(.DELETE, "\(admin)/cache?route=items&path=/items*")
+            #expect(underItems.status == 200 && underItems.object["purged"] as? Int == 2, "\(underItems.text)")
+            #expect(try await cacheState("/items?id=2") == "MISS")
+            let whole = try await http(.DELETE, "\(admin)/cache?route=plain")
+            #expect(whole.status == 200 && whole.object["purged"] as? Int == 1, "\(whole.text)")
+            #expect(try await cacheState("/plain") == "MISS")
+            #expect(try await http(.DELETE, "\(admin)/cache?route=nothing").status == 404)
+            let missing = try await http(.DELETE, "\(admin)/cache")
+            #expect(missing.status == 400 && missing.text.contains("route is required"), "\(missing.text)")
+            let relative = try await http(.DELETE, "\(admin)/cache?route=items&path=items")
+            #expect(relative.status == 400 && relative.text.contains("path must start with '/'"), "\(relative.text)")
+        }
+    }
 }
 
 extension GatewayRouteTests {
