@@ -290,9 +290,16 @@ struct DownstreamExtras {
     var rateLimit: (limit: Int, remaining: Int)?
     /// Whether the answer depends on an `Origin` the request did not send (a CORS route with listed origins).
     var varyOrigin = false
+    /// A sticky route's new session cookie: `name=token; Path=/; ...`.
+    var setCookie: String?
 
     func write(to buffer: inout ByteBuffer) {
         edits.writeSetFields(to: &buffer)
+        if let setCookie {
+            buffer.writeStaticString("Set-Cookie: ")
+            buffer.writeString(setCookie)
+            buffer.writeStaticString("\r\n")
+        }
         if let cors { cors.policy.writeResponseHeaders(origin: cors.origin, to: &buffer) }
         if varyOrigin { buffer.writeStaticString("Vary: Origin\r\n") }
         if let cache {

@@ -43,6 +43,8 @@ extension ProxyHandler {
         var continueSent = false
         /// A WebSocket handshake: the instance is asked to upgrade, and its `101` turns the connection into a tunnel.
         var webSocket = false
+        /// On a sticky route: the key the caller's requests are hashed by (its cookie or header value).
+        var stickyKey: String?
         /// Whether a pooled connection already failed this exchange (retried once on a new one, not counted).
         var retriedStaleConnection = false
         var tried: Set<InstanceID> = []

@@ -38,7 +38,8 @@ extension ProxyHandler {
         finishPick()
         let key = UpstreamSelector.BalancerKey(target: match.target, balancer: match.route?.balancer ?? .roundRobin)
         guard !snapshot.instances.isEmpty,
-            let picked = router.selector.pick(key, from: snapshot, avoiding: exchange!.tried)
+            let picked = router.selector.pick(
+                key, from: snapshot, avoiding: exchange!.tried, context: PickContext(hashKey: exchange!.stickyKey))
         else {
             respondWithError(
                 .serviceUnavailable, service: service, reason: "no healthy instance (or every circuit is open)")

@@ -337,6 +337,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
             return
         }
         exchange!.match = match
+        if let sticky = match.route?.sticky { keepSticky(sticky, head) }
         if let tracer {
             startServerSpan(head, match: match, tracer: tracer)
         } else {

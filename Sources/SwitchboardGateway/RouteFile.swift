@@ -51,7 +51,8 @@ enum RouteFile {
     ) throws(GatewayConfigurationError) -> Route {
         let fields = try node.mapping(allowed: [
             "name", "match", "service", "tags", "meta", "split", "rewrite", "stripPrefix", "timeout", "retries",
-            "balancer", "auth", "rateLimit", "cache", "requestHeaders", "responseHeaders", "cors", "aggregate",
+            "balancer", "sticky", "auth", "rateLimit", "cache", "requestHeaders", "responseHeaders", "cors",
+            "aggregate",
         ])
         let name = try fields["name"]?.nonEmptyString() ?? "route-\(index)"
         var prefix = "/"
@@ -108,16 +109,47 @@ enum RouteFile {
             rewrite = "/"
         }
         let balancer = try fields["balancer"].map { (node) throws(GatewayConfigurationError) in
-            guard let kind = BalancerKind(rawValue: try node.string()) else {
-                throw node.error("must be one of \(BalancerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            guard let kind = BalancerKind(rawValue: try node.string()), BalancerKind.named.contains(kind) else {
+                throw node.error("must be one of \(BalancerKind.named.map(\.rawValue).joined(separator: ", "))")
             }
             return kind
+        }
+        let sticky = try fields["sticky"].map { (node) throws(GatewayConfigurationError) in
+            try parseSticky(node)
+        }
+        if sticky != nil, let given = fields["balancer"] {
+            throw given.error("a sticky route picks by consistent hashing: give either balancer or sticky")
         }
         return Route(
             name: name, prefix: prefix, hosts: hosts, methods: methods, headers: headers, targets: targets,
             rewrite: rewrite, timeout: try fields["timeout"]?.duration(in: .milliseconds(1)...(.seconds(3600))),
-            retries: try fields["retries"]?.int(in: 0...10), balancer: balancer ?? .roundRobin,
+            retries: try fields["retries"]?.int(in: 0...10), balancer: balancer ?? .roundRobin, sticky: sticky,
             policies: try parsePolicies(fields, authentication: authentication), aggregate: aggregate)
+    }
+
+    /// `sticky: { cookie: NAME [, set: false] [, maxAge: 1h] }` or `sticky: { header: NAME }`.
+    private static func parseSticky(_ node: ConfigurationNode) throws(GatewayConfigurationError) -> StickySessions {
+        let entries = try node.mapping(allowed: ["cookie", "header", "set", "maxAge"])
+        let isToken = { (name: String) in
+            !name.isEmpty && name.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }
+        }
+        switch (entries["cookie"], entries["header"]) {
+        case (let cookie?, nil):
+            let name = try cookie.string()
+            guard isToken(name) else { throw cookie.error("must be a cookie name (a token such as sb-session)") }
+            return .cookie(
+                name: name, sets: try entries["set"]?.bool() ?? true,
+                maxAge: try entries["maxAge"]?.duration(in: .seconds(1)...(.seconds(400 * 86_400))))
+        case (nil, let header?):
+            let name = try header.string()
+            guard isToken(name) else { throw header.error("must be a header name such as X-User-ID") }
+            for key in ["set", "maxAge"] where entries[key] != nil {
+                throw node.error("\(key) is for a cookie: a header is the caller's own")
+            }
+            return .header(name.lowercased())
+        default:
+            throw node.error("give a cookie (set by the gateway, or the caller's own with set: false) or a header")
+        }
     }
 
     private static func parseAggregate(

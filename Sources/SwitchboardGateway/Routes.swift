@@ -16,6 +16,12 @@ enum BalancerKind: String, Sendable, CaseIterable {
     case random
     case weighted
     case leastRequests = "least-requests"
+    /// The client library's hash ring, keyed by a route's ``StickySessions`` (not named in route files: `sticky`
+    /// chooses it).
+    case consistentHash = "consistent-hash"
+
+    /// The kinds a route file's `balancer` may name.
+    static let named: [BalancerKind] = [.roundRobin, .random, .weighted, .leastRequests]
 
     func make() -> any LoadBalancer {
         switch self {
@@ -23,8 +29,20 @@ enum BalancerKind: String, Sendable, CaseIterable {
         case .random: RandomBalancer()
         case .weighted: WeightedRoundRobinBalancer()
         case .leastRequests: LeastRequestsBalancer()
+        case .consistentHash: ConsistentHashBalancer()
         }
     }
+}
+
+/// How a route keeps a caller on one instance: the key its requests are hashed by on the client library's ring
+/// (``ConsistentHashBalancer``), so the same key reaches the same instance while it is healthy, and only the keys of
+/// an instance that leaves move (to the next instance on the ring).
+enum StickySessions: Sendable, Equatable {
+    /// A cookie of this name; the gateway sets one (a random token, `HttpOnly`, `Path=/`, `SameSite=Lax`, with
+    /// `Max-Age` when given) on the answer to a caller that sent none, when `sets`.
+    case cookie(name: String, sets: Bool, maxAge: Duration?)
+    /// A request header's value (a user or session id the caller sends).
+    case header(String)
 }
 
 /// One route of the route file: what requests it takes, where they go, and what is done on the way.
@@ -45,6 +63,8 @@ final class Route: Sendable {
     let timeout: Duration?
     let retries: Int?
     let balancer: BalancerKind
+    /// Sticky sessions; nil: every request is balanced on its own.
+    let sticky: StickySessions?
     let policies: RoutePolicies
     /// For a route answered by several services at once; ``targets`` then holds the first part's, for logs.
     let aggregate: AggregateSpec?
@@ -53,8 +73,9 @@ final class Route: Sendable {
         name: String, prefix: String, hosts: [String] = [], methods: Set<String> = [],
         headers: [(name: String, value: String?)] = [], targets: [RouteTarget], rewrite: String? = nil,
         timeout: Duration? = nil, retries: Int? = nil, balancer: BalancerKind = .roundRobin,
-        policies: RoutePolicies = RoutePolicies(), aggregate: AggregateSpec? = nil
+        sticky: StickySessions? = nil, policies: RoutePolicies = RoutePolicies(), aggregate: AggregateSpec? = nil
     ) {
+        self.sticky = sticky
         self.aggregate = aggregate
         self.name = name
         self.prefix = prefix
@@ -65,7 +86,7 @@ final class Route: Sendable {
         self.rewrite = rewrite
         self.timeout = timeout
         self.retries = retries
-        self.balancer = balancer
+        self.balancer = sticky == nil ? balancer : .consistentHash
         self.policies = policies
     }
 

@@ -60,7 +60,8 @@ final class UpstreamSelector: Sendable {
     /// call through, with the breaker's permit; nil when there is none. `snapshot` is the discovery's current one of
     /// the target's service. The balancer counts the call as started: ``finished(_:on:permit:)`` must follow.
     func pick(
-        _ key: BalancerKey, from snapshot: DiscoverySnapshot, avoiding tried: Set<InstanceID>
+        _ key: BalancerKey, from snapshot: DiscoverySnapshot, avoiding tried: Set<InstanceID>,
+        context: PickContext = PickContext()
     ) -> InstancePicker.Pick? {
         let now = ContinuousClock.now
         let service = key.target.service
@@ -78,7 +79,9 @@ final class UpstreamSelector: Sendable {
             let picked = state.services[
                 service,
                 default: InstancePicker(outlierDetection: outlierDetection, circuitBreaker: circuitBreaker)
-            ].pick(from: candidates, outOf: all, avoiding: tried, balancer: &state.targets[key]!.balancer, at: now)
+            ].pick(
+                from: candidates, outOf: all, avoiding: tried, balancer: &state.targets[key]!.balancer,
+                context: context, at: now)
             if let picked { state.targets[key]!.balancer.callStarted(on: picked.instance.id) }
             return picked
         }

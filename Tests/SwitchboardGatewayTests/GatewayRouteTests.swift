@@ -401,6 +401,73 @@ struct GatewayRouteTests {
         #expect(entries.contains { $0["cache"] as? String == "HIT" })
     }
 
+    @Test func aStickyRouteKeepsACallerOnOneInstanceUntilItDiesAndMovesOnlyItsCallers() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        var backends: [String: ExampleBackend] = [:]
+        for id in ["shop-a", "shop-b", "shop-c"] {
+            backends[id] = try await ExampleBackend(agents: [agent.baseURL], service: "shop", id: id)
+        }
+        try await waitForHealthy(agent, "shop", count: 3)
+        let started = backends
+        let file = try RouteFileOnDisk(
+            """
+            routes:
+              - name: cart
+                match: { prefix: /cart }
+                service: shop
+                rewrite: /hello
+                sticky: { cookie: sb-session, maxAge: 1h }
+              - name: user
+                match: { prefix: /user }
+                service: shop
+                rewrite: /hello
+                sticky: { header: X-User-ID }
+            """)
+        try await withGateway(agent: agent, configure: { $0.routeFile = file.path }) { gateway in
+            func instance(_ answer: HTTPAnswer) -> String {
+                answer.text.split(separator: " ").dropFirst(2).first.map(String.init) ?? "none: \(answer.text)"
+            }
+            // The gateway sets the cookie on the first answer; the caller sending it back stays put.
+            let first = try await get("\(gateway)/cart")
+            let cookie = try #require(first.headers.first(name: "Set-Cookie"), "\(first.headers)")
+            #expect(cookie.hasSuffix("; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600"), "\(cookie)")
+            let session = String(cookie.prefix { $0 != ";" })
+            let pinned = instance(first)
+            for _ in 0..<20 {
+                let answer = try await get("\(gateway)/cart", headers: [("Cookie", "theme=dark; \(session)")])
+                #expect(instance(answer) == pinned && answer.headers.first(name: "Set-Cookie") == nil)
+            }
+            // A header's value is hashed the same way: each user keeps an instance, and the users spread.
+            var byUser: [String: String] = [:]
+            for user in (1...12).map({ "user-\($0)" }) {
+                var seen: Set<String> = []
+                for _ in 0..<4 {
+                    seen.insert(instance(try await get("\(gateway)/user", headers: [("X-User-ID", user)])))
+                }
+                #expect(seen.count == 1, "\(user) reached \(seen)")
+                byUser[user] = seen.first
+            }
+            #expect(Set(byUser.values).count > 1, "\(byUser)")
+
+            // The pinned instance dies: once the registry drops it, the caller moves to one other instance and stays
+            // there; callers of the other instances do not move.
+            await started[pinned]!.stop(with: SIGKILL)
+            try await waitForHealthy(agent, "shop", count: 2)
+            try await Task.sleep(for: .milliseconds(300))
+            var after: Set<String> = []
+            for _ in 0..<10 {
+                let answer = try await get("\(gateway)/cart", headers: [("Cookie", session)])
+                #expect(answer.status == 200, "\(answer.text)")
+                after.insert(instance(answer))
+            }
+            #expect(after.count == 1 && !after.contains(pinned), "\(after) after \(pinned) died")
+            for (user, owner) in byUser where owner != pinned {
+                let now = instance(try await get("\(gateway)/user", headers: [("X-User-ID", user)]))
+                #expect(now == owner, "\(user) moved from \(owner) to \(now) though \(owner) lives")
+            }
+        }
+    }
+
     @Test func aPurgeDropsCachedAnswersThroughTheProxyAndTheAdminAddress() async throws {
         let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
         let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop")

@@ -62,6 +62,12 @@ struct RoutingTests {
             ),
             ("routes:\n  - { name: a, service: s }\n  - { name: a, service: t }\n", "routes[1].name"),
             ("routes:\n  - service: s\n    split: [{ service: t, weight: 1 }]\n", "routes[0].split"),
+            ("routes:\n  - service: s\n    sticky: { header: X-User }\n    balancer: random\n", "routes[0].balancer"),
+            ("routes:\n  - service: s\n    sticky: { header: X-User, maxAge: 1h }\n", "routes[0].sticky"),
+            ("routes:\n  - service: s\n    sticky: { cookie: 'a b' }\n", "routes[0].sticky.cookie"),
+            ("routes:\n  - service: s\n    sticky: {}\n", "routes[0].sticky"),
+            ("routes:\n  - service: s\n    balancer: consistent-hash\n", "routes[0].balancer"),
+            ("routes:\n  - service: s\n    cache: { ttl: 1s, purge: maybe }\n", "routes[0].cache.purge"),
             ("routes: [\n", ""),
         ]
         for (yaml, field) in cases {
