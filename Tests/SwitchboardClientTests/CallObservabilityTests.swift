@@ -78,7 +78,7 @@ struct CallObservabilityTests {
             ])
             let client = ServiceClient(
                 service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer(),
-                httpClient: httpClient, tracer: tracer)
+                policy: CallPolicy(attemptTimeout: .seconds(20)), httpClient: httpClient, tracer: tracer)
             let first = try await client.execute(ServiceRequest(path: "/orders/7"))
             let second = try await client.execute(ServiceRequest(path: "/orders/7"))
             #expect(first.status == .ok && second.status == .ok)
@@ -114,8 +114,10 @@ struct CallObservabilityTests {
             ])
             let client = ServiceClient(
                 service: try ServiceName("shop"), discovery: discovery, balancer: RoundRobinBalancer(),
+                // 20 s per attempt: the live backend runs in this process, slow to answer in a loaded full run.
                 policy: CallPolicy(
-                    circuitBreaker: nil, outlierDetection: OutlierDetector.Configuration(consecutiveFailures: 2)),
+                    attemptTimeout: .seconds(20), circuitBreaker: nil,
+                    outlierDetection: OutlierDetector.Configuration(consecutiveFailures: 2)),
                 metricsFactory: metrics)
             for _ in 0..<10 { _ = try await client.execute(ServiceRequest(path: "/")) }
 
