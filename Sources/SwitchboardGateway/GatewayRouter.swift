@@ -24,11 +24,22 @@ final class GatewayRouter: Sendable {
     /// How long "no instance" is believed before the agent is asked again.
     static let absenceMemory = Duration.seconds(1)
 
-    init(selector: UpstreamSelector, publicTag: String, table: RouteTable? = nil) {
+    /// The service this gateway registers as, whose live instances share ``RateLimiter/shared`` limits.
+    let gatewayService: ServiceName?
+
+    init(selector: UpstreamSelector, publicTag: String, table: RouteTable? = nil, gatewayService: ServiceName? = nil) {
         self.selector = selector
         self.publicTag = publicTag
+        self.gatewayService = gatewayService
         self.usesRouteFile = table != nil
         self.table = Mutex(table)
+    }
+
+    /// How many gateways the registry lists as healthy instances of ``gatewayService`` (this one among them once
+    /// it passes its check); 1 when the gateway does not register or none is listed yet.
+    var liveGateways: Int {
+        guard let gatewayService else { return 1 }
+        return max(1, selector.discovery.cachedSnapshot(of: gatewayService)?.instances.count ?? 1)
     }
 
     /// The routes in force, nil without a route file.

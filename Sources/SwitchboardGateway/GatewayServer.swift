@@ -62,7 +62,8 @@ public struct GatewayServer: Service {
             selector: UpstreamSelector(
                 discovery: discovery, outlierDetection: configuration.outlierDetection,
                 circuitBreaker: configuration.circuitBreaker),
-            publicTag: configuration.publicTag, table: routeFile?.table)
+            publicTag: configuration.publicTag, table: routeFile?.table,
+            gatewayService: configuration.registration?.service)
         let aggregator = Aggregator(discovery: discovery)
         let accessLog: AccessLog? =
             switch configuration.accessLog {
@@ -95,6 +96,10 @@ public struct GatewayServer: Service {
         if registration == nil { registrationEnding.finish() }
         try await withThrowingDiscardingTaskGroup { tasks in
             tasks.addTask { try await discovery.run() }
+            if let service = configuration.registration?.service {
+                // Followed from the start, so shared rate limits know how many gateways split them.
+                tasks.addTask { _ = try? await discovery.snapshot(of: service) }
+            }
             if let registration {
                 tasks.addTask {
                     defer { registrationEnding.finish() }

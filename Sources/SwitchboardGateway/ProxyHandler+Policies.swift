@@ -62,7 +62,7 @@ extension ProxyHandler {
             case .user: caller = identity?.user ?? clientAddress ?? ""
             case .clientIP: caller = clientAddress ?? ""
             }
-            let decision = limiter.decide(for: caller)
+            let decision = limiter.decide(for: caller, gateways: limiter.shared ? router.liveGateways : 1)
             exchange!.editDownstreamExtras { $0.rateLimit = (limiter.burst, decision.remaining) }
             guard decision.allowed else {
                 respondWithError(

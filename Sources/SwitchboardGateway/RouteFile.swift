@@ -258,7 +258,7 @@ enum RouteFile {
                 method: method, roles: Set(try entries["roles"]?.strings() ?? []), keys: authentication)
         }
         if let node = fields["rateLimit"] {
-            let entries = try node.mapping(allowed: ["key", "rate", "burst"])
+            let entries = try node.mapping(allowed: ["key", "rate", "burst", "shared"])
             let key =
                 try entries["key"].map { (node) throws(GatewayConfigurationError) in
                     guard let key = RateLimiter.Key(rawValue: try node.string()) else {
@@ -271,7 +271,8 @@ enum RouteFile {
             }
             let perSecond = try rate.double(in: 0.001...1_000_000)
             let burst = try entries["burst"]?.int(in: 1...1_000_000) ?? max(1, Int(perSecond.rounded(.up)))
-            policies.rateLimit = RateLimiter(key: key, rate: perSecond, burst: burst)
+            policies.rateLimit = RateLimiter(
+                key: key, rate: perSecond, burst: burst, shared: try entries["shared"]?.bool() ?? false)
         }
         if let node = fields["cache"] {
             let entries = try node.mapping(allowed: ["ttl", "maxBytes", "maxEntryBytes", "purge"])

@@ -39,6 +39,12 @@ struct HeaderEdits: Sendable {
 
 /// A token bucket per caller (API key, user or client address) on one route: `burst` requests at once, then
 /// `rate` a second. Shared by every event loop; the table of buckets is bounded, forgetting full buckets first.
+///
+/// A ``shared`` limit is the limit of all the gateways together, split evenly across those the registry lists as
+/// live: with N of them, each request here costs N tokens, so each gateway lets a caller through at `rate / N`
+/// (with bursts of `burst / N`), and the split follows gateways as they come and go. Gateways count nothing
+/// between them: a caller spread unevenly over them gets less than the whole limit, never more than it per
+/// gateway.
 final class RateLimiter: Sendable {
     enum Key: String, Sendable {
         case apiKey = "api-key"
@@ -57,26 +63,33 @@ final class RateLimiter: Sendable {
     let key: Key
     let rate: Double
     let burst: Int
+    /// Whether the limit is split across the live gateways.
+    let shared: Bool
     private let buckets = Mutex<[String: TokenBucket]>([:])
     private static let bucketLimit = 100_000
 
-    init(key: Key, rate: Double, burst: Int) {
+    init(key: Key, rate: Double, burst: Int, shared: Bool = false) {
         self.key = key
         self.rate = rate
         self.burst = burst
+        self.shared = shared
     }
 
     /// Takes over `previous`'s buckets when it limits the same way: a reloaded route file must not hand every
     /// caller a full burst again. (Requests still counted on `previous` until the new table is in force are lost:
     /// a reload's moment.)
     func keepBuckets(of previous: RateLimiter) {
-        guard previous !== self, previous.key == key, previous.rate == rate, previous.burst == burst else { return }
+        guard previous !== self, previous.key == key, previous.rate == rate, previous.burst == burst,
+            previous.shared == shared
+        else { return }
         let kept = previous.buckets.withLock { $0 }
         buckets.withLock { $0 = kept }
     }
 
-    func decide(for caller: String, at now: ContinuousClock.Instant = .now) -> Decision {
-        buckets.withLock { buckets in
+    /// Whether `caller` may go on; `gateways` is how many gateways share the limit (1 unless ``shared``).
+    func decide(for caller: String, gateways: Int = 1, at now: ContinuousClock.Instant = .now) -> Decision {
+        let cost = Double(shared ? max(1, gateways) : 1)
+        return buckets.withLock { buckets in
             if buckets[caller] == nil {
                 if buckets.count >= Self.bucketLimit {
                     // Full buckets hold no information: a new bucket is full too.
@@ -87,10 +100,10 @@ final class RateLimiter: Sendable {
                 }
                 buckets[caller] = TokenBucket(capacity: Double(burst), refillPerSecond: rate)
             }
-            let allowed = buckets[caller]!.tryTake(at: now)
-            let remaining = Int(buckets[caller]!.available(at: now))
+            let allowed = buckets[caller]!.tryTake(cost, at: now)
+            let remaining = Int(buckets[caller]!.available(at: now) / cost)
             var retryAfter = 0
-            if !allowed, let wait = buckets[caller]!.timeUntilAvailable(at: now) {
+            if !allowed, let wait = buckets[caller]!.timeUntilAvailable(cost, at: now) {
                 retryAfter = max(1, Int(wait.seconds.rounded(.up)))
             }
             return Decision(allowed: allowed, remaining: remaining, retryAfter: retryAfter)

@@ -5,6 +5,7 @@ import NIOHTTP1
 import ProcessSupport
 import SwitchboardClient
 import SwitchboardCore
+import SwitchboardGateway
 import SwitchboardTestSupport
 import Synchronization
 import Testing
@@ -110,5 +111,48 @@ struct GatewayHighAvailabilityTests {
         // The registry notices the dead gateway through its admin /health check.
         try await waitForHealthy(agent, "gateway", count: 1)
         withExtendedLifetime(backends) {}
+    }
+
+    @Test func aSharedRateLimitIsSplitEvenlyAcrossTheLiveGateways() async throws {
+        let agent = try await AgentProcess(dataDirectory: nil, dnsAddress: nil)
+        let backend = try await ExampleBackend(agents: [agent.baseURL], service: "shop")
+        _ = backend
+        try await waitForHealthy(agent, "shop", count: 1)
+        let file = try RouteFileOnDisk(
+            """
+            routes:
+              - name: shared
+                match: { prefix: /shared }
+                service: shop
+                rewrite: /hello
+                rateLimit: { key: client-ip, rate: 0.01, burst: 4, shared: true }
+              - name: own
+                match: { prefix: /own }
+                service: shop
+                rewrite: /hello
+                rateLimit: { key: client-ip, rate: 0.01, burst: 4 }
+            """)
+        let edge = try ServiceName("edge")
+        let registered: @Sendable (inout GatewayConfiguration) -> Void = { configuration in
+            configuration.routeFile = file.path
+            configuration.admin = ("127.0.0.1", 0)
+            configuration.registration = GatewayRegistration(service: edge)
+        }
+        try await withGateway(agent: agent, configure: registered) { first in
+            try await withGateway(agent: agent, configure: registered) { _ in
+                try await waitForHealthy(agent, "edge", count: 2)
+                // The gateways learn of each other through their watch of `edge`.
+                try await Task.sleep(for: .seconds(1))
+                var shared: [Int] = []
+                var own: [Int] = []
+                for _ in 0..<5 {
+                    shared.append(try await get("\(first)/shared").status)
+                    own.append(try await get("\(first)/own").status)
+                }
+                // A burst of 4 for the two gateways together: 2 here; a limit of this gateway's own: all 4.
+                #expect(shared == [200, 200, 429, 429, 429])
+                #expect(own == [200, 200, 200, 200, 429])
+            }
+        }
     }
 }

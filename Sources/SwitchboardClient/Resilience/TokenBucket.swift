@@ -22,9 +22,16 @@ public struct TokenBucket: Sendable {
 
     /// Takes a token if there is one.
     public mutating func tryTake(at now: ContinuousClock.Instant) -> Bool {
+        tryTake(1, at: now)
+    }
+
+    /// Takes `count` tokens (at most the capacity) if there are that many: a call that stands for several, as when
+    /// one of N limiters sharing a rate charges N per call.
+    public mutating func tryTake(_ count: Double, at now: ContinuousClock.Instant) -> Bool {
         refill(at: now)
-        guard tokens >= 1 else { return false }
-        tokens -= 1
+        let cost = min(max(count, 0), capacity)
+        guard tokens >= cost else { return false }
+        tokens -= cost
         return true
     }
 
@@ -34,12 +41,14 @@ public struct TokenBucket: Sendable {
         return tokens
     }
 
-    /// How long until a token is available (zero if one is); nil if the bucket never refills.
-    public mutating func timeUntilAvailable(at now: ContinuousClock.Instant) -> Duration? {
+    /// How long until `count` tokens (one by default, at most the capacity) are available (zero if they are); nil
+    /// if the bucket never refills.
+    public mutating func timeUntilAvailable(_ count: Double = 1, at now: ContinuousClock.Instant) -> Duration? {
         refill(at: now)
-        if tokens >= 1 { return .zero }
+        let cost = min(max(count, 0), capacity)
+        if tokens >= cost { return .zero }
         guard refillPerSecond > 0 else { return nil }
-        return .nanoseconds(Int64(((1 - tokens) / refillPerSecond * 1e9).rounded(.up)))
+        return .nanoseconds(Int64(((cost - tokens) / refillPerSecond * 1e9).rounded(.up)))
     }
 
     private mutating func refill(at now: ContinuousClock.Instant) {
