@@ -24,6 +24,9 @@ public struct GatewayConfiguration: Sendable {
     public var clientIdleTimeout: Duration
     /// An upgraded (WebSocket) connection through which nothing passed either way for this long is closed.
     public var webSocketIdleTimeout: Duration
+    /// The CA file that verifies instances reached over TLS (tagged `tls`, or with meta `scheme: https`); nil: the
+    /// system's trust roots.
+    public var upstreamCAFile: String?
     /// Passive outlier detection on the instances behind the gateway.
     public var outlierDetection: OutlierDetector.Configuration
     /// At shutdown, how long callers' exchanges under way may take to finish.
@@ -69,8 +72,9 @@ public struct GatewayConfiguration: Sendable {
         routeReloadInterval: Duration = .seconds(1), accessLog: AccessLogDestination = .off,
         admin: (host: String, port: Int)? = nil, tls: TLSSettings? = nil, agentTLS: AgentTLSConfiguration? = nil,
         agentToken: String? = nil, registration: GatewayRegistration? = nil,
-        webSocketIdleTimeout: Duration = .seconds(300)
+        webSocketIdleTimeout: Duration = .seconds(300), upstreamCAFile: String? = nil
     ) {
+        self.upstreamCAFile = upstreamCAFile
         self.webSocketIdleTimeout = webSocketIdleTimeout
         self.registration = registration
         self.agentToken = agentToken

@@ -48,6 +48,8 @@ extension ProxyHandler {
         /// Whether a pooled connection already failed this exchange (retried once on a new one, not counted).
         var retriedStaleConnection = false
         var tried: Set<InstanceID> = []
+        /// Why the last attempt failed, when the request is being retried: the answer if no instance is left to try.
+        var lastFailure: String?
         /// The instance the request goes to (the last one picked).
         var instance: Instance?
         /// How many instances the service had when ``instance`` was picked (bounds how many may be ejected).

@@ -41,8 +41,13 @@ extension ProxyHandler {
             let picked = router.selector.pick(
                 key, from: snapshot, avoiding: exchange!.tried, context: PickContext(hashKey: exchange!.stickyKey))
         else {
-            respondWithError(
-                .serviceUnavailable, service: service, reason: "no healthy instance (or every circuit is open)")
+            if let failure = exchange!.lastFailure {
+                // A retry found no other instance to try: the caller learns why the last attempt failed.
+                respondWithError(.badGateway, service: service, reason: failure)
+            } else {
+                respondWithError(
+                    .serviceUnavailable, service: service, reason: "no healthy instance (or every circuit is open)")
+            }
             return
         }
         let instance = picked.instance
@@ -52,7 +57,9 @@ extension ProxyHandler {
         exchange!.instance = instance
         exchange!.knownInstances = snapshot.instances.count
         if tracer != nil { startAttemptSpan(to: instance) }
-        let address = UpstreamAddress(host: instance.definition.address.rawValue, port: instance.definition.port)
+        let address = UpstreamAddress(
+            host: instance.definition.address.rawValue, port: instance.definition.port,
+            tls: UpstreamTLS.wanted(by: instance))
         if let connection = pool.idleConnection(to: address) {
             attach(connection)
             return
@@ -80,6 +87,7 @@ extension ProxyHandler {
     func retryOrFail(reason: String) {
         guard let match = exchange?.match else { return }
         if exchange!.replayable, exchange!.tried.count <= match.route?.retries ?? configuration.connectRetries {
+            exchange!.lastFailure = reason
             state = .connecting
             connect()
         } else {

@@ -28,12 +28,13 @@ struct ProxyListener {
         tracer: (any Tracer)? = nil, logger: Logger
     ) async throws -> ProxyListener {
         let group = MultiThreadedEventLoopGroup.singleton
+        let upstreamTLS = try UpstreamTLS.context(caFile: configuration.upstreamCAFile)
         var pools: [ObjectIdentifier: LoopPools.Resources] = [:]
         for loop in group.makeIterator() {
             pools[ObjectIdentifier(loop)] = LoopPools.Resources(
                 pool: UpstreamPool(
                     eventLoop: loop, idleLimit: configuration.idleConnectionsPerInstance,
-                    connectTimeout: configuration.connectTimeout.timeAmount),
+                    connectTimeout: configuration.connectTimeout.timeAmount, tls: upstreamTLS),
                 metrics: LoopMetrics(metrics: metrics))
         }
         let loopPools = LoopPools(pools)

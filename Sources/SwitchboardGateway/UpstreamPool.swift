@@ -1,10 +1,18 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Where a pooled connection goes.
 struct UpstreamAddress: Hashable {
     var host: String
     var port: Int
+    /// Reached over TLS (an instance tagged `tls` or with meta `scheme: https`).
+    var tls = false
+}
+
+/// An instance asks for TLS where the gateway has no TLS client context (it could not be made).
+struct UpstreamTLSUnavailable: Error, CustomStringConvertible {
+    var description: String { "the instance wants TLS, and the gateway has no TLS client context" }
 }
 
 /// What a proxied exchange is told by its upstream connection.
@@ -68,12 +76,24 @@ final class UpstreamPool {
     private let openChannel: ChannelOpener
     private var idle: [UpstreamAddress: [UpstreamConnection]] = [:]
 
-    /// A pool connecting over TCP, giving up on a connection after `connectTimeout`.
-    convenience init(eventLoop: any EventLoop, idleLimit: Int, connectTimeout: TimeAmount) {
+    /// A pool connecting over TCP, giving up on a connection after `connectTimeout`; TLS to the addresses that ask
+    /// for it, with `tls` (whose trust roots verify the instance's certificate, for its host name or IP address).
+    convenience init(eventLoop: any EventLoop, idleLimit: Int, connectTimeout: TimeAmount, tls: NIOSSLContext? = nil) {
         self.init(eventLoop: eventLoop, idleLimit: idleLimit) { address in
             ClientBootstrap(group: eventLoop)
                 .connectTimeout(connectTimeout)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        guard address.tls else { return }
+                        guard let tls else { throw UpstreamTLSUnavailable() }
+                        // An IP address is no server name: NIOSSL then checks the certificate's IP entries against
+                        // the address connected to.
+                        let isAddress = (try? SocketAddress(ipAddress: address.host, port: 0)) != nil
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : address.host))
+                    }
+                }
                 .connect(host: address.host, port: address.port)
         }
     }

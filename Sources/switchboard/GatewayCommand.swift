@@ -41,6 +41,10 @@ enum GatewaySettings {
         "websocket-idle-timeout", environment: "SWITCHBOARD_GATEWAY_WEBSOCKET_IDLE_TIMEOUT",
         default: "\(Int(defaults.webSocketIdleTimeout.components.seconds))s", valueName: "duration",
         "An upgraded (WebSocket) connection through which nothing passes either way for this long is closed.")
+    static let upstreamCAFile = Setting(
+        "upstream-ca-file", environment: "SWITCHBOARD_GATEWAY_UPSTREAM_CA_FILE", valueName: "file",
+        "CA certificates (PEM) verifying instances reached over TLS (tagged tls, or meta scheme: https); none: the "
+            + "system's trust roots.")
     static let threads = Setting(
         "threads", environment: "SWITCHBOARD_GATEWAY_THREADS", valueName: "count",
         "Event-loop threads serving callers and instances; none: one per core the process may run on.")
@@ -49,7 +53,8 @@ enum GatewaySettings {
 
     static let all: [Setting] =
         [
-            listen, agents, routeFile, accessLog, admin, register, advertise, webSocketIdleTimeout, threads,
+            listen, agents, routeFile, accessLog, admin, register, advertise, webSocketIdleTimeout, upstreamCAFile,
+            threads,
             tls.certificate, tls.key, tls.clientCA,
         ] + ClientSettings.agentAccess + [
             TracingSettings.otlpEndpoint, CommonSettings.logLevel,
@@ -92,7 +97,7 @@ enum GatewaySettings {
             routeFile: settings.text(routeFile), accessLog: destination, admin: adminAddress,
             tls: try tls.settings(from: settings), agentTLS: try ClientSettings.agentTLS(from: settings),
             agentToken: try ClientSettings.token(from: settings), registration: registration,
-            webSocketIdleTimeout: webSocketIdle)
+            webSocketIdleTimeout: webSocketIdle, upstreamCAFile: settings.text(upstreamCAFile))
     }
 
     /// The event-loop threads, when set.
@@ -142,6 +147,9 @@ struct GatewayCommand: AsyncParsableCommand {
         name: GatewaySettings.webSocketIdleTimeout.argumentName, help: GatewaySettings.webSocketIdleTimeout.help)
     var webSocketIdleTimeout: String?
 
+    @Option(name: GatewaySettings.upstreamCAFile.argumentName, help: GatewaySettings.upstreamCAFile.help)
+    var upstreamCAFile: String?
+
     @Option(name: GatewaySettings.threads.argumentName, help: GatewaySettings.threads.help)
     var threads: String?
 
@@ -172,6 +180,7 @@ struct GatewayCommand: AsyncParsableCommand {
         given[GatewaySettings.advertise] = advertiseAddress
         given[GatewaySettings.threads] = threads
         given[GatewaySettings.webSocketIdleTimeout] = webSocketIdleTimeout
+        given[GatewaySettings.upstreamCAFile] = upstreamCAFile
         given[GatewaySettings.tls.certificate] = tlsCertificate
         given[GatewaySettings.tls.key] = tlsKey
         given[GatewaySettings.tls.clientCA] = tlsClientCA
