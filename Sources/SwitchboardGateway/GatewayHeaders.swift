@@ -78,7 +78,11 @@ enum GatewayHeaders {
             buffer.writeString(forwardedFor)
             buffer.writeStaticString("\r\n")
         }
-        buffer.writeStaticString("X-Forwarded-Proto: http\r\n")
+        if extras.callerUsedTLS {
+            buffer.writeStaticString("X-Forwarded-Proto: https\r\n")
+        } else {
+            buffer.writeStaticString("X-Forwarded-Proto: http\r\n")
+        }
         if let host {
             buffer.writeStaticString("X-Forwarded-Host: ")
             buffer.writeString(host)
@@ -277,6 +281,8 @@ struct UpstreamExtras {
     var traceparent: String
     /// The request is a WebSocket handshake: the instance is asked to upgrade.
     var webSocket = false
+    /// The caller reached the gateway over TLS: `X-Forwarded-Proto: https`.
+    var callerUsedTLS = false
 }
 
 /// What the gateway adds to a response on its way to the caller.

@@ -107,7 +107,7 @@ extension ProxyHandler {
             instanceHost: { "\(instance.definition.address.rawValue):\(instance.definition.port)" },
             extras: UpstreamExtras(
                 identity: exchange!.identity, edits: match.route?.policies.requestHeaders ?? HeaderEdits(),
-                traceparent: exchange!.traceparent, webSocket: exchange!.webSocket),
+                traceparent: exchange!.traceparent, webSocket: exchange!.webSocket, callerUsedTLS: callerUsesTLS),
             allocator: context.channel.allocator)
         connection.channel.write(head, promise: nil)
         for part in exchange!.sentBody { connection.channel.write(part, promise: nil) }

@@ -63,6 +63,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     var unflushed = false
     /// The caller's address, as `X-Forwarded-For` gives it.
     var clientAddress: String?
+    /// Whether the caller's connection is TLS (the listener terminates it): `X-Forwarded-Proto: https`.
+    let callerUsesTLS: Bool
     /// When the caller or the instance last sent something, for the idle check.
     var lastActivity = NIODeadline.uptimeNanoseconds(0)
     var idleCheck: RepeatedTask?
@@ -86,8 +88,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     init(
         router: GatewayRouter, pool: UpstreamPool, configuration: GatewayConfiguration, accessLog: AccessLog?,
-        aggregator: Aggregator? = nil, metrics: LoopMetrics? = nil, tracer: (any Tracer)? = nil, logger: Logger
+        aggregator: Aggregator? = nil, metrics: LoopMetrics? = nil, tracer: (any Tracer)? = nil,
+        callerUsesTLS: Bool = false, logger: Logger
     ) {
+        self.callerUsesTLS = callerUsesTLS
         self.router = router
         self.tracer = tracer
         self.metrics = metrics

@@ -59,7 +59,8 @@ struct ProxyListener {
                     try channel.pipeline.syncOperations.addHandler(
                         ProxyHandler(
                             router: router, pool: resources.pool, configuration: configuration, accessLog: accessLog,
-                            aggregator: aggregator, metrics: resources.metrics, tracer: tracer, logger: logger))
+                            aggregator: aggregator, metrics: resources.metrics, tracer: tracer,
+                            callerUsesTLS: tls != nil, logger: logger))
                 }
             }
             .bind(host: host, port: port).get()

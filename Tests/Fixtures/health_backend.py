@@ -40,6 +40,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if status != 200:
                     failed += 1
             self.answer(status, "healthy" if status == 200 else "failing")
+        elif url.path == "/forwarded-proto":
+            # What a proxy in front said of the caller's scheme.
+            self.answer(200, self.headers.get("X-Forwarded-Proto", "none"))
         elif url.path == "/fail":
             count = int(query.get("count", ["1"])[0])
             status = int(query.get("status", ["500"])[0])

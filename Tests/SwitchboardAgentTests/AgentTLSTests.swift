@@ -255,6 +255,11 @@ import Glibc
             let answer = try await Self.curl(["--cacert", certificates.ca, "https://127.0.0.1:\(port)/shop/health"])
             return answer.status == 0 && answer.stdout.hasPrefix("healthy")
         }
+        // The instance learns that its caller came over TLS.
+        let scheme = try await Self.curl([
+            "--cacert", certificates.ca, "https://127.0.0.1:\(port)/shop/forwarded-proto",
+        ])
+        #expect(scheme.stdout == "https", "\(scheme.stdout)")
         let plain = try await Self.curl(["http://127.0.0.1:\(port)/shop/health"])
         #expect(plain.status != 0 || !plain.stdout.hasPrefix("healthy"), "no plain HTTP on a TLS listener")
         withExtendedLifetime(agent) {}  // the process ends with the object
