@@ -41,6 +41,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
         .package(url: "https://github.com/CoreOffice/XMLCoder.git", from: "0.18.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        // HTTP/2 to the gateway's callers (h2 over TLS by ALPN, h2c with prior knowledge).
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
         // SHA-256 of ACL token secrets (jwt-kit and swift-certificates depend on it too).
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         // Spans exported over OTLP/HTTP when --otlp-endpoint is given; only the HTTP exporter (the default traits also
@@ -165,6 +167,8 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),

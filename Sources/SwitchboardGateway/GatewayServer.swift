@@ -49,7 +49,12 @@ public struct GatewayServer: Service {
         var routeFile: RouteFileWatcher.Loaded?
         if let path = configuration.routeFile { routeFile = try await RouteFileWatcher.load(path) }
         // Certificates that do not load stop the gateway before it listens, naming the file.
-        let tls = try configuration.tls.map(ReloadingTLSContext.init(settings:))
+        // ALPN offers HTTP/2 first to callers over TLS.
+        let tls = try configuration.tls.map { settings in
+            var settings = settings
+            settings.applicationProtocols = ["h2", "http/1.1"]
+            return try ReloadingTLSContext(settings: settings)
+        }
         let connection = AgentConnection(
             configuration: .init(
                 agents: configuration.agents, tls: configuration.agentTLS, token: configuration.agentToken),

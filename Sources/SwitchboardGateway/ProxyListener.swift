@@ -1,8 +1,11 @@
 import Logging
 import NIOCore
 import NIOExtras
+import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import SwitchboardTLS
 import Tracing
 
@@ -51,16 +54,59 @@ struct ProxyListener {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls {
-                        // The context current when the caller connects: a rotated certificate reaches new callers.
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
-                    }
-                    let resources = loopPools.resources(for: channel.eventLoop)
-                    try channel.pipeline.syncOperations.addHandler(
-                        ProxyHandler(
+                    // The HTTP/1.1 proxy on `channel` (a caller's connection, or one HTTP/2 stream of it).
+                    let proxy: @Sendable (any Channel) throws -> ProxyHandler = { channel in
+                        let resources = loopPools.resources(for: channel.eventLoop)
+                        return ProxyHandler(
                             router: router, pool: resources.pool, configuration: configuration, accessLog: accessLog,
                             aggregator: aggregator, metrics: resources.metrics, tracer: tracer,
-                            callerUsesTLS: tls != nil, logger: logger))
+                            callerUsesTLS: tls != nil, logger: logger)
+                    }
+                    let http1: @Sendable (any Channel) throws -> Void = { channel in
+                        try channel.pipeline.syncOperations.addHandler(try proxy(channel))
+                    }
+                    let idleTimeout = configuration.clientIdleTimeout.timeAmount
+                    let http2: @Sendable (any Channel) throws -> Void = { channel in
+                        // Over TLS the idle watch is in place from the start.
+                        if tls == nil {
+                            try channel.pipeline.syncOperations.addHandlers(
+                                IdleStateHandler(allTimeout: idleTimeout), IdleConnectionCloser())
+                        }
+                        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                            mode: .server, connectionConfiguration: HTTP2Limits.connection,
+                            streamConfiguration: HTTP2Limits.stream
+                        ) { stream in
+                            stream.eventLoop.makeCompletedFuture {
+                                try stream.pipeline.syncOperations.addHandlers(
+                                    HTTP2FramePayloadToHTTP1ServerCodec(), HTTP2StreamBridge(), try proxy(stream))
+                            }
+                        }
+                    }
+                    if let tls {
+                        // A caller silent through the handshake is closed as an idle one; HTTP/1.1 then watches
+                        // idleness itself (it knows when it waits for an instance), HTTP/2 keeps this watch.
+                        let idle = IdleStateHandler(allTimeout: idleTimeout)
+                        let closer = IdleConnectionCloser()
+                        try channel.pipeline.syncOperations.addHandlers(idle, closer)
+                        // The context current when the caller connects: a rotated certificate reaches new callers.
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+                        // ALPN: h2 when the caller offers it, HTTP/1.1 otherwise.
+                        try channel.pipeline.syncOperations.addHandler(
+                            ApplicationProtocolNegotiationHandler { result, channel in
+                                channel.eventLoop.makeCompletedFuture {
+                                    if case .negotiated("h2") = result {
+                                        try http2(channel)
+                                    } else {
+                                        channel.pipeline.syncOperations.removeHandler(idle, promise: nil)
+                                        channel.pipeline.syncOperations.removeHandler(closer, promise: nil)
+                                        try http1(channel)
+                                    }
+                                }
+                            })
+                    } else {
+                        try channel.pipeline.syncOperations.addHandler(
+                            CleartextProtocolSniffer(idleTimeout: idleTimeout, http1: http1, http2: http2))
+                    }
                 }
             }
             .bind(host: host, port: port).get()
@@ -106,4 +152,22 @@ final class LoopPools: @unchecked Sendable {
         }
         return resources
     }
+}
+
+/// The HTTP/2 limits the gateway announces to callers (RFC 9113 section 6.5.2): streams at once per connection and
+/// the largest header list, as nginx's and Envoy's defaults bound them.
+enum HTTP2Limits {
+    static let maximumConcurrentStreams = 128
+    static let maximumHeaderListSize = 64 * 1024
+
+    static var connection: NIOHTTP2Handler.ConnectionConfiguration {
+        var configuration = NIOHTTP2Handler.ConnectionConfiguration()
+        configuration.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: maximumConcurrentStreams),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: maximumHeaderListSize),
+        ]
+        return configuration
+    }
+
+    static var stream: NIOHTTP2Handler.StreamConfiguration { NIOHTTP2Handler.StreamConfiguration() }
 }

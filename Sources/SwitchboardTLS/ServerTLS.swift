@@ -13,6 +13,8 @@ public struct TLSSettings: Sendable, Hashable {
     public var clientCAFile: String?
     /// How often the files are checked for a change (a rotated certificate).
     public var reloadInterval: Duration
+    /// The protocols offered by ALPN, preferred first (the gateway's `h2`, `http/1.1`); empty: none offered.
+    public var applicationProtocols: [String] = []
 
     public init(
         certificateFile: String, keyFile: String, clientCAFile: String? = nil, reloadInterval: Duration = .seconds(2)
@@ -85,6 +87,7 @@ public final class ReloadingTLSContext: Sendable {
         }
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        configuration.applicationProtocols = settings.applicationProtocols
         if let caFile = settings.clientCAFile {
             do {
                 configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
