@@ -43,32 +43,15 @@ struct InstanceCertificates {
 }
 
 /// `Tests/Fixtures/https_backend.py`: Python's http.server behind TLS, on a free port.
-final class HTTPSBackend: @unchecked Sendable {
-    let process = Process()
+final class HTTPSBackend: Sendable {
+    let process: Process
     let port: Int
 
     init(certificates: InstanceCertificates) async throws {
-        let output = certificates.directory + "/backend.out"
-        _ = FileManager.default.createFile(atPath: output, contents: nil)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = [
-            PythonClients.fixture("https_backend.py"), certificates.certificate, certificates.key,
-        ]
-        process.standardOutput = FileHandle(forWritingAtPath: output)
-        process.standardError = process.standardOutput
-        try process.run()
-        let deadline = ContinuousClock.now + .seconds(20)
-        var port: Int?
-        while port == nil, process.isRunning, ContinuousClock.now < deadline {
-            port = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").split(separator: "\n").first
-                .flatMap { Int($0) }
-            if port == nil { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        guard let port else {
-            process.terminate()
-            throw TestFailure("the HTTPS backend never printed its port")
-        }
-        self.port = port
+        (process, port) = try await startPrintingPort(
+            "/usr/bin/python3",
+            [PythonClients.fixture("https_backend.py"), certificates.certificate, certificates.key],
+            output: certificates.directory + "/backend.out")
     }
 
     deinit {

@@ -16,31 +16,10 @@ final class WebSocketEchoServer: Sendable {
     let process: Process
 
     init(name: String, service: String, agent: AgentProcess) async throws {
-        let python = try await PythonClients.python()
-        let output = try makeTemporaryDirectory() + "/echo.out"
-        _ = FileManager.default.createFile(atPath: output, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [PythonClients.fixture("websocket_echo.py"), name]
-        process.standardOutput = FileHandle(forWritingAtPath: output)
-        process.standardError = process.standardOutput
-        try process.run()
-        let deadline = ContinuousClock.now + .seconds(20)
-        var port: Int?
-        while port == nil, process.isRunning, ContinuousClock.now < deadline {
-            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-            port = text.split(separator: "\n").first.flatMap { Int($0) }
-            if port == nil { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        guard let port else {
-            process.terminate()
-            throw TestFailure(
-                "the echo server \(name) never printed its port: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")"
-            )
-        }
+        (process, port) = try await startPrintingPort(
+            try await PythonClients.python(), [PythonClients.fixture("websocket_echo.py"), name],
+            output: try makeTemporaryDirectory() + "/echo.out")
         self.name = name
-        self.port = port
-        self.process = process
         let registered = try await http(
             .PUT, "\(agent.baseURL)/v1/services/\(service)/instances/\(name)",
             json: #"{"address": "127.0.0.1", "port": \#(port), "tags": ["public"]}"#)
