@@ -137,8 +137,8 @@ final class AdminHandler: ChannelInboundHandler {
         while let byte = iterator.next() {
             switch byte {
             case UInt8(ascii: "%"):
-                guard let high = iterator.next().flatMap(Self.hexValue),
-                    let low = iterator.next().flatMap(Self.hexValue)
+                guard let high = iterator.next().flatMap(Hex.value),
+                    let low = iterator.next().flatMap(Hex.value)
                 else { return nil }
                 bytes.append(high << 4 | low)
             case UInt8(ascii: "+"): bytes.append(UInt8(ascii: " "))
@@ -146,15 +146,6 @@ final class AdminHandler: ChannelInboundHandler {
             }
         }
         return String(validating: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 
     private func routesJSON() -> [UInt8] {

@@ -169,7 +169,8 @@ final class HTTP2StreamBridge: ChannelDuplexHandler {
     }
 }
 
-/// Closes an HTTP/2 connection on which nothing passed for the idle timeout (its streams have their own).
+/// Closes a connection on which nothing passed for the idle timeout: one whose protocol is not known yet, or an
+/// HTTP/2 one (its streams have their own timers).
 final class IdleConnectionCloser: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
@@ -194,27 +195,10 @@ final class CleartextProtocolSniffer: ChannelInboundHandler, RemovableChannelHan
     private var buffered: ByteBuffer?
     private let installHTTP1: (any Channel) throws -> Void
     private let installHTTP2: (any Channel) throws -> Void
-    /// How long a caller may stay silent before it is decided: then the connection closes, as an idle one would.
-    private let idleTimeout: TimeAmount
-    private var idleClose: Scheduled<Void>?
 
-    init(
-        idleTimeout: TimeAmount, http1: @escaping (any Channel) throws -> Void,
-        http2: @escaping (any Channel) throws -> Void
-    ) {
-        self.idleTimeout = idleTimeout
+    init(http1: @escaping (any Channel) throws -> Void, http2: @escaping (any Channel) throws -> Void) {
         installHTTP1 = http1
         installHTTP2 = http2
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        idleClose = context.eventLoop.scheduleTask(in: idleTimeout) { bound.value.close(promise: nil) }
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        idleClose?.cancel()
-        idleClose = nil
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -249,8 +233,6 @@ final class CleartextProtocolSniffer: ChannelInboundHandler, RemovableChannelHan
     }
 
     private func choose(_ install: (any Channel) throws -> Void, context: ChannelHandlerContext) {
-        idleClose?.cancel()
-        idleClose = nil
         do {
             try install(context.channel)
         } catch {

@@ -88,6 +88,15 @@ extension ProxyHandler {
         closeTunnel()
     }
 
+    /// Closes the instance's side of the tunnel, if there is one.
+    func releaseTunnel() {
+        guard let tunnel else { return }
+        self.tunnel = nil
+        tunnel.handler.finish()
+        tunnel.channel.close(promise: nil)
+        metrics?.recordTunnelClosed()
+    }
+
     /// Sends what the caller sent on to the instance.
     func forwardToTunnel() {
         guard let tunnel, let bytes = inbound, bytes.readableBytes > 0 else { return }
@@ -98,12 +107,7 @@ extension ProxyHandler {
     /// Ends both sides of a tunnel: what was written to the caller goes out first.
     func closeTunnel() {
         state = .closing
-        if let tunnel {
-            self.tunnel = nil
-            tunnel.handler.finish()
-            tunnel.channel.close(promise: nil)
-            metrics?.recordTunnelClosed()
-        }
+        releaseTunnel()
         guard let context else { return }
         unflushed = false
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)

@@ -429,12 +429,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     /// Lets go of the instance's connection mid-exchange (the caller left, or the instance is too late): it cannot
     /// serve another exchange.
     func abandonUpstream() {
-        if let tunnel {
-            self.tunnel = nil
-            tunnel.handler.finish()
-            tunnel.channel.close(promise: nil)
-            metrics?.recordTunnelClosed()
-        }
+        releaseTunnel()
         exchange?.responseDeadline = nil
         finishPick()
         guard let upstream = exchange?.upstream else { return }

@@ -9,8 +9,8 @@ import NIOTLS
 import SwitchboardTLS
 import Tracing
 
-/// A bound HTTP/1.1 proxy listener: each caller's connection served by a ``ProxyHandler``, with the connections to
-/// instances pooled per event loop.
+/// A bound proxy listener: each caller's connection (or, in HTTP/2, each of its streams) served by a
+/// ``ProxyHandler``, with the connections to instances pooled per event loop.
 ///
 /// What the gateway and the sidecar's upstream proxy (``UpstreamProxy``) share: they differ in how requests are
 /// routed (the router they pass) and in what runs beside the listener, not in how a request is proxied.
@@ -62,16 +62,18 @@ struct ProxyListener {
                             aggregator: aggregator, metrics: resources.metrics, tracer: tracer,
                             callerUsesTLS: tls != nil, logger: logger)
                     }
-                    let http1: @Sendable (any Channel) throws -> Void = { channel in
+                    // Until the protocol is known, and for HTTP/2 for good, a connection with nothing passing for the
+                    // idle timeout is closed (a silent caller, a TLS handshake that never ends, an HTTP/2 connection
+                    // without streams). HTTP/1.1 watches idleness itself: it knows when it waits for an instance.
+                    let idle = IdleStateHandler(allTimeout: configuration.clientIdleTimeout.timeAmount)
+                    let closer = IdleConnectionCloser()
+                    try channel.pipeline.syncOperations.addHandlers(idle, closer)
+                    let http1 = { (channel: any Channel) throws in
+                        channel.pipeline.syncOperations.removeHandler(idle, promise: nil)
+                        channel.pipeline.syncOperations.removeHandler(closer, promise: nil)
                         try channel.pipeline.syncOperations.addHandler(try proxy(channel))
                     }
-                    let idleTimeout = configuration.clientIdleTimeout.timeAmount
                     let http2: @Sendable (any Channel) throws -> Void = { channel in
-                        // Over TLS the idle watch is in place from the start.
-                        if tls == nil {
-                            try channel.pipeline.syncOperations.addHandlers(
-                                IdleStateHandler(allTimeout: idleTimeout), IdleConnectionCloser())
-                        }
                         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                             mode: .server, connectionConfiguration: HTTP2Limits.connection,
                             streamConfiguration: HTTP2Limits.stream
@@ -83,11 +85,6 @@ struct ProxyListener {
                         }
                     }
                     if let tls {
-                        // A caller silent through the handshake is closed as an idle one; HTTP/1.1 then watches
-                        // idleness itself (it knows when it waits for an instance), HTTP/2 keeps this watch.
-                        let idle = IdleStateHandler(allTimeout: idleTimeout)
-                        let closer = IdleConnectionCloser()
-                        try channel.pipeline.syncOperations.addHandlers(idle, closer)
                         // The context current when the caller connects: a rotated certificate reaches new callers.
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
                         // ALPN: h2 when the caller offers it, HTTP/1.1 otherwise.
@@ -97,15 +94,13 @@ struct ProxyListener {
                                     if case .negotiated("h2") = result {
                                         try http2(channel)
                                     } else {
-                                        channel.pipeline.syncOperations.removeHandler(idle, promise: nil)
-                                        channel.pipeline.syncOperations.removeHandler(closer, promise: nil)
                                         try http1(channel)
                                     }
                                 }
                             })
                     } else {
                         try channel.pipeline.syncOperations.addHandler(
-                            CleartextProtocolSniffer(idleTimeout: idleTimeout, http1: http1, http2: http2))
+                            CleartextProtocolSniffer(http1: http1, http2: http2))
                     }
                 }
             }

@@ -10,11 +10,6 @@ struct UpstreamAddress: Hashable {
     var tls = false
 }
 
-/// An instance asks for TLS where the gateway has no TLS client context (it could not be made).
-struct UpstreamTLSUnavailable: Error, CustomStringConvertible {
-    var description: String { "the instance wants TLS, and the gateway has no TLS client context" }
-}
-
 /// What a proxied exchange is told by its upstream connection.
 protocol UpstreamReceiver: AnyObject {
     /// The response head arrived (interim 1xx answers are dropped before it); the answer says whether the body
@@ -78,7 +73,7 @@ final class UpstreamPool {
 
     /// A pool connecting over TCP, giving up on a connection after `connectTimeout`; TLS to the addresses that ask
     /// for it, with `tls` (whose trust roots verify the instance's certificate, for its host name or IP address).
-    convenience init(eventLoop: any EventLoop, idleLimit: Int, connectTimeout: TimeAmount, tls: NIOSSLContext? = nil) {
+    convenience init(eventLoop: any EventLoop, idleLimit: Int, connectTimeout: TimeAmount, tls: NIOSSLContext) {
         self.init(eventLoop: eventLoop, idleLimit: idleLimit) { address in
             ClientBootstrap(group: eventLoop)
                 .connectTimeout(connectTimeout)
@@ -86,7 +81,6 @@ final class UpstreamPool {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         guard address.tls else { return }
-                        guard let tls else { throw UpstreamTLSUnavailable() }
                         // An IP address is no server name: NIOSSL then checks the certificate's IP entries against
                         // the address connected to.
                         let isAddress = (try? SocketAddress(ipAddress: address.host, port: 0)) != nil

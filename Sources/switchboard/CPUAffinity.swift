@@ -13,4 +13,10 @@ enum CPUAffinity {
         let count = mask.reduce(0) { $0 + (Int(String($1), radix: 16) ?? 0).nonzeroBitCount }
         return count > 0 ? count : System.coreCount
     }
+
+    /// Sizes SwiftNIO's shared event-loop group: `threads` when given, else one per usable core. Call it before
+    /// anything creates the group: its size is fixed when it starts.
+    static func sizeSharedEventLoops(_ threads: Int?) {
+        NIOSingletons.groupLoopCountSuggestion = threads ?? usableCores()
+    }
 }

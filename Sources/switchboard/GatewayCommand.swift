@@ -88,9 +88,8 @@ enum GatewaySettings {
         let registration = try settings.value(register, rule: "a service name (a DNS label such as 'gateway')") {
             try? ServiceName($0)
         }.map { GatewayRegistration(service: $0, advertisedHost: settings.text(advertise)) }
-        let webSocketIdle = try settings.required(webSocketIdleTimeout, rule: "a duration such as 90s or 5m") {
-            (try? HumanDuration(parsing: $0, field: "")).map(\.duration).flatMap { $0 > .zero ? $0 : nil }
-        }
+        let webSocketIdle = try settings.required(
+            webSocketIdleTimeout, rule: "a duration such as 90s or 5m", SettingValue.positiveDuration)
         return GatewayConfiguration(
             host: address.host, port: address.port,
             agents: agentURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
@@ -98,13 +97,6 @@ enum GatewaySettings {
             tls: try tls.settings(from: settings), agentTLS: try ClientSettings.agentTLS(from: settings),
             agentToken: try ClientSettings.token(from: settings), registration: registration,
             webSocketIdleTimeout: webSocketIdle, upstreamCAFile: settings.text(upstreamCAFile))
-    }
-
-    /// The event-loop threads, when set.
-    static func threadCount(from settings: SettingsReader) throws -> Int? {
-        try settings.value(threads, rule: "a whole number from 1 to 256") {
-            Int($0).flatMap { (1...256).contains($0) ? $0 : nil }
-        }
     }
 }
 
@@ -194,13 +186,12 @@ struct GatewayCommand: AsyncParsableCommand {
             let settings = try await SettingsReader(GatewaySettings.all, commandLine: commandLine)
             let (level, format) = try LoggingOptions.resolved(settings)
             return (
-                try GatewaySettings.configuration(from: settings), try GatewaySettings.threadCount(from: settings),
+                try GatewaySettings.configuration(from: settings), try settings.threadCount(GatewaySettings.threads),
                 try TracingSettings.endpoint(from: settings), level, format
             )
         }
         ParentWatch.startIfAsked()
-        // Before anything creates the shared event loops: their number is fixed when they start.
-        NIOSingletons.groupLoopCountSuggestion = threads ?? CPUAffinity.usableCores()
+        CPUAffinity.sizeSharedEventLoops(threads)
         LoggingOptions.bootstrap(level: level, format: format)
         let logger = Logger(label: "switchboard.gateway")
         let spans = try SpanExport.bootstrap(endpoint: otlpEndpoint, serviceName: "switchboard-gateway", logger: logger)

@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import Logging
-import NIOCore
 import ProcessSupport
 import ServiceLifecycle
 import SwitchboardClient
@@ -71,13 +70,6 @@ enum SidecarSettings {
             TracingSettings.otlpEndpoint, CommonSettings.logLevel, CommonSettings.logFormat, Setting.configFile,
         ]
 
-    /// The event-loop threads, when set.
-    static func threadCount(from settings: SettingsReader) throws -> Int? {
-        try settings.value(threads, rule: "a whole number from 1 to 256") {
-            Int($0).flatMap { (1...256).contains($0) ? $0 : nil }
-        }
-    }
-
     /// The sidecar's configuration from `settings` and the command after `--`; every bad value is refused naming its
     /// flag and the rule.
     static func configuration(from settings: SettingsReader, command: [String]) throws -> SidecarConfiguration {
@@ -112,16 +104,18 @@ enum SidecarSettings {
             if text == "tcp" { return .tcp }
             return text.hasPrefix("/") ? .http(path: text) : nil
         }
-        let every = try settings.required(interval, rule: "a duration such as 500ms or 1s", positiveDuration)
-        let probeTimeout = try settings.value(timeout, rule: "a duration such as 500ms", positiveDuration)
+        let every = try settings.required(
+            interval, rule: "a duration such as 500ms or 1s", SettingValue.positiveDuration)
+        let probeTimeout = try settings.value(timeout, rule: "a duration such as 500ms", SettingValue.positiveDuration)
         let count: (String) -> Int? = { Int($0).flatMap { (1...100).contains($0) ? $0 : nil } }
         return SidecarConfiguration(
             service: name, id: try instance ?? InstanceID("\(name.rawValue)-\(host):\(number)"), address: host,
             port: number, tags: settings.list(tags), meta: entries, health: probe, interval: every,
             timeout: probeTimeout, successesBeforePassing: try settings.required(successes, rule: "1..100", count),
             failuresBeforeCritical: try settings.required(failures, rule: "1..100", count),
-            drainTime: try settings.required(drainTime, rule: "a duration such as 2s", duration),
-            stopTimeout: try settings.required(stopTimeout, rule: "a duration such as 10s", positiveDuration),
+            drainTime: try settings.required(drainTime, rule: "a duration such as 2s", SettingValue.duration),
+            stopTimeout: try settings.required(
+                stopTimeout, rule: "a duration such as 10s", SettingValue.positiveDuration),
             command: command,
             agents: AgentConnectionConfiguration(
                 agents: settings.list(ClientSettings.agents), tls: try ClientSettings.agentTLS(from: settings),
@@ -150,14 +144,6 @@ enum SidecarSettings {
             guard let listen = HostAndPort(address) else { throw ValidationError(rule) }
             return UpstreamProxyConfiguration(service: name, host: listen.host, port: listen.port, mode: mode)
         }
-    }
-
-    private static func duration(_ text: String) -> Duration? {
-        (try? HumanDuration(parsing: text, field: "")).map(\.duration)
-    }
-
-    private static func positiveDuration(_ text: String) -> Duration? {
-        duration(text).flatMap { $0 > .zero ? $0 : nil }
     }
 }
 
@@ -232,13 +218,13 @@ struct SidecarCommand: AsyncParsableCommand {
             let (level, format) = try LoggingOptions.resolved(settings)
             return (
                 try SidecarSettings.configuration(from: settings, command: command),
-                try SidecarSettings.upstreamListeners(from: settings), try SidecarSettings.threadCount(from: settings),
+                try SidecarSettings.upstreamListeners(from: settings),
+                try settings.threadCount(SidecarSettings.threads),
                 try TracingSettings.endpoint(from: settings), level, format
             )
         }
         ParentWatch.startIfAsked()
-        // Before anything creates the shared event loops: their number is fixed when they start.
-        NIOSingletons.groupLoopCountSuggestion = threads ?? CPUAffinity.usableCores()
+        CPUAffinity.sizeSharedEventLoops(threads)
         LoggingOptions.bootstrap(level: level, format: format)
         let logger = Logger(label: "switchboard.sidecar")
         // Spans of the calls through the upstream listeners, named for the service the sidecar stands beside.

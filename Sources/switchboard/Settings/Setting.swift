@@ -164,6 +164,13 @@ struct SettingsReader: Sendable {
             !$0.isEmpty
         }
     }
+
+    /// An event-loop thread count (1 to 256), when set.
+    func threadCount(_ setting: Setting) throws -> Int? {
+        try value(setting, rule: "a whole number from 1 to 256") {
+            Int($0).flatMap { (1...256).contains($0) ? $0 : nil }
+        }
+    }
 }
 
 /// The settings every long-running command shares: the configuration file and logging.
