@@ -11,15 +11,20 @@ enum GatewayHeaders {
     /// Whether field `index` stays on its side of the gateway: a hop-by-hop field, or one the `Connection` header
     /// names (but never a framing field). Compares bytes: no string per field on the hot path.
     static func isHopByHop(_ fields: HeaderFields, _ index: Int, connectionOptions: Set<String>) -> Bool {
-        if fields.name(at: index, is: "connection") || fields.name(at: index, is: "keep-alive")
-            || fields.name(at: index, is: "proxy-authenticate") || fields.name(at: index, is: "proxy-authorization")
-            || fields.name(at: index, is: "proxy-connection") || fields.name(at: index, is: "te")
-            || fields.name(at: index, is: "trailer") || fields.name(at: index, is: "transfer-encoding")
-            || fields.name(at: index, is: "upgrade")
-        {
-            return true
+        // Most fields are none of these: their name's length alone says so.
+        switch fields.fields[index].name.count {
+        case 2: if fields.name(at: index, is: "te") { return true }
+        case 7: if fields.name(at: index, is: "trailer") || fields.name(at: index, is: "upgrade") { return true }
+        case 10:
+            if fields.name(at: index, is: "connection") || fields.name(at: index, is: "keep-alive") { return true }
+        case 16: if fields.name(at: index, is: "proxy-connection") { return true }
+        case 17: if fields.name(at: index, is: "transfer-encoding") { return true }
+        case 18: if fields.name(at: index, is: "proxy-authenticate") { return true }
+        case 19: if fields.name(at: index, is: "proxy-authorization") { return true }
+        default: break
         }
-        guard !connectionOptions.isEmpty else { return false }
+        guard !connectionOptions.isEmpty, !(connectionOptions.count == 1 && connectionOptions.first == "keep-alive")
+        else { return false }
         let name = fields.lowercasedName(at: index)
         return connectionOptions.contains(name) && !neverRemoved.contains(name)
     }
@@ -28,11 +33,11 @@ enum GatewayHeaders {
     /// gateway answers `100 Continue` itself), the body framed as it came, `X-Forwarded-For/-Proto/-Host` and
     /// `X-Request-ID` set, and a `Host` (the instance's address) when the caller sent none.
     static func upstreamRequest(
-        _ request: RequestHead, path: String, clientAddress: String?, requestID: String,
-        instanceHost: () -> String, extras: UpstreamExtras, allocator: ByteBufferAllocator
-    ) -> ByteBuffer {
+        _ request: RequestHead, path: String, clientAddress: String?, requestID: RequestID,
+        instanceHost: () -> String, extras: UpstreamExtras, into buffer: inout ByteBuffer
+    ) {
         let fields = request.fields
-        var buffer = allocator.buffer(capacity: fields.bytes.count + path.utf8.count + 160)
+        reuse(&buffer, capacity: fields.byteCount + path.utf8.count + 160)
         buffer.writeString(request.method)
         buffer.writeStaticString(" ")
         buffer.writeString(path)
@@ -89,9 +94,9 @@ enum GatewayHeaders {
             buffer.writeStaticString("\r\n")
         }
         buffer.writeStaticString("X-Request-ID: ")
-        buffer.writeString(requestID)
+        requestID.write(to: &buffer)
         buffer.writeStaticString("\r\ntraceparent: ")
-        buffer.writeString(extras.traceparent)
+        extras.traceparent.write(to: &buffer)
         buffer.writeStaticString("\r\n")
         if let identity = extras.identity {
             buffer.writeStaticString("X-User-ID: ")
@@ -104,7 +109,14 @@ enum GatewayHeaders {
         // The upgrade is hop-by-hop: the gateway asks the instance for it on its own hop.
         if extras.webSocket { buffer.writeStaticString("Connection: Upgrade\r\nUpgrade: websocket\r\n") }
         buffer.writeStaticString("\r\n")
-        return buffer
+    }
+
+    /// Makes `buffer` empty with room for `capacity` bytes, in place when nothing else holds it any more (the
+    /// channel lets go of a written buffer once it is out): a connection's heads then cost no allocation. One grown
+    /// past 16 KiB by a large head is let go rather than kept for the connection's life.
+    static func reuse(_ buffer: inout ByteBuffer, capacity: Int) {
+        if buffer.capacity > 16 * 1024 { buffer = ByteBuffer() }
+        buffer.clear(minimumCapacity: capacity)
     }
 
     /// The instance's response head as the caller receives it: in the caller's HTTP version, hop-by-hop fields
@@ -112,17 +124,14 @@ enum GatewayHeaders {
     /// `keep-alive` for an HTTP/1.0 caller that keeps it), and `Transfer-Encoding: chunked` when the body goes on
     /// in chunks. A `101 Switching Protocols` (`switching`) gets the upgrade's own `Connection` and `Upgrade`.
     static func downstreamResponse(
-        _ response: ResponseHead, callerMinorVersion: Int, keepAlive: Bool, chunked: Bool, requestID: String,
-        extras: DownstreamExtras?, switching: Bool = false, allocator: ByteBufferAllocator
-    ) -> ByteBuffer {
+        _ response: ResponseHead, callerMinorVersion: Int, keepAlive: Bool, chunked: Bool, requestID: RequestID,
+        extras: DownstreamExtras?, switching: Bool = false, into buffer: inout ByteBuffer
+    ) {
         let fields = response.fields
-        var buffer = allocator.buffer(capacity: fields.bytes.count + 96)
+        reuse(&buffer, capacity: fields.byteCount + 96)
         buffer.writeStaticString(callerMinorVersion == 1 ? "HTTP/1.1" : "HTTP/1.0")
         // The status code and reason as the instance sent them: " 200 OK".
-        _ = fields.bytes.withUnsafeBufferPointer { bytes in
-            buffer.writeBytes(
-                UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[8..<response.reason.upperBound])))
-        }
+        fields.write(bytesAt: 8..<response.reason.upperBound, to: &buffer)
         buffer.writeStaticString("\r\n")
         var hasRequestID = false
         // A length next to a transfer coding is void (RFC 9112 section 6.3): the caller must not see both.
@@ -142,7 +151,7 @@ enum GatewayHeaders {
         if let extras { extras.write(to: &buffer) }
         if !hasRequestID {
             buffer.writeStaticString("X-Request-ID: ")
-            buffer.writeString(requestID)
+            requestID.write(to: &buffer)
             buffer.writeStaticString("\r\n")
         }
         if switching {
@@ -155,19 +164,6 @@ enum GatewayHeaders {
             buffer.writeStaticString("Connection: keep-alive\r\n")
         }
         buffer.writeStaticString("\r\n")
-        return buffer
-    }
-
-    /// A `traceparent` for the request the instance receives (W3C Trace Context): the caller's trace, with the
-    /// gateway's hop as the parent, or a new trace when the caller sent none (or a malformed one).
-    static func traceparent(from fields: HeaderFields, random: inout FastRandom) -> (header: String, traceID: String) {
-        let span = Hex.digits(random.next() | 1, count: 16)
-        if let given = callerTraceparent(in: fields) {
-            let parts = given.split(separator: "-")
-            return ("00-\(parts[1])-\(span)-\(parts[3])", String(parts[1]))
-        }
-        let trace = Hex.digits(random.next(), count: 16) + Hex.digits(random.next() | 1, count: 16)
-        return ("00-\(trace)-\(span)-00", trace)
     }
 
     /// The caller's `traceparent` when it is a well-formed version-00 one (lower-case hex, trace and parent ids not
@@ -183,18 +179,6 @@ enum GatewayHeaders {
             parts[2] != Substring(repeating: "0", count: 16)
         else { return nil }
         return given
-    }
-
-    /// The caller's `X-Request-ID` when it is a sane token (1 to 128 visible ASCII characters), else a new one:
-    /// 128 bits from the connection's generator (seeded from the system's), unique, not secret.
-    static func requestID(from fields: HeaderFields, random: inout FastRandom) -> String {
-        if fields.known.contains(.requestID), let given = fields.first("x-request-id"), !given.isEmpty,
-            given.utf8.count <= 128,
-            given.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
-        {
-            return given
-        }
-        return Hex.digits(random.next(), count: 16) + Hex.digits(random.next(), count: 16)
     }
 
     /// A whole answer from the gateway itself, with `headers` added: JSON `body`, the request id, and `Connection: close` when
@@ -278,7 +262,7 @@ struct UpstreamExtras {
     /// The verified caller, as `X-User-ID` and `X-User-Roles`.
     var identity: Identity?
     var edits: HeaderEdits
-    var traceparent: String
+    var traceparent: TraceParent
     /// The request is a WebSocket handshake: the instance is asked to upgrade.
     var webSocket = false
     /// The caller reached the gateway over TLS: `X-Forwarded-Proto: https`.

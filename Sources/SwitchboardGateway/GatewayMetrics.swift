@@ -97,6 +97,10 @@ final class LoopMetrics {
     private var upstreamDurations: [String: DurationHistogram] = [:]
     private var cache: [String: (hit: Counter, miss: Counter)] = [:]
     private var rateLimited: [String: Counter] = [:]
+    /// The series the last exchange was counted in: under load most exchanges share them, and comparing their
+    /// keys is cheaper than hashing them into the tables.
+    private var lastRequest: (key: RequestKey, counter: Counter, duration: DurationHistogram)?
+    private var lastUpstream: (key: UpstreamKey, counter: Counter, duration: DurationHistogram?)?
     private lazy var upgrades = metrics.upgrades
     private lazy var openTunnels = metrics.openTunnels
 
@@ -122,25 +126,44 @@ final class LoopMetrics {
     ) {
         let code = status / 100
         let key = RequestKey(route: route, service: service, code: code)
-        if requests[key] == nil {
-            requests[key] = metrics.requests(route: route, service: service, code: "\(code)xx")
+        if let last = lastRequest, last.key == key {
+            last.counter.increment()
+            last.duration.recordNanoseconds(duration.nanoseconds)
+        } else {
+            if requests[key] == nil {
+                requests[key] = metrics.requests(route: route, service: service, code: "\(code)xx")
+            }
+            if durations[route] == nil { durations[route] = metrics.requestDuration(route: route) }
+            let series = (key, requests[key]!, durations[route]!)
+            lastRequest = series
+            series.1.increment()
+            series.2.recordNanoseconds(duration.nanoseconds)
         }
-        requests[key]!.increment()
-        if durations[route] == nil { durations[route] = metrics.requestDuration(route: route) }
-        durations[route]!.recordNanoseconds(duration.nanoseconds)
         if let upstream {
             let failed = upstream.1 == nil || status >= 500
             let callKey = UpstreamKey(service: service, instance: upstream.instance, failed: failed)
-            if upstreamCalls[callKey] == nil {
-                upstreamCalls[callKey] = metrics.upstreamCalls(
-                    service: service, instance: upstream.instance, outcome: failed ? "failure" : "success")
-            }
-            upstreamCalls[callKey]!.increment()
-            if let answered = upstream.1 {
-                if upstreamDurations[service] == nil {
-                    upstreamDurations[service] = metrics.upstreamDuration(service: service)
+            let series: (key: UpstreamKey, counter: Counter, duration: DurationHistogram?)
+            if let last = lastUpstream, last.key == callKey {
+                series = last
+            } else {
+                if upstreamCalls[callKey] == nil {
+                    upstreamCalls[callKey] = metrics.upstreamCalls(
+                        service: service, instance: upstream.instance, outcome: failed ? "failure" : "success")
                 }
-                upstreamDurations[service]!.recordNanoseconds(answered.nanoseconds)
+                series = (callKey, upstreamCalls[callKey]!, upstreamDurations[service])
+                lastUpstream = series
+            }
+            series.counter.increment()
+            if let answered = upstream.1 {
+                if let duration = series.duration {
+                    duration.recordNanoseconds(answered.nanoseconds)
+                } else {
+                    // A service's first answer: its histogram is made now (one whose calls all failed has none).
+                    let duration = upstreamDurations[service] ?? metrics.upstreamDuration(service: service)
+                    upstreamDurations[service] = duration
+                    lastUpstream = (callKey, series.counter, duration)
+                    duration.recordNanoseconds(answered.nanoseconds)
+                }
             }
         }
         if let cacheResult {

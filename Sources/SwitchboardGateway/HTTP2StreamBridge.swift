@@ -129,7 +129,7 @@ final class HTTP2StreamBridge: ChannelDuplexHandler {
                 return
             }
             scanned = 0
-            let head = try HTTPHeadParser.response(buffer.readBytes(length: end)!)
+            let head = try HTTPHeadParser.response(buffer.readSlice(length: end)!)
             answer = buffer
             // Interim answers (100 Continue) are the gateway's own business with HTTP/1.1 callers.
             if head.status < 200 { continue }

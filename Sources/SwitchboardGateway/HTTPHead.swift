@@ -2,6 +2,9 @@ import NIOCore
 
 /// The header fields of one message head, kept as the bytes that arrived plus where each name and value lies in
 /// them: the proxy copies most fields through untouched, so a field becomes a `String` only when something reads it.
+///
+/// The bytes are a slice of the buffer the head was read into, not a copy: taking a head costs no allocation and no
+/// copy of its bytes.
 struct HeaderFields: Sendable {
     /// One field: where its name and its value (without surrounding whitespace) lie in ``bytes``.
     struct Field: Sendable {
@@ -18,28 +21,65 @@ struct HeaderFields: Sendable {
         static let transferEncoding = Known(rawValue: 4)
         static let expect = Known(rawValue: 8)
         static let requestID = Known(rawValue: 16)
+        static let traceparent = Known(rawValue: 32)
     }
 
-    /// The message head's bytes, start line included.
-    let bytes: [UInt8]
+    /// The message head's bytes, start line included; its readable bytes start at index 0.
+    private(set) var bytes: ByteBuffer
     private(set) var fields: [Field] = []
     private(set) var known: Known = []
     private(set) var hostCount = 0
 
-    init(bytes: [UInt8]) {
+    /// The fields of the head in `bytes`, to be found into `storage`: an array a finished head gave back
+    /// (``takeFieldStorage()``), taken (leaving `storage` empty), emptied and reused, so a connection's heads after
+    /// its first cost no allocation.
+    init(bytes: ByteBuffer, reusing storage: inout [Field]) {
         self.bytes = bytes
+        swap(&fields, &storage)
+        fields.removeAll(keepingCapacity: true)
+        if fields.capacity < 8 { fields.reserveCapacity(8) }
     }
 
-    mutating func append(_ field: Field) {
+    /// The fields of the head in `bytes`, to be found into a new array.
+    init(bytes: ByteBuffer) {
+        var storage: [Field] = []
+        self.init(bytes: bytes, reusing: &storage)
+    }
+
+    /// Takes the fields' array out, for the next head to reuse (leaving none here).
+    mutating func takeFieldStorage() -> [Field] {
+        var storage: [Field] = []
+        swap(&storage, &fields)
+        return storage
+    }
+
+    /// The same fields over a buffer of their own, exactly as large as the head: for a head kept long after its
+    /// exchange (a cached answer), which must not hold on to the whole buffer it was read into.
+    func compacted() -> HeaderFields {
+        var copy = self
+        copy.bytes = ByteBuffer(bytes: bytes.readableBytesView)
+        return copy
+    }
+
+    /// How many bytes the head takes.
+    var byteCount: Int { bytes.readableBytes }
+
+    /// Calls `body` with the head's bytes.
+    @inline(__always)
+    func withBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        try bytes.withUnsafeReadableBytes(body)
+    }
+
+    mutating func append(_ field: Field, in raw: UnsafeRawBufferPointer) {
         fields.append(field)
-        let index = fields.count - 1
         switch field.name.count {
-        case 4 where name(at: index, is: "host"): hostCount += 1
-        case 6 where name(at: index, is: "expect"): known.insert(.expect)
-        case 10 where name(at: index, is: "connection"): known.insert(.connection)
-        case 12 where name(at: index, is: "x-request-id"): known.insert(.requestID)
-        case 14 where name(at: index, is: "content-length"): known.insert(.contentLength)
-        case 17 where name(at: index, is: "transfer-encoding"): known.insert(.transferEncoding)
+        case 4 where Self.equals(raw, field.name, "host"): hostCount += 1
+        case 6 where Self.equals(raw, field.name, "expect"): known.insert(.expect)
+        case 10 where Self.equals(raw, field.name, "connection"): known.insert(.connection)
+        case 11 where Self.equals(raw, field.name, "traceparent"): known.insert(.traceparent)
+        case 12 where Self.equals(raw, field.name, "x-request-id"): known.insert(.requestID)
+        case 14 where Self.equals(raw, field.name, "content-length"): known.insert(.contentLength)
+        case 17 where Self.equals(raw, field.name, "transfer-encoding"): known.insert(.transferEncoding)
         default: break
         }
     }
@@ -60,13 +100,25 @@ struct HeaderFields: Sendable {
     private static let keepAliveOption: Set<String> = ["keep-alive"]
     private static let closeOption: Set<String> = ["close"]
 
+    /// Whether the bytes at `range` of `raw` are `lowercased`, compared without case.
+    @inline(__always)
+    static func equals(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, _ lowercased: StaticString) -> Bool {
+        guard range.count == lowercased.utf8CodeUnitCount else { return false }
+        let expected = lowercased.utf8Start
+        var position = range.lowerBound
+        var offset = 0
+        while position < range.upperBound {
+            if lowercase(raw[position]) != expected[offset] { return false }
+            position += 1
+            offset += 1
+        }
+        return true
+    }
+
     /// Whether field `index`'s whole value is `lowercased`, compared without case.
     func value(at index: Int, is lowercased: StaticString) -> Bool {
         let range = fields[index].value
-        guard range.count == lowercased.utf8CodeUnitCount else { return false }
-        return lowercased.withUTF8Buffer { expected in
-            zip(bytes[range], expected).allSatisfy { Self.lowercase($0) == $1 }
-        }
+        return withBytes { Self.equals($0, range, lowercased) }
     }
 
     var count: Int { fields.count }
@@ -75,27 +127,23 @@ struct HeaderFields: Sendable {
     func name(at index: Int, is lowercased: StaticString) -> Bool {
         let range = fields[index].name
         guard range.count == lowercased.utf8CodeUnitCount else { return false }
-        return lowercased.withUTF8Buffer { expected in
-            var position = range.lowerBound
-            for byte in expected {
-                if Self.lowercase(bytes[position]) != byte { return false }
-                position += 1
-            }
-            return true
-        }
+        return withBytes { Self.equals($0, range, lowercased) }
     }
 
     /// Field `index`'s name, lower-cased.
     func lowercasedName(at index: Int) -> String {
-        String(decoding: bytes[fields[index].name].lazy.map(Self.lowercase), as: UTF8.self)
+        let range = fields[index].name
+        return withBytes { String(decoding: $0[range].lazy.map(Self.lowercase), as: UTF8.self) }
     }
 
     func nameContainsUnderscore(at index: Int) -> Bool {
-        bytes[fields[index].name].contains(0x5F)
+        let range = fields[index].name
+        return withBytes { $0[range].contains(0x5F) }
     }
 
     func value(at index: Int) -> String {
-        String(decoding: bytes[fields[index].value], as: UTF8.self)
+        let range = fields[index].value
+        return withBytes { String(decoding: $0[range], as: UTF8.self) }
     }
 
     /// The first value of the field called `lowercased`.
@@ -106,13 +154,38 @@ struct HeaderFields: Sendable {
         return nil
     }
 
+    /// The value of the field called `lowercased` when it appears once and is 1 to 18 decimal digits; nil
+    /// otherwise (absent, repeated, a list or not a number), for the caller to read it the long way.
+    func singleDecimalValue(_ lowercased: StaticString) -> Int? {
+        var found: Int?
+        for index in fields.indices where name(at: index, is: lowercased) {
+            guard found == nil else { return nil }
+            found = index
+        }
+        guard let found else { return nil }
+        let range = fields[found].value
+        guard range.count >= 1, range.count <= 18 else { return nil }
+        return withBytes { raw in
+            var value = 0
+            for position in range {
+                let digit = raw[position] &- 0x30
+                guard digit <= 9 else { return nil }
+                value = value * 10 + Int(digit)
+            }
+            return value
+        }
+    }
+
     /// Every value of the field called `lowercased`, comma-separated lists split and trimmed, empty items dropped.
     func listItems(_ lowercased: StaticString) -> [String] {
         var items: [String] = []
         for index in fields.indices where name(at: index, is: lowercased) {
-            for item in bytes[fields[index].value].split(separator: UInt8(ascii: ",")) {
-                let trimmed = item.drop { $0 == 0x20 || $0 == 0x09 }.reversed().drop { $0 == 0x20 || $0 == 0x09 }
-                if !trimmed.isEmpty { items.append(String(decoding: trimmed.reversed(), as: UTF8.self)) }
+            let range = fields[index].value
+            withBytes { raw in
+                for item in raw[range].split(separator: UInt8(ascii: ",")) {
+                    let trimmed = item.drop { $0 == 0x20 || $0 == 0x09 }.reversed().drop { $0 == 0x20 || $0 == 0x09 }
+                    if !trimmed.isEmpty { items.append(String(decoding: trimmed.reversed(), as: UTF8.self)) }
+                }
             }
         }
         return items
@@ -125,14 +198,20 @@ struct HeaderFields: Sendable {
     /// Writes field `index` as it came (`Name: value` and CRLF).
     func write(_ index: Int, to buffer: inout ByteBuffer) {
         let field = fields[index]
-        bytes.withUnsafeBufferPointer { all in
-            buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: all[field.name])))
+        withBytes { raw in
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.name]))
             buffer.writeStaticString(": ")
-            buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: all[field.value])))
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.value]))
             buffer.writeStaticString("\r\n")
         }
     }
 
+    /// Writes the head's bytes at `range` as they came.
+    func write(bytesAt range: Range<Int>, to buffer: inout ByteBuffer) {
+        withBytes { raw in buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[range])) }
+    }
+
+    @inline(__always)
     static func lowercase(_ byte: UInt8) -> UInt8 {
         byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
     }
@@ -229,29 +308,24 @@ enum HTTPHeadParser {
         }
     }
 
-    /// Reads a request head: `bytes` ends with its blank line.
-    static func request(_ bytes: [UInt8]) throws(HTTPParseError) -> RequestHead {
-        var fields = HeaderFields(bytes: bytes)
-        let lineEnd = try lineEnd(in: bytes, from: 0)
-        // method SP request-target SP HTTP-version
-        guard let firstSpace = bytes[0..<lineEnd].firstIndex(of: 0x20), firstSpace > 0 else {
-            throw .bad("the request line must be 'METHOD target HTTP/1.1'")
-        }
-        guard bytes[0..<firstSpace].allSatisfy(isTokenCharacter) else { throw .bad("the method is not a token") }
-        guard let secondSpace = bytes[(firstSpace + 1)..<lineEnd].firstIndex(of: 0x20), secondSpace > firstSpace + 1
-        else {
-            throw .bad("the request line must be 'METHOD target HTTP/1.1'")
-        }
-        let target = bytes[(firstSpace + 1)..<secondSpace]
-        guard target.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-            throw .bad("the request target has a character outside visible ASCII")
-        }
-        let minor = try version(bytes[(secondSpace + 1)..<lineEnd])
-        try readFields(bytes, from: lineEnd + 2, into: &fields)
+    /// Reads a request head: `head` holds it all, from its first byte to its blank line, and becomes the fields'
+    /// storage (no copy).
+    static func request(_ head: ByteBuffer) throws(HTTPParseError) -> RequestHead {
+        var storage: [HeaderFields.Field] = []
+        return try request(head, reusing: &storage)
+    }
 
+    /// ``request(_:)`` with the fields found into `storage` (see ``HeaderFields/init(bytes:reusing:)``).
+    static func request(
+        _ head: ByteBuffer, reusing storage: inout [HeaderFields.Field]
+    ) throws(HTTPParseError) -> RequestHead {
+        var fields = HeaderFields(bytes: head, reusing: &storage)
+        let line = head.withUnsafeReadableBytes { bytes in
+            Result { () throws(HTTPParseError) in try requestLine(bytes, fields: &fields) }
+        }
+        let (method, target, minor) = try line.get()
         var head = RequestHead(
-            method: String(decoding: bytes[0..<firstSpace], as: UTF8.self),
-            target: String(decoding: target, as: UTF8.self), minorVersion: minor, fields: fields, framing: .none,
+            method: method, target: target, minorVersion: minor, fields: fields, framing: .none,
             connectionOptions: fields.connectionOptions, expectsContinue: false)
         if fields.hostCount > 1 { throw .bad("more than one Host header") }
         if fields.hostCount == 0 && minor == 1 { throw .bad("an HTTP/1.1 request must have a Host header") }
@@ -278,9 +352,56 @@ enum HTTPHeadParser {
         return head
     }
 
-    /// Reads a response head: `bytes` ends with its blank line.
-    static func response(_ bytes: [UInt8]) throws(HTTPParseError) -> ResponseHead {
-        var fields = HeaderFields(bytes: bytes)
+    /// The request line's method, target and minor version; the fields after it go into `fields`.
+    private static func requestLine(
+        _ bytes: UnsafeRawBufferPointer, fields: inout HeaderFields
+    ) throws(HTTPParseError) -> (method: String, target: String, minor: Int) {
+        let lineEnd = try lineEnd(in: bytes, from: 0)
+        // method SP request-target SP HTTP-version
+        guard let firstSpace = bytes[0..<lineEnd].firstIndex(of: 0x20), firstSpace > 0 else {
+            throw .bad("the request line must be 'METHOD target HTTP/1.1'")
+        }
+        guard bytes[0..<firstSpace].allSatisfy(isTokenCharacter) else { throw .bad("the method is not a token") }
+        guard let secondSpace = bytes[(firstSpace + 1)..<lineEnd].firstIndex(of: 0x20), secondSpace > firstSpace + 1
+        else {
+            throw .bad("the request line must be 'METHOD target HTTP/1.1'")
+        }
+        let target = bytes[(firstSpace + 1)..<secondSpace]
+        guard target.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw .bad("the request target has a character outside visible ASCII")
+        }
+        let minor = try version(bytes[(secondSpace + 1)..<lineEnd])
+        try readFields(bytes, from: lineEnd + 2, into: &fields)
+        return (
+            String(decoding: bytes[0..<firstSpace], as: UTF8.self), String(decoding: target, as: UTF8.self), minor
+        )
+    }
+
+    /// Reads a response head: `head` holds it all, from its first byte to its blank line, and becomes the fields'
+    /// storage (no copy).
+    static func response(_ head: ByteBuffer) throws(HTTPParseError) -> ResponseHead {
+        var storage: [HeaderFields.Field] = []
+        return try response(head, reusing: &storage)
+    }
+
+    /// ``response(_:)`` with the fields found into `storage` (see ``HeaderFields/init(bytes:reusing:)``).
+    static func response(
+        _ head: ByteBuffer, reusing storage: inout [HeaderFields.Field]
+    ) throws(HTTPParseError) -> ResponseHead {
+        var fields = HeaderFields(bytes: head, reusing: &storage)
+        let line = head.withUnsafeReadableBytes { bytes in
+            Result { () throws(HTTPParseError) in try statusLine(bytes, fields: &fields) }
+        }
+        let (status, minor, reason) = try line.get()
+        return ResponseHead(
+            status: status, minorVersion: minor, fields: fields, reason: reason,
+            connectionOptions: fields.connectionOptions)
+    }
+
+    /// The status line's code, minor version and where its reason lies; the fields after it go into `fields`.
+    private static func statusLine(
+        _ bytes: UnsafeRawBufferPointer, fields: inout HeaderFields
+    ) throws(HTTPParseError) -> (status: Int, minor: Int, reason: Range<Int>) {
         let lineEnd = try lineEnd(in: bytes, from: 0)
         // HTTP-version SP 3DIGIT SP reason
         guard lineEnd >= 12, bytes[8] == 0x20, bytes[9...11].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
@@ -296,9 +417,7 @@ enum HTTPHeadParser {
             throw .bad("the reason phrase has a control character")
         }
         try readFields(bytes, from: lineEnd + 2, into: &fields)
-        return ResponseHead(
-            status: status, minorVersion: minor, fields: fields, reason: reasonStart..<lineEnd,
-            connectionOptions: fields.connectionOptions)
+        return (status, minor, reasonStart..<lineEnd)
     }
 
     /// How the body of `response` to a request (a HEAD one or not) is delimited (RFC 9112 section 6.3).
@@ -319,6 +438,8 @@ enum HTTPHeadParser {
 
     private static func contentLength(_ fields: HeaderFields) throws(HTTPParseError) -> Int? {
         guard fields.known.contains(.contentLength) else { return nil }
+        // The usual one field of digits, read from the bytes; anything else (a list, a repeat, an error) below.
+        if let single = fields.singleDecimalValue("content-length") { return single }
         var length: Int?
         for value in fields.listItems("content-length") {
             guard value.utf8.count <= 18, !value.isEmpty, value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
@@ -332,7 +453,7 @@ enum HTTPHeadParser {
         return length
     }
 
-    private static func version(_ bytes: ArraySlice<UInt8>) throws(HTTPParseError) -> Int {
+    private static func version(_ bytes: Slice<UnsafeRawBufferPointer>) throws(HTTPParseError) -> Int {
         guard bytes.count == 8, bytes.starts(with: "HTTP/".utf8), bytes[bytes.startIndex + 6] == 0x2E else {
             throw .bad("the HTTP version must be HTTP/1.1 or HTTP/1.0")
         }
@@ -345,7 +466,7 @@ enum HTTPHeadParser {
     }
 
     /// The index of the CR ending the line that starts at `start`; a CR or LF anywhere else is refused.
-    private static func lineEnd(in bytes: [UInt8], from start: Int) throws(HTTPParseError) -> Int {
+    private static func lineEnd(in bytes: UnsafeRawBufferPointer, from start: Int) throws(HTTPParseError) -> Int {
         var index = start
         while index + 1 < bytes.count {
             let byte = bytes[index]
@@ -360,7 +481,7 @@ enum HTTPHeadParser {
     }
 
     private static func readFields(
-        _ bytes: [UInt8], from start: Int, into fields: inout HeaderFields
+        _ bytes: UnsafeRawBufferPointer, from start: Int, into fields: inout HeaderFields
     ) throws(HTTPParseError) {
         var lineStart = start
         while true {
@@ -384,7 +505,7 @@ enum HTTPHeadParser {
                 throw .bad(
                     "header '\(String(decoding: bytes[lineStart..<colon], as: UTF8.self))' has a control character")
             }
-            fields.append(.init(name: lineStart..<colon, value: valueStart..<valueEnd))
+            fields.append(.init(name: lineStart..<colon, value: valueStart..<valueEnd), in: bytes)
             lineStart = end + 2
         }
     }

@@ -15,7 +15,9 @@ extension ProxyHandler {
     struct Exchange {
         /// Nil for a head that could not be read: it is answered with a refusal and not logged.
         var request: RequestHead?
-        var requestID: String
+        var id: RequestID
+        /// The id as a string, made when read (logs, error bodies, spans).
+        var requestID: String { id.description }
         /// Whether the caller's connection serves another exchange after this one.
         var keepAlive: Bool
         let started: NIODeadline
@@ -24,8 +26,15 @@ extension ProxyHandler {
         var match: RouteMatch?
         /// The caller, once a route's authentication let it through.
         var identity: Identity?
-        var traceparent = ""
-        var traceID = ""
+        /// The `traceparent` the instance receives: `00-<trace id>-<parent id>-<flags>`.
+        var trace = TraceParent(header: "")
+        /// ``trace`` as a string, made when read; a tracer's own header is set through it.
+        var traceparent: String {
+            get { trace.description }
+            set { trace = TraceParent(header: newValue) }
+        }
+        /// The trace's id, made when read (the access log).
+        var traceID: String { trace.traceID }
         /// With a tracer: the exchange's server span, and the client span of the attempt under way.
         var span: (any Span)?
         var attemptSpan: (any Span)?
@@ -47,7 +56,11 @@ extension ProxyHandler {
         var stickyKey: String?
         /// Whether a pooled connection already failed this exchange (retried once on a new one, not counted).
         var retriedStaleConnection = false
+        /// Instances that failed this exchange: a retry avoids them. The instance of the attempt under way joins
+        /// only when it fails, so an exchange that never retries never fills (nor allocates) the set.
         var tried: Set<InstanceID> = []
+        /// How many instances were picked for this exchange.
+        var attempts = 0
         /// Why the last attempt failed, when the request is being retried: the answer if no instance is left to try.
         var lastFailure: String?
         /// The instance the request goes to (the last one picked).
@@ -64,17 +77,17 @@ extension ProxyHandler {
         var responseDeadline: NIODeadline?
 
         /// The exchange of a request whose head was read.
-        init(request: RequestHead, requestID: String, keepAlive: Bool) {
+        init(request: RequestHead, id: RequestID, keepAlive: Bool) {
             self.request = request
-            self.requestID = requestID
+            self.id = id
             self.keepAlive = keepAlive
             started = .now()
             requestBody = BodyFramer(request.framing)
         }
 
         /// The exchange of a head that could not be read: only a refusal is sent, and the connection ends.
-        init(refusingWith requestID: String) {
-            self.requestID = requestID
+        init(refusingWith id: RequestID) {
+            self.id = id
             keepAlive = false
             started = .now()
             requestBody = BodyFramer(.none)

@@ -194,10 +194,10 @@ extension ProxyHandler {
         // A request body (unusual on a GET) that has not all arrived ends the connection after the answer.
         skipArrivedRequestBody()
         let closing = !exchange!.keepAlive || !exchange!.requestBody.isComplete
-        let response = GatewayHeaders.downstreamResponse(
+        GatewayHeaders.downstreamResponse(
             entry.head, callerMinorVersion: head.minorVersion, keepAlive: !closing, chunked: false,
-            requestID: exchange!.requestID, extras: exchange!.downstreamExtras, allocator: context.channel.allocator)
-        context.write(wrapOutboundOut(response), promise: nil)
+            requestID: exchange!.id, extras: exchange!.downstreamExtras, into: &responseHeadBuffer)
+        context.write(wrapOutboundOut(responseHeadBuffer), promise: nil)
         context.write(wrapOutboundOut(entry.body), promise: nil)
         finishExchange(closing: closing)
     }

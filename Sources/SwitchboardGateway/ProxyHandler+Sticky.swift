@@ -11,7 +11,7 @@ extension ProxyHandler {
             if let value = Self.cookie(named: name, in: head) {
                 exchange!.stickyKey = value
             } else if sets {
-                let token = Hex.digits(random.next(), count: 16) + Hex.digits(random.next(), count: 16)
+                let token = Hex.id128(&random)
                 exchange!.stickyKey = token
                 var cookie = "\(name)=\(token); Path=/; HttpOnly; SameSite=Lax"
                 if let maxAge { cookie += "; Max-Age=\(maxAge.components.seconds)" }

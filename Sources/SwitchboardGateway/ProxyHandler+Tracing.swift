@@ -6,7 +6,7 @@ import Tracing
 /// `--otlp-endpoint`): a server span for the proxied request, continuing the caller's `traceparent`, and a client
 /// span under it for each attempt at an instance, whose context is the `traceparent` that instance receives.
 ///
-/// Without a tracer none of this runs: the gateway writes its own `traceparent` (``GatewayHeaders/traceparent(from:random:)``),
+/// Without a tracer none of this runs: the gateway writes its own `traceparent` (``TraceParent/init(from:random:)``),
 /// which costs a few random numbers and no span.
 extension ProxyHandler {
     /// Starts the exchange's server span for `head`, routed by `match`, and takes the trace's ids from it.
@@ -28,14 +28,11 @@ extension ProxyHandler {
             span.attributes["client.address"] = clientAddress
         }
         exchange!.span = span
-        let traceparent = Self.traceparent(of: span, tracer: tracer)
-        if let traceparent, let traceID = traceparent.split(separator: "-").dropFirst().first {
+        if let traceparent = Self.traceparent(of: span, tracer: tracer) {
             exchange!.traceparent = traceparent
-            exchange!.traceID = String(traceID)
         } else {
             // A tracer that propagates no W3C context: the gateway's own, as without a tracer.
-            (exchange!.traceparent, exchange!.traceID) = GatewayHeaders.traceparent(
-                from: head.fields, random: &random)
+            exchange!.trace = TraceParent(from: head.fields, random: &random)
         }
     }
 
@@ -50,7 +47,7 @@ extension ProxyHandler {
             span.attributes["switchboard.instance"] = instance.id.rawValue
             span.attributes["server.address"] = instance.definition.address.rawValue
             span.attributes["server.port"] = instance.definition.port
-            span.attributes["switchboard.attempt"] = exchange!.tried.count
+            span.attributes["switchboard.attempt"] = exchange!.attempts
         }
         exchange!.attemptSpan = span
         if let traceparent = Self.traceparent(of: span, tracer: tracer) { exchange!.traceparent = traceparent }

@@ -49,11 +49,11 @@ extension ProxyHandler {
         }
         if let instance = exchange!.instance { recordOutcome(true, on: instance) }
         exchange!.responseStarted(status: 101, closing: false)
-        let response = GatewayHeaders.downstreamResponse(
+        GatewayHeaders.downstreamResponse(
             head, callerMinorVersion: request.minorVersion, keepAlive: true, chunked: false,
-            requestID: exchange!.requestID, extras: exchange!.downstreamExtras, switching: true,
-            allocator: context.channel.allocator)
-        context.write(wrapOutboundOut(response), promise: nil)
+            requestID: exchange!.id, extras: exchange!.downstreamExtras, switching: true,
+            into: &responseHeadBuffer)
+        context.write(wrapOutboundOut(responseHeadBuffer), promise: nil)
         unflushed = true
         endAttemptSpan(failure: nil)
         exchange!.upstream = nil

@@ -53,7 +53,7 @@ extension ProxyHandler {
         let instance = picked.instance
         exchange!.balancerKey = key
         exchange!.breakerPermit = picked.permit
-        exchange!.tried.insert(instance.id)
+        exchange!.attempts += 1
         exchange!.instance = instance
         exchange!.knownInstances = snapshot.instances.count
         if tracer != nil { startAttemptSpan(to: instance) }
@@ -84,8 +84,11 @@ extension ProxyHandler {
     }
 
     /// Another instance when attempts remain and the request can still be sent whole; else the caller gets a 502.
-    func retryOrFail(reason: String) {
+    /// The failed instance is not tried again, unless `avoidingFailed` is false (a stale pooled connection: nothing
+    /// against the instance).
+    func retryOrFail(reason: String, avoidingFailed: Bool = true) {
         guard let match = exchange?.match else { return }
+        if avoidingFailed, let failed = exchange!.instance { exchange!.tried.insert(failed.id) }
         if exchange!.replayable, exchange!.tried.count <= match.route?.retries ?? configuration.connectRetries {
             exchange!.lastFailure = reason
             state = .connecting
@@ -102,14 +105,14 @@ extension ProxyHandler {
         exchange!.upstream = connection
         connection.begin(for: self, toHEAD: request.isHEAD, upgrading: exchange!.webSocket)
         state = .forwarding
-        let head = GatewayHeaders.upstreamRequest(
-            request, path: match.path, clientAddress: clientAddress, requestID: exchange!.requestID,
+        GatewayHeaders.upstreamRequest(
+            request, path: match.path, clientAddress: clientAddress, requestID: exchange!.id,
             instanceHost: { "\(instance.definition.address.rawValue):\(instance.definition.port)" },
             extras: UpstreamExtras(
                 identity: exchange!.identity, edits: match.route?.policies.requestHeaders ?? HeaderEdits(),
-                traceparent: exchange!.traceparent, webSocket: exchange!.webSocket, callerUsedTLS: callerUsesTLS),
-            allocator: context.channel.allocator)
-        connection.channel.write(head, promise: nil)
+                traceparent: exchange!.trace, webSocket: exchange!.webSocket, callerUsedTLS: callerUsesTLS),
+            into: &upstreamHeadBuffer)
+        connection.channel.write(upstreamHeadBuffer, promise: nil)
         for part in exchange!.sentBody { connection.channel.write(part, promise: nil) }
         if request.expectsContinue, !exchange!.requestBody.isComplete, !exchange!.continueSent {
             // The gateway took the request on the caller's `Expect: 100-continue` (instances never see it).
@@ -201,11 +204,11 @@ extension ProxyHandler {
         let dechunking = request.minorVersion == 0 && framing == .chunked
         exchange!.responseStarted(status: head.status, closing: framing == .untilClose || dechunking)
         startCapture(head, framing: framing)
-        let response = GatewayHeaders.downstreamResponse(
+        GatewayHeaders.downstreamResponse(
             head, callerMinorVersion: request.minorVersion, keepAlive: exchange!.keepAlive,
-            chunked: framing == .chunked && !dechunking, requestID: exchange!.requestID,
-            extras: exchange!.downstreamExtras, allocator: context.channel.allocator)
-        context.write(wrapOutboundOut(response), promise: nil)
+            chunked: framing == .chunked && !dechunking, requestID: exchange!.id,
+            extras: exchange!.downstreamExtras, into: &responseHeadBuffer)
+        context.write(wrapOutboundOut(responseHeadBuffer), promise: nil)
         unflushed = true
         return dechunking
     }
@@ -269,8 +272,7 @@ extension ProxyHandler {
                 exchange?.retriedStaleConnection = true
                 // A kept-alive connection the instance closed while it waited: nothing against the instance, and
                 // the same instance may take the request on a new connection.
-                if let instance { _ = exchange?.tried.remove(instance.id) }
-                retryOrFail(reason: reason)
+                retryOrFail(reason: reason, avoidingFailed: false)
                 return
             }
             if let instance { recordOutcome(false, on: instance) }

@@ -61,6 +61,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     var scanned = 0
     var readWaiting = false
     var unflushed = false
+    /// The buffers this connection's heads are written into (to instances, to the caller), reused once the
+    /// channel let go of them (see ``GatewayHeaders/reuse(_:capacity:)``).
+    var upstreamHeadBuffer = ByteBuffer()
+    var responseHeadBuffer = ByteBuffer()
+    /// The array the last request head's fields were found into, for the next head (see
+    /// ``HeaderFields/takeFieldStorage()``).
+    var spareFields: [HeaderFields.Field] = []
     /// The caller's address, as `X-Forwarded-For` gives it.
     var clientAddress: String?
     /// Whether the caller's connection is TLS (the listener terminates it): `X-Forwarded-Proto: https`.
@@ -269,9 +276,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
                     refuse(HTTPParseError(status: 431, message: "the request head is larger than 64 KiB"))
                     return
                 }
-                let bytes = inbound!.readBytes(length: end)!
+                let bytes = inbound!.readSlice(length: end)!
+                // An empty buffer is let go: the channel reuses its receive buffer only when nothing else holds it.
+                if inbound!.readableBytes == 0 { inbound = nil }
                 do {
-                    begin(try HTTPHeadParser.request(bytes))
+                    begin(try HTTPHeadParser.request(bytes, reusing: &spareFields))
                 } catch {
                     refuse(error)
                     return
@@ -296,14 +305,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
 
     /// A head that cannot be read: its framing cannot be trusted, so nothing after it is either.
     func refuse(_ error: HTTPParseError) {
-        exchange = Exchange(refusingWith: GatewayHeaders.requestID(from: HeaderFields(bytes: []), random: &random))
+        exchange = Exchange(refusingWith: RequestID(from: HeaderFields(bytes: ByteBuffer()), random: &random))
         respondWithError(
             HTTPResponseStatus(statusCode: error.status), service: nil, reason: error.message, closing: true)
     }
 
     func begin(_ head: RequestHead) {
         exchange = Exchange(
-            request: head, requestID: GatewayHeaders.requestID(from: head.fields, random: &random),
+            request: head, id: RequestID(from: head.fields, random: &random),
             keepAlive: head.keepAlive && !quiescing)
         guard head.method.utf8.allSatisfy({ !($0 >= 0x61 && $0 <= 0x7A) }) else {
             respondWithError(.badRequest, service: nil, reason: "methods are upper case: '\(head.method)'")
@@ -345,7 +354,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
         if let tracer {
             startServerSpan(head, match: match, tracer: tracer)
         } else {
-            (exchange!.traceparent, exchange!.traceID) = GatewayHeaders.traceparent(from: head.fields, random: &random)
+            exchange!.trace = TraceParent(from: head.fields, random: &random)
         }
         state = .connecting
         admit(head, match: match)
@@ -382,9 +391,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     func finishExchange(closing: Bool) {
         guard let context else { return }
         finishPick()
-        if let finished = exchange.take() {
+        if var finished = exchange.take() {
             logExchange(finished)
             endSpans(of: finished)
+            if let storage = finished.request?.fields.takeFieldStorage() { spareFields = storage }
         }
         unflushed = false
         if closing {

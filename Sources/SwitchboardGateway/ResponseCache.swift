@@ -21,7 +21,7 @@ final class ResponseCache: Sendable {
         var body: ByteBuffer
         var stored: ContinuousClock.Instant
         var expires: ContinuousClock.Instant
-        var size: Int { head.fields.bytes.count + body.readableBytes }
+        var size: Int { head.fields.byteCount + body.readableBytes }
     }
 
     private struct Store {
@@ -123,8 +123,11 @@ final class ResponseCache: Sendable {
 
     func store(_ key: String, head: ResponseHead, body: ByteBuffer, for freshness: Duration) {
         let now = ContinuousClock.now
+        guard head.fields.byteCount + body.readableBytes <= maximumEntryBytes + head.fields.byteCount else { return }
+        // The head's bytes are a slice of the buffer the answer was read into: kept, they get a buffer of their own.
+        var head = head
+        head.fields = head.fields.compacted()
         let entry = Entry(head: head, body: body, stored: now, expires: now + freshness)
-        guard entry.size <= maximumEntryBytes + head.fields.bytes.count else { return }
         store.withLock { store in
             if let old = store.entries[key] { store.bytes -= old.size }
             store.serial += 1

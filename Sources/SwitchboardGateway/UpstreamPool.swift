@@ -103,7 +103,9 @@ final class UpstreamPool {
     /// An idle connection to `address`, if one is pooled.
     func idleConnection(to address: UpstreamAddress) -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
-        while let connection = idle[address]?.popLast() {
+        // Through the table's index, changed in place: `idle[address]?` and `[address, default:]` allocate per call.
+        guard let index = idle.index(forKey: address) else { return nil }
+        while let connection = idle.values[index].popLast() {
             if connection.channel.isActive {
                 connection.isReused = true
                 return connection
@@ -131,11 +133,16 @@ final class UpstreamPool {
     func release(_ connection: UpstreamConnection) {
         eventLoop.preconditionInEventLoop()
         connection.handler.finish()
-        guard connection.channel.isActive, idle[connection.address, default: []].count < idleLimit else {
+        let index = idle.index(forKey: connection.address)
+        guard connection.channel.isActive, (index.map { idle.values[$0].count } ?? 0) < idleLimit else {
             connection.channel.close(promise: nil)
             return
         }
-        idle[connection.address, default: []].append(connection)
+        if let index {
+            idle.values[index].append(connection)
+        } else {
+            idle[connection.address] = [connection]
+        }
     }
 
     /// Closes every idle connection (at shutdown).
@@ -174,6 +181,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private var pending: ByteBuffer?
     /// Where the search for the end of the head resumes.
     private var scanned = 0
+    /// The array the last response head's fields were found into, for the next head (see
+    /// ``HeaderFields/takeFieldStorage()``).
+    private var spareFields: [HeaderFields.Field] = []
     private var holding = false
     private var readWaiting = false
     private var context: ChannelHandlerContext?
@@ -256,12 +266,12 @@ final class UpstreamHandler: ChannelDuplexHandler {
                     fail(HTTPParseError.bad("the response head is larger than 64 KiB"), context: context)
                     return
                 }
-                let bytes = buffer.readBytes(length: end)!
-                pending = buffer
-                let head: ResponseHead
+                let bytes = buffer.readSlice(length: end)!
+                pending = buffer.readableBytes > 0 ? buffer : nil
+                var head: ResponseHead
                 let framing: BodyFraming
                 do {
-                    head = try HTTPHeadParser.response(bytes)
+                    head = try HTTPHeadParser.response(bytes, reusing: &spareFields)
                     framing = try HTTPHeadParser.framing(of: head, toHEAD: toHEAD)
                 } catch {
                     pending = nil
@@ -284,23 +294,26 @@ final class UpstreamHandler: ChannelDuplexHandler {
                     continue
                 }
                 let dechunking = receiver?.upstreamResponded(head, framing: framing) ?? false
+                let keepAlive = head.keepAlive
+                let announcesBody =
+                    head.fields.known.contains(.contentLength) || head.fields.known.contains(.transferEncoding)
+                // The head is passed on: its fields' array serves the next one.
+                spareFields = head.fields.takeFieldStorage()
                 guard case .head = state else { return }
                 if framing == .none {
                     // A head announcing a body that is not sent (HEAD, 204, 304): stray bytes may still follow in
                     // a later read, and would be taken for the next exchange's answer. The connection is not reused.
-                    finishResponse(
-                        keepAlive: head.keepAlive && !head.fields.known.contains(.contentLength)
-                            && !head.fields.known.contains(.transferEncoding))
+                    finishResponse(keepAlive: keepAlive && !announcesBody)
                     return
                 }
                 let framer = BodyFramer(framing)
                 if framer.isComplete {
                     // `Content-Length: 0`: the response is whole with its head. Waiting for body bytes that never
                     // come would hold the exchange (and the caller's next request) until the instance closes.
-                    finishResponse(keepAlive: head.keepAlive)
+                    finishResponse(keepAlive: keepAlive)
                     return
                 }
-                state = .body(framer, dechunking: dechunking, keepAlive: head.keepAlive)
+                state = .body(framer, dechunking: dechunking, keepAlive: keepAlive)
             case .body(var framer, let dechunking, let keepAlive):
                 let slice: ByteBuffer?
                 do {

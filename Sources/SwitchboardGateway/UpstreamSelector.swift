@@ -67,32 +67,56 @@ final class UpstreamSelector: Sendable {
         let service = key.target.service
         return state.withLock { state in
             let all = snapshot.instances
-            // Each table entry is reached once or twice and changed in place: a copy taken out of a dictionary
-            // would copy the tables inside it on every pick, and every lookup hashes the key again.
+            // Each table entry is found once and changed in place through its index: a copy taken out of a
+            // dictionary would copy the tables inside it, and `[key, default: ...]` allocates on every call.
             let query = key.target.query
             let unfiltered = query.tags.isEmpty && query.meta.isEmpty
             let filtered: InstanceSet? = unfiltered ? all : nil
             // Targets come and go with route files: the table is bounded.
             if state.targets.count >= 10_000, state.targets[key] == nil { state.targets.removeAll() }
-            let candidates = state.targets[key, default: TargetState(balancer: key.balancer.make())]
-                .candidates(from: all, filtered: filtered, query: query)
-            let picked = state.services[
-                service,
-                default: InstancePicker(outlierDetection: outlierDetection, circuitBreaker: circuitBreaker)
-            ].pick(
-                from: candidates, outOf: all, avoiding: tried, balancer: &state.targets[key]!.balancer,
-                context: context, at: now)
-            if let picked { state.targets[key]!.balancer.callStarted(on: picked.instance.id) }
+            let target: Dictionary<BalancerKey, TargetState>.Index
+            if let found = state.targets.index(forKey: key) {
+                target = found
+            } else {
+                state.targets[key] = TargetState(balancer: key.balancer.make())
+                target = state.targets.index(forKey: key)!
+            }
+            let candidates = state.targets.values[target].candidates(from: all, filtered: filtered, query: query)
+            let picker: Dictionary<ServiceName, InstancePicker>.Index
+            if let found = state.services.index(forKey: service) {
+                picker = found
+            } else {
+                state.services[service] = InstancePicker(
+                    outlierDetection: outlierDetection, circuitBreaker: circuitBreaker)
+                picker = state.services.index(forKey: service)!
+            }
+            let picked = Self.pick(
+                with: &state.services.values[picker], from: candidates, outOf: all, avoiding: tried,
+                balancer: &state.targets.values[target].balancer, context: context, at: now)
+            if let picked { state.targets.values[target].balancer.callStarted(on: picked.instance.id) }
             return picked
         }
+    }
+
+    /// `picker`'s pick with `balancer` (opened from its existential here).
+    private static func pick(
+        with picker: inout InstancePicker, from candidates: InstanceSet, outOf all: InstanceSet,
+        avoiding tried: Set<InstanceID>, balancer: inout any LoadBalancer, context: PickContext,
+        at now: ContinuousClock.Instant
+    ) -> InstancePicker.Pick? {
+        picker.pick(from: candidates, outOf: all, avoiding: tried, balancer: &balancer, context: context, at: now)
     }
 
     /// A call ``pick(_:from:avoiding:)`` chose `instance` for ended, however it ended; a permit still held (the
     /// call ended without a verdict: the caller left) is given back.
     func finished(_ key: BalancerKey, on instance: Instance, permit: CircuitBreaker.Permit?) {
         state.withLock { state in
-            state.targets[key]?.balancer.callFinished(on: instance.id)
-            if let permit { state.services[instance.service]?.abandon(permit, on: instance.id) }
+            if let index = state.targets.index(forKey: key) {
+                state.targets.values[index].balancer.callFinished(on: instance.id)
+            }
+            if let permit, let index = state.services.index(forKey: instance.service) {
+                state.services.values[index].abandon(permit, on: instance.id)
+            }
         }
     }
 
@@ -100,8 +124,9 @@ final class UpstreamSelector: Sendable {
     /// ejection to the agent as an observation.
     func record(_ succeeded: Bool, on instance: Instance, knownInstances: Int, permit: CircuitBreaker.Permit?) {
         let now = ContinuousClock.now
-        let effects = state.withLock { state in
-            state.services[instance.service]?.record(
+        let effects = state.withLock { state -> InstancePicker.Effects? in
+            guard let index = state.services.index(forKey: instance.service) else { return nil }
+            return state.services.values[index].record(
                 succeeded, on: instance.id, permit: permit, knownInstances: knownInstances, at: now)
         }
         if let ejection = effects?.ejection {

@@ -7,7 +7,7 @@ import Testing
 @Suite("The gateway's HTTP/1.1 head parser and body framer")
 struct HTTPParsingTests {
     private func request(_ text: String) throws(HTTPParseError) -> RequestHead {
-        try HTTPHeadParser.request(Array(text.utf8))
+        try HTTPHeadParser.request(ByteBuffer(string: text))
     }
 
     private func refusal(_ text: String) -> HTTPParseError? {
@@ -80,7 +80,7 @@ struct HTTPParsingTests {
 
     @Test func responseFramingFollowsRFC9112() throws {
         func framing(_ text: String, toHEAD: Bool = false) throws -> BodyFraming {
-            try HTTPHeadParser.framing(of: HTTPHeadParser.response(Array(text.utf8)), toHEAD: toHEAD)
+            try HTTPHeadParser.framing(of: HTTPHeadParser.response(ByteBuffer(string: text)), toHEAD: toHEAD)
         }
         #expect(try framing("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n") == .length(2))
         #expect(try framing("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", toHEAD: true) == .none)
@@ -158,7 +158,7 @@ struct HTTPParsingTests {
             }
             let buffer = ByteBuffer(bytes: bytes)
             guard let end = HTTPHeadParser.headEnd(in: buffer, searchingFrom: 0) else { continue }
-            let head = Array(bytes[0..<end])
+            let head = buffer.getSlice(at: 0, length: end)!
             _ = try? HTTPHeadParser.request(head)
             if let response = try? HTTPHeadParser.response(head) {
                 _ = try? HTTPHeadParser.framing(of: response, toHEAD: false)

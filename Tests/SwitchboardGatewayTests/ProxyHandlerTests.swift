@@ -8,54 +8,9 @@ import SwitchboardCore
 import Testing
 import Tracing
 
-@testable import SwitchboardGateway
+@_spi(Measuring) @testable import SwitchboardGateway
 
-/// The connections a gateway in memory opened to instances, in order.
-private final class OpenedChannels {
-    var channels: [EmbeddedChannel] = []
-}
-
-/// A ``ProxyHandler`` on an `EmbeddedChannel`, whose connections to instances are `EmbeddedChannel`s with the
-/// pool's ``UpstreamHandler`` in them: every byte stays in memory and every step is the test's, on one thread.
-private final class InMemoryGateway {
-    let loop: EmbeddedEventLoop
-    /// The caller's connection.
-    let caller: EmbeddedChannel
-    private let opened: OpenedChannels
-
-    /// The connections to instances the gateway opened, in order.
-    var upstreams: [EmbeddedChannel] { opened.channels }
-
-    init(discovery: ServiceDiscovery, routes: RouteTable?, tracer: (any Tracer)?) throws {
-        let loop = EmbeddedEventLoop()
-        let opened = OpenedChannels()
-        let pool = UpstreamPool(eventLoop: loop, idleLimit: 4) { address in
-            let channel = EmbeddedChannel(loop: loop)
-            do {
-                try channel.connect(to: SocketAddress(ipAddress: address.host, port: address.port)).wait()
-            } catch {
-                return loop.makeFailedFuture(error)
-            }
-            opened.channels.append(channel)
-            return loop.makeSucceededFuture(channel)
-        }
-        let router = GatewayRouter(
-            selector: UpstreamSelector(
-                discovery: discovery, outlierDetection: OutlierDetector.Configuration(),
-                circuitBreaker: CircuitBreaker.Configuration()),
-            publicTag: "public", table: routes)
-        let proxy = ProxyHandler(
-            router: router, pool: pool, configuration: GatewayConfiguration(), accessLog: nil,
-            metrics: LoopMetrics(metrics: GatewayMetrics()), tracer: tracer,
-            logger: Logger(label: "test.gateway", factory: { _ in SwiftLogNoOpLogHandler() }))
-        caller = EmbeddedChannel(loop: loop)
-        caller.remoteAddress = try SocketAddress(ipAddress: "192.0.2.7", port: 50_000)
-        try caller.pipeline.syncOperations.addHandler(proxy)
-        try caller.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7080)).wait()
-        self.loop = loop
-        self.opened = opened
-    }
-
+extension InMemoryGateway {
     /// Runs `body` against a gateway knowing `services` (by name), with a route file's `routes` (else
     /// `/<service>/...`) and spans made with `tracer` (none without), then shuts the discovery's HTTP clients down
     /// whatever happened (one dropped without it traps). Every embedded step runs in one synchronous stretch: an
@@ -80,8 +35,7 @@ private final class InMemoryGateway {
 
     /// The caller sends `text`, in one read.
     func send(_ text: String) throws {
-        try caller.writeInbound(ByteBuffer(string: text))
-        loop.run()
+        try send(ByteBuffer(string: text))
     }
 
     /// What the caller got since it last looked.
@@ -96,19 +50,13 @@ private final class InMemoryGateway {
 
     /// The instance behind the `index`th connection sends `text`, in one read.
     func upstreamSends(_ text: String, on index: Int = 0) throws {
-        try upstreams[index].writeInbound(ByteBuffer(string: text))
-        loop.run()
+        try upstreamSends(ByteBuffer(string: text), on: index)
     }
 
     private static func drain(_ channel: EmbeddedChannel) throws -> String {
         var text = ""
         while let bytes = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: bytes) }
         return text
-    }
-
-    private func finish() {
-        _ = try? caller.finish(acceptAlreadyClosed: true)
-        for channel in upstreams { _ = try? channel.finish(acceptAlreadyClosed: true) }
     }
 }
 
@@ -422,6 +370,79 @@ struct ProxyHandlerTests {
             let answers = try gateway.received()
             #expect(statusLines(answers) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
             #expect(answers.contains("Content-Length: 0\r\n") && answers.hasSuffix("\r\n\r\nok"))
+        }
+    }
+
+    /// The value of header `name` in the message `text` (its first line that starts with `name: `).
+    private func header(_ name: String, in text: String) -> String? {
+        text.components(separatedBy: "\r\n").first { $0.hasPrefix(name + ": ") }.map {
+            String($0.dropFirst(name.count + 2))
+        }
+    }
+
+    @Test func theInstanceGetsARequestIDAndATraceContextAndTheCallerTheSameID() async throws {
+        let hex = { (text: String, count: Int) in
+            text.utf8.count == count
+                && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+        }
+        try await InMemoryGateway.run(services) { gateway in
+            // Without either: a new id and a new trace, different on each request.
+            var seen: Set<String> = []
+            for _ in 0..<2 {
+                try gateway.send("GET /shop/a HTTP/1.1\r\nHost: a\r\n\r\n")
+                let up = try gateway.upstreamReceived()
+                let id = try #require(header("X-Request-ID", in: up))
+                #expect(hex(id, 32))
+                let parts = try #require(header("traceparent", in: up)).split(separator: "-").map(String.init)
+                #expect(
+                    parts.count == 4 && parts[0] == "00" && hex(parts[1], 32) && hex(parts[2], 16) && parts[3] == "00")
+                seen.insert(id)
+                try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                #expect(header("X-Request-ID", in: try gateway.received()) == id)
+            }
+            #expect(seen.count == 2)
+            // The caller's: its id goes through, its trace continues under a new parent, its flags kept.
+            let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            try gateway.send(
+                "GET /shop/a HTTP/1.1\r\nHost: a\r\nX-Request-ID: order-42\r\ntraceparent: \(given)\r\n\r\n")
+            let up = try gateway.upstreamReceived()
+            #expect(header("X-Request-ID", in: up) == "order-42")
+            let continued = try #require(header("traceparent", in: up))
+            #expect(continued.hasPrefix("00-4bf92f3577b34da6a3ce929d0e0e4736-") && continued.hasSuffix("-01"))
+            #expect(continued.utf8.count == 55 && !continued.contains("00f067aa0ba902b7"))
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            #expect(header("X-Request-ID", in: try gateway.received()) == "order-42")
+            // A malformed one starts a new trace.
+            try gateway.send("GET /shop/a HTTP/1.1\r\nHost: a\r\ntraceparent: 00-zz-11-01\r\n\r\n")
+            let fresh = try #require(header("traceparent", in: try gateway.upstreamReceived()))
+            #expect(fresh.utf8.count == 55 && fresh.hasSuffix("-00") && !fresh.contains("zz"))
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            _ = try gateway.received()
+        }
+    }
+
+    @Test func headsOfDifferentSizesOneAfterAnotherOnOneConnectionComeOutWhole() async throws {
+        // The heads are written into buffers and field tables the connection reuses: a long head after a short one
+        // and a short one after a long one must each come out exactly, with nothing left of the one before.
+        try await InMemoryGateway.run(services) { gateway in
+            for (index, size) in [10, 3_000, 1, 20_000, 5].enumerated() {
+                let value = String(repeating: "v", count: size)
+                let extra = (0..<(index * 3)).map { "X-Extra-\($0): \($0)\r\n" }.joined()
+                try gateway.send("GET /shop/\(index) HTTP/1.1\r\nHost: a\r\nX-Long: \(value)\r\n\(extra)\r\n")
+                let up = try gateway.upstreamReceived()
+                #expect(up.hasPrefix("GET /\(index) HTTP/1.1\r\n"))
+                #expect(header("X-Long", in: up) == value)
+                #expect(up.components(separatedBy: "X-Extra-").count - 1 == index * 3)
+                try gateway.upstreamSends(
+                    "HTTP/1.1 200 OK\r\nX-Answer: \(String(repeating: "a", count: size))\r\n\(extra)Content-Length: 1\r\n\r\n\(index)"
+                )
+                let answer = try gateway.received()
+                #expect(statusLines(answer) == ["HTTP/1.1 200 OK"])
+                #expect(header("X-Answer", in: answer)?.utf8.count == size)
+                #expect(answer.components(separatedBy: "X-Extra-").count - 1 == index * 3)
+                #expect(answer.hasSuffix("\r\n\r\n\(index)"))
+            }
+            #expect(gateway.upstreams.count == 1)
         }
     }
 }

@@ -54,6 +54,9 @@ public struct OutlierDetector: Sendable {
     private var records: [InstanceID: Record] = [:]
     /// The last filtered set, kept while neither its source nor the ejections change (see ``excludingEjected(from:at:)``).
     private var filtered: (source: UInt64, ejected: Set<InstanceID>, set: InstanceSet)?
+    /// When the last ejection made so far ends: until then some instance may be out, after it none is. Spares each
+    /// pick a walk through the records (and the set it built) in the usual case of no ejection at all.
+    private var ejectionsEnd: ContinuousClock.Instant?
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -81,6 +84,7 @@ public struct OutlierDetector: Sendable {
         record.consecutiveFailures = 0
         let length = min(configuration.maximumEjection, configuration.baseEjection * record.ejections)
         record.ejectedUntil = now + length
+        ejectionsEnd = max(ejectionsEnd ?? now + length, now + length)
         return Ejection(instance: instance, count: record.ejections, until: now + length, duration: length)
     }
 
@@ -99,6 +103,7 @@ public struct OutlierDetector: Sendable {
     /// their per-set state from pick to pick.
     public mutating func excludingEjected(from candidates: InstanceSet, at now: ContinuousClock.Instant) -> InstanceSet
     {
+        guard let ejectionsEnd, now < ejectionsEnd else { return candidates }
         let ejected = ejected(at: now)
         guard candidates.instances.contains(where: { ejected.contains($0.id) }) else { return candidates }
         if let filtered, filtered.source == candidates.generation, filtered.ejected == ejected { return filtered.set }
