@@ -4,7 +4,7 @@
 #        scripts/format.sh --check  (lint only, as CI does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-paths=(Package.swift Sources Tests)
+paths=(Package.swift Sources Tests Benchmarks/Package.swift Benchmarks/Benchmarks)
 if [ "${1:-}" != "--check" ]; then
     swift format format --in-place --parallel --recursive "${paths[@]}"
 fi
