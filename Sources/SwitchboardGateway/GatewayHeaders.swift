@@ -44,6 +44,7 @@ enum GatewayHeaders {
         buffer.writeStaticString(" HTTP/1.1\r\n")
         var forwardedFor = ""
         var host: String?
+        var copier = HeaderFields.Copier()
         for index in 0..<fields.count {
             if isHopByHop(fields, index, connectionOptions: request.connectionOptions) { continue }
             if fields.name(at: index, is: "host") {
@@ -62,8 +63,9 @@ enum GatewayHeaders {
             if !extras.edits.isEmpty, extras.edits.drops(fields.lowercasedName(at: index)) { continue }
             // Some servers read `X_Forwarded_For` as `X-Forwarded-For`: a caller could spoof the gateway's headers.
             if fields.nameContainsUnderscore(at: index) { continue }
-            fields.write(index, to: &buffer)
+            copier.keep(index, of: fields, to: &buffer)
         }
+        copier.flush(fields, to: &buffer)
         if host == nil {
             buffer.writeStaticString("Host: ")
             buffer.writeString(instanceHost())
@@ -136,6 +138,7 @@ enum GatewayHeaders {
         var hasRequestID = false
         // A length next to a transfer coding is void (RFC 9112 section 6.3): the caller must not see both.
         let lengthVoid = fields.known.contains(.transferEncoding)
+        var copier = HeaderFields.Copier()
         for index in 0..<fields.count {
             if isHopByHop(fields, index, connectionOptions: response.connectionOptions) { continue }
             if lengthVoid, fields.name(at: index, is: "content-length") { continue }
@@ -145,8 +148,9 @@ enum GatewayHeaders {
                 if extras?.cache?.state == "HIT" { continue }
                 hasRequestID = true
             }
-            fields.write(index, to: &buffer)
+            copier.keep(index, of: fields, to: &buffer)
         }
+        copier.flush(fields, to: &buffer)
         if chunked { buffer.writeStaticString("Transfer-Encoding: chunked\r\n") }
         if let extras { extras.write(to: &buffer) }
         if !hasRequestID {

@@ -208,16 +208,33 @@ extension ProxyHandler {
             head, callerMinorVersion: request.minorVersion, keepAlive: exchange!.keepAlive,
             chunked: framing == .chunked && !dechunking, requestID: exchange!.id,
             extras: exchange!.downstreamExtras, into: &responseHeadBuffer)
-        context.write(wrapOutboundOut(responseHeadBuffer), promise: nil)
+        // Held until the body's first part, which usually came in the same read: the two go out as one write.
+        responseHeadHeld = true
         unflushed = true
         return dechunking
+    }
+
+    /// Writes the response head ``upstreamResponded(_:framing:)`` held back, if it still is.
+    func writeHeldResponseHead() {
+        guard responseHeadHeld, let context else { return }
+        responseHeadHeld = false
+        context.write(wrapOutboundOut(responseHeadBuffer), promise: nil)
     }
 
     func upstreamBody(_ bytes: ByteBuffer) {
         guard let context, state == .responding else { return }
         lastActivity = .now()
         if exchange?.cacheCapture != nil { capture(bytes) }
-        context.write(wrapOutboundOut(bytes), promise: nil)
+        if responseHeadHeld, bytes.readableBytes <= Self.coalescedBodyLimit {
+            // A small first part joins the head: one write and one pass through the pipeline instead of two.
+            responseHeadHeld = false
+            var body = bytes
+            responseHeadBuffer.writeBuffer(&body)
+            context.write(wrapOutboundOut(responseHeadBuffer), promise: nil)
+        } else {
+            writeHeldResponseHead()
+            context.write(wrapOutboundOut(bytes), promise: nil)
+        }
         unflushed = true
         if !context.channel.isWritable {
             // Held before the flush: the flush may make the caller writable again, and that releases the hold.
@@ -230,6 +247,7 @@ extension ProxyHandler {
 
     func upstreamReadComplete() {
         guard unflushed, let context else { return }
+        writeHeldResponseHead()
         unflushed = false
         context.flush()
     }
@@ -287,6 +305,7 @@ extension ProxyHandler {
             closeTunnel()
         case .responding:
             // Half a response is out: the caller must see the connection end, not a truncated success.
+            writeHeldResponseHead()
             state = .closing
             context?.flush()
             context?.close(promise: nil)

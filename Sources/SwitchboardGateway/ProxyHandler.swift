@@ -65,6 +65,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     /// channel let go of them (see ``GatewayHeaders/reuse(_:capacity:)``).
     var upstreamHeadBuffer = ByteBuffer()
     var responseHeadBuffer = ByteBuffer()
+    /// Whether ``responseHeadBuffer`` holds an instance's response head not written yet (see
+    /// ``writeHeldResponseHead()``).
+    var responseHeadHeld = false
+    /// A first body part up to this size is written with the response head, copied after it.
+    static let coalescedBodyLimit = 4 * 1024
     /// The array the last request head's fields were found into, for the next head (see
     /// ``HeaderFields/takeFieldStorage()``).
     var spareFields: [HeaderFields.Field] = []
@@ -390,6 +395,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     /// the next request (perhaps already buffered) is read.
     func finishExchange(closing: Bool) {
         guard let context else { return }
+        writeHeldResponseHead()
         finishPick()
         if var finished = exchange.take() {
             logExchange(finished)

@@ -40,6 +40,8 @@ final class UpstreamConnection {
     /// Whether it served an exchange before this one: such a connection may have been closed by the instance
     /// while it waited, so a failure on it says nothing about the instance.
     var isReused = false
+    /// False once the channel closed (its handler saw it go inactive): asking the channel is a locked read per call.
+    var isOpen = true
 
     init(channel: any Channel, address: UpstreamAddress, handler: UpstreamHandler) {
         self.channel = channel
@@ -106,7 +108,7 @@ final class UpstreamPool {
         // Through the table's index, changed in place: `idle[address]?` and `[address, default:]` allocate per call.
         guard let index = idle.index(forKey: address) else { return nil }
         while let connection = idle.values[index].popLast() {
-            if connection.channel.isActive {
+            if connection.isOpen {
                 connection.isReused = true
                 return connection
             }
@@ -134,7 +136,7 @@ final class UpstreamPool {
         eventLoop.preconditionInEventLoop()
         connection.handler.finish()
         let index = idle.index(forKey: connection.address)
-        guard connection.channel.isActive, (index.map { idle.values[$0].count } ?? 0) < idleLimit else {
+        guard connection.isOpen, (index.map { idle.values[$0].count } ?? 0) < idleLimit else {
             connection.channel.close(promise: nil)
             return
         }
@@ -365,7 +367,10 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let connection { pool.remove(connection) }
+        if let connection {
+            connection.isOpen = false
+            pool.remove(connection)
+        }
         let receiver = self.receiver
         self.receiver = nil
         switch state {

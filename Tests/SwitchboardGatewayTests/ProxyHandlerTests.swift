@@ -445,4 +445,33 @@ struct ProxyHandlerTests {
             #expect(gateway.upstreams.count == 1)
         }
     }
+
+    @Test func keptFieldsGoUpInOrderWrittenTheUsualWayWhateverTheirSpacing() async throws {
+        try await InMemoryGateway.run(services) { gateway in
+            try gateway.send(
+                "GET /shop/a HTTP/1.1\r\nHost: a\r\nX-A:1\r\nX-B:   two  \r\nConnection: keep-alive\r\nX-C: three\r\n"
+                    + "X-D: four\r\nKeep-Alive: timeout=5\r\nX-E: five\r\n\r\n")
+            let up = try gateway.upstreamReceived()
+            #expect(up.contains("\r\nHost: a\r\nX-A: 1\r\nX-B: two\r\nX-C: three\r\nX-D: four\r\nX-E: five\r\n"))
+            #expect(!up.contains("Connection") && !up.contains("Keep-Alive"))
+            try gateway.upstreamSends(
+                "HTTP/1.1 200 OK\r\nX-P:1\r\nConnection: keep-alive\r\nX-Q: 2 \r\nX-R: 3\r\nContent-Length: 2\r\n\r\nok"
+            )
+            let answer = try gateway.received()
+            #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\nX-P: 1\r\nX-Q: 2\r\nX-R: 3\r\nContent-Length: 2\r\n"))
+        }
+    }
+
+    @Test func aResponseHeadThatArrivesAloneReachesTheCallerBeforeItsBody() async throws {
+        // The head waits for the body's first part only within one read: a slow body does not hold it back.
+        try await InMemoryGateway.run(services) { gateway in
+            try gateway.send("GET /shop/slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            _ = try gateway.upstreamReceived()
+            try gateway.upstreamSends("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+            let head = try gateway.received()
+            #expect(statusLines(head) == ["HTTP/1.1 200 OK"] && head.hasSuffix("\r\n\r\n"))
+            try gateway.upstreamSends("hello")
+            #expect(try gateway.received() == "hello")
+        }
+    }
 }
