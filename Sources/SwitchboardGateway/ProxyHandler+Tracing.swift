@@ -28,7 +28,9 @@ extension ProxyHandler {
             span.attributes["client.address"] = clientAddress
         }
         exchange!.span = span
-        if let traceparent = Self.traceparent(of: span, tracer: tracer) {
+        if let traceparent = Self.traceparent(of: span, tracer: tracer),
+            traceparent.split(separator: "-").dropFirst().first != nil
+        {
             exchange!.traceparent = traceparent
         } else {
             // A tracer that propagates no W3C context: the gateway's own, as without a tracer.

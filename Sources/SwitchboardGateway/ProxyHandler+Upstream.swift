@@ -89,7 +89,10 @@ extension ProxyHandler {
     func retryOrFail(reason: String, avoidingFailed: Bool = true) {
         guard let match = exchange?.match else { return }
         if avoidingFailed, let failed = exchange!.instance { exchange!.tried.insert(failed.id) }
-        if exchange!.replayable, exchange!.tried.count <= match.route?.retries ?? configuration.connectRetries {
+        // At most `retries` attempts after the first, a stale pooled connection's not counted. (Counting the
+        // instances tried instead let a service with fewer instances than that retry until they were ejected.)
+        let counted = exchange!.attempts - (exchange!.retriedStaleConnection ? 1 : 0)
+        if exchange!.replayable, counted <= match.route?.retries ?? configuration.connectRetries {
             exchange!.lastFailure = reason
             state = .connecting
             connect()

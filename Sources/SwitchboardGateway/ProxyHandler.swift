@@ -97,6 +97,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
     static let replayLimit = 64 * 1024
     /// Reading from the caller stops while this much is buffered and not yet taken.
     static let inboundLimit = 64 * 1024
+    /// A request head read into a buffer larger than this is copied out rather than kept as a slice of it.
+    static let largeReceiveBuffer = 8 * 1024
 
     init(
         router: GatewayRouter, pool: UpstreamPool, configuration: GatewayConfiguration, accessLog: AccessLog?,
@@ -281,9 +283,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamReceiver {
                     refuse(HTTPParseError(status: 431, message: "the request head is larger than 64 KiB"))
                     return
                 }
-                let bytes = inbound!.readSlice(length: end)!
+                var bytes = inbound!.readSlice(length: end)!
                 // An empty buffer is let go: the channel reuses its receive buffer only when nothing else holds it.
                 if inbound!.readableBytes == 0 { inbound = nil }
+                // The head is kept for its whole exchange (a stream may last hours): a slice of a receive buffer
+                // grown large by an upload would keep all of it, so such a head gets a buffer of its own.
+                if bytes.storageCapacity > Self.largeReceiveBuffer {
+                    bytes = ByteBuffer(bytes: bytes.readableBytesView)
+                }
                 do {
                     begin(try HTTPHeadParser.request(bytes, reusing: &spareFields))
                 } catch {

@@ -293,6 +293,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
                         return
                     }
                     // Interim answers (100 Continue, 103 Early Hints) are between the instance and the gateway.
+                    spareFields = head.fields.takeFieldStorage()
                     continue
                 }
                 let dechunking = receiver?.upstreamResponded(head, framing: framing) ?? false

@@ -474,4 +474,23 @@ struct ProxyHandlerTests {
             #expect(try gateway.received() == "hello")
         }
     }
+
+    @Test func aFailingRequestIsTriedOnceAndThenAtMostRetriesTimesEvenWithFewerInstances() async throws {
+        // Two instances and two retries (the default): three attempts in all, then the caller learns why. Retries
+        // used to be counted by the instances tried, so the same two could be tried again until ejected.
+        try await InMemoryGateway.run(twoInstances) { gateway in
+            try gateway.send("GET /shop/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            var closed = 0
+            while closed < 10, gateway.upstreams.count > closed {
+                #expect(try gateway.upstreamReceived(closed).hasPrefix("GET /x HTTP/1.1\r\n"))
+                gateway.upstreams[closed].close(promise: nil)
+                gateway.loop.run()
+                closed += 1
+            }
+            #expect(closed == 3)
+            let answer = try gateway.received()
+            #expect(statusLines(answer) == ["HTTP/1.1 502 Bad Gateway"])
+            #expect(answer.contains("failed"))
+        }
+    }
 }
