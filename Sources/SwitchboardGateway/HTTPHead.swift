@@ -221,7 +221,7 @@ struct HeaderFields: Sendable {
 
     /// Writes the head's bytes at `range` as they came.
     func write(bytesAt range: Range<Int>, to buffer: inout ByteBuffer) {
-        withBytes { raw in buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[range])) }
+        withBytes { raw in _ = buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[range])) }
     }
 
     /// Writes the fields a proxy keeps, in order, copying each run of neighbouring lines in one piece: a head of

@@ -197,7 +197,7 @@ extension ProxyHandler {
     // MARK: The instance's side
 
     func upstreamResponded(_ head: ResponseHead, framing: BodyFraming) -> Bool {
-        guard let context, state == .forwarding, let request = exchange?.request else { return false }
+        guard context != nil, state == .forwarding, let request = exchange?.request else { return false }
         state = .responding
         if let instance = exchange!.instance {
             recordOutcome(head.status < 500, on: instance)
