@@ -23,10 +23,9 @@ enum GatewayHeaders {
         case 19: if fields.name(at: index, is: "proxy-authorization") { return true }
         default: break
         }
-        guard !connectionOptions.isEmpty, !(connectionOptions.count == 1 && connectionOptions.first == "keep-alive")
-        else { return false }
-        let name = fields.lowercasedName(at: index)
-        return connectionOptions.contains(name) && !neverRemoved.contains(name)
+        return connectionOptions.contains { option in
+            fields.name(at: index, isLowercased: option) && !neverRemoved.contains(option)
+        }
     }
 
     /// The request head as the instance receives it: `path`, HTTP/1.1, hop-by-hop fields and `Expect` removed (the

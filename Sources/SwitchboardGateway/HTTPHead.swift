@@ -130,6 +130,14 @@ struct HeaderFields: Sendable {
         return withBytes { Self.equals($0, range, lowercased) }
     }
 
+    /// Whether field `index` is called `name`, a lower-case name known only at run time (a `Connection` option):
+    /// compared on the bytes, with no string made.
+    func name(at index: Int, isLowercased name: String) -> Bool {
+        let range = fields[index].name
+        guard range.count == name.utf8.count else { return false }
+        return withBytes { raw in name.utf8.elementsEqual(raw[range].lazy.map(Self.lowercase)) }
+    }
+
     /// Field `index`'s name, lower-cased.
     func lowercasedName(at index: Int) -> String {
         let range = fields[index].name

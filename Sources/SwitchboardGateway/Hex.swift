@@ -13,14 +13,6 @@ enum Hex {
         }
     }
 
-    /// The low `count` hex digits of `value`, lower case, most significant first (ids and trace contexts).
-    static func digits(_ value: UInt64, count: Int) -> String {
-        String(unsafeUninitializedCapacity: count) { digits in
-            write(value, count: count, into: digits, at: 0)
-            return count
-        }
-    }
-
     /// 32 hex digits from two random numbers, in one string: a request id or a trace id.
     static func id128(_ random: inout FastRandom) -> String {
         id128(random.next(), random.next())

@@ -123,7 +123,7 @@ final class ResponseCache: Sendable {
 
     func store(_ key: String, head: ResponseHead, body: ByteBuffer, for freshness: Duration) {
         let now = ContinuousClock.now
-        guard head.fields.byteCount + body.readableBytes <= maximumEntryBytes + head.fields.byteCount else { return }
+        guard body.readableBytes <= maximumEntryBytes else { return }
         // The head's bytes are a slice of the buffer the answer was read into: kept, they get a buffer of their own.
         var head = head
         head.fields = head.fields.compacted()

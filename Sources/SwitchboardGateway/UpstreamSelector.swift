@@ -74,22 +74,11 @@ final class UpstreamSelector: Sendable {
             let filtered: InstanceSet? = unfiltered ? all : nil
             // Targets come and go with route files: the table is bounded.
             if state.targets.count >= 10_000, state.targets[key] == nil { state.targets.removeAll() }
-            let target: Dictionary<BalancerKey, TargetState>.Index
-            if let found = state.targets.index(forKey: key) {
-                target = found
-            } else {
-                state.targets[key] = TargetState(balancer: key.balancer.make())
-                target = state.targets.index(forKey: key)!
-            }
+            let target = state.targets.index(forKey: key, inserting: TargetState(balancer: key.balancer.make()))
             let candidates = state.targets.values[target].candidates(from: all, filtered: filtered, query: query)
-            let picker: Dictionary<ServiceName, InstancePicker>.Index
-            if let found = state.services.index(forKey: service) {
-                picker = found
-            } else {
-                state.services[service] = InstancePicker(
-                    outlierDetection: outlierDetection, circuitBreaker: circuitBreaker)
-                picker = state.services.index(forKey: service)!
-            }
+            let picker = state.services.index(
+                forKey: service,
+                inserting: InstancePicker(outlierDetection: outlierDetection, circuitBreaker: circuitBreaker))
             let picked = Self.pick(
                 with: &state.services.values[picker], from: candidates, outOf: all, avoiding: tried,
                 balancer: &state.targets.values[target].balancer, context: context, at: now)
@@ -135,5 +124,15 @@ final class UpstreamSelector: Sendable {
                 reason: "gateway: \(outlierDetection.consecutiveFailures) consecutive failed calls",
                 duration: ejection.duration)
         }
+    }
+}
+
+extension Dictionary {
+    /// The index of `key`'s entry, made with `value` first when there is none: for an entry reached once and changed
+    /// in place through `values[index]` (`self[key, default: ...]` allocates on every call).
+    mutating func index(forKey key: Key, inserting value: @autoclosure () -> Value) -> Index {
+        if let index = index(forKey: key) { return index }
+        self[key] = value()
+        return index(forKey: key)!
     }
 }

@@ -493,4 +493,17 @@ struct ProxyHandlerTests {
             #expect(answer.contains("failed"))
         }
     }
+
+    @Test func fieldsTheConnectionHeaderNamesStayOnTheirSideOfTheGateway() async throws {
+        try await InMemoryGateway.run(services) { gateway in
+            try gateway.send(
+                "GET /shop/a HTTP/1.1\r\nHost: a\r\nConnection: X-Hop, keep-alive\r\nx-hop: 1\r\nX-Kept: 2\r\n\r\n")
+            let up = try gateway.upstreamReceived()
+            #expect(!up.lowercased().contains("x-hop") && up.contains("X-Kept: 2\r\n"))
+            try gateway.upstreamSends(
+                "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-SECRET: s\r\nX-Public: p\r\nContent-Length: 2\r\n\r\nok")
+            let answer = try gateway.received()
+            #expect(!answer.lowercased().contains("x-secret") && answer.contains("X-Public: p\r\n"))
+        }
+    }
 }
